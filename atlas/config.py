@@ -1,0 +1,288 @@
+"""Pipeline and ingest configuration: YAML files validated into pydantic models.
+
+Every model forbids unknown fields, so a typo is reported with its path
+(``ingest.datasets[2].obs_colums: unknown field``) instead of being ignored.
+Relative paths in a YAML file are resolved against the folder that holds the file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from .errors import ConfigError
+
+#: The obs schema every data set is mapped onto at ingest.
+SCHEMA_FIELDS: tuple[str, ...] = (
+    "dataset_id",
+    "sample_id",
+    "patient_id",
+    "cancer_type",
+    "tissue",
+    "platform",
+    "species",
+)
+SPECIES = ("human", "mouse")
+TISSUES = ("tumour", "adjacent_normal", "blood")
+
+
+class StrictModel(BaseModel):
+    """Base for all config models: unknown fields are errors, values are validated on assignment."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+# --------------------------------------------------------------------------------------------- QC
+class QCThresholds(StrictModel):
+    """Per-cell QC thresholds; ``None`` switches a threshold off."""
+
+    min_counts: int | None = Field(500, ge=0, description="minimum UMIs for a cell without neutrophil evidence")
+    min_genes: int | None = Field(200, ge=0, description="minimum detected genes for a cell without neutrophil evidence")
+    max_counts: int | None = Field(None, ge=0, description="maximum UMIs (crude doublet/multiplet filter)")
+    max_genes: int | None = Field(None, ge=0, description="maximum detected genes")
+    max_pct_mito: float | None = Field(20.0, ge=0, le=100, description="maximum % of UMIs from MT- genes")
+    neutrophil_min_counts: int | None = Field(
+        150, ge=0, description="UMI floor for cells with neutrophil marker evidence (low-RNA cells)"
+    )
+    neutrophil_min_genes: int | None = Field(
+        100, ge=0, description="gene floor for cells with neutrophil marker evidence (Xue et al. 2022 used 100)"
+    )
+
+
+class QCThresholdsOverride(StrictModel):
+    """Per-data-set overrides: only the fields given replace the defaults."""
+
+    min_counts: int | None = Field(None, ge=0)
+    min_genes: int | None = Field(None, ge=0)
+    max_counts: int | None = Field(None, ge=0)
+    max_genes: int | None = Field(None, ge=0)
+    max_pct_mito: float | None = Field(None, ge=0, le=100)
+    neutrophil_min_counts: int | None = Field(None, ge=0)
+    neutrophil_min_genes: int | None = Field(None, ge=0)
+
+
+DEFAULT_NEUTROPHIL_MARKERS = [
+    "CSF3R", "FCGR3B", "CXCR2", "CXCR1", "S100A8", "S100A9", "S100A12", "FPR1",
+    "MNDA", "SOD2", "G0S2", "NAMPT", "AQP9", "MME", "PROK2", "CMTM2",
+]
+
+
+class QCConfig(StrictModel):
+    """Neutrophil-aware QC applied per data set during ingest."""
+
+    enabled: bool = True
+    thresholds: QCThresholds = QCThresholds()
+    per_dataset: dict[str, QCThresholdsOverride] = Field(
+        default_factory=dict, description="data set id -> thresholds that replace the defaults"
+    )
+    neutrophil_markers: list[str] = Field(default_factory=lambda: list(DEFAULT_NEUTROPHIL_MARKERS))
+    neutrophil_min_markers: int = Field(
+        3, ge=1, description="detected neutrophil markers for a cell to get the neutrophil floor"
+    )
+    exclusion_markers: list[str] = Field(
+        default_factory=lambda: ["CD14", "CSF1R", "C1QA", "EPCAM", "KRT18", "CD3E", "MS4A1"],
+        description="markers of other lineages; a cell with several of these gets no neutrophil floor",
+    )
+    exclusion_max_markers: int = Field(1, ge=0)
+    doublets: bool = Field(False, description="run scanpy's scrublet per sample and drop predicted doublets")
+    doublet_min_cells: int = Field(100, ge=10, description="samples smaller than this skip doublet detection")
+
+    def thresholds_for(self, dataset_id: str) -> QCThresholds:
+        """The thresholds of one data set: defaults updated by its overrides."""
+        base = self.thresholds.model_dump()
+        override = self.per_dataset.get(dataset_id)
+        if override is not None:
+            base.update(override.model_dump(exclude_unset=True))
+        return QCThresholds(**base)
+
+
+# ----------------------------------------------------------------------------------------- ingest
+class DatasetConfig(StrictModel):
+    """One input data set and how to map it onto the atlas schema."""
+
+    id: str = Field(..., min_length=1, pattern=r"^[A-Za-z0-9_.-]+$", description="data set id, becomes obs['dataset_id']")
+    path: Path = Field(..., description="h5ad file, 10x h5 file, 10x mtx directory, or csv/tsv(.gz) file")
+    format: Literal["auto", "h5ad", "10x_h5", "10x_mtx", "csv", "tsv"] = "auto"
+    species: str = Field("human", description="human or mouse (mouse genes are mapped to human orthologues)")
+    counts: str = Field(
+        "X", description="where raw counts are: 'X', 'raw' (adata.raw.X) or 'layers/<name>' (h5ad only)"
+    )
+    obs_path: Path | None = Field(None, description="csv/tsv of per-cell metadata (for mtx/csv inputs); first column = cell id")
+    obs_columns: dict[str, str] = Field(
+        default_factory=dict, description="schema field -> column of this data set's obs holding it"
+    )
+    constants: dict[str, str] = Field(
+        default_factory=dict, description="schema field -> one value for every cell of this data set"
+    )
+    value_maps: dict[str, dict[str, str]] = Field(
+        default_factory=dict, description="schema field -> {value in data set: value in atlas}"
+    )
+    gene_ids: Literal["auto", "symbol", "ensembl"] = "auto"
+    gene_column: str | None = Field(None, description="var column with gene ids (default: var_names)")
+    orientation: Literal["cells_x_genes", "genes_x_cells"] = Field(
+        "genes_x_cells", description="csv/tsv only: GEO-style genes in rows (default) or cells in rows"
+    )
+    duplicate_genes: Literal["error", "sum"] = Field(
+        "error", description="what to do when the input itself lists a gene id twice"
+    )
+
+    @field_validator("species")
+    @classmethod
+    def _known_species(cls, v: str) -> str:
+        if v.lower() not in SPECIES:
+            raise ValueError(f"unknown species {v!r}; atlas reads {', '.join(SPECIES)} data")
+        return v.lower()
+
+    @field_validator("obs_columns", "constants", "value_maps")
+    @classmethod
+    def _schema_keys(cls, v: dict) -> dict:
+        unknown = sorted(set(v) - set(SCHEMA_FIELDS))
+        if unknown:
+            raise ValueError(f"unknown schema field(s) {unknown}; the schema fields are {list(SCHEMA_FIELDS)}")
+        return v
+
+    @field_validator("counts")
+    @classmethod
+    def _counts_location(cls, v: str) -> str:
+        if v in ("X", "raw") or (v.startswith("layers/") and len(v) > len("layers/")):
+            return v
+        raise ValueError(f"counts={v!r}: use 'X', 'raw' or 'layers/<name>'")
+
+
+class IngestConfig(StrictModel):
+    """The data sets to ingest and how (the file ``atlas simulate`` writes as ``ingest.yaml``)."""
+
+    datasets: list[DatasetConfig] = Field(..., min_length=1)
+    qc: QCConfig = QCConfig()
+    join: Literal["outer", "inner"] = Field(
+        "outer", description="genes of the store: union (zero-filled, with var['n_datasets']) or intersection"
+    )
+    keep_obs: list[str] = Field(
+        default_factory=lambda: ["truth_*"],
+        description="obs columns carried through unchanged (glob patterns); the pipeline never reads truth_*",
+    )
+    chunk_size: int = Field(20_000, ge=100, description="cells read per chunk (bounds memory)")
+
+    @model_validator(mode="after")
+    def _unique_ids(self) -> IngestConfig:
+        ids = [d.id for d in self.datasets]
+        dupes = sorted({i for i in ids if ids.count(i) > 1})
+        if dupes:
+            raise ValueError(f"data set ids must be unique; repeated: {dupes}")
+        unknown = sorted(set(self.qc.per_dataset) - set(ids))
+        if unknown:
+            raise ValueError(f"qc.per_dataset names unknown data set(s) {unknown}; known: {ids}")
+        return self
+
+
+# --------------------------------------------------------------------------------------- simulate
+class SimulateConfig(StrictModel):
+    """Parameters of the ground-truth simulator (``atlas simulate``)."""
+
+    n_cells: int = Field(20_000, ge=200)
+    n_datasets: int = Field(8, ge=1)
+    n_genes: int = Field(15_000, ge=2_000)
+    seed: int = 0
+    chunk_size: int = Field(20_000, ge=100)
+
+
+# --------------------------------------------------------------------------------------- pipeline
+class PipelineConfig(StrictModel):
+    """A whole ``atlas run``: where it goes and the settings of each stage."""
+
+    name: str = Field(..., min_length=1, description="run name; a run directory holds one named run")
+    run_dir: Path = Field(..., description="where outputs, manifest and provenance go")
+    seed: int = 0
+    simulate: SimulateConfig | None = Field(
+        None, description="generate input data first (demo); ingest then defaults to the simulator's ingest.yaml"
+    )
+    ingest: IngestConfig | Path | None = Field(
+        None, description="an ingest section, or the path of an ingest.yaml"
+    )
+    store_format: Literal["h5ad", "zarr"] = "h5ad"
+
+    @model_validator(mode="after")
+    def _has_input(self) -> PipelineConfig:
+        if self.simulate is None and self.ingest is None:
+            raise ValueError("give 'ingest' (data sets to read) or 'simulate' (generate demo data)")
+        return self
+
+
+# ------------------------------------------------------------------------------------------ load
+def _format_validation_error(err: ValidationError, source: str) -> str:
+    lines = []
+    for e in err.errors():
+        loc = ""
+        for part in e["loc"]:
+            loc += f"[{part}]" if isinstance(part, int) else (f".{part}" if loc else str(part))
+        msg = "unknown field" if e["type"] == "extra_forbidden" else e["msg"]
+        lines.append(f"  {loc or '(top level)'}: {msg}")
+    return f"invalid configuration in {source}:\n" + "\n".join(lines)
+
+
+def _resolve_paths(obj: Any, base: Path, keys: tuple[str, ...] = ("path", "obs_path", "run_dir", "ingest")) -> Any:
+    """Resolve relative path values (under the given keys) against ``base``."""
+    if isinstance(obj, dict):
+        out = {}
+        for k, v in obj.items():
+            if k in keys and isinstance(v, str):
+                p = Path(v).expanduser()
+                out[k] = str(p if p.is_absolute() else (base / p))
+            else:
+                out[k] = _resolve_paths(v, base, keys)
+        return out
+    if isinstance(obj, list):
+        return [_resolve_paths(v, base, keys) for v in obj]
+    return obj
+
+
+def read_yaml(path: str | Path) -> dict:
+    """Read a YAML mapping, with a clear error for a missing or malformed file."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file {path} does not exist; check the path")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as e:
+        raise ConfigError(f"config file {path} is not valid YAML: {e}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {path} must hold a mapping of settings, not {type(data).__name__}")
+    return data
+
+
+def validate(model: type[StrictModel], data: dict, source: str) -> Any:
+    """Validate ``data`` into ``model``, turning pydantic's error into a :class:`ConfigError`."""
+    try:
+        return model.model_validate(data)
+    except ValidationError as e:
+        raise ConfigError(_format_validation_error(e, source)) from None
+
+
+def load_ingest_config(path: str | Path) -> IngestConfig:
+    """Load an ingest YAML (``datasets: [...]``, ``qc: ...``); relative paths are resolved against its folder."""
+    path = Path(path)
+    data = _resolve_paths(read_yaml(path), path.resolve().parent)
+    return validate(IngestConfig, data, str(path))
+
+
+def load_pipeline_config(path: str | Path) -> PipelineConfig:
+    """Load a pipeline YAML; an ``ingest`` given as a path is loaded and validated too."""
+    path = Path(path)
+    data = _resolve_paths(read_yaml(path), path.resolve().parent)
+    cfg = validate(PipelineConfig, data, str(path))
+    if isinstance(cfg.ingest, Path):
+        cfg.ingest = load_ingest_config(cfg.ingest)
+    return cfg
+
+
+def settings_hash(obj: Any) -> str:
+    """A stable hash of settings (pydantic models, dicts, lists, scalars) for the stage manifest."""
+    if isinstance(obj, BaseModel):
+        obj = obj.model_dump(mode="json")
+    blob = json.dumps(obj, sort_keys=True, default=str).encode()
+    return hashlib.sha256(blob).hexdigest()[:16]

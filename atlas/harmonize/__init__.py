@@ -1,0 +1,1 @@
+"""Harmonisation: gene identifiers, orthologues and the obs metadata schema."""

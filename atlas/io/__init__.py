@@ -1,0 +1,1 @@
+"""Reading data sets, writing outputs atomically, and the on-disk store."""
