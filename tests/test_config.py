@@ -1,0 +1,92 @@
+from pathlib import Path
+
+import pytest
+import yaml
+
+from atlas.config import PipelineConfig, load_ingest_config, load_pipeline_config
+from atlas.errors import ConfigError
+from atlas.pipeline.demo import demo_config
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _write(tmp_path, data, name="cfg.yaml"):
+    p = tmp_path / name
+    p.write_text(yaml.safe_dump(data))
+    return p
+
+
+def _ingest(**ds):
+    d = {"id": "d1", "path": "d1.h5ad", **ds}
+    return {"datasets": [d]}
+
+
+def test_unknown_field_is_reported_with_its_path(tmp_path):
+    p = _write(tmp_path, _ingest(obs_colums={"patient_id": "donor"}))
+    with pytest.raises(ConfigError) as e:
+        load_ingest_config(p)
+    assert "datasets[0].obs_colums: unknown field" in str(e.value)
+    assert str(p) in str(e.value)
+
+
+def test_invalid_value_is_reported_with_its_path(tmp_path):
+    data = {"name": "x", "run_dir": "r", "simulate": {"n_cells": -5}}
+    with pytest.raises(ConfigError, match=r"simulate\.n_cells"):
+        load_pipeline_config(_write(tmp_path, data))
+
+
+def test_unknown_species_and_schema_field(tmp_path):
+    with pytest.raises(ConfigError, match="unknown species 'zebrafish'"):
+        load_ingest_config(_write(tmp_path, _ingest(species="zebrafish")))
+    with pytest.raises(ConfigError, match="unknown schema field"):
+        load_ingest_config(_write(tmp_path, _ingest(constants={"tumour_type": "PDAC"})))
+
+
+def test_repeated_ids_and_unknown_per_dataset_qc(tmp_path):
+    data = {"datasets": [{"id": "a", "path": "a.h5ad"}, {"id": "a", "path": "b.h5ad"}]}
+    with pytest.raises(ConfigError, match="repeated"):
+        load_ingest_config(_write(tmp_path, data))
+    data = {**_ingest(), "qc": {"per_dataset": {"nope": {"min_genes": 50}}}}
+    with pytest.raises(ConfigError, match="unknown data set"):
+        load_ingest_config(_write(tmp_path, data))
+
+
+def test_relative_paths_resolve_against_the_config_folder(tmp_path):
+    sub = tmp_path / "cfgs"
+    sub.mkdir()
+    cfg = load_ingest_config(_write(sub, _ingest(obs_path="../meta.csv")))
+    assert cfg.datasets[0].path == sub / "d1.h5ad"
+    assert cfg.datasets[0].obs_path == tmp_path / "meta.csv"
+
+
+def test_per_dataset_qc_overrides_only_given_fields(tmp_path):
+    data = {**_ingest(), "qc": {"thresholds": {"min_genes": 300}, "per_dataset": {"d1": {"max_pct_mito": 30}}}}
+    t = load_ingest_config(_write(tmp_path, data)).qc.thresholds_for("d1")
+    assert (t.min_genes, t.max_pct_mito, t.neutrophil_min_genes) == (300, 30, 100)
+
+
+def test_malformed_yaml_and_missing_file(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("datasets: [unclosed")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_ingest_config(bad)
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_ingest_config(tmp_path / "missing.yaml")
+
+
+def test_pipeline_needs_input(tmp_path):
+    with pytest.raises(ConfigError, match="give 'ingest'"):
+        load_pipeline_config(_write(tmp_path, {"name": "x", "run_dir": "r"}))
+
+
+def test_demo_yaml_equals_builtin_demo():
+    from_file = load_pipeline_config(REPO / "configs" / "demo.yaml")
+    builtin = demo_config(REPO / "atlas_demo")
+    assert from_file.model_dump() == builtin.model_dump()
+
+
+def test_example_config_validates():
+    cfg = load_pipeline_config(REPO / "configs" / "pan_cancer_example.yaml")
+    assert isinstance(cfg, PipelineConfig)
+    assert {d.species for d in cfg.ingest.datasets} == {"human", "mouse"}
+    assert {d.id for d in cfg.ingest.datasets} >= {"ng_2024_kpc_mouse", "xue_2022_liver"}
