@@ -30,6 +30,8 @@ if [ ! -x "$VENV/bin/python" ]; then
   "$PY" -m venv "$VENV"
 fi
 PIP=("$VENV/bin/python" -m pip --disable-pip-version-check -q)
+# Some machines' pip configs list local indexes that do not exist: hide that noise, keep real errors.
+exec 2> >(grep -v "WARNING: Location 'file:" >&2)
 
 stamp="$VENV/.atlas-installed"
 want="$(sha256sum pyproject.toml | cut -c1-16) extras=$EXTRAS"
