@@ -8,8 +8,8 @@ Relative paths in a YAML file are resolved against the folder that holds the fil
 from __future__ import annotations
 
 import hashlib
-import os
 import json
+import os
 from pathlib import Path
 from typing import Any, Literal
 

@@ -1,0 +1,140 @@
+"""Reprogramming statistics at the right level: samples and patients, never cells.
+
+Cells of one patient are not independent observations, so every interval here comes from
+resampling *patients* (a cluster bootstrap), and every within-patient comparison is paired by
+patient. Input is a per-cell table (obs of neutrophils) with a boolean T3-like flag and a
+continuous reprogramming index.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class StatsSettings:
+    """Settings of the patient-level statistics."""
+
+    min_cells_per_sample: int = 10  # samples with fewer neutrophils are left out of fractions
+    n_boot: int = 2000
+    ci: float = 0.95
+    random_state: int = 0
+
+
+def per_sample(cells: pd.DataFrame, *, flag: str = "is_t3", index: str = "reprogramming_index",
+               keys: tuple[str, ...] = ("dataset_id", "cancer_type", "patient_id", "tissue", "sample_id"),
+               ) -> pd.DataFrame:
+    """One row per sample: neutrophil count, T3-like fraction and mean reprogramming index."""
+    g = cells.groupby(list(keys), observed=True, sort=True)
+    out = g.agg(n_neutrophils=(flag, "size"), n_t3=(flag, "sum"), mean_index=(index, "mean")).reset_index()
+    out["t3_fraction"] = out["n_t3"] / out["n_neutrophils"]
+    return out
+
+
+def per_patient(samples: pd.DataFrame, settings: StatsSettings = StatsSettings()) -> pd.DataFrame:
+    """One row per patient and tissue: pooled over that patient's samples of the tissue.
+
+    Samples below ``min_cells_per_sample`` neutrophils are dropped first (their fractions are noise).
+    """
+    ok = samples[samples["n_neutrophils"] >= settings.min_cells_per_sample]
+    dropped = len(samples) - len(ok)
+    if dropped:
+        log.info("%d sample(s) with < %d neutrophils left out of patient fractions",
+                 dropped, settings.min_cells_per_sample)
+    g = ok.groupby(["cancer_type", "patient_id", "tissue"], observed=True, sort=True)
+    pat = g.agg(n_samples=("sample_id", "nunique"), n_neutrophils=("n_neutrophils", "sum"),
+                n_t3=("n_t3", "sum"),
+                index_sum=("mean_index", lambda s: float((s * ok.loc[s.index, "n_neutrophils"]).sum())))
+    pat = pat.reset_index()
+    pat["t3_fraction"] = pat["n_t3"] / pat["n_neutrophils"]
+    pat["mean_index"] = pat.pop("index_sum") / pat["n_neutrophils"]
+    return pat
+
+
+def _interval(means: np.ndarray, ci: float) -> tuple[float, float]:
+    lo, hi = np.quantile(means, [(1 - ci) / 2, 1 - (1 - ci) / 2])
+    return float(lo), float(hi)
+
+
+def _bootstrap_mean(values: np.ndarray, rng: np.random.Generator, n_boot: int, ci: float) -> tuple[float, float]:
+    """Percentile interval of the mean over patients, resampling patients."""
+    if len(values) < 2:
+        return float("nan"), float("nan")
+    idx = rng.integers(0, len(values), size=(n_boot, len(values)))
+    return _interval(values[idx].mean(axis=1), ci)
+
+
+def _bootstrap_fraction(n_t3: np.ndarray, n: np.ndarray, rng: np.random.Generator, n_boot: int,
+                        ci: float) -> tuple[float, float]:
+    """Two-stage bootstrap of the mean patient fraction: resample patients, then their cells (binomial).
+
+    The second stage carries each patient's sampling noise (few neutrophils -> wide), which a
+    patients-only bootstrap would ignore.
+    """
+    if len(n) < 2:
+        return float("nan"), float("nan")
+    idx = rng.integers(0, len(n), size=(n_boot, len(n)))
+    draws = rng.binomial(n[idx], n_t3[idx] / n[idx]) / n[idx]
+    return _interval(draws.mean(axis=1), ci)
+
+
+def per_group(patients: pd.DataFrame, settings: StatsSettings = StatsSettings(),
+              by: tuple[str, ...] = ("cancer_type", "tissue")) -> pd.DataFrame:
+    """Per cancer type and tissue: the mean over patients with a two-stage (patients, then cells) bootstrap interval.
+
+    Each patient counts once, whatever its neutrophil yield. A group with a single patient gets
+    no interval (NaN bounds) and ``note = "single patient: no interval"``.
+    """
+    rng = np.random.default_rng(settings.random_state)
+    rows = []
+    for key, grp in patients.groupby(list(by), observed=True, sort=True):
+        key = key if isinstance(key, tuple) else (key,)
+        row = dict(zip(by, key, strict=True))
+        frac = grp["t3_fraction"].to_numpy(float)
+        idx = grp["mean_index"].to_numpy(float)
+        lo, hi = _bootstrap_fraction(grp["n_t3"].to_numpy(np.int64), grp["n_neutrophils"].to_numpy(np.int64),
+                                     rng, settings.n_boot, settings.ci)
+        ilo, ihi = _bootstrap_mean(idx, rng, settings.n_boot, settings.ci)
+        row.update(n_patients=len(grp), n_neutrophils=int(grp["n_neutrophils"].sum()),
+                   t3_fraction=float(frac.mean()), t3_fraction_lo=lo, t3_fraction_hi=hi,
+                   mean_index=float(idx.mean()), mean_index_lo=ilo, mean_index_hi=ihi,
+                   note="single patient: no interval" if len(grp) < 2 else "")
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def paired_tissue_comparison(patients: pd.DataFrame, a: str = "tumour", b: str = "blood",
+                             value: str = "t3_fraction") -> pd.DataFrame:
+    """Within-patient differences ``a - b`` per cancer type, with a Wilcoxon signed-rank test.
+
+    Only patients with both tissues enter; a cancer type with fewer than 2 such patients gets no p-value.
+    """
+    from scipy.stats import wilcoxon
+
+    wide = patients.pivot_table(index=["cancer_type", "patient_id"], columns="tissue", values=value,
+                                observed=True)
+    rows = []
+    if a not in wide or b not in wide:
+        return pd.DataFrame(columns=["cancer_type", "n_patients", "median_difference", "p_value"])
+    both = wide[[a, b]].dropna()
+    for cancer, grp in both.groupby(level="cancer_type", sort=True):
+        diff = (grp[a] - grp[b]).to_numpy()
+        p = float("nan")
+        if len(diff) >= 2 and np.any(diff != 0):
+            p = float(wilcoxon(diff, zero_method="zsplit").pvalue)
+        rows.append({"cancer_type": cancer, "comparison": f"{a} - {b}", "n_patients": len(diff),
+                     "median_difference": float(np.median(diff)), "p_value": p})
+    return pd.DataFrame(rows)
+
+
+def rank_cancers(groups: pd.DataFrame, tissue: str = "tumour") -> pd.DataFrame:
+    """The "which cancers reprogram" table: cancer types ranked by their tumour T3-like fraction."""
+    t = groups[groups["tissue"] == tissue].sort_values("t3_fraction", ascending=False).reset_index(drop=True)
+    t.insert(0, "rank", np.arange(1, len(t) + 1))
+    return t
