@@ -108,9 +108,15 @@ def ingest(
 
     if chunk_size is not None:
         cfg.chunk_size = chunk_size
+    from .io.ingest import side_table_path
+
     res = _ingest(cfg, out, overwrite=overwrite)
-    typer.echo(f"store written to {res.store}: {res.n_cells:,} cells x {res.n_genes:,} genes "
-               f"in {res.seconds:.1f} s; QC table: {res.qc_table_path}")
+    qc = res.qc
+    typer.echo(f"store written to {res.store}: {res.n_cells:,} cells x {res.n_genes:,} genes from "
+               f"{len(qc)} data sets in {res.elapsed_s:.1f} s "
+               f"({int(qc['cells_in'].sum()):,} cells read, {int(qc['cells_out'].sum()):,} kept by QC)")
+    typer.echo(f"tables: {side_table_path(res.store, 'qc')}, {side_table_path(res.store, 'genes')}, "
+               f"{side_table_path(res.store, 'neutrophils')}")
 
 
 # -------------------------------------------------------------------------------------------- run

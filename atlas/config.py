@@ -48,10 +48,12 @@ class QCThresholds(StrictModel):
     max_genes: int | None = Field(None, ge=0, description="maximum detected genes")
     max_pct_mito: float | None = Field(20.0, ge=0, le=100, description="maximum % of UMIs from MT- genes")
     neutrophil_min_counts: int | None = Field(
-        150, ge=0, description="UMI floor for cells with neutrophil marker evidence (low-RNA cells)"
+        150, ge=0, description="UMI floor for cells with neutrophil marker evidence (low-RNA cells); "
+        "None = no special floor, min_counts applies"
     )
     neutrophil_min_genes: int | None = Field(
-        100, ge=0, description="gene floor for cells with neutrophil marker evidence (Xue et al. 2022 used 100)"
+        100, ge=0, description="gene floor for cells with neutrophil marker evidence (Xue et al. 2022 used 100); "
+        "None = no special floor, min_genes applies"
     )
 
 
@@ -67,9 +69,11 @@ class QCThresholdsOverride(StrictModel):
     neutrophil_min_genes: int | None = Field(None, ge=0)
 
 
+# Neutrophil identity genes (LuCA / Xue subsetting markers and the JITC 2022 signature), leaving out
+# broadly induced genes (SOD2, NAMPT, G0S2) that endothelial and stromal cells also express.
 DEFAULT_NEUTROPHIL_MARKERS = [
-    "CSF3R", "FCGR3B", "CXCR2", "CXCR1", "S100A8", "S100A9", "S100A12", "FPR1",
-    "MNDA", "SOD2", "G0S2", "NAMPT", "AQP9", "MME", "PROK2", "CMTM2",
+    "CSF3R", "FCGR3B", "CXCR2", "CXCR1", "S100A8", "S100A9", "S100A12", "FPR1", "FPR2",
+    "MNDA", "AQP9", "MME", "PROK2", "CMTM2", "MGAM", "ALPL", "LILRB2",
 ]
 
 
@@ -86,12 +90,14 @@ class QCConfig(StrictModel):
         3, ge=1, description="detected neutrophil markers for a cell to get the neutrophil floor"
     )
     exclusion_markers: list[str] = Field(
-        default_factory=lambda: ["CD14", "CSF1R", "C1QA", "EPCAM", "KRT18", "CD3E", "MS4A1"],
+        default_factory=lambda: ["CD14", "CSF1R", "C1QA", "EPCAM", "KRT18", "CD3E", "MS4A1", "CD79A", "NKG7",
+                                 "VWF", "CDH5", "COL1A1", "DCN"],
         description="markers of other lineages; a cell with several of these gets no neutrophil floor",
     )
     exclusion_max_markers: int = Field(1, ge=0)
     doublets: bool = Field(False, description="run scanpy's scrublet per sample and drop predicted doublets")
     doublet_min_cells: int = Field(100, ge=10, description="samples smaller than this skip doublet detection")
+    doublet_random_state: int = Field(0, description="seed of scrublet's simulated doublets")
 
     def thresholds_for(self, dataset_id: str) -> QCThresholds:
         """The thresholds of one data set: defaults updated by its overrides."""

@@ -1,0 +1,260 @@
+"""Readers of text formats: 10x mtx folders (streamed when sorted by cell) and csv/tsv tables."""
+
+from __future__ import annotations
+
+import csv
+import logging
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+
+from ..config import DatasetConfig
+from ..errors import InputDataError
+from ._reader_base import Reader, _open_text
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["CsvReader", "MtxReader"]
+
+_MTX_ENTRIES_PER_READ = 5_000_000
+
+
+# --------------------------------------------------------------------------------------- 10x mtx
+def _find_one(folder: Path, patterns: list[str], what: str, ds_id: str, required: bool = True) -> Path | None:
+    for pattern in patterns:
+        hits = sorted(folder.glob(pattern))
+        if len(hits) == 1:
+            return hits[0]
+        if len(hits) > 1:
+            raise InputDataError(
+                f"data set '{ds_id}': {folder} holds several {what} files ({[h.name for h in hits]}); "
+                "keep one data set per folder"
+            )
+    if required:
+        raise InputDataError(
+            f"data set '{ds_id}': {folder} has no {what} file ({' or '.join(patterns)}); a 10x mtx folder "
+            "needs matrix.mtx(.gz), features.tsv(.gz) (or genes.tsv) and barcodes.tsv(.gz)"
+        )
+    return None
+
+
+class MtxReader(Reader):
+    """10x mtx folder (or a path to its ``matrix.mtx(.gz)``)."""
+
+    format = "10x_mtx"
+
+    def _open(self) -> None:
+        folder = self.path if self.path.is_dir() else self.path.parent
+        self._mtx = (
+            self.path
+            if self.path.is_file()
+            else _find_one(
+                folder, ["matrix.mtx.gz", "matrix.mtx", "*matrix.mtx.gz", "*matrix.mtx"], "matrix", self.ds.id
+            )
+        )
+        feat = _find_one(
+            folder,
+            [
+                "features.tsv.gz",
+                "features.tsv",
+                "genes.tsv.gz",
+                "genes.tsv",
+                "*features.tsv.gz",
+                "*features.tsv",
+                "*genes.tsv.gz",
+                "*genes.tsv",
+            ],
+            "features",
+            self.ds.id,
+        )
+        bc = _find_one(
+            folder,
+            ["barcodes.tsv.gz", "barcodes.tsv", "*barcodes.tsv.gz", "*barcodes.tsv"],
+            "barcodes",
+            self.ds.id,
+        )
+        fdf = pd.read_csv(feat, sep="\t", header=None, dtype=str)
+        ids = fdf[0].to_numpy(dtype=object)
+        names = fdf[1].to_numpy(dtype=object) if fdf.shape[1] > 1 else ids
+        ftype = (
+            fdf[2].to_numpy(dtype=object)
+            if fdf.shape[1] > 2
+            else np.full(len(ids), "Gene Expression", dtype=object)
+        )
+        barcodes = pd.read_csv(bc, sep="\t", header=None, dtype=str)[0].to_numpy(dtype=object)
+        with _open_text(self._mtx) as fh:
+            header = fh.readline()
+            if not header.startswith("%%MatrixMarket") or "coordinate" not in header:
+                raise InputDataError(
+                    f"data set '{self.ds.id}': {self._mtx} is not a MatrixMarket coordinate file (header {header!r})"
+                )
+            if "pattern" in header or "complex" in header:
+                raise InputDataError(
+                    f"data set '{self.ds.id}': {self._mtx} has no count values (header {header!r})"
+                )
+            n_skip = 1
+            line = fh.readline()
+            while line.startswith("%"):
+                n_skip += 1
+                line = fh.readline()
+            n_rows, n_cols, nnz = (int(x) for x in line.split())
+        self._skip, self._nnz = n_skip + 1, nnz
+        if (n_rows, n_cols) == (len(ids), len(barcodes)):
+            self._cell_col = 1  # genes x cells (10x)
+        elif (n_rows, n_cols) == (len(barcodes), len(ids)):
+            self._cell_col = 0
+        else:
+            raise InputDataError(
+                f"data set '{self.ds.id}': {self._mtx} is {n_rows} x {n_cols} but {feat.name} lists {len(ids)} "
+                f"features and {bc.name} {len(barcodes)} barcodes; the files do not belong together"
+            )
+        self.path = self._mtx
+        self._n_features = len(ids)
+        ge = np.flatnonzero(ftype == "Gene Expression")
+        self._ge = None if len(ge) == len(ids) else ge
+        self.var = pd.DataFrame(
+            {"gene_symbols": names[ge], "feature_type": ftype[ge]}, index=pd.Index(ids[ge].astype(str))
+        )
+        self.obs = pd.DataFrame(index=pd.Index(barcodes.astype(str)))
+
+    def _entries(self, usecols=None) -> Iterator[pd.DataFrame]:
+        return pd.read_csv(
+            self._mtx,
+            sep=r"\s+",
+            header=None,
+            skiprows=self._skip,
+            chunksize=_MTX_ENTRIES_PER_READ,
+            usecols=usecols,
+            dtype=np.float64 if usecols is None else np.int64,
+        )
+
+    def _sorted_by_cell(self) -> bool:
+        last = -1
+        for df in self._entries(usecols=[self._cell_col]):
+            c = df.iloc[:, 0].to_numpy()
+            if len(c) and (c[0] < last or np.any(np.diff(c) < 0)):
+                return False
+            if len(c):
+                last = c[-1]
+        return True
+
+    def _build(
+        self, cells: np.ndarray, genes: np.ndarray, vals: np.ndarray, start: int, stop: int
+    ) -> sp.csr_matrix:
+        X = sp.csr_matrix(
+            (vals.astype(np.float32), (cells - start, genes)), shape=(stop - start, self._n_features)
+        )
+        return X if self._ge is None else X[:, self._ge]
+
+    def _chunks(self, chunk_size: int) -> Iterator[tuple[int, sp.csr_matrix]]:
+        n = self.n_obs
+        if not self._sorted_by_cell():
+            from scipy.io import mmread
+
+            logger.info(
+                "data set %s: entries of %s are not sorted by cell; reading the matrix whole with scipy.io.mmread "
+                "(memory grows with the data set)",
+                self.ds.id,
+                self._mtx,
+            )
+            coo = mmread(str(self._mtx)).tocoo()
+            cells, genes = (coo.col, coo.row) if self._cell_col == 1 else (coo.row, coo.col)
+            whole = sp.csr_matrix((coo.data.astype(np.float32), (cells, genes)), shape=(n, self._n_features))
+            whole = whole if self._ge is None else whole[:, self._ge]
+            for start in range(0, n, chunk_size):
+                yield start, whole[start : start + chunk_size]
+            return
+        gene_col = 1 - self._cell_col
+        pend: list[np.ndarray] = []  # pending entries (cell, gene, value) of the current chunk
+        start = 0
+        for df in self._entries():
+            a = df.to_numpy()
+            cells = a[:, self._cell_col].astype(np.int64) - 1
+            while len(cells):
+                stop = min(n, start + chunk_size)
+                cut = int(np.searchsorted(cells, stop, side="left"))
+                pend.append(a[:cut])
+                if cut == len(cells):
+                    break
+                block = np.concatenate(pend)
+                yield (
+                    start,
+                    self._build(
+                        block[:, self._cell_col].astype(np.int64) - 1,
+                        block[:, gene_col].astype(np.int64) - 1,
+                        block[:, 2],
+                        start,
+                        stop,
+                    ),
+                )
+                pend, start = [], stop
+                a, cells = a[cut:], cells[cut:]
+        while start < n:
+            stop = min(n, start + chunk_size)
+            block = np.concatenate(pend) if pend else np.empty((0, 3))
+            yield (
+                start,
+                self._build(
+                    block[:, self._cell_col].astype(np.int64) - 1,
+                    block[:, gene_col].astype(np.int64) - 1,
+                    block[:, 2],
+                    start,
+                    stop,
+                ),
+            )
+            pend, start = [], stop
+
+
+# ------------------------------------------------------------------------------------------- csv
+class CsvReader(Reader):
+    """Dense text matrix: genes x cells (GEO style, read whole) or cells x genes (streamed)."""
+
+    format = "csv"
+
+    def __init__(self, ds: DatasetConfig, sep: str):
+        self._sep_char = sep
+        self.format = "csv" if sep == "," else "tsv"
+        super().__init__(ds)
+
+    def _read(self, **kw) -> pd.DataFrame:
+        return pd.read_csv(self.path, sep=self._sep_char, index_col=0, **kw)
+
+    def _open(self) -> None:
+        with _open_text(self.path) as fh:  # not pandas: it would rename repeated names ('c1' -> 'c1.1')
+            header = next(csv.reader(fh, delimiter=self._sep_char), None)
+        if not header:
+            raise InputDataError(f"data set '{self.ds.id}': {self.path} is empty; a count table was expected")
+        header = header[1:]
+        first = pd.read_csv(self.path, sep=self._sep_char, usecols=[0], dtype=str).iloc[:, 0]
+        first = pd.Index(first.astype(str))
+        if self.ds.orientation == "genes_x_cells":
+            self.var, self.obs = pd.DataFrame(index=first), pd.DataFrame(index=pd.Index(header))
+        else:
+            self.var, self.obs = pd.DataFrame(index=pd.Index(header)), pd.DataFrame(index=first)
+
+    def _numeric(self, df: pd.DataFrame) -> np.ndarray:
+        bad = [c for c, t in df.dtypes.items() if not pd.api.types.is_numeric_dtype(t)]
+        if bad:
+            col = bad[0]
+            example = df[col][pd.to_numeric(df[col], errors="coerce").isna() & df[col].notna()]
+            raise InputDataError(
+                f"data set '{self.ds.id}': {self.path} has non-numeric values in column {col!r} "
+                f"(e.g. {example.iloc[0] if len(example) else 'empty'!r}); a count table needs numbers only, "
+                f"with ids in the first column and first row (orientation: {self.ds.orientation})"
+            )
+        return df.to_numpy(dtype=np.float32, na_value=np.nan)
+
+    def _chunks(self, chunk_size: int) -> Iterator[tuple[int, sp.csr_matrix]]:
+        if self.ds.orientation == "genes_x_cells":
+            whole = sp.csr_matrix(self._numeric(self._read()).T)
+            for start in range(0, self.n_obs, chunk_size):
+                yield start, whole[start : start + chunk_size]
+            return
+        start = 0
+        for df in self._read(chunksize=chunk_size):
+            X = sp.csr_matrix(self._numeric(df))
+            yield start, X
+            start += X.shape[0]
