@@ -27,9 +27,13 @@ class StatsSettings:
     random_state: int = 0
 
 
-def per_sample(cells: pd.DataFrame, *, flag: str = "is_t3", index: str = "reprogramming_index",
-               keys: tuple[str, ...] = ("dataset_id", "cancer_type", "patient_id", "tissue", "sample_id"),
-               ) -> pd.DataFrame:
+def per_sample(
+    cells: pd.DataFrame,
+    *,
+    flag: str = "is_t3",
+    index: str = "reprogramming_index",
+    keys: tuple[str, ...] = ("dataset_id", "cancer_type", "patient_id", "tissue", "sample_id"),
+) -> pd.DataFrame:
     """One row per sample: neutrophil count, T3-like fraction and mean reprogramming index."""
     g = cells.groupby(list(keys), observed=True, sort=True)
     out = g.agg(n_neutrophils=(flag, "size"), n_t3=(flag, "sum"), mean_index=(index, "mean")).reset_index()
@@ -45,12 +49,18 @@ def per_patient(samples: pd.DataFrame, settings: StatsSettings = StatsSettings()
     ok = samples[samples["n_neutrophils"] >= settings.min_cells_per_sample]
     dropped = len(samples) - len(ok)
     if dropped:
-        log.info("%d sample(s) with < %d neutrophils left out of patient fractions",
-                 dropped, settings.min_cells_per_sample)
+        log.info(
+            "%d sample(s) with < %d neutrophils left out of patient fractions",
+            dropped,
+            settings.min_cells_per_sample,
+        )
     g = ok.groupby(["cancer_type", "patient_id", "tissue"], observed=True, sort=True)
-    pat = g.agg(n_samples=("sample_id", "nunique"), n_neutrophils=("n_neutrophils", "sum"),
-                n_t3=("n_t3", "sum"),
-                index_sum=("mean_index", lambda s: float((s * ok.loc[s.index, "n_neutrophils"]).sum())))
+    pat = g.agg(
+        n_samples=("sample_id", "nunique"),
+        n_neutrophils=("n_neutrophils", "sum"),
+        n_t3=("n_t3", "sum"),
+        index_sum=("mean_index", lambda s: float((s * ok.loc[s.index, "n_neutrophils"]).sum())),
+    )
     pat = pat.reset_index()
     pat["t3_fraction"] = pat["n_t3"] / pat["n_neutrophils"]
     pat["mean_index"] = pat.pop("index_sum") / pat["n_neutrophils"]
@@ -62,7 +72,9 @@ def _interval(means: np.ndarray, ci: float) -> tuple[float, float]:
     return float(lo), float(hi)
 
 
-def _bootstrap_mean(values: np.ndarray, rng: np.random.Generator, n_boot: int, ci: float) -> tuple[float, float]:
+def _bootstrap_mean(
+    values: np.ndarray, rng: np.random.Generator, n_boot: int, ci: float
+) -> tuple[float, float]:
     """Percentile interval of the mean over patients, resampling patients."""
     if len(values) < 2:
         return float("nan"), float("nan")
@@ -70,8 +82,9 @@ def _bootstrap_mean(values: np.ndarray, rng: np.random.Generator, n_boot: int, c
     return _interval(values[idx].mean(axis=1), ci)
 
 
-def _bootstrap_fraction(n_t3: np.ndarray, n: np.ndarray, rng: np.random.Generator, n_boot: int,
-                        ci: float) -> tuple[float, float]:
+def _bootstrap_fraction(
+    n_t3: np.ndarray, n: np.ndarray, rng: np.random.Generator, n_boot: int, ci: float
+) -> tuple[float, float]:
     """Two-stage bootstrap of the mean patient fraction: resample patients, then their cells (binomial).
 
     The second stage carries each patient's sampling noise (few neutrophils -> wide), which a
@@ -84,8 +97,11 @@ def _bootstrap_fraction(n_t3: np.ndarray, n: np.ndarray, rng: np.random.Generato
     return _interval(draws.mean(axis=1), ci)
 
 
-def per_group(patients: pd.DataFrame, settings: StatsSettings = StatsSettings(),
-              by: tuple[str, ...] = ("cancer_type", "tissue")) -> pd.DataFrame:
+def per_group(
+    patients: pd.DataFrame,
+    settings: StatsSettings = StatsSettings(),
+    by: tuple[str, ...] = ("cancer_type", "tissue"),
+) -> pd.DataFrame:
     """Per cancer type and tissue: the mean over patients with a two-stage (patients, then cells) bootstrap interval.
 
     Each patient counts once, whatever its neutrophil yield. A group with a single patient gets
@@ -98,27 +114,41 @@ def per_group(patients: pd.DataFrame, settings: StatsSettings = StatsSettings(),
         row = dict(zip(by, key, strict=True))
         frac = grp["t3_fraction"].to_numpy(float)
         idx = grp["mean_index"].to_numpy(float)
-        lo, hi = _bootstrap_fraction(grp["n_t3"].to_numpy(np.int64), grp["n_neutrophils"].to_numpy(np.int64),
-                                     rng, settings.n_boot, settings.ci)
+        lo, hi = _bootstrap_fraction(
+            grp["n_t3"].to_numpy(np.int64),
+            grp["n_neutrophils"].to_numpy(np.int64),
+            rng,
+            settings.n_boot,
+            settings.ci,
+        )
         ilo, ihi = _bootstrap_mean(idx, rng, settings.n_boot, settings.ci)
-        row.update(n_patients=len(grp), n_neutrophils=int(grp["n_neutrophils"].sum()),
-                   t3_fraction=float(frac.mean()), t3_fraction_lo=lo, t3_fraction_hi=hi,
-                   mean_index=float(idx.mean()), mean_index_lo=ilo, mean_index_hi=ihi,
-                   note="single patient: no interval" if len(grp) < 2 else "")
+        row.update(
+            n_patients=len(grp),
+            n_neutrophils=int(grp["n_neutrophils"].sum()),
+            t3_fraction=float(frac.mean()),
+            t3_fraction_lo=lo,
+            t3_fraction_hi=hi,
+            mean_index=float(idx.mean()),
+            mean_index_lo=ilo,
+            mean_index_hi=ihi,
+            note="single patient: no interval" if len(grp) < 2 else "",
+        )
         rows.append(row)
     return pd.DataFrame(rows)
 
 
-def paired_tissue_comparison(patients: pd.DataFrame, a: str = "tumour", b: str = "blood",
-                             value: str = "t3_fraction") -> pd.DataFrame:
+def paired_tissue_comparison(
+    patients: pd.DataFrame, a: str = "tumour", b: str = "blood", value: str = "t3_fraction"
+) -> pd.DataFrame:
     """Within-patient differences ``a - b`` per cancer type, with a Wilcoxon signed-rank test.
 
     Only patients with both tissues enter; a cancer type with fewer than 2 such patients gets no p-value.
     """
     from scipy.stats import wilcoxon
 
-    wide = patients.pivot_table(index=["cancer_type", "patient_id"], columns="tissue", values=value,
-                                observed=True)
+    wide = patients.pivot_table(
+        index=["cancer_type", "patient_id"], columns="tissue", values=value, observed=True
+    )
     rows = []
     if a not in wide or b not in wide:
         return pd.DataFrame(columns=["cancer_type", "n_patients", "median_difference", "p_value"])
@@ -128,8 +158,15 @@ def paired_tissue_comparison(patients: pd.DataFrame, a: str = "tumour", b: str =
         p = float("nan")
         if len(diff) >= 2 and np.any(diff != 0):
             p = float(wilcoxon(diff, zero_method="zsplit").pvalue)
-        rows.append({"cancer_type": cancer, "comparison": f"{a} - {b}", "n_patients": len(diff),
-                     "median_difference": float(np.median(diff)), "p_value": p})
+        rows.append(
+            {
+                "cancer_type": cancer,
+                "comparison": f"{a} - {b}",
+                "n_patients": len(diff),
+                "median_difference": float(np.median(diff)),
+                "p_value": p,
+            }
+        )
     return pd.DataFrame(rows)
 
 

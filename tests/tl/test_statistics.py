@@ -21,19 +21,34 @@ def _cells(rng, fractions, n_patients=5, cells=(40, 400)):
             for tissue, frac in (("tumour", pf), ("blood", 0.0)):
                 n = int(rng.integers(*cells))
                 t3 = rng.random(n) < frac
-                rows.append(pd.DataFrame({
-                    "dataset_id": "d1", "cancer_type": cancer, "patient_id": f"{cancer}_{p}", "tissue": tissue,
-                    "sample_id": f"{cancer}_{p}_{tissue}", "is_t3": t3,
-                    "reprogramming_index": np.where(t3, 1.0, 0.0) + rng.normal(0, 0.1, n)}))
+                rows.append(
+                    pd.DataFrame(
+                        {
+                            "dataset_id": "d1",
+                            "cancer_type": cancer,
+                            "patient_id": f"{cancer}_{p}",
+                            "tissue": tissue,
+                            "sample_id": f"{cancer}_{p}_{tissue}",
+                            "is_t3": t3,
+                            "reprogramming_index": np.where(t3, 1.0, 0.0) + rng.normal(0, 0.1, n),
+                        }
+                    )
+                )
     return pd.concat(rows, ignore_index=True)
 
 
 def test_hand_computed_small_case():
-    cells = pd.DataFrame({
-        "dataset_id": "d", "cancer_type": "PDAC", "tissue": "tumour",
-        "patient_id": ["p1"] * 10 + ["p2"] * 20, "sample_id": ["s1"] * 10 + ["s2"] * 20,
-        "is_t3": [True] * 5 + [False] * 5 + [True] * 5 + [False] * 15,
-        "reprogramming_index": [1.0] * 10 + [0.0] * 20})
+    cells = pd.DataFrame(
+        {
+            "dataset_id": "d",
+            "cancer_type": "PDAC",
+            "tissue": "tumour",
+            "patient_id": ["p1"] * 10 + ["p2"] * 20,
+            "sample_id": ["s1"] * 10 + ["s2"] * 20,
+            "is_t3": [True] * 5 + [False] * 5 + [True] * 5 + [False] * 15,
+            "reprogramming_index": [1.0] * 10 + [0.0] * 20,
+        }
+    )
     pats = per_patient(per_sample(cells))
     assert pats["t3_fraction"].tolist() == [0.5, 0.25]
     grp = per_group(pats)
@@ -48,7 +63,9 @@ def test_intervals_cover_truth_and_ranking_is_right():
     groups = per_group(per_patient(per_sample(_cells(rng, truth))), StatsSettings(n_boot=500))
     ranked = rank_cancers(groups)
     assert ranked["cancer_type"].tolist() == list(truth)
-    covered = [r["t3_fraction_lo"] <= truth[r["cancer_type"]] <= r["t3_fraction_hi"] for _, r in ranked.iterrows()]
+    covered = [
+        r["t3_fraction_lo"] <= truth[r["cancer_type"]] <= r["t3_fraction_hi"] for _, r in ranked.iterrows()
+    ]
     assert sum(covered) >= 3, ranked
     blood = groups[groups["tissue"] == "blood"]
     assert (blood["t3_fraction"] == 0).all()
