@@ -20,6 +20,9 @@ logger = logging.getLogger(__name__)
 __all__ = ["CsvReader", "MtxReader"]
 
 _MTX_ENTRIES_PER_READ = 5_000_000
+# Entries held per yielded chunk: the text reader keeps (cell, gene, value) triples until a chunk is
+# complete, so a chunk is also capped by entries (~8M x 16 bytes) rather than by cells alone.
+_MTX_ENTRIES_PER_CHUNK = 8_000_000
 
 
 # --------------------------------------------------------------------------------------- 10x mtx
@@ -128,7 +131,9 @@ class MtxReader(Reader):
             skiprows=self._skip,
             chunksize=_MTX_ENTRIES_PER_READ,
             usecols=usecols,
-            dtype=np.float64 if usecols is None else np.int64,
+            # compact dtypes: int32 positions (10x matrices have < 2^31 rows and columns) and
+            # float64 values (the counts check must see non-integers exactly as written)
+            dtype={0: np.int32, 1: np.int32, 2: np.float64} if usecols is None else np.int64,
         )
 
     def _sorted_by_cell(self) -> bool:
@@ -168,44 +173,38 @@ class MtxReader(Reader):
                 yield start, whole[start : start + chunk_size]
             return
         gene_col = 1 - self._cell_col
-        pend: list[np.ndarray] = []  # pending entries (cell, gene, value) of the current chunk
+        per_cell = max(1.0, self._nnz / max(n, 1))
+        chunk_size = int(min(chunk_size, max(256, _MTX_ENTRIES_PER_CHUNK // per_cell)))
+        # pending entries of the current chunk, kept as three compact arrays (0-based cell, gene; value)
+        pend: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+
+        def flush(stop: int) -> sp.csr_matrix:
+            if pend:
+                cells, genes, vals = (np.concatenate(parts) for parts in zip(*pend, strict=True))
+            else:
+                cells, genes, vals = np.empty(0, np.int32), np.empty(0, np.int32), np.empty(0)
+            pend.clear()
+            return self._build(cells, genes, vals, start, stop)
+
         start = 0
         for df in self._entries():
-            a = df.to_numpy()
-            cells = a[:, self._cell_col].astype(np.int64) - 1
+            cells = df.iloc[:, self._cell_col].to_numpy(np.int32) - 1
+            genes = df.iloc[:, gene_col].to_numpy(np.int32) - 1
+            vals = df.iloc[:, 2].to_numpy(np.float64)
+            del df
             while len(cells):
                 stop = min(n, start + chunk_size)
                 cut = int(np.searchsorted(cells, stop, side="left"))
-                pend.append(a[:cut])
+                pend.append((cells[:cut], genes[:cut], vals[:cut]))
                 if cut == len(cells):
                     break
-                block = np.concatenate(pend)
-                yield (
-                    start,
-                    self._build(
-                        block[:, self._cell_col].astype(np.int64) - 1,
-                        block[:, gene_col].astype(np.int64) - 1,
-                        block[:, 2],
-                        start,
-                        stop,
-                    ),
-                )
-                pend, start = [], stop
-                a, cells = a[cut:], cells[cut:]
+                yield start, flush(stop)
+                start = stop
+                cells, genes, vals = cells[cut:], genes[cut:], vals[cut:]
         while start < n:
             stop = min(n, start + chunk_size)
-            block = np.concatenate(pend) if pend else np.empty((0, 3))
-            yield (
-                start,
-                self._build(
-                    block[:, self._cell_col].astype(np.int64) - 1,
-                    block[:, gene_col].astype(np.int64) - 1,
-                    block[:, 2],
-                    start,
-                    stop,
-                ),
-            )
-            pend, start = [], stop
+            yield start, flush(stop)
+            start = stop
 
 
 # ------------------------------------------------------------------------------------------- csv

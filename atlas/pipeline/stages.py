@@ -88,8 +88,9 @@ def store_path(ctx: Context) -> Path:
 
 
 def _store_sidecars(ctx: Context) -> list[Path]:
-    stem = store_path(ctx).with_suffix("")
-    return [stem.with_name(stem.name + ".qc.csv"), stem.with_name(stem.name + ".genes.csv")]
+    from ..io.ingest import side_table_path
+
+    return [side_table_path(store_path(ctx), name) for name in ("qc", "genes", "neutrophils")]
 
 
 def _ingest_inputs(ctx: Context) -> list[Path]:
