@@ -119,6 +119,83 @@ def ingest(
                f"{side_table_path(res.store, 'neutrophils')}")
 
 
+# ------------------------------------------------------------------------------------------ score
+@app.command()
+def score(
+    store: Annotated[Path, typer.Argument(help="Store (.h5ad or .zarr) with raw counts in X, e.g. from `atlas ingest`.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Parquet table to write (cells x signatures).")],
+    signatures: Annotated[list[str] | None, typer.Option(
+        "--signatures", "-s",
+        help="Registry name or GMT/YAML file (repeatable); default: the T3 proxy, hallmarks and neutrophil states.")] = None,
+    method: Annotated[str, typer.Option(help="scanpy (score_genes), aucell, ucell or mean.")] = "scanpy",
+    backend: Annotated[str, typer.Option(help="auto, cpu or gpu (gpu never falls back silently).")] = "auto",
+    chunk_size: Annotated[int, typer.Option(help="Cells per chunk streamed from disk.", min=100)] = 50_000,
+    layer: Annotated[str | None, typer.Option(help="Score layers/<LAYER> instead of X.")] = None,
+    random_state: Annotated[int, typer.Option(help="Seed of the control-gene draw (scanpy method).")] = 0,
+    max_rank: Annotated[int, typer.Option(help="UCell max rank / AUCell top genes.", min=10)] = 1500,
+    overwrite: Annotated[bool, typer.Option(help="Replace an existing --out.")] = False,
+) -> None:
+    """Score gene signatures on every cell of a store, all signatures in one pass, out of core (CPU or GPU)."""
+    from .config import DEFAULT_SIGNATURES
+    from .errors import RunDirError
+
+    if out.suffix != ".parquet":
+        raise AtlasError(f"--out {out}: write the scores to a .parquet file")
+    if out.exists() and not overwrite:
+        raise RunDirError(f"{out} already exists; pass --overwrite to replace it or choose another --out")
+    if not store.exists():
+        raise AtlasError(f"store {store} does not exist; create one with `atlas ingest CONFIG --out {store}`")
+    from .tl import score_store
+
+    sigs = signatures or list(DEFAULT_SIGNATURES)
+    table = score_store(store, sigs, method=method, backend=backend, chunk_size=chunk_size, out_path=out,
+                        layer=layer, random_state=random_state, max_rank=max_rank)
+    typer.echo(f"{table.shape[1]} signature scores for {table.shape[0]:,} cells written to {out}")
+
+
+signatures_app = typer.Typer(help="The shipped signature registry: list, show, export.", no_args_is_help=True)
+app.add_typer(signatures_app, name="signatures")
+
+
+@signatures_app.command("list")
+def signatures_list(
+    kind: Annotated[str | None, typer.Option(help="published, published_markers or proxy.")] = None,
+    species: Annotated[str | None, typer.Option(help="human or mouse.")] = None,
+) -> None:
+    """List shipped signatures with their kind, species, size and source."""
+    from .tl import list_signatures
+
+    table = list_signatures(kind=kind, species=species)
+    for _, r in table.iterrows():
+        typer.echo(f"{r['name']:<40} {r['kind']:<18} {r['species']:<6} {r['n_genes']:>4}  {r['citation'][:60]}")
+
+
+@signatures_app.command("show")
+def signatures_show(
+    name: Annotated[str, typer.Argument(help="Signature name (see `atlas signatures list`).")],
+    species: Annotated[str | None, typer.Option(help="Also translate the genes to this species.")] = None,
+) -> None:
+    """Show one signature: genes, provenance, renamed symbols."""
+    import yaml
+
+    from .tl import show_signature
+
+    typer.echo(yaml.safe_dump(show_signature(name, species=species), sort_keys=False, width=110))
+
+
+@signatures_app.command("export")
+def signatures_export(
+    out: Annotated[Path, typer.Option("--out", "-o", help="File to write (.gmt or .yaml).")],
+    names: Annotated[list[str] | None, typer.Argument(help="Signatures to export (default: all).")] = None,
+) -> None:
+    """Export shipped signatures as GMT (MSigDB format) or YAML, chosen by the file suffix."""
+    from .tl import export_signatures
+
+    fmt = "yaml" if out.suffix in (".yaml", ".yml") else "gmt"
+    export_signatures(names or None, format=fmt, path=out)
+    typer.echo(f"wrote {out}")
+
+
 # -------------------------------------------------------------------------------------------- run
 def _print_run(result) -> None:
     if result.ran:

@@ -198,6 +198,35 @@ class SimulateConfig(StrictModel):
     chunk_size: int = Field(20_000, ge=100)
 
 
+# ------------------------------------------------------------------------------------------ score
+DEFAULT_SIGNATURES = [
+    "T3_proxy", "blood_like", "HALLMARK_HYPOXIA", "HALLMARK_GLYCOLYSIS", "HALLMARK_ANGIOGENESIS",
+    "Zilionis_hN1", "Zilionis_hN2", "Zilionis_hN3", "Zilionis_hN4", "Zilionis_hN5",
+    "SchulteSchrepping_immature", "neutrophil_identity_JITC2022", "Wu_HLA_DR_CD74", "Wu_IFIT1_ISG15",
+]
+
+
+class ScoreConfig(StrictModel):
+    """Signature scoring of the store (``atlas score`` and the pipeline's score stage)."""
+
+    signatures: list[str] | Path = Field(
+        default_factory=lambda: list(DEFAULT_SIGNATURES),
+        description="registry names (see `atlas signatures list`) or a GMT/YAML file of gene sets",
+    )
+    method: Literal["scanpy", "aucell", "ucell", "mean"] = Field(
+        "scanpy", description="scanpy = mean minus control genes (sc.tl.score_genes); aucell/ucell = rank based"
+    )
+    backend: Literal["auto", "cpu", "gpu"] = Field("auto", description="gpu needs cupy and a CUDA device")
+    chunk_size: int = Field(50_000, ge=100, description="cells per chunk streamed from the store")
+    normalize: Literal["auto"] | bool = Field(
+        "auto", description="counts per 10k + log1p fused into the pass; auto = when the matrix holds counts"
+    )
+    ctrl_size: int = Field(50, ge=1)
+    n_bins: int = Field(25, ge=1)
+    max_rank: int = Field(1500, ge=10, description="UCell max rank / AUCell top genes")
+    random_state: int = 0
+
+
 # --------------------------------------------------------------------------------------- pipeline
 class PipelineConfig(StrictModel):
     """A whole ``atlas run``: where it goes and the settings of each stage."""
@@ -212,6 +241,7 @@ class PipelineConfig(StrictModel):
         None, description="an ingest section, or the path of an ingest.yaml"
     )
     store_format: Literal["h5ad", "zarr"] = "h5ad"
+    score: ScoreConfig | None = Field(default_factory=ScoreConfig, description="signature scoring; null skips it")
 
     @model_validator(mode="after")
     def _has_input(self) -> PipelineConfig:
@@ -232,12 +262,14 @@ def _format_validation_error(err: ValidationError, source: str) -> str:
     return f"invalid configuration in {source}:\n" + "\n".join(lines)
 
 
-def _resolve_paths(obj: Any, base: Path, keys: tuple[str, ...] = ("path", "obs_path", "run_dir", "ingest")) -> Any:
+def _resolve_paths(
+    obj: Any, base: Path, keys: tuple[str, ...] = ("path", "obs_path", "run_dir", "ingest", "signatures")
+) -> Any:
     """Resolve relative path values (under the given keys) against ``base``."""
     if isinstance(obj, dict):
         out = {}
         for k, v in obj.items():
-            if k in keys and isinstance(v, str):
+            if k in keys and isinstance(v, str) and (k != "signatures" or v.endswith((".gmt", ".yaml", ".yml"))):
                 p = Path(v).expanduser()
                 out[k] = os.path.normpath(p if p.is_absolute() else (base / p))
             else:

@@ -6,14 +6,16 @@ import yaml
 
 from atlas.cli import app
 
-COMMANDS = ["simulate", "ingest", "run", "demo", "validate"]
+COMMANDS = ["simulate", "ingest", "score", "run", "demo", "validate", "signatures"]
 
 
 def _atlas(*args, cwd=None):
     return subprocess.run([sys.executable, "-m", "atlas.cli", *args], capture_output=True, text=True, cwd=cwd)
 
 
-@pytest.mark.parametrize("cmd", [[], *[[c] for c in COMMANDS]])
+@pytest.mark.parametrize(
+    "cmd", [[], *[[c] for c in COMMANDS], ["signatures", "list"], ["signatures", "show"], ["signatures", "export"]]
+)
 def test_every_command_has_help(cmd):
     from typer.testing import CliRunner
 

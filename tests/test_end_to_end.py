@@ -6,6 +6,7 @@ import sys
 
 import anndata as ad
 import numpy as np
+import pandas as pd
 import pytest
 import yaml
 from scipy import sparse
@@ -103,12 +104,29 @@ def test_atlas_run_resumes_and_skips(tmp_path):
     first = _atlas("run", str(cfg_path))
     assert "ran: simulate" in first.stdout and "ingest" in first.stdout
     second = _atlas("run", str(cfg_path))
-    assert "skipped (unchanged): simulate, ingest" in second.stdout
+    assert "skipped (unchanged): simulate, ingest, score" in second.stdout
     manifest = json.loads((tmp_path / "run" / "manifest.json").read_text())
-    assert set(manifest) == {"simulate", "ingest"}
+    assert set(manifest) == {"simulate", "ingest", "score"}
+    scores = pd.read_parquet(tmp_path / "run" / "scores.parquet")
+    assert "T3_proxy" in scores.columns and scores.notna().all().all()
     assert ad.read_h5ad(tmp_path / "run" / "store.h5ad", backed="r").n_obs > 500
     # a changed QC-relevant setting only reruns ingest
-    cfg["simulate"]["seed"] = 2
+    cfg["score"] = {"method": "ucell", "signatures": ["T3_proxy", "blood_like"]}
     cfg_path.write_text(yaml.safe_dump(cfg))
     third = _atlas("run", str(cfg_path))
-    assert "ran: simulate" in third.stdout
+    assert "skipped (unchanged): simulate, ingest" in third.stdout and "ran: score" in third.stdout
+    assert list(pd.read_parquet(tmp_path / "run" / "scores.parquet").columns) == ["T3_proxy", "blood_like"]
+
+
+def test_score_cli_separates_t3_neutrophils(store, tmp_path):
+    out = tmp_path / "scores.parquet"
+    _atlas("score", str(store), "--out", str(out), "-s", "T3_proxy", "-s", "blood_like", "--chunk-size", "500")
+    scores = pd.read_parquet(out)
+    obs = ad.read_h5ad(store, backed="r").obs.loc[scores.index]
+    state = obs["truth_state"].astype(object).fillna("")
+    t3, mature = scores[state == "T3"], scores[state == "mature"]
+    assert t3["T3_proxy"].mean() > mature["T3_proxy"].mean() + 0.5
+    assert t3["blood_like"].mean() < mature["blood_like"].mean()
+    res = subprocess.run([sys.executable, "-m", "atlas.cli", "score", str(store), "--out", str(out)],
+                         capture_output=True, text=True)
+    assert res.returncode == 2 and "--overwrite" in res.stderr

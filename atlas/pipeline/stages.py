@@ -119,4 +119,32 @@ INGEST = Stage(
     run=_run_ingest,
 )
 
-STAGES: list[Stage] = [SIMULATE, INGEST]
+# ------------------------------------------------------------------------------------------ score
+def scores_path(ctx: Context) -> Path:
+    """Where the signature scores of every cell go."""
+    return ctx.path / "scores.parquet"
+
+
+def _run_score(ctx: Context) -> None:
+    from ..tl import score_store
+
+    s = ctx.config.score
+    score_store(store_path(ctx), s.signatures if isinstance(s.signatures, list) else str(s.signatures),
+                method=s.method, backend=s.backend, chunk_size=s.chunk_size, out_path=scores_path(ctx),
+                normalize=s.normalize, ctrl_size=s.ctrl_size, n_bins=s.n_bins, max_rank=s.max_rank,
+                random_state=s.random_state)
+
+
+SCORE = Stage(
+    name="score",
+    description="score every signature on every cell in one pass over the store",
+    enabled=lambda ctx: ctx.config.score is not None,
+    # chunk_size and backend change speed, not numbers (CPU and GPU agree within 1e-5)
+    settings=lambda ctx: ctx.config.score.model_dump(mode="json", exclude={"chunk_size", "backend"}),
+    inputs=lambda ctx: [store_path(ctx)] + ([ctx.config.score.signatures]
+                                            if isinstance(ctx.config.score.signatures, Path) else []),
+    outputs=lambda ctx: [scores_path(ctx)],
+    run=_run_score,
+)
+
+STAGES: list[Stage] = [SIMULATE, INGEST, SCORE]

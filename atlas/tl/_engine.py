@@ -1,0 +1,175 @@
+"""Executors: run one kernel over every row chunk of a matrix on the CPU, the GPU or Dask.
+
+A kernel call is described by a :class:`RowKernel` (row-wise kernels with per-row outputs) or by
+the fold/column-count passes; each executor runs the numba twin or the CUDA kernel on the chunks
+it reads. Non-finite values found by any kernel raise :class:`~atlas.errors.AtlasError`.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from .._progress import track
+from ..errors import AtlasError
+from ._sources import RowSource
+
+logger = logging.getLogger(__name__)
+_ROW_BLOCK = 64
+
+
+@dataclass
+class RowKernel:
+    """One row-wise kernel: ``"weighted_sum"`` (fused normalise x weights) or ``"rank"``."""
+
+    name: str
+    n_out: int
+    arrays: dict[str, np.ndarray] = field(default_factory=dict)
+    params: dict[str, Any] = field(default_factory=dict)
+
+
+def _raise_bad(n_bad: int) -> None:
+    if n_bad:
+        raise AtlasError(
+            f"the matrix holds {n_bad} non-finite values (NaN or inf); scores would be undefined. "
+            "Replace them (e.g. X.data[~np.isfinite(X.data)] = 0) or drop the affected cells"
+        )
+
+
+def cpu_rows(kern: RowKernel, indptr, indices, data) -> tuple[np.ndarray, int]:
+    """Run ``kern`` on one host CSR chunk with the numba twin; returns ``(out, n_bad)``."""
+    from .._kernels import cpu
+
+    base = np.int64(indptr[0])
+    a, p = kern.arrays, kern.params
+    if kern.name == "weighted_sum":
+        return cpu.weighted_sum(
+            indptr,
+            base,
+            indices,
+            data,
+            a["w_indptr"],
+            a["w_cols"],
+            a["w_vals"],
+            kern.n_out,
+            p["mode"],
+            p["target"],
+            _ROW_BLOCK,
+        )
+    vals, dkey = order_keys(data)
+    max_nnz = int(np.diff(indptr).max()) if indptr.shape[0] > 1 else 0
+    return cpu.rank_scores(
+        indptr,
+        base,
+        indices,
+        vals,
+        dkey,
+        a["tb"],
+        a["tb_inv"],
+        a["memb_indptr"],
+        a["memb_cols"],
+        kern.n_out,
+        p["mode"],
+        p["cap"],
+        p["nvar"],
+        max_nnz,
+        _ROW_BLOCK,
+    )
+
+
+def order_keys(data: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Values and uint32 keys that sort stored values in *descending* order (ties stay ties).
+
+    Values exactly representable in float32 use their float32 bit pattern; others (float64 data
+    with more precision) are keyed by their position among the chunk's distinct values.
+    """
+    data = np.asarray(data)
+    if data.dtype == np.float32:
+        v32 = data
+    else:
+        v32 = data.astype(np.float32)
+        if not np.array_equal(v32, data):
+            uniq, inv = np.unique(data, return_inverse=True)
+            if uniq.size >= 2**32:  # pragma: no cover
+                raise AtlasError("a row chunk holds more than 2^32 distinct values; lower chunk_size")
+            return data, (np.uint32(uniq.size - 1) - inv.astype(np.uint32)).astype(np.uint32)
+    bits = v32.view(np.uint32)
+    asc = np.where(bits >> np.uint32(31), ~bits, bits | np.uint32(0x80000000))
+    return v32, (~asc).astype(np.uint32)
+
+
+def cpu_fold(src: RowSource, chunk_size: int, mode: int, target: float, acc: np.ndarray) -> None:
+    """Per-gene sums in row order into ``acc`` (pass 1 of the scanpy method), on the CPU."""
+    n_bad = 0
+    for _start, _stop, indptr, indices, data in track(src.chunks(chunk_size), "gene means"):
+        n_bad += fold_chunk(indptr, indices, data, mode, target, acc)
+    _raise_bad(n_bad)
+
+
+def fold_chunk(indptr, indices, data, mode: int, target: float, acc: np.ndarray) -> int:
+    """Fold one host CSR chunk into ``acc`` with the numba twin; returns the non-finite count."""
+    from .._kernels import cpu
+
+    n_cols = acc.shape[0]
+    n_parts = min(n_cols, _threads())
+    bounds = np.linspace(0, n_cols, n_parts + 1).astype(np.int64)
+    base = np.int64(indptr[0])
+    rows_sorted = bool(cpu.rows_sorted(indptr, base, indices))
+    cpu.gene_fold(indptr, base, indices, data, mode, target, acc, bounds, rows_sorted)
+    return 0  # non-finite values are reported by the scoring pass that follows
+
+
+def cpu_col_counts(src: RowSource, chunk_size: int) -> np.ndarray:
+    """Stored values per gene over all cells, on the CPU."""
+    from .._kernels import cpu
+
+    counts = np.zeros(src.n_cols, np.int64)
+    for _start, _stop, _indptr, indices, _data in src.chunks(chunk_size):
+        counts += cpu.col_counts(indices, src.n_cols, _threads())
+    return counts
+
+
+def run_rows(src: RowSource, kern: RowKernel, *, backend: str, chunk_size: int) -> np.ndarray:
+    """``(n_rows, n_out)`` results of ``kern`` over all row chunks on the chosen backend."""
+    out = np.empty((src.n_rows, kern.n_out))
+    if backend == "gpu":
+        from . import _gpu_exec
+
+        _gpu_exec.run_rows(src, kern, chunk_size, out)
+        return out
+    n_bad = 0
+    for start, stop, indptr, indices, data in track(src.chunks(chunk_size), f"scoring ({kern.name})"):
+        res, bad = cpu_rows(kern, indptr, indices, data)
+        out[start:stop] = res
+        n_bad += bad
+    _raise_bad(n_bad)
+    return out
+
+
+def run_fold(src: RowSource, *, backend: str, chunk_size: int, mode: int, target: float, dtype) -> np.ndarray:
+    """Per-gene sums over all cells (each gene summed in row order in ``dtype``)."""
+    if backend == "gpu":
+        from . import _gpu_exec
+
+        return _gpu_exec.run_fold(src, chunk_size, mode, target, np.dtype(dtype))
+    acc = np.zeros(src.n_cols, dtype=dtype)
+    cpu_fold(src, chunk_size, mode, target, acc)
+    return acc
+
+
+def run_col_counts(src: RowSource, *, backend: str, chunk_size: int) -> np.ndarray:
+    """Stored values per gene (decoupler's test for an empty gene)."""
+    if backend == "gpu":
+        from . import _gpu_exec
+
+        return _gpu_exec.run_col_counts(src, chunk_size)
+    return cpu_col_counts(src, chunk_size)
+
+
+def _threads() -> int:
+    from numba import get_num_threads
+
+    return max(1, get_num_threads())
