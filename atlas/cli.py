@@ -119,6 +119,39 @@ def ingest(
                f"{side_table_path(res.store, 'neutrophils')}")
 
 
+# -------------------------------------------------------------------------------------- integrate
+@app.command()
+def integrate(
+    store: Annotated[Path, typer.Argument(help="Store (.h5ad or .zarr) with raw counts, e.g. from `atlas ingest`.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Reference bundle directory to write.")],
+    config: Annotated[Path | None, typer.Option(
+        "--config", "-c", help="YAML of integrate settings (the `integrate:` section of a pipeline config).")] = None,
+    max_epochs: Annotated[int | None, typer.Option(help="scVI epochs (default: scvi-tools' size-dependent rule).", min=1)] = None,
+    batch_size: Annotated[int | None, typer.Option(help="Cells per mini-batch (default 128).", min=16)] = None,
+    n_hvgs: Annotated[int | None, typer.Option(help="Highly variable genes (default 4,000).", min=50)] = None,
+    data_loader: Annotated[str | None, typer.Option(help="fast (matrix on the device once) or scvi.")] = None,
+    accelerator: Annotated[str | None, typer.Option(help="auto, cpu or gpu.")] = None,
+    overwrite: Annotated[bool, typer.Option(help="Replace an existing bundle at --out.")] = False,
+) -> None:
+    """Integrate data sets with scVI (scvi-tools): HVGs, model, UMAP/Leiden, scib-metrics, and a reference bundle."""
+    from .config import read_yaml, validate
+    from .integrate.settings import IntegrateSettings
+
+    data = read_yaml(config) if config is not None else {}
+    data = data.get("integrate", data)
+    overrides = {"max_epochs": max_epochs, "batch_size": batch_size, "n_hvgs": n_hvgs,
+                 "data_loader": data_loader, "accelerator": accelerator}
+    data.update({k: v for k, v in overrides.items() if v is not None})
+    settings = validate(IntegrateSettings, data, str(config or "command-line options"))
+    if not store.exists():
+        raise AtlasError(f"store {store} does not exist; create one with `atlas ingest CONFIG --out {store}`")
+    from .integrate import integrate_store
+
+    res = integrate_store(store, out, settings, overwrite=overwrite)
+    typer.echo(f"reference bundle written to {res.refdir}: {res.n_cells:,} cells, {res.n_hvgs:,} HVGs, "
+               f"model {res.model}")
+
+
 # ------------------------------------------------------------------------------------------ score
 @app.command()
 def score(

@@ -14,9 +14,11 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
 
+from ._config_base import StrictModel
 from .errors import ConfigError
+from .integrate.settings import IntegrateSettings
 
 #: The obs schema every data set is mapped onto at ingest.
 SCHEMA_FIELDS: tuple[str, ...] = (
@@ -30,12 +32,6 @@ SCHEMA_FIELDS: tuple[str, ...] = (
 )
 SPECIES = ("human", "mouse")
 TISSUES = ("tumour", "adjacent_normal", "blood")
-
-
-class StrictModel(BaseModel):
-    """Base for all config models: unknown fields are errors, values are validated on assignment."""
-
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
 
 # --------------------------------------------------------------------------------------------- QC
@@ -241,6 +237,9 @@ class PipelineConfig(StrictModel):
         None, description="an ingest section, or the path of an ingest.yaml"
     )
     store_format: Literal["h5ad", "zarr"] = "h5ad"
+    integrate: IntegrateSettings | None = Field(
+        default_factory=IntegrateSettings, description="scVI integration and the reference bundle; null skips it"
+    )
     score: ScoreConfig | None = Field(default_factory=ScoreConfig, description="signature scoring; null skips it")
 
     @model_validator(mode="after")

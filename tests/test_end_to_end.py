@@ -98,15 +98,19 @@ def test_ingest_refuses_existing_store(simulated, store):
 
 def test_atlas_run_resumes_and_skips(tmp_path):
     cfg = {"name": "e2e", "run_dir": str(tmp_path / "run"),
-           "simulate": {"n_cells": 1200, "n_datasets": 6, "n_genes": 2000, "seed": 1}}
+           "simulate": {"n_cells": 1200, "n_datasets": 6, "n_genes": 2000, "seed": 1},
+           "integrate": {"n_hvgs": 300, "max_epochs": 2, "batch_size": 512, "metrics": False,
+                         "min_cells_per_batch": 5}}
     cfg_path = tmp_path / "run.yaml"
     cfg_path.write_text(yaml.safe_dump(cfg))
     first = _atlas("run", str(cfg_path))
-    assert "ran: simulate" in first.stdout and "ingest" in first.stdout
+    assert "ran: simulate" in first.stdout and "integrate" in first.stdout
     second = _atlas("run", str(cfg_path))
-    assert "skipped (unchanged): simulate, ingest, score" in second.stdout
+    assert "skipped (unchanged): simulate, ingest, integrate, score" in second.stdout
     manifest = json.loads((tmp_path / "run" / "manifest.json").read_text())
-    assert set(manifest) == {"simulate", "ingest", "score"}
+    assert set(manifest) == {"simulate", "ingest", "integrate", "score"}
+    ref = ad.read_h5ad(tmp_path / "run" / "reference" / "atlas.h5ad")
+    assert {"X_scVI", "X_umap"} <= set(ref.obsm) and "leiden" in ref.obs and "truth_state" in ref.obs
     scores = pd.read_parquet(tmp_path / "run" / "scores.parquet")
     assert "T3_proxy" in scores.columns and scores.notna().all().all()
     assert ad.read_h5ad(tmp_path / "run" / "store.h5ad", backed="r").n_obs > 500
@@ -114,7 +118,7 @@ def test_atlas_run_resumes_and_skips(tmp_path):
     cfg["score"] = {"method": "ucell", "signatures": ["T3_proxy", "blood_like"]}
     cfg_path.write_text(yaml.safe_dump(cfg))
     third = _atlas("run", str(cfg_path))
-    assert "skipped (unchanged): simulate, ingest" in third.stdout and "ran: score" in third.stdout
+    assert "skipped (unchanged): simulate, ingest, integrate" in third.stdout and "ran: score" in third.stdout
     assert list(pd.read_parquet(tmp_path / "run" / "scores.parquet").columns) == ["T3_proxy", "blood_like"]
 
 

@@ -119,6 +119,29 @@ INGEST = Stage(
     run=_run_ingest,
 )
 
+# -------------------------------------------------------------------------------------- integrate
+def refdir_path(ctx: Context) -> Path:
+    """Where the reference bundle (model, HVGs, minified atlas, metrics) goes."""
+    return ctx.path / "reference"
+
+
+def _run_integrate(ctx: Context) -> None:
+    from ..integrate import integrate_store
+
+    integrate_store(store_path(ctx), refdir_path(ctx), ctx.config.integrate, overwrite=True)
+
+
+INTEGRATE = Stage(
+    name="integrate",
+    description="HVGs, scVI on all data sets, neighbours/UMAP/Leiden, scib-metrics, reference bundle",
+    enabled=lambda ctx: ctx.config.integrate is not None,
+    settings=lambda ctx: ctx.config.integrate,
+    inputs=lambda ctx: [store_path(ctx)],
+    outputs=lambda ctx: [refdir_path(ctx)],
+    run=_run_integrate,
+)
+
+
 # ------------------------------------------------------------------------------------------ score
 def scores_path(ctx: Context) -> Path:
     """Where the signature scores of every cell go."""
@@ -147,4 +170,4 @@ SCORE = Stage(
     run=_run_score,
 )
 
-STAGES: list[Stage] = [SIMULATE, INGEST, SCORE]
+STAGES: list[Stage] = [SIMULATE, INGEST, INTEGRATE, SCORE]

@@ -1,0 +1,109 @@
+"""Input checks shared by the integrate steps: obs keys, raw counts, small batches."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+
+from .errors import NotCountsError, missing_key
+
+log = logging.getLogger(__name__)
+
+#: values within this distance of a whole number count as whole (float round-trips of counts)
+INTEGER_TOLERANCE = 1e-4
+_CHUNK = 10_000_000  # values checked at a time (bounds the temporary memory of the check)
+
+
+def require_obs_keys(adata, keys: dict[str, str | None]) -> None:
+    """Raise :class:`MissingKeyError` for the first ``{setting: key}`` whose key is not an obs column."""
+    for setting, key in keys.items():
+        if key is not None and key not in adata.obs.columns:
+            raise missing_key(key, setting, adata.obs.columns)
+
+
+def refuse_truth(keys: dict[str, str | None]) -> None:
+    """Ground truth (``truth_*`` obs columns of simulated data) may only be used for evaluation.
+
+    Raises
+    ------
+    IntegrateInputError
+        A training input (batch, covariate, labels) names a ``truth_*`` column.
+    """
+    from .errors import IntegrateInputError
+
+    for setting, key in keys.items():
+        if key is not None and str(key).startswith("truth_"):
+            raise IntegrateInputError(
+                f"{setting}={key!r}: truth_* columns are ground truth of simulated data, for evaluation only "
+                f"(metrics_label_key may name one); the model must not train on them"
+            )
+
+
+def counts_matrix(adata, layer: str | None = None):
+    """The count matrix (``X`` or a layer), refused with evidence unless it holds raw counts.
+
+    Raises
+    ------
+    NotCountsError
+        Negative, non-finite or non-integer values; the message quotes examples.
+    """
+    X = adata.X if layer is None else adata.layers[layer]
+    where = "X" if layer is None else f"layers[{layer!r}]"
+    if X is None:
+        raise NotCountsError("the store has no count matrix (X is empty); integrate needs raw counts")
+    data = X.data if sp.issparse(X) else np.asarray(X).reshape(-1)
+    for start in range(0, data.size, _CHUNK):
+        chunk = data[start : start + _CHUNK]
+        bad = ~np.isfinite(chunk) | (chunk < 0) | (np.abs(chunk - np.rint(chunk)) > INTEGER_TOLERANCE)
+        if bad.any():
+            examples = ", ".join(f"{v:.4g}" for v in chunk[bad][:3])
+            raise NotCountsError(
+                f"{where} of the store does not hold raw counts: found values such as {examples} "
+                f"(negative, non-finite or not whole numbers). scVI and seurat_v3 HVGs need raw UMI counts; "
+                f"ingest the data sets from their raw counts (DatasetConfig.counts: 'raw' or 'layers/<name>')"
+            )
+    return X
+
+
+def as_categorical(adata, keys: Iterable[str]) -> None:
+    """Make obs columns categorical strings (scvi-tools and scib need categories; NaN becomes 'nan')."""
+    for key in keys:
+        col = adata.obs[key]
+        if not isinstance(col.dtype, pd.CategoricalDtype) or col.isna().any():
+            adata.obs[key] = pd.Categorical(col.astype(str))
+        else:
+            adata.obs[key] = col.cat.remove_unused_categories()
+
+
+def drop_small_batches(adata, batch_key: str, min_cells: int):
+    """Drop the cells of batches with ``min_cells`` cells or fewer (LuCA dropped batches of <= 25 cells).
+
+    Returns
+    -------
+    (adata, dropped)
+        The kept cells (a copy when anything was dropped) and ``{batch: n_cells}`` of what was dropped.
+    """
+    if min_cells <= 0:
+        return adata, {}
+    sizes = adata.obs[batch_key].value_counts()
+    small = sizes[sizes <= min_cells]
+    if small.empty:
+        return adata, {}
+    dropped = {str(k): int(v) for k, v in small.sort_index().items()}
+    keep = ~adata.obs[batch_key].isin(small.index).to_numpy()
+    shown = ", ".join(f"{k} ({v})" for k, v in list(dropped.items())[:10]) + (
+        " ..." if len(dropped) > 10 else ""
+    )
+    log.warning(
+        "dropping %d cells of %d %s batches with <= %d cells (min_cells_per_batch): %s",
+        int(small.sum()),
+        len(dropped),
+        batch_key,
+        min_cells,
+        shown,
+    )
+    return adata[keep].copy(), dropped

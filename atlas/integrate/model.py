@@ -1,0 +1,324 @@
+"""scVI (and scANVI) through scvi-tools: set-up, training on either data path, latent space, saving.
+
+LuCA's recipe: scVI with batch = sample (here ``batch_key``, default ``sample_id``) and the
+platform as a further categorical covariate, then optionally scANVI initialised from it with
+``SCANVI.from_scvi_model``. Everything is scvi-tools' own model, so ``SCVI.load`` /
+``SCANVI.load`` and scArches query mapping (``load_query_data``) work on the saved bundle.
+
+Devices. ``accelerator: auto`` trains on CUDA when torch sees a GPU. ``data_loader: fast`` hands
+scvi-tools a :class:`~atlas.integrate.datamodule.FastDataModule` (``model.train(datamodule=...)``);
+``scvi`` uses scvi-tools' own loader. Both use scvi-tools' train/validation split and seed.
+
+Multi-GPU (Lightning DDP through scvi-tools; not run in CI): set ``accelerator: gpu``,
+``devices: 4`` (or a list of ids) and ``strategy: ddp_find_unused_parameters_true``. Run it as a
+command (``atlas integrate``), not in a notebook: Lightning's launcher starts one process per GPU,
+each re-running the command; every rank trains on its share of each epoch (the fast loader shards
+one seeded permutation, scvi-tools' loader uses a distributed sampler), the effective batch size is
+``batch_size x devices``, scvi-tools switches early stopping off under DDP, and only rank 0 writes
+the bundle.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from ._checks import as_categorical, counts_matrix, refuse_truth, require_obs_keys
+from .errors import IntegrateInputError, TooSmallError, missing_key
+from .settings import IntegrateSettings
+
+log = logging.getLogger(__name__)
+
+INFERENCE_BATCH_SIZE = 4096
+MIN_CELLS = 50
+
+
+@dataclass
+class TrainResult:
+    """What :func:`train_scvi` produced."""
+
+    model: Any
+    """The final scvi-tools model (``SCANVI`` when ``model='scanvi'``, else ``SCVI``)."""
+    scvi_model: Any
+    """The scVI model (the same object as ``model`` without scANVI)."""
+    latent_key: str
+    """obsm key of the final latent space (``X_scANVI`` or ``X_scVI``)."""
+    batch_key: str | None
+    """Batch key given to ``setup_anndata`` (``None`` when the configured one had a single value)."""
+    categorical_covariates: list[str]
+    """Covariates given to ``setup_anndata`` (constant ones are left out)."""
+    epochs: dict[str, int] = field(default_factory=dict)
+    history: dict[str, float] = field(default_factory=dict)
+    seconds: dict[str, float] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+
+def resolve_settings(settings: IntegrateSettings | None, overrides: dict) -> IntegrateSettings:
+    """``settings`` updated by keyword overrides (validated like the config)."""
+    from ..config import validate
+
+    base = settings.model_dump() if settings is not None else {}
+    return validate(IntegrateSettings, {**base, **overrides}, "integrate settings")
+
+
+def _prepare_covariates(adata, s: IntegrateSettings, notes: list[str]) -> tuple[str | None, list[str]]:
+    keys = {
+        "batch_key": s.batch_key,
+        **{f"categorical_covariates[{i}]": c for i, c in enumerate(s.categorical_covariates)},
+    }
+    require_obs_keys(adata, keys)
+    as_categorical(adata, [s.batch_key, *s.categorical_covariates])
+    batch_key: str | None = s.batch_key
+    n_batches = adata.obs[s.batch_key].nunique()
+    if n_batches < 2:
+        msg = (
+            f"batch_key {s.batch_key!r} has a single value ({adata.obs[s.batch_key].iloc[0]!r}): "
+            f"training scVI without a batch covariate"
+        )
+        log.warning(msg)
+        notes.append(msg)
+        batch_key = None
+    covs = []
+    for cov in s.categorical_covariates:
+        if adata.obs[cov].nunique() < 2:
+            msg = f"categorical covariate {cov!r} is constant: left out of the model"
+            log.warning(msg)
+            notes.append(msg)
+        else:
+            covs.append(cov)
+    return batch_key, covs
+
+
+def _prepare_labels(adata, s: IntegrateSettings, notes: list[str]) -> None:
+    key = s.labels_key
+    if not key:
+        raise IntegrateInputError("model='scanvi' needs labels_key (the obs column of cell labels)")
+    if key not in adata.obs.columns:
+        raise missing_key(key, "labels_key", adata.obs.columns)
+    col = adata.obs[key].astype(object)
+    n_missing = int(col.isna().sum())
+    if n_missing:
+        notes.append(f"{n_missing} cells without a label in {key!r} treated as {s.unlabeled_category!r}")
+    col = col.where(col.notna(), s.unlabeled_category).astype(str)
+    adata.obs[key] = pd.Categorical(col)
+    n_labelled = int((col != s.unlabeled_category).sum())
+    if n_labelled == 0:
+        raise IntegrateInputError(
+            f"labels_key {key!r} holds no labelled cell (every value is {s.unlabeled_category!r} or missing); "
+            f"scANVI needs some labelled cells, or use model: scvi"
+        )
+    log.info("scANVI labels %r: %d labelled, %d unlabelled cells", key, n_labelled, adata.n_obs - n_labelled)
+
+
+def _train(model, s: IntegrateSettings, max_epochs: int | None, notes: list[str]) -> None:
+    """``model.train`` on the configured data path and devices."""
+    from .._progress import progress_enabled
+    from ._device import resolve_accelerator
+
+    accelerator = resolve_accelerator(s.accelerator)
+    # 0.9 = scvi-tools' default split, which also moves a tail of < 3 cells to validation.
+    train_size = None if math.isclose(s.train_size, 0.9) else s.train_size
+    early_stopping = s.early_stopping
+    if early_stopping and s.train_size >= 1.0:
+        notes.append("early stopping needs a validation set (train_size < 1): switched off")
+        log.warning(notes[-1])
+        early_stopping = False
+    kwargs: dict[str, Any] = {
+        "max_epochs": max_epochs,
+        "accelerator": accelerator,
+        "devices": s.devices,
+        "plan_kwargs": {"lr": s.learning_rate},
+        "early_stopping": early_stopping,
+        "early_stopping_patience": s.early_stopping_patience,
+        "enable_progress_bar": progress_enabled(),
+    }
+    if s.strategy:
+        kwargs["strategy"] = s.strategy
+    if s.data_loader == "fast":
+        from .datamodule import FastDataModule
+
+        dm = FastDataModule(
+            model.adata_manager,
+            batch_size=s.batch_size,
+            train_size=train_size,
+            seed=s.seed,
+            chunk_cells=s.device_chunk_cells,
+        )
+        if early_stopping and dm.n_val == 0:
+            notes.append("no validation cells: early stopping switched off")
+            early_stopping = kwargs["early_stopping"] = False
+        model.train(datamodule=dm, **kwargs)
+    else:
+        model.train(batch_size=s.batch_size, train_size=train_size, **kwargs)
+
+
+def _training_keys(s: IntegrateSettings) -> dict[str, str | None]:
+    """The obs columns the model trains on, by setting name."""
+    keys: dict[str, str | None] = {"batch_key": s.batch_key}
+    keys.update({f"categorical_covariates[{i}]": c for i, c in enumerate(s.categorical_covariates)})
+    if s.model == "scanvi":
+        keys["labels_key"] = s.labels_key
+    return keys
+
+
+def _history(model, prefix: str) -> tuple[int, dict[str, float]]:
+    hist = model.history
+    out = {}
+    for key in ("elbo_train", "elbo_validation", "reconstruction_loss_validation"):
+        if key in hist and len(hist[key]):
+            out[f"{prefix}_{key}"] = float(np.asarray(hist[key]).ravel()[-1])
+    epochs = len(hist["elbo_train"]) if "elbo_train" in hist else 0
+    return epochs, out
+
+
+def train_scvi(
+    adata,
+    *,
+    layer: str | None = None,
+    settings: IntegrateSettings | None = None,
+    check_counts: bool = True,
+    **overrides,
+) -> TrainResult:
+    """Set up and train scVI (then scANVI when asked) on raw counts; write the latent space into ``adata``.
+
+    Parameters
+    ----------
+    adata
+        Cells x HVGs with raw counts in ``X`` (or ``layer``). Registered in place by
+        ``SCVI.setup_anndata`` (batch and covariate columns become categorical).
+    layer
+        Layer holding the counts (default ``X``).
+    settings
+        Integration settings; defaults of :class:`IntegrateSettings` when ``None``.
+    check_counts
+        Refuse a matrix that is not raw counts (skip when the caller has checked).
+    **overrides
+        Any :class:`IntegrateSettings` field (``n_latent=10``, ``max_epochs=5``, ``data_loader='scvi'``, ...).
+
+    Returns
+    -------
+    :class:`TrainResult`; ``adata.obsm['X_scVI']`` (and ``adata.obsm['X_scANVI']``) hold the latent means.
+
+    Raises
+    ------
+    MissingKeyError
+        A batch, covariate or labels column is not in ``adata.obs``.
+    IntegrateInputError
+        scANVI without labels, or labels without any labelled cell.
+    NotCountsError, TooSmallError
+        Not raw counts; fewer than 50 cells.
+    """
+    import scvi
+
+    s = resolve_settings(settings, overrides)
+    refuse_truth(_training_keys(s))
+    if check_counts:
+        counts_matrix(adata, layer)
+    if adata.n_obs < MIN_CELLS:
+        raise TooSmallError(f"scVI needs at least {MIN_CELLS} cells; the data hold {adata.n_obs}")
+    notes: list[str] = []
+    batch_key, covs = _prepare_covariates(adata, s, notes)
+    if s.model == "scanvi":
+        _prepare_labels(adata, s, notes)
+
+    scvi.settings.seed = s.seed
+    scvi.model.SCVI.setup_anndata(
+        adata, layer=layer, batch_key=batch_key, categorical_covariate_keys=covs or None
+    )
+    model = scvi.model.SCVI(
+        adata,
+        n_latent=s.n_latent,
+        n_hidden=s.n_hidden,
+        n_layers=s.n_layers,
+        gene_likelihood=s.gene_likelihood,
+        dropout_rate=s.dropout_rate,
+    )
+    log.info(
+        "training scVI on %d cells x %d genes (batch %s, covariates %s, data loader %s)",
+        adata.n_obs,
+        adata.n_vars,
+        batch_key,
+        covs,
+        s.data_loader,
+    )
+    result = TrainResult(
+        model=model,
+        scvi_model=model,
+        latent_key="X_scVI",
+        batch_key=batch_key,
+        categorical_covariates=covs,
+        notes=notes,
+    )
+    t0 = time.perf_counter()
+    _train(model, s, s.max_epochs, notes)
+    result.seconds["scvi_train"] = time.perf_counter() - t0
+    result.epochs["scvi"], hist = _history(model, "scvi")
+    result.history.update(hist)
+    adata.obsm["X_scVI"] = model.get_latent_representation(batch_size=INFERENCE_BATCH_SIZE).astype(np.float32)
+
+    if s.model == "scanvi":
+        scvi.settings.seed = s.seed
+        scanvi = scvi.model.SCANVI.from_scvi_model(
+            model, unlabeled_category=s.unlabeled_category, labels_key=s.labels_key
+        )
+        t0 = time.perf_counter()
+        _train(scanvi, s, s.scanvi_max_epochs, notes)
+        result.seconds["scanvi_train"] = time.perf_counter() - t0
+        result.epochs["scanvi"], hist = _history(scanvi, "scanvi")
+        result.history.update(hist)
+        adata.obsm["X_scANVI"] = scanvi.get_latent_representation(batch_size=INFERENCE_BATCH_SIZE).astype(
+            np.float32
+        )
+        result.model, result.latent_key = scanvi, "X_scANVI"
+    return result
+
+
+def validation_elbo(model, batch_size: int = INFERENCE_BATCH_SIZE) -> float:
+    """The model's ELBO on its validation cells, computed with scvi-tools' own loader (for comparisons)."""
+    idx = getattr(model, "validation_indices", None)
+    if idx is None or len(idx) == 0:
+        raise ValueError("the model has no validation cells (train_size = 1)")
+    return float(model.get_elbo(indices=np.asarray(idx), batch_size=batch_size))
+
+
+def registry_summary(model) -> dict:
+    """A JSON-able summary of the model's scvi-tools registry (setup arguments, categories, sizes)."""
+    reg = model.adata_manager.registry
+    fields = {}
+    for name, fr in reg.get("field_registries", {}).items():
+        state = fr.get("state_registry", {})
+        fields[name] = {
+            "data_registry": fr.get("data_registry", {}),
+            "state_registry": {k: (v.tolist() if hasattr(v, "tolist") else v) for k, v in state.items()},
+            "summary_stats": {
+                k: (v.item() if hasattr(v, "item") else v) for k, v in fr.get("summary_stats", {}).items()
+            },
+        }
+    return {
+        "model_class": type(model).__name__,
+        "scvi_version": reg.get("scvi_version"),
+        "setup_method_name": reg.get("setup_method_name"),
+        "setup_args": reg.get("setup_args", {}),
+        "fields": fields,
+        "n_vars": int(model.adata.n_vars),
+        "n_obs_trained": int(model.adata.n_obs),
+        "init_params": _jsonable(getattr(model, "init_params_", {})),
+    }
+
+
+def _jsonable(obj):
+    if isinstance(obj, dict):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, str | int | float | bool) or obj is None:
+        return obj
+    return str(obj)

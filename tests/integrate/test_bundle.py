@@ -1,0 +1,162 @@
+"""integrate_store: the reference bundle, its atomic write, and refusals of bad stores."""
+
+import json
+import logging
+
+import numpy as np
+import pytest
+
+from atlas.errors import InputDataError, RunDirError
+from atlas.integrate import IntegrateSettings, MissingKeyError, NotCountsError, TooSmallError, integrate_store
+
+
+def _settings(fast, **kw):
+    return IntegrateSettings(**{"n_hvgs": 150, "metrics": False, **fast, **kw})
+
+
+def _stub_metrics(monkeypatch, seen):
+    """scib-metrics itself is tested in test_metrics.py; here only its wiring into the bundle."""
+    import pandas as pd
+
+    import atlas.integrate.metrics as metrics
+
+    def stub(adata, **kw):
+        seen.update(kw, n_obs=adata.n_obs, counts=adata.X.nnz)
+        rows = ["X_pca", "X_harmony", *kw["embeddings"]]
+        return pd.DataFrame(
+            {
+                "method": rows,
+                "Batch correction": 0.5,
+                "Bio conservation": 0.5,
+                "Total": 0.5,
+                "iLISI": 0.1,
+                "n_cells": adata.n_obs,
+            },
+            index=pd.Index(rows, name="embedding"),
+        )
+
+    monkeypatch.setattr(metrics, "integration_metrics", stub)
+
+
+def test_bundle_layout_and_reload(toy_store, tmp_path, fast, monkeypatch):
+    import anndata as ad
+    import scvi
+
+    from atlas.integrate.bundle import _versions
+
+    seen = {}
+    _stub_metrics(monkeypatch, seen)
+    s = _settings(
+        fast,
+        metrics=True,
+        metrics_label_key="truth_cell_type",
+        metrics_max_cells=800,
+        metrics_fast=True,
+        metrics_batch_keys=["dataset_id"],
+    )
+    ref = tmp_path / "ref"
+    res = integrate_store(toy_store, ref, s)
+    files = {p.name for p in ref.iterdir()}
+    assert files == {
+        "model",
+        "atlas.h5ad",
+        "hvg.txt",
+        "registry.json",
+        "metrics.csv",
+        "metrics.png",
+        "config.json",
+        "summary.json",
+        "versions.json",
+        "signatures.yaml",
+    }
+    assert res.dropped_batches == {"tiny_sample": 10} and res.n_cells == res.n_cells_in - 10 == 1490
+
+    atlas = ad.read_h5ad(ref / "atlas.h5ad")
+    assert atlas.shape == (1490, 150) and atlas.X.nnz == 0  # minified: no counts
+    assert {"truth_cell_type", "truth_state", "truth_pseudotime", "leiden", "dataset_id"} <= set(atlas.obs)
+    assert {"X_scVI", "X_umap"} <= set(atlas.obsm) and "connectivities" not in atlas.obsp
+    hvgs = (ref / "hvg.txt").read_text().split()
+    assert hvgs == list(atlas.var_names) and len(hvgs) == 150
+    model = scvi.model.SCVI.load(str(ref / "model"), adata=atlas)
+    assert list(model.adata.var_names) == hvgs
+    np.testing.assert_allclose(model.get_latent_representation(), atlas.obsm["X_scVI"], atol=1e-5)
+
+    config = json.loads((ref / "config.json").read_text())
+    assert IntegrateSettings(**config["settings"]) == s and config["resolved"]["batch_key"] == "sample_id"
+    summary = json.loads((ref / "summary.json").read_text())
+    assert summary["dropped_batches"] == {"tiny_sample": 10} and summary["epochs"] == {"scvi": 3}
+    registry = json.loads((ref / "registry.json").read_text())
+    assert registry["model_class"] == "SCVI" and registry["setup_args"]["batch_key"] == "sample_id"
+    versions = json.loads((ref / "versions.json").read_text())
+    assert versions == _versions() and "scvi-tools" in versions and "scib-metrics" in versions
+    metrics = (ref / "metrics.csv").read_text()
+    assert "Batch correction" in metrics and "X_scVI" in metrics and (ref / "metrics.png").stat().st_size > 0
+    assert seen["label_key"] == "truth_cell_type" and seen["max_cells"] == 800 and seen["counts"] > 0
+    assert seen["skip"] == ("kbet_per_label", "bras") and seen["harmony_keys"] == ["sample_id", "platform"]
+    assert (ref / "signatures.yaml").stat().st_size > 0
+
+    with pytest.raises(RunDirError, match="already exists"):
+        integrate_store(toy_store, ref, s)
+
+
+def test_scanvi_bundle_loads_as_scanvi(toy, tmp_path, fast):
+    import anndata as ad
+    import scvi
+
+    toy.obs["labels"] = toy.obs["truth_cell_type"].astype(str)
+    toy.obs.loc[toy.obs_names[::2], "labels"] = "unlabeled"
+    toy.write_h5ad(tmp_path / "store.h5ad")
+    s = _settings(fast, model="scanvi", labels_key="labels", scanvi_max_epochs=1, data_loader="scvi")
+    res = integrate_store(tmp_path / "store.h5ad", tmp_path / "ref", s)
+    assert res.latent_key == "X_scANVI" and res.epochs == {"scvi": 3, "scanvi": 1}
+    atlas = ad.read_h5ad(tmp_path / "ref" / "atlas.h5ad")
+    model = scvi.model.SCANVI.load(str(tmp_path / "ref" / "model"), adata=atlas)
+    assert model.predict().shape == (toy.n_obs,)
+
+
+def test_a_failure_leaves_no_bundle_and_no_temporary_files(toy_store, tmp_path, fast, monkeypatch):
+    import atlas.integrate.bundle as bundle
+
+    def broken(tmp, *args):
+        tmp.mkdir()
+        (tmp / "half_written").write_text("x")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(bundle, "_write_bundle", broken)
+    with pytest.raises(OSError, match="disk full"):
+        integrate_store(toy_store, tmp_path / "ref", _settings(fast))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["store.h5ad"]
+
+
+def test_bad_stores_fail_before_training(toy, tmp_path, fast, caplog):
+    path = tmp_path / "store.h5ad"
+    with pytest.raises(InputDataError, match="does not exist"):
+        integrate_store(path, tmp_path / "ref", _settings(fast))
+    toy.write_h5ad(path)
+    for kw, err, msg in [
+        ({"batch_key": "donor"}, MissingKeyError, "batch_key='donor'"),
+        (
+            {"metrics": True, "metrics_label_key": "cell_type"},
+            MissingKeyError,
+            "metrics_label_key='cell_type'",
+        ),
+        ({"model": "scanvi", "labels_key": "author_label"}, MissingKeyError, "labels_key='author_label'"),
+        ({"min_cells_per_batch": 5000}, TooSmallError, "cells are left after dropping 6 batches"),
+    ]:
+        with pytest.raises(err, match=msg):
+            integrate_store(path, tmp_path / "ref", _settings(fast, **kw))
+    toy.X = toy.X.astype(np.float32) / 3
+    toy.write_h5ad(path)
+    with pytest.raises(NotCountsError, match="does not hold raw counts"):
+        integrate_store(path, tmp_path / "ref", _settings(fast))
+    assert not (tmp_path / "ref").exists()
+
+
+def test_single_valued_batch_key_is_noted_in_the_summary(toy, tmp_path, fast, caplog):
+    toy.obs["sample_id"] = "one_sample"
+    toy.write_h5ad(tmp_path / "store.h5ad")
+    with caplog.at_level(logging.WARNING, logger="atlas.integrate.model"):
+        res = integrate_store(tmp_path / "store.h5ad", tmp_path / "ref", _settings(fast))
+    summary = json.loads((tmp_path / "ref" / "summary.json").read_text())
+    assert any("has a single value" in n for n in summary["notes"]) and res.notes == summary["notes"]
+    assert json.loads((tmp_path / "ref" / "config.json").read_text())["resolved"]["batch_key"] is None

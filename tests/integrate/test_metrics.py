@@ -1,0 +1,75 @@
+import numpy as np
+import pandas as pd
+import pytest
+
+from atlas.integrate import MissingKeyError, integration_metrics, plot_metrics
+
+FAST_SKIP = ("kbet_per_label", "bras")
+
+
+def _embeddings(toy, seed=0):
+    """A 'good' latent space (cell types apart, data sets mixed) beside the raw counts."""
+    rng = np.random.default_rng(seed)
+    labels = toy.obs["truth_cell_type"].cat.codes.to_numpy()
+    centres = rng.normal(0, 4, (labels.max() + 1, 10))
+    toy.obsm["X_scVI"] = (centres[labels] + rng.normal(0, 1, (toy.n_obs, 10))).astype(np.float32)
+
+
+def test_metrics_table_scores_a_good_latent_above_the_baseline(toy, tmp_path):
+    _embeddings(toy)
+    df = integration_metrics(
+        toy,
+        embeddings=["X_scVI"],
+        label_key="truth_cell_type",
+        batch_keys=["dataset_id", "sample_id"],
+        max_cells=1000,
+        skip=FAST_SKIP,
+    )
+    assert list(df.index) == ["X_pca", "X_harmony", "X_scVI"]
+    assert df.loc["X_scVI", "method"] == "scVI" and (df["n_cells"] == 1000).all()
+    for col in (
+        "Batch correction",
+        "Bio conservation",
+        "Total",
+        "Batch correction [sample_id]",
+        "Total [sample_id]",
+        "iLISI",
+        "KMeans NMI",
+        "iLISI [sample_id]",
+    ):
+        assert col in df.columns, col
+    assert "KBET" not in df.columns
+    good, base = df.loc["X_scVI"], df.loc["X_pca"]
+    assert (
+        good["Batch correction"] > base["Batch correction"]
+        and good["Bio conservation"] > base["Bio conservation"]
+    )
+    assert good["Total"] >= base["Total"] + 0.1
+    np.testing.assert_allclose(df["Total"], 0.4 * df["Batch correction"] + 0.6 * df["Bio conservation"])
+    plot_metrics(df, tmp_path / "metrics.png")
+    assert (tmp_path / "metrics.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_batch_only_metrics_without_labels_and_bad_keys(toy):
+    _embeddings(toy)
+    df = integration_metrics(
+        toy, embeddings=["X_scVI"], batch_keys=["dataset_id"], harmony=False, max_cells=1000, skip=FAST_SKIP
+    )  # same shapes as above: JAX reuses its compilations
+    assert list(df.index) == ["X_pca", "X_scVI"] and "Bio conservation" not in df
+    assert df["Total"].isna().all() and df["Batch correction"].notna().all()
+    with pytest.raises(MissingKeyError, match="label_key='cell_type'"):
+        integration_metrics(toy, label_key="cell_type")
+    toy.obs["one"] = "x"
+    assert integration_metrics(toy, batch_keys=["one"]).empty
+    with pytest.raises(ValueError, match="unknown scib metrics"):
+        integration_metrics(toy, batch_keys=["dataset_id"], skip=["kbet"])
+
+
+@pytest.mark.slow
+def test_all_default_scib_metrics(toy):
+    _embeddings(toy)
+    df = integration_metrics(
+        toy, embeddings=["X_scVI"], label_key="truth_cell_type", batch_keys=["dataset_id"]
+    )
+    assert {"KBET", "BRAS", "Isolated labels", "cLISI", "PCR comparison"} <= set(df.columns)
+    assert isinstance(df, pd.DataFrame) and df.loc["X_scVI", "Total"] > df.loc["X_pca", "Total"]

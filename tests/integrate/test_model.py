@@ -1,0 +1,72 @@
+import logging
+
+import numpy as np
+import pytest
+
+from atlas.errors import ConfigError
+from atlas.integrate import IntegrateInputError, MissingKeyError, NotCountsError, TooSmallError, train_scvi
+
+
+def test_scvi_trains_saves_and_loads(toy, fast, tmp_path):
+    import scvi
+
+    res = train_scvi(toy, **fast)
+    assert res.latent_key == "X_scVI" and toy.obsm["X_scVI"].shape == (toy.n_obs, 8)
+    assert res.batch_key == "sample_id" and res.categorical_covariates == ["platform"]
+    assert res.epochs == {"scvi": 3} and np.isfinite(res.history["scvi_elbo_train"])
+    assert (
+        type(res.model).__name__ == "SCVI"
+        and res.model.adata_manager.registry["setup_args"]["batch_key"] == "sample_id"
+    )
+    res.model.save(str(tmp_path / "model"), save_anndata=False)
+    loaded = scvi.model.SCVI.load(str(tmp_path / "model"), adata=toy)
+    np.testing.assert_allclose(loaded.get_latent_representation(), toy.obsm["X_scVI"], atol=1e-5)
+
+
+def test_scanvi_from_scvi_with_partial_labels(toy, fast):
+    toy.obs["labels"] = toy.obs["truth_cell_type"].astype(object)
+    toy.obs.loc[toy.obs_names[::3], "labels"] = None  # missing labels count as unlabelled
+    res = train_scvi(toy, model="scanvi", labels_key="labels", scanvi_max_epochs=2, **fast)
+    assert type(res.model).__name__ == "SCANVI" and res.latent_key == "X_scANVI"
+    assert toy.obsm["X_scANVI"].shape == (toy.n_obs, 8) and "X_scVI" in toy.obsm
+    assert res.epochs == {"scvi": 3, "scanvi": 2}
+    assert (toy.obs["labels"] == "unlabeled").sum() == len(toy.obs_names[::3])
+    assert any("treated as 'unlabeled'" in n for n in res.notes)
+
+
+def test_scanvi_needs_labels(toy, fast):
+    with pytest.raises(ConfigError, match="needs labels_key"):
+        train_scvi(toy, model="scanvi", **fast)
+    with pytest.raises(MissingKeyError, match="labels_key='cell_type'"):
+        train_scvi(toy, model="scanvi", labels_key="cell_type", **fast)
+    toy.obs["labels"] = "unlabeled"
+    with pytest.raises(IntegrateInputError, match="no labelled cell"):
+        train_scvi(toy, model="scanvi", labels_key="labels", **fast)
+
+
+def test_single_valued_batch_key_trains_without_batch(toy, fast, caplog):
+    toy.obs["sample_id"] = "only_sample"
+    toy.obs["platform"] = "10x_3p"
+    with caplog.at_level(logging.WARNING, logger="atlas.integrate.model"):
+        res = train_scvi(toy, **fast)
+    assert res.batch_key is None and res.categorical_covariates == []
+    assert "has a single value" in caplog.text and "is constant" in caplog.text
+    assert res.model.summary_stats["n_batch"] == 1 and len(res.notes) == 2
+
+
+def test_bad_inputs(toy, fast):
+    with pytest.raises(MissingKeyError, match="categorical_covariates\\[0\\]='chemistry'"):
+        train_scvi(toy, categorical_covariates=["chemistry"], **fast)
+    half = toy.copy()
+    half.X = half.X * 0.5
+    with pytest.raises(NotCountsError):
+        train_scvi(half, **fast)
+    with pytest.raises(TooSmallError, match="at least 50 cells"):
+        train_scvi(toy[:20].copy(), **fast)
+
+
+def test_ground_truth_columns_are_evaluation_only(toy, fast):
+    with pytest.raises(IntegrateInputError, match="truth_\\* columns are ground truth"):
+        train_scvi(toy, model="scanvi", labels_key="truth_cell_type", **fast)
+    with pytest.raises(IntegrateInputError, match="batch_key='truth_state'"):
+        train_scvi(toy, batch_key="truth_state", **fast)
