@@ -70,3 +70,9 @@ def test_ground_truth_columns_are_evaluation_only(toy, fast):
         train_scvi(toy, model="scanvi", labels_key="truth_cell_type", **fast)
     with pytest.raises(IntegrateInputError, match="batch_key='truth_state'"):
         train_scvi(toy, batch_key="truth_state", **fast)
+
+
+def test_no_validation_set_switches_early_stopping_off(toy, fast):
+    res = train_scvi(toy, train_size=1.0, **{**fast, "early_stopping": True})
+    assert res.epochs == {"scvi": 3} and len(res.model.validation_indices) == 0
+    assert any("early stopping" in n for n in res.notes)
