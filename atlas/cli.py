@@ -86,8 +86,7 @@ def simulate(
 
     res = _simulate(out, n_cells=n_cells, n_datasets=n_datasets, n_genes=n_genes, seed=seed,
                     chunk_size=chunk_size, overwrite=overwrite)
-    ingest_yaml = res["ingest_config"] if isinstance(res, dict) else res.ingest_config
-    typer.echo(f"simulated data written to {out}; ingest it with: atlas ingest {ingest_yaml} --out store.h5ad")
+    typer.echo(f"simulated data written to {out}; ingest it with: atlas ingest {res.ingest_config} --out store.h5ad")
 
 
 # ----------------------------------------------------------------------------------------- ingest
