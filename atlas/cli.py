@@ -228,6 +228,57 @@ def signatures_export(
     typer.echo(f"wrote {out}")
 
 
+# ---------------------------------------------------------------------------------------- analyse
+@app.command()
+def analyse(
+    rundir: Annotated[Path, typer.Argument(help="Run directory of `atlas run` (after its integrate and score stages).")],
+    config: Annotated[Path | None, typer.Option(
+        "--config", "-c", help="YAML of analysis settings (the `analyse:` section of a pipeline config).")] = None,
+) -> None:
+    """Find neutrophils, re-integrate them, assign states, reprogramming index and pseudotime, patient statistics."""
+    from .analysis.run import analyse as run_analysis
+    from .analysis.settings import AnalysisSettings
+    from .config import PipelineConfig, read_yaml, validate
+    from .pipeline.stages import Context, refdir_path, scores_path, scoring_options, store_path
+
+    resolved = rundir / "config.resolved.yaml"
+    if not resolved.exists():
+        raise AtlasError(f"{rundir} is not an atlas run directory ({resolved.name} is missing); "
+                         "run `atlas run CONFIG` first")
+    cfg = validate(PipelineConfig, read_yaml(resolved), str(resolved))
+    cfg.run_dir = rundir
+    if config is not None:
+        data = read_yaml(config)
+        cfg.analyse = validate(AnalysisSettings, data.get("analyse", data), str(config))
+    ctx = Context(config=cfg)
+    for needed in (store_path(ctx), refdir_path(ctx)):
+        if not needed.exists():
+            raise AtlasError(f"{needed} is missing; run the ingest and integrate stages (`atlas run`) first")
+    scores = scores_path(ctx)
+    res = run_analysis(rundir, store=store_path(ctx), refdir=refdir_path(ctx),
+                       scores=scores if scores.exists() else None, settings=cfg.analyse or AnalysisSettings(),
+                       scoring=scoring_options(ctx), subatlas_base=cfg.integrate)
+    states = ", ".join(f"{k} {v:,}" for k, v in res.states.items())
+    typer.echo(f"{res.n_neutrophils:,} neutrophils among {res.n_cells:,} cells ({states or 'no states'}); "
+               f"atlas.h5ad, neutrophils.h5ad and tables/ written to {rundir}")
+    for note in res.notes:
+        typer.echo(f"note: {note}")
+
+
+# ----------------------------------------------------------------------------------------- report
+@app.command()
+def report(
+    rundir: Annotated[Path, typer.Argument(help="Run directory of `atlas run` or `atlas demo`.")],
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="HTML file to write (default RUNDIR/report.html).")] = None,
+) -> None:
+    """Write the atlas report: one self-contained HTML file (figures embedded) plus PNG/PDF figures."""
+    from .report import write_report
+
+    path = write_report(rundir, out=out)
+    typer.echo(f"report written to {path} (figures in {path.parent / 'figures'}); open it in any browser, offline")
+
+
+
 # -------------------------------------------------------------------------------------------- run
 def _print_run(result) -> None:
     if result.ran:
@@ -235,6 +286,9 @@ def _print_run(result) -> None:
     if result.skipped:
         typer.echo(f"skipped (unchanged): {', '.join(result.skipped)}")
     typer.echo(f"run directory: {result.run_dir}")
+    report = Path(result.run_dir) / "report.html"
+    if report.exists():
+        typer.echo(f"report: {report.resolve()}")
 
 
 StageOpt = Annotated[list[str] | None, typer.Option("--force", help="Rerun this stage even if unchanged (repeatable; 'all' for every stage).")]

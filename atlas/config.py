@@ -17,6 +17,7 @@ import yaml
 from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
 
 from ._config_base import StrictModel
+from .analysis.settings import AnalysisSettings
 from .errors import ConfigError
 from .integrate.settings import IntegrateSettings
 
@@ -241,11 +242,18 @@ class PipelineConfig(StrictModel):
         default_factory=IntegrateSettings, description="scVI integration and the reference bundle; null skips it"
     )
     score: ScoreConfig | None = Field(default_factory=ScoreConfig, description="signature scoring; null skips it")
+    analyse: AnalysisSettings | None = Field(
+        default_factory=AnalysisSettings,
+        description="neutrophils, their sub-atlas, states, reprogramming index, pseudotime, statistics; null skips it",
+    )
+    report: bool = Field(True, description="write report.html (and figures/) at the end of the run")
 
     @model_validator(mode="after")
     def _has_input(self) -> PipelineConfig:
         if self.simulate is None and self.ingest is None:
             raise ValueError("give 'ingest' (data sets to read) or 'simulate' (generate demo data)")
+        if self.analyse is not None and self.integrate is None:
+            raise ValueError("'analyse' needs the integrated atlas: set 'integrate' or set 'analyse: null'")
         return self
 
 

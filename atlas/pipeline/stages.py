@@ -21,12 +21,12 @@ class Context:
     """What stages share during one run: the config, the run directory and resolved artifacts."""
 
     config: PipelineConfig
-    rundir: RunDir
+    rundir: RunDir | None = None  # None: a command working on an existing run directory outside `atlas run`
     artifacts: dict[str, Any] = field(default_factory=dict)
 
     @property
     def path(self) -> Path:
-        return self.rundir.path
+        return self.rundir.path if self.rundir is not None else Path(self.config.run_dir)
 
 
 @dataclass(frozen=True)
@@ -170,4 +170,65 @@ SCORE = Stage(
     run=_run_score,
 )
 
-STAGES: list[Stage] = [SIMULATE, INGEST, INTEGRATE, SCORE]
+
+# ---------------------------------------------------------------------------------------- analyse
+def _analysis_outputs(ctx: Context) -> list[Path]:
+    out = [ctx.path / "atlas.h5ad", ctx.path / "tables", ctx.path / "analysis.json"]
+    neut = ctx.path / "neutrophils.h5ad"
+    return out + ([neut] if neut.exists() else [])
+
+
+def scoring_options(ctx: Context):
+    """How the analysis scores what the score stage did not: the score stage's settings."""
+    from ..analysis.run import ScoringOptions
+
+    s = ctx.config.score
+    if s is None:
+        return ScoringOptions(random_state=ctx.config.seed)
+    return ScoringOptions(method=s.method, ctrl_size=s.ctrl_size, n_bins=s.n_bins, random_state=s.random_state,
+                          normalize=s.normalize, backend=s.backend, chunk_size=s.chunk_size, max_rank=s.max_rank)  # fmt: skip
+
+
+def _run_analyse(ctx: Context) -> None:
+    from ..analysis.run import analyse
+
+    scores = scores_path(ctx) if ctx.config.score is not None else None
+    analyse(ctx.path, store=store_path(ctx), refdir=refdir_path(ctx), scores=scores, settings=ctx.config.analyse,
+            scoring=scoring_options(ctx), subatlas_base=ctx.config.integrate)  # fmt: skip
+
+
+ANALYSE = Stage(
+    name="analyse",
+    description="neutrophils, their sub-atlas, states, reprogramming index and pseudotime, patient statistics",
+    enabled=lambda ctx: ctx.config.analyse is not None and ctx.config.integrate is not None,
+    settings=lambda ctx: {
+        "analyse": ctx.config.analyse.model_dump(mode="json"),
+        "scoring": {k: v for k, v in vars(scoring_options(ctx)).items() if k not in ("backend", "chunk_size")},
+        "subatlas_base": ctx.config.integrate.model_dump(mode="json") if ctx.config.integrate else None,
+    },
+    inputs=lambda ctx: [store_path(ctx), refdir_path(ctx)]
+    + ([scores_path(ctx)] if ctx.config.score is not None else []),
+    outputs=_analysis_outputs,
+    run=_run_analyse,
+)
+
+
+# ----------------------------------------------------------------------------------------- report
+def _run_report(ctx: Context) -> None:
+    from ..report import write_report
+
+    write_report(ctx.path)
+
+
+REPORT = Stage(
+    name="report",
+    description="report.html with figures and tables (self-contained, opens offline)",
+    enabled=lambda ctx: ctx.config.report,
+    settings=lambda ctx: {"report": True},
+    inputs=lambda ctx: [p for p in (ctx.path / "tables", ctx.path / "atlas.h5ad", refdir_path(ctx) / "metrics.csv",
+                                    ctx.path / "store.qc.csv") if p.exists()],  # fmt: skip
+    outputs=lambda ctx: [ctx.path / "report.html", ctx.path / "figures"],
+    run=_run_report,
+)
+
+STAGES: list[Stage] = [SIMULATE, INGEST, INTEGRATE, SCORE, ANALYSE, REPORT]

@@ -8,7 +8,9 @@ Everything here is a parameter of the simulated world, not an estimate. The mode
 * Neutrophils carry a reprogramming pseudotime ``pt`` in [0, 1]. The T3 programme (the registry's
   ``T3_proxy`` genes, 40% of the hallmark hypoxia/glycolysis/angiogenesis genes (about 4.5-fold), and loss of the
   blood-like genes CXCR2, SELL, FCGR3B, CXCR1, S100A12, ...) is switched on by the logistic
-  ``w_T3(pt) = 1 / (1 + exp(-(pt - 0.55) / 0.07))``; the blood-like programme has weight
+  ``s(pt) = 1 / (1 + exp(-(pt - 0.55) / 0.07))`` plus a gradual drift along the whole trajectory,
+  ``w_T3(pt) = s + 0.5 * pt * (1 - s)`` (so the pseudotime is visible in expression before the
+  switch, as the progressive T1 -> T2 -> T3 shift of Ng et al.); the blood-like programme has weight
   ``1 - w_T3``. Cells are labelled T3 exactly when ``pt >= 0.65`` (on the main trajectory).
   Immature cells sit at pt < 0.08, interferon and antigen-presenting cells are side states at
   pt 0.15-0.5; mature cells of tumours spread up to 0.62, so intermediate cells exist.
@@ -50,6 +52,7 @@ STATES: tuple[str, ...] = ("immature", "mature", "interferon", "antigen_presenti
 #: Programmes whose per-cell weights modulate neutrophil expression (order of the weight columns).
 PROGRAMS: tuple[str, ...] = ("blood", "T3", "immature", "interferon", "antigen_presenting")
 T3_MIDPOINT, T3_SCALE, T3_THRESHOLD = 0.55, 0.07, 0.65
+T3_DRIFT = 0.5  # share of the T3 programme gained linearly along the pseudotime, besides the switch
 
 IMMATURE_GENES = ("LTF", "LCN2", "CAMP", "MMP8", "CEACAM8", "OLFM4", "CRISP3", "PGLYRP1", "CD24", "BPI",
                   "HP", "TFF3", "ARG1", "CEACAM6", "CHI3L1")  # fmt: skip
@@ -259,8 +262,10 @@ def build_profiles(genes: GeneTable, rng: np.random.Generator) -> Profiles:
 
 
 def w_t3(pt: np.ndarray) -> np.ndarray:
-    """Weight of the T3 programme at reprogramming pseudotime ``pt`` (logistic)."""
-    return 1.0 / (1.0 + np.exp(-(np.asarray(pt, dtype=float) - T3_MIDPOINT) / T3_SCALE))
+    """Weight of the T3 programme at reprogramming pseudotime ``pt``: a logistic switch plus a linear drift."""
+    pt = np.asarray(pt, dtype=float)
+    switch = 1.0 / (1.0 + np.exp(-(pt - T3_MIDPOINT) / T3_SCALE))
+    return switch + T3_DRIFT * pt * (1.0 - switch)
 
 
 def patient_t3_fraction(rng: np.random.Generator, cancer_type: str) -> float:

@@ -52,6 +52,7 @@ def test_sample_states_fractions():
         assert pt[states == bio.STATES.index("immature")].max() < 0.1
     w = bio.w_t3(np.linspace(0, 1, 11))
     assert (np.diff(w) > 0).all() and w[0] < 0.01 and w[-1] > 0.99
+    assert w[3] - w[0] > 0.1  # the drift: pseudotime visible in expression before the switch
 
 
 def test_patient_fractions_follow_cancer_types():

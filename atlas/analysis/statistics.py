@@ -21,7 +21,7 @@ log = logging.getLogger(__name__)
 class StatsSettings:
     """Settings of the patient-level statistics."""
 
-    min_cells_per_sample: int = 10  # samples with fewer neutrophils are left out of fractions
+    min_neutrophils_per_patient: int = 5  # patient-tissue pairs with fewer are left out of fractions
     n_boot: int = 2000
     ci: float = 0.95
     random_state: int = 0
@@ -42,29 +42,29 @@ def per_sample(
 
 
 def per_patient(samples: pd.DataFrame, settings: StatsSettings = StatsSettings()) -> pd.DataFrame:
-    """One row per patient and tissue: pooled over that patient's samples of the tissue.
+    """One row per patient and tissue: that patient's samples of the tissue pooled.
 
-    Samples below ``min_cells_per_sample`` neutrophils are dropped first (their fractions are noise).
+    Patient-tissue pairs with fewer than ``min_neutrophils_per_patient`` neutrophils are dropped
+    (their fractions are noise). Pooling comes first, so a patient whose neutrophils are spread
+    over several small samples (droplet platforms capture few) still counts.
     """
-    ok = samples[samples["n_neutrophils"] >= settings.min_cells_per_sample]
-    dropped = len(samples) - len(ok)
-    if dropped:
-        log.info(
-            "%d sample(s) with < %d neutrophils left out of patient fractions",
-            dropped,
-            settings.min_cells_per_sample,
-        )
-    g = ok.groupby(["cancer_type", "patient_id", "tissue"], observed=True, sort=True)
+    g = samples.groupby(["cancer_type", "patient_id", "tissue"], observed=True, sort=True)
     pat = g.agg(
         n_samples=("sample_id", "nunique"),
         n_neutrophils=("n_neutrophils", "sum"),
         n_t3=("n_t3", "sum"),
-        index_sum=("mean_index", lambda s: float((s * ok.loc[s.index, "n_neutrophils"]).sum())),
-    )
-    pat = pat.reset_index()
+        index_sum=("mean_index", lambda s: float((s * samples.loc[s.index, "n_neutrophils"]).sum())),
+    ).reset_index()
     pat["t3_fraction"] = pat["n_t3"] / pat["n_neutrophils"]
     pat["mean_index"] = pat.pop("index_sum") / pat["n_neutrophils"]
-    return pat
+    small = pat["n_neutrophils"] < settings.min_neutrophils_per_patient
+    if small.any():
+        log.info(
+            "%d patient-tissue pair(s) with < %d neutrophils left out of fractions",
+            int(small.sum()),
+            settings.min_neutrophils_per_patient,
+        )
+    return pat[~small].reset_index(drop=True)
 
 
 def _interval(means: np.ndarray, ci: float) -> tuple[float, float]:

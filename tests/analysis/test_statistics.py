@@ -2,7 +2,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from atlas.tl.statistics import (
+from atlas.analysis.statistics import (
     StatsSettings,
     paired_tissue_comparison,
     per_group,
@@ -77,7 +77,7 @@ def test_single_patient_gets_no_interval_and_small_samples_are_dropped():
     groups = per_group(per_patient(per_sample(cells)))
     assert groups["t3_fraction_lo"].isna().all() and groups["note"].str.contains("single patient").all()
     tiny = _cells(rng, {"BRCA": 0.1}, n_patients=3, cells=(2, 5))
-    assert per_patient(per_sample(tiny), StatsSettings(min_cells_per_sample=10)).empty
+    assert per_patient(per_sample(tiny), StatsSettings(min_neutrophils_per_patient=10)).empty
 
 
 def test_paired_tumour_vs_blood():

@@ -1,0 +1,334 @@
+"""``analyse``: from the reference bundle, the store and the scores to the annotated atlas and its tables.
+
+Reads ``reference/atlas.h5ad`` (latent, UMAP, clusters), ``scores.parquet`` and the store (only for
+signatures the score stage did not compute and for the neutrophils' counts); writes ``atlas.h5ad``,
+``neutrophils.h5ad``, ``tables/`` and ``analysis.json`` (see ``docs/run_directory.md``). Never reads
+``truth_*`` columns (they are only carried through).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from ..errors import InputDataError
+from ..io.atomic import atomic_path, write_anndata, write_json
+from . import statistics as st
+from .celltypes import annotate_cell_types, neutrophil_yield
+from .pseudotime import choose_root, diffusion_pseudotime
+from .reprogramming import apply_reprogramming_axis, fit_reprogramming_axis
+from .settings import AnalysisSettings
+from .states import assign_states, state_clusters, state_scores
+
+__all__ = ["AnalysisResult", "ScoringOptions", "analyse"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ScoringOptions:
+    """How signatures are scored (the score stage's settings, reused for anything scored here)."""
+
+    method: str = "scanpy"
+    ctrl_size: int = 50
+    n_bins: int = 25
+    random_state: int = 0
+    normalize: bool | str = "auto"
+    backend: str = "auto"
+    chunk_size: int = 50_000
+    max_rank: int = 1500
+
+    def kwargs(self) -> dict[str, Any]:
+        return {"method": self.method, "ctrl_size": self.ctrl_size, "n_bins": self.n_bins,
+                "random_state": self.random_state, "normalize": self.normalize, "backend": self.backend,
+                "chunk_size": self.chunk_size, "max_rank": self.max_rank}  # fmt: skip
+
+
+@dataclass
+class AnalysisResult:
+    """What :func:`analyse` found and wrote."""
+
+    out_dir: Path
+    n_cells: int
+    n_neutrophils: int
+    states: dict[str, int] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+    seconds: dict[str, float] = field(default_factory=dict)
+
+
+def _scores_for(
+    store: Path, existing: pd.DataFrame | None, names: list[str], obs_names: pd.Index, scoring: ScoringOptions
+) -> pd.DataFrame:
+    """Score columns ``names`` for ``obs_names``: from ``existing`` where present, else scored on the store."""
+    from ..tl import score_store
+
+    have = [] if existing is None else [n for n in names if n in existing.columns]
+    missing = [n for n in names if n not in have]
+    parts = []
+    if have:
+        parts.append(existing.loc[obs_names, have])
+    if missing:
+        log.info("scoring %d signature(s) the score stage did not compute: %s", len(missing), missing)
+        parts.append(score_store(store, missing, **scoring.kwargs()).loc[obs_names])
+    return pd.concat(parts, axis=1)[names] if parts else pd.DataFrame(index=obs_names)
+
+
+def _marker_scores(
+    store: Path, markers: dict[str, list[str]], obs_names: pd.Index, scoring: ScoringOptions
+) -> pd.DataFrame:
+    from ..tl import score_store
+
+    opts = scoring.kwargs() | {"method": "scanpy"}  # marker evidence is always the mean-minus-control score
+    return score_store(store, {k: list(v) for k, v in markers.items()}, **opts).loc[obs_names]
+
+
+def _statistics(neut: pd.DataFrame, s: AnalysisSettings) -> dict[str, pd.DataFrame]:
+    stats = st.StatsSettings(
+        min_neutrophils_per_patient=s.statistics.min_neutrophils_per_patient, n_boot=s.statistics.n_boot, ci=s.statistics.ci,
+        random_state=s.seed,
+    )  # fmt: skip
+    cells = neut.assign(is_t3=neut["neutrophil_state"].astype(str) == "T3")
+    samples = st.per_sample(cells)
+    patients = st.per_patient(samples, stats)
+    groups = st.per_group(patients, stats)
+    comparisons = [st.paired_tissue_comparison(patients, "tumour", b) for b in ("blood", "adjacent_normal")]
+    return {
+        "samples": samples,
+        "patients": patients,
+        "cancer_types": groups,
+        "tissue_comparison": pd.concat(comparisons, ignore_index=True),
+        "ranking": st.rank_cancers(groups) if len(groups) else groups,
+    }
+
+
+def _composition(obs: pd.DataFrame, column: str) -> pd.DataFrame:
+    g = obs.groupby(["cancer_type", "tissue", column], observed=True, sort=True).size().rename("n_cells")
+    out = g.reset_index()
+    out["fraction"] = out["n_cells"] / out.groupby(["cancer_type", "tissue"], observed=True)[
+        "n_cells"
+    ].transform("sum")
+    return out
+
+
+def analyse(
+    rundir: str | Path,
+    *,
+    store: str | Path,
+    refdir: str | Path,
+    scores: str | Path | None,
+    settings: AnalysisSettings | None = None,
+    scoring: ScoringOptions | None = None,
+    subatlas_base=None,
+) -> AnalysisResult:
+    """Identify neutrophils, build their sub-atlas, assign states, index, pseudotime, statistics.
+
+    Parameters
+    ----------
+    rundir
+        Where ``atlas.h5ad``, ``neutrophils.h5ad``, ``tables/`` and ``analysis.json`` go.
+    store, refdir, scores
+        The ingested store, the reference bundle and the score stage's parquet (``None``: score here).
+    settings
+        :class:`AnalysisSettings` (defaults when ``None``).
+    scoring
+        How signatures missing from ``scores`` are scored (the score stage's settings).
+    subatlas_base
+        The atlas's :class:`~atlas.integrate.IntegrateSettings` the sub-atlas starts from.
+    """
+    import anndata as ad
+
+    from .subatlas import build_subatlas, read_store_rows, subatlas_settings
+
+    s = settings or AnalysisSettings()
+    scoring = scoring or ScoringOptions()
+    rundir, store, refdir = Path(rundir), Path(store), Path(refdir)
+    seconds: dict[str, float] = {}
+    notes: list[str] = []
+    t0 = time.perf_counter()
+    atlas_path = refdir / "atlas.h5ad"
+    if not atlas_path.exists():
+        raise InputDataError(f"{atlas_path} is missing: run the integrate stage (atlas integrate) first")
+    atlas = ad.read_h5ad(atlas_path)
+    obs_names = atlas.obs_names
+    if s.cluster_key not in atlas.obs:
+        raise InputDataError(f"{atlas_path} has no obs column {s.cluster_key!r} (analysis.cluster_key)")
+    existing = pd.read_parquet(scores) if scores is not None and Path(scores).exists() else None
+    if existing is not None:
+        lost = obs_names.difference(existing.index)
+        if len(lost):
+            raise InputDataError(
+                f"{scores} lacks {len(lost)} cells of the atlas (e.g. {lost[0]}); rerun the score stage"
+            )
+
+    # --- cell types and neutrophils
+    t = time.perf_counter()
+    markers = _marker_scores(store, s.cell_type_markers, obs_names, scoring)
+    cells, cluster_table = annotate_cell_types(
+        markers, atlas.obs[s.cluster_key], cluster_weight=s.cluster_weight,
+        min_neutrophil_confidence=s.min_neutrophil_confidence, min_type_margin=s.min_type_margin,
+    )  # fmt: skip
+    seconds["cell_types"] = time.perf_counter() - t
+    for col in ("cell_type", "cell_type_confidence", "is_neutrophil", "neutrophil_confidence"):
+        atlas.obs[col] = cells[col]
+    score_names = list(dict.fromkeys(
+        [*(existing.columns if existing is not None else []), *s.reprogramming_up, *s.reprogramming_down,
+         *(x for sigs in s.state_signatures.values() for x in sigs)]
+    ))  # fmt: skip
+    all_scores = _scores_for(store, existing, score_names, obs_names, scoring)
+    for c in all_scores.columns:
+        atlas.obs[c] = all_scores[c].to_numpy()
+    is_neut = atlas.obs["is_neutrophil"].to_numpy(bool)
+    n_neut = int(is_neut.sum())
+    log.info("%d neutrophils among %d cells", n_neut, atlas.n_obs)
+
+    state_cats = [*s.state_signatures, *([s.default_state] if s.default_state else []), "unassigned"]
+    atlas.obs["neutrophil_state"] = pd.Categorical(
+        [np.nan] * atlas.n_obs, categories=list(dict.fromkeys(state_cats))
+    )
+    for col in ("neutrophil_state_confidence", "reprogramming_index", "reprogramming_pseudotime"):
+        atlas.obs[col] = np.nan
+    tables: dict[str, pd.DataFrame] = {
+        "neutrophil_yield": neutrophil_yield(atlas.obs),
+        "cell_type_composition": _composition(atlas.obs, "cell_type"),
+        "cell_type_clusters": cluster_table,
+    }
+    axis = None
+    neut_adata = None
+    if n_neut == 0:
+        notes.append("no neutrophils found: no sub-atlas, states, index, pseudotime or statistics")
+        log.warning(notes[-1])
+    else:
+        neut_names = obs_names[is_neut]
+        # --- sub-atlas
+        t = time.perf_counter()
+        if n_neut >= s.min_neutrophils_for_subatlas:
+            counts = read_store_rows(store, neut_names)
+            neut_adata, sub_summary = build_subatlas(counts, subatlas_settings(subatlas_base, s.subatlas))
+            del counts
+        else:
+            import scanpy as sc
+
+            notes.append(f"{n_neut} neutrophils < min_neutrophils_for_subatlas={s.min_neutrophils_for_subatlas}: "
+                         "the whole-atlas latent is used for their graph")  # fmt: skip
+            log.warning(notes[-1])
+            neut_adata = atlas[is_neut].copy()
+            sc.pp.neighbors(neut_adata, use_rep="X_scVI", n_neighbors=min(15, max(2, n_neut - 1)))
+            neut_adata.obs["neutrophil_leiden"] = "0"
+            sub_summary = {"n_cells": n_neut, "fallback": "whole-atlas latent"}
+        seconds["subatlas"] = time.perf_counter() - t
+        neut_obs = atlas.obs.loc[neut_names].copy()
+        neut_obs["neutrophil_leiden"] = neut_adata.obs["neutrophil_leiden"].astype(str).to_numpy()
+
+        # --- states
+        sscore = state_scores(all_scores.loc[neut_names], s.state_signatures)
+        conn = neut_adata.obsp.get("connectivities")
+        states = assign_states(sscore, connectivities=conn, smoothing_steps=s.state_smoothing_steps,
+                               min_z=s.state_min_z, min_margin=s.state_min_margin, default_state=s.default_state)  # fmt: skip
+        for col in states.columns:
+            neut_obs[col] = states[col]
+        tables["state_clusters"] = state_clusters(states, neut_obs["neutrophil_leiden"], sscore)
+
+        # --- reprogramming index and pseudotime
+        axis = fit_reprogramming_axis(all_scores.loc[neut_names], up=s.reprogramming_up, down=s.reprogramming_down,
+                                      method=scoring.method)  # fmt: skip
+        neut_obs["reprogramming_index"] = apply_reprogramming_axis(all_scores.loc[neut_names], axis)
+        t = time.perf_counter()
+        if s.pseudotime_root == "immature" and "state_z_immature" in neut_obs:
+            root = choose_root(-neut_obs["state_z_immature"].to_numpy(), None)
+        else:
+            if s.pseudotime_root == "immature":
+                notes.append(
+                    "no 'immature' state configured: pseudotime rooted at the most blood-like neutrophil"
+                )
+            root = choose_root(
+                neut_obs["reprogramming_index"].to_numpy(), neut_obs["tissue"], s.pseudotime_root_tissue
+            )
+        neut_obs["reprogramming_pseudotime"] = (
+            diffusion_pseudotime(neut_adata, root) if n_neut > 3 else np.nan
+        )
+        seconds["pseudotime"] = time.perf_counter() - t
+        from scipy.stats import spearmanr
+
+        ok = neut_obs[["reprogramming_index", "reprogramming_pseudotime"]].dropna()
+        rho = float(spearmanr(ok.iloc[:, 0], ok.iloc[:, 1]).statistic) if len(ok) > 2 else float("nan")
+        tables["index_vs_pseudotime"] = pd.DataFrame([{"spearman": rho, "n_cells": len(ok),
+                                                       "root_cell": str(neut_names[root])}])  # fmt: skip
+
+        for col in (
+            "neutrophil_state",
+            "neutrophil_state_confidence",
+            "reprogramming_index",
+            "reprogramming_pseudotime",
+        ):
+            if col == "neutrophil_state":
+                atlas.obs.loc[neut_names, col] = neut_obs[col].astype(str).to_numpy()
+            else:
+                atlas.obs.loc[neut_names, col] = neut_obs[col].to_numpy()
+        tables["state_composition"] = _composition(neut_obs, "neutrophil_state")
+        tables.update(_statistics(neut_obs, s))
+        # the sub-atlas file: neutrophils with all the atlas's annotations, their own latent and UMAP
+        neut_adata.obs = neut_obs
+        neut_adata.uns["sub_atlas"] = _plain(sub_summary)
+        for key in ("distances",):
+            neut_adata.obsp.pop(key, None)
+
+    atlas.uns["reprogramming_axis"] = axis.to_dict() if axis is not None else {}
+    atlas.uns["atlas_scoring"] = {**{k: v for k, v in scoring.kwargs().items() if k not in ("backend", "chunk_size")},
+                                  "signatures": list(all_scores.columns)}  # fmt: skip
+    atlas.uns["state_rule"] = _plain(
+        s.model_dump(
+            include={
+                "state_signatures",
+                "state_smoothing_steps",
+                "state_min_z",
+                "state_min_margin",
+                "default_state",
+            }
+        )
+    )
+
+    t = time.perf_counter()
+    with atomic_path(rundir / "tables") as tmp:
+        tmp.mkdir()
+        for name, df in tables.items():
+            df.to_csv(tmp / f"{name}.csv", index=False)  # inside the atomic directory
+    write_anndata(rundir / "atlas.h5ad", _h5ad_safe(atlas))
+    neut_path = rundir / "neutrophils.h5ad"
+    if neut_adata is not None:
+        write_anndata(neut_path, _h5ad_safe(neut_adata))
+    elif neut_path.exists():
+        neut_path.unlink()
+    state_counts = (atlas.obs.loc[is_neut, "neutrophil_state"].astype(str).value_counts().to_dict()
+                    if n_neut else {})  # fmt: skip
+    seconds["write"] = time.perf_counter() - t
+    seconds["total"] = time.perf_counter() - t0
+    summary = {"n_cells": atlas.n_obs, "n_neutrophils": n_neut, "states": state_counts, "notes": notes,
+               "settings": s.model_dump(mode="json"), "scoring": scoring.kwargs(), "seconds": seconds}  # fmt: skip
+    write_json(rundir / "analysis.json", summary)
+    return AnalysisResult(rundir, atlas.n_obs, n_neut, state_counts, notes, seconds)
+
+
+def _plain(obj: Any) -> Any:
+    """Nested dicts/lists of plain values (AnnData's uns writer refuses None and tuples)."""
+    if isinstance(obj, dict):
+        return {str(k): _plain(v) for k, v in obj.items() if v is not None}
+    if isinstance(obj, (list, tuple)):
+        return [_plain(v) for v in obj]
+    if isinstance(obj, (np.floating, np.integer)):
+        return obj.item()
+    return obj
+
+
+def _h5ad_safe(adata):
+    """Object obs columns as categories (h5ad stores them compactly and keeps NaN as missing)."""
+    for col in adata.obs.columns:
+        if adata.obs[col].dtype == object:
+            adata.obs[col] = adata.obs[col].astype("category")
+    adata.uns = _plain(dict(adata.uns))
+    return adata

@@ -1,0 +1,126 @@
+"""Settings of the neutrophil analysis (``analyse`` stage of ``atlas run``; ``analyse:`` in the config)."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import Field, field_validator
+
+from .._config_base import StrictModel
+
+__all__ = ["DEFAULT_MARKERS", "DEFAULT_STATE_SIGNATURES", "STATES", "AnalysisSettings", "StatsOptions"]
+
+#: Canonical markers per cell type. Neutrophils are called on a panel (FCGR3B/CSF3R/CXCR2 *with*
+#: S100A8/A9/A12 and other granulocyte genes), never on FCGR3B/CXCR2 alone: tumour neutrophils lose
+#: FCGR3B, CXCR2 and SELL (see the science notes, section 3.2).
+DEFAULT_MARKERS: dict[str, list[str]] = {
+    "neutrophil": ["CSF3R", "FCGR3B", "CXCR2", "S100A8", "S100A9", "S100A12", "FPR1", "MNDA", "G0S2", "AQP9",
+                   "CMTM2", "PROK2", "SOD2", "NAMPT"],
+    "monocyte": ["CD14", "LYZ", "CSF1R", "VCAN", "FCN1"],
+    "macrophage": ["C1QA", "C1QB", "C1QC", "APOE", "CD68", "CD163", "MRC1"],
+    "T": ["CD3E", "CD3D", "CD3G", "CD2", "IL7R", "TRAC"],
+    "B": ["MS4A1", "CD79A", "CD79B", "CD19", "BANK1"],
+    "NK": ["NKG7", "GNLY", "KLRD1", "PRF1", "GZMB"],
+    "tumour_epithelial": ["EPCAM", "KRT8", "KRT18", "KRT19", "KRT7"],
+    "fibroblast": ["COL1A1", "COL1A2", "COL3A1", "DCN", "LUM"],
+    "endothelial": ["PECAM1", "VWF", "CDH5", "PLVAP", "CLDN5"],
+}  # fmt: skip
+
+#: Neutrophil states and the registry signatures that define them (mean of the listed scores).
+DEFAULT_STATE_SIGNATURES: dict[str, list[str]] = {
+    "T3": ["T3_proxy"],
+    "mature": ["blood_like"],
+    "immature": ["SchulteSchrepping_immature"],
+    "interferon": ["Wu_IFIT1_ISG15"],
+    "antigen_presenting": ["Wu_HLA_DR_CD74"],
+}
+STATES = ("immature", "mature", "interferon", "antigen_presenting", "T3")
+
+
+class StatsOptions(StrictModel):
+    """Patient-level statistics (cells are never counted as independent)."""
+
+    min_neutrophils_per_patient: int = Field(
+        5,
+        ge=1,
+        description="patient-tissue pairs (samples pooled) with fewer neutrophils leave the fractions",
+    )
+    n_boot: int = Field(2000, ge=100, description="bootstrap resamples of patients (then of their cells)")
+    ci: float = Field(0.95, gt=0.5, lt=1.0, description="interval coverage")
+
+
+class AnalysisSettings(StrictModel):
+    """Neutrophil identification, sub-atlas, states, reprogramming index, pseudotime and statistics."""
+
+    cell_type_markers: dict[str, list[str]] = Field(
+        default_factory=lambda: {k: list(v) for k, v in DEFAULT_MARKERS.items()},
+        description="markers per cell type (scored per cell, then voted per cluster); must include 'neutrophil'",
+    )
+    cluster_key: str = Field("leiden", description="clusters of the integrated graph used for the vote")
+    cluster_weight: float = Field(
+        0.5, ge=0, le=1, description="weight of the cluster vote vs the cell's own markers in the confidence"
+    )
+    min_neutrophil_confidence: float = Field(
+        0.5, gt=0, lt=1, description="is_neutrophil = confidence >= this"
+    )
+    min_type_margin: float = Field(
+        0.0,
+        ge=0,
+        description="cells whose best type beats the second by less (z units) get cell_type unknown",
+    )
+    state_signatures: dict[str, list[str]] = Field(
+        default_factory=lambda: {k: list(v) for k, v in DEFAULT_STATE_SIGNATURES.items()},
+        description="state -> registry signatures whose mean score defines it",
+    )
+    state_smoothing_steps: int = Field(
+        1, ge=0, le=5, description="steps of averaging state scores over the neutrophil kNN graph (0 = off)"
+    )
+    state_min_z: float = Field(0.5, description="best state's z (within neutrophils) must reach this")
+    state_min_margin: float = Field(
+        0.25, ge=0, description="and beat the second best by this, else unassigned"
+    )
+    default_state: str | None = Field(
+        "mature", description="state of a neutrophil with no programme above state_min_z; null = unassigned"
+    )
+    reprogramming_up: list[str] = Field(default_factory=lambda: ["T3_proxy"], description="T3-like side")
+    reprogramming_down: list[str] = Field(
+        default_factory=lambda: ["blood_like"], description="blood-like side"
+    )
+    pseudotime_root: Literal["immature", "blood_like"] = Field(
+        "immature",
+        description="root of the diffusion pseudotime: the most immature neutrophil (start of the immature -> mature"
+        " -> T3 trajectory of Ng et al. 2024), or the most blood-like one (lowest index) of pseudotime_root_tissue",
+    )
+    pseudotime_root_tissue: str = Field(
+        "blood",
+        description="blood_like root: chosen among this tissue's neutrophils (any tissue when absent)",
+    )
+    subatlas: dict[str, Any] = Field(
+        default_factory=dict,
+        description="overrides of the integrate settings for the neutrophil-only scVI (e.g. n_hvgs, max_epochs)",
+    )
+    min_neutrophils_for_subatlas: int = Field(
+        200, ge=20, description="fewer neutrophils: no sub-atlas (the whole-atlas latent is used instead)"
+    )
+    statistics: StatsOptions = Field(default_factory=StatsOptions)
+    seed: int = 0
+
+    @field_validator("cell_type_markers")
+    @classmethod
+    def _has_neutrophil(cls, v: dict[str, list[str]]) -> dict[str, list[str]]:
+        if "neutrophil" not in v:
+            raise ValueError("cell_type_markers must include 'neutrophil'")
+        empty = [k for k, genes in v.items() if not genes]
+        if empty:
+            raise ValueError(f"cell types with no markers: {empty}")
+        return v
+
+    @field_validator("state_signatures")
+    @classmethod
+    def _states_known(cls, v: dict[str, list[str]]) -> dict[str, list[str]]:
+        if not v:
+            raise ValueError("state_signatures is empty")
+        empty = [k for k, sigs in v.items() if not sigs]
+        if empty:
+            raise ValueError(f"states with no signatures: {empty}")
+        return v

@@ -1,0 +1,104 @@
+"""The neutrophil sub-atlas: neutrophils re-integrated on their own (own HVGs, own scVI, own graph).
+
+Neutrophil states are subtle next to the differences between cell types, so the whole-atlas latent
+spends little of its capacity on them; a neutrophil-only model (as in Salcher et al. 2022 and Wu et
+al. 2024) resolves them. Defaults differ from the whole atlas in two ways, both because neutrophils
+of one sample are few: the batch is the data set, and no batch is dropped for size (every
+neutrophil keeps its place).
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..integrate.settings import IntegrateSettings
+
+__all__ = ["SUBATLAS_DEFAULTS", "build_subatlas", "read_store_rows", "subatlas_settings"]
+
+log = logging.getLogger(__name__)
+
+SUBATLAS_DEFAULTS: dict[str, Any] = {
+    "n_hvgs": 2000,
+    "batch_key": "dataset_id",
+    "hvg_batch_key": None,
+    "categorical_covariates": [],
+    "min_cells_per_batch": 0,
+    "model": "scvi",
+    "labels_key": None,
+    "metrics": False,
+    "n_neighbors": 15,
+}
+
+
+def subatlas_settings(base: IntegrateSettings | None, overrides: dict[str, Any]) -> IntegrateSettings:
+    """The sub-atlas settings: the atlas's integrate settings, the sub-atlas defaults, then the user's."""
+    data = (base or IntegrateSettings()).model_dump()
+    data.update(SUBATLAS_DEFAULTS)
+    data.update(overrides)
+    return IntegrateSettings.model_validate(data)
+
+
+def read_store_rows(store_path: str | Path, obs_names) -> Any:
+    """The store's rows for ``obs_names`` (in that order) in memory; h5ad is read backed (only those rows)."""
+    import anndata as ad
+
+    from ..integrate import read_store
+
+    path = Path(store_path)
+    if path.suffix == ".h5ad":
+        backed = ad.read_h5ad(path, backed="r")
+        try:
+            pos = backed.obs_names.get_indexer(obs_names)
+            if (pos < 0).any():
+                raise KeyError(f"{int((pos < 0).sum())} cells of the atlas are not in the store {path}")
+            order = np.argsort(pos)
+            sub = backed[pos[order]].to_memory()
+        finally:
+            backed.file.close()
+        return sub[np.argsort(order)].copy()
+    adata = read_store(path)
+    return adata[adata.obs_names.get_indexer(obs_names)].copy()
+
+
+def build_subatlas(adata, settings: IntegrateSettings) -> tuple[Any, dict[str, Any]]:
+    """HVGs, scVI, neighbours/UMAP/Leiden on neutrophils (``adata``: their raw counts, all genes).
+
+    Returns the neutrophils x HVGs AnnData (obsm ``X_scVI``, ``X_umap``; obs ``neutrophil_leiden``;
+    obsp connectivities) and a summary (HVGs, epochs, seconds).
+    """
+    from ..integrate import compute_graph, select_hvgs, train_scvi
+    from ..integrate._device import resolve_backend
+
+    backend = resolve_backend(settings.backend)
+    hvgs = select_hvgs(
+        adata,
+        n_top_genes=min(settings.n_hvgs, adata.n_vars),
+        batch_key=settings.hvg_batch_key,
+        exclude_groups=settings.exclude_gene_groups,
+        exclude_genes=settings.exclude_genes,
+        backend=backend,
+    )
+    sub = adata[:, hvgs].copy()
+    train = train_scvi(sub, settings=settings, check_counts=False)
+    if train.latent_key != "X_scVI":
+        sub.obsm["X_scVI"] = sub.obsm[train.latent_key]
+    seconds = dict(train.seconds)
+    seconds.update(
+        compute_graph(
+            sub,
+            use_rep="X_scVI",
+            n_neighbors=settings.n_neighbors,
+            resolution=settings.leiden_resolution,
+            min_dist=settings.umap_min_dist,
+            random_state=settings.seed,
+            backend=backend,
+            key_added="neutrophil_leiden",
+        )
+    )
+    summary = {"n_cells": sub.n_obs, "n_hvgs": len(hvgs), "epochs": train.epochs, "notes": train.notes,
+               "seconds": seconds}  # fmt: skip
+    return sub, summary

@@ -1,0 +1,529 @@
+"""The sections of the atlas report, one function each: ``(HtmlReport, RunInputs) -> None``.
+
+Each section states what is missing instead of failing (no neutrophils, analysis not run, no
+metrics...). Numbers shown in tables come straight from the run's CSVs (formatted by
+:func:`atlas.report.html.fmt_num`); figures are drawn from the same tables or from the cells.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+
+import numpy as np
+import pandas as pd
+
+from . import plots
+from .html import HtmlReport, fmt_interval, fmt_num
+from .inputs import RunInputs
+
+NO_INTERVAL = "single patient: no interval"
+#: Score columns shown on UMAPs and as distributions, when the run has them (in this order).
+KEY_SCORES = ("reprogramming_index", "T3_proxy", "blood_like", "HALLMARK_HYPOXIA", "HALLMARK_GLYCOLYSIS",
+              "HALLMARK_ANGIOGENESIS")
+UNIT = "Patients, not cells, are the unit of the statistics: cells of one patient are not independent."
+
+
+# ------------------------------------------------------------------------------------- helpers
+def _ci(inputs: RunInputs) -> str:
+    lvl = inputs.ci_level
+    return f"{lvl * 100:g} % interval" if lvl else "interval"
+
+
+def _neutrophils(inputs: RunInputs) -> pd.DataFrame | None:
+    """Obs of the atlas's neutrophils (``None`` when the analysis has not run)."""
+    a = inputs.atlas
+    if a is None or a.neutrophil_mask is None:
+        return None
+    return a.obs.loc[a.neutrophil_mask]
+
+
+def _n_neutrophils(inputs: RunInputs) -> int | None:
+    y = inputs.table("neutrophil_yield")
+    if y is not None and "n_neutrophils" in y:
+        return int(y["n_neutrophils"].sum())
+    neut = _neutrophils(inputs)
+    return None if neut is None else len(neut)
+
+
+def _ranking_order(inputs: RunInputs) -> list[str] | None:
+    r = inputs.table("ranking")
+    if r is None or "cancer_type" not in r:
+        return None
+    r = r.sort_values("rank") if "rank" in r else r
+    return r["cancer_type"].astype(str).tolist()
+
+
+def _cancer_order(inputs: RunInputs, present) -> list[str]:
+    """Cancer types in ranking order (most reprogrammed first), then any others."""
+    present = [str(x) for x in pd.unique(pd.Series(present).astype(str))]
+    ranked = [c for c in (_ranking_order(inputs) or []) if c in present]
+    return ranked + sorted(c for c in present if c not in ranked)
+
+
+def _missing_tables(inputs: RunInputs, *names: str) -> list[str]:
+    return [f"tables/{n}.csv" for n in names if inputs.table(n) is None]
+
+
+def _no_analysis_note(rep: HtmlReport, inputs: RunInputs, what: str, *tables: str) -> bool:
+    """Add a note and return True when this section has nothing to show.
+
+    That is: the analysis has not run, it found no neutrophils, or all of ``tables`` are missing.
+    """
+    if not inputs.atlas_is_analysed and not (inputs.rundir / "tables").is_dir():
+        rep.note(f"The analysis stage has not run (no annotated atlas.h5ad, no tables/), so there is no {what}. "
+                 "Run the pipeline to the end (`atlas run CONFIG`), then `atlas report RUNDIR`.", "warn")
+        return True
+    if _n_neutrophils(inputs) == 0:
+        rep.note(f"No neutrophils were found in this run, so there is no {what}.", "warn")
+        return True
+    missing = _missing_tables(inputs, *tables)
+    if tables and len(missing) == len(tables):
+        rep.note(f"No {what}: {', '.join(missing)} {'is' if len(missing) == 1 else 'are'} missing or empty.", "warn")
+        return True
+    return False
+
+
+def _intervals_table(df: pd.DataFrame, ci: str) -> pd.DataFrame:
+    """The ranking/cancer-type table for reading: estimates beside their interval."""
+    out = pd.DataFrame()
+    for col, name in (("rank", "rank"), ("cancer_type", "cancer type"), ("tissue", "tissue"),
+                      ("n_patients", "patients"), ("n_neutrophils", "neutrophils")):
+        if col in df:
+            out[name] = df[col].to_numpy()
+    for est, label, iv in (("t3_fraction", "T3-like fraction", ci), ("mean_index", "mean index", f"{ci} (index)")):
+        if est in df:
+            out[label] = df[est].to_numpy(dtype=float)
+            if f"{est}_lo" in df and f"{est}_hi" in df:
+                out[iv] = [fmt_interval(a, b) for a, b in zip(df[f"{est}_lo"], df[f"{est}_hi"], strict=True)]
+    if "note" in df:
+        out["note"] = df["note"].fillna("").astype(str).to_numpy()
+    else:  # the analysis stage should say it; say it here when it did not
+        lo = df.get("t3_fraction_lo")
+        single = (df["n_patients"] == 1) if "n_patients" in df else pd.Series(False, index=df.index)
+        out["note"] = np.where(single.to_numpy() & (lo.isna().to_numpy() if lo is not None else True),
+                               NO_INTERVAL, "")
+    return out
+
+
+# ------------------------------------------------------------------------------------- header
+def summary(rep: HtmlReport, inputs: RunInputs) -> None:
+    """Headline numbers and the "which cancers reprogram" answer, above the contents."""
+    a = inputs.atlas
+    items: list[tuple[str, object]] = []
+    if a is not None:
+        o = a.obs
+        items.append(("cells", a.n_cells))
+        for col, label in (("dataset_id", "data sets"), ("cancer_type", "cancer types")):
+            if col in o:
+                items.append((label, int(o[col].nunique())))
+        if a.has("cancer_type", "patient_id"):
+            items.append(("patients", int(o[["cancer_type", "patient_id"]].drop_duplicates().shape[0])))
+    n_neut = _n_neutrophils(inputs)
+    if n_neut is not None:
+        items.append(("neutrophils", n_neut))
+        if a is not None and a.n_cells:
+            items.append(("neutrophils, % of cells", 100.0 * n_neut / a.n_cells))
+    if a is not None and a.has("neutrophil_state"):
+        items.append(("T3-like neutrophils", int((a.obs["neutrophil_state"].astype(str) == "T3").sum())))
+    if items:
+        rep.stats(items)
+    if a is None:
+        rep.note("No atlas was found in this run (neither atlas.h5ad nor reference/atlas.h5ad): the integrate "
+                 "and analysis stages have not run. The sections below show what exists.", "warn")
+    elif not inputs.atlas_is_analysed:
+        rep.note("The analysis stage has not run: this report shows the integrated reference "
+                 "(reference/atlas.h5ad) without neutrophil identification, states or statistics.", "warn")
+    for n in inputs.notes:
+        rep.note(f"Analysis note: {n}", "warn")
+    for p in inputs.problems:
+        rep.note(f"Could not read {p}", "warn")
+
+    r = inputs.table("ranking")
+    if r is None:
+        if inputs.atlas_is_analysed:
+            rep.note("No ranking of cancer types: tables/ranking.csv is missing or empty"
+                     + (" (no neutrophils found)." if n_neut == 0 else "."), "warn")
+        return
+    ci = _ci(inputs)
+    r = r.sort_values("rank") if "rank" in r else r
+    parts = []
+    for _, row in r.head(3).iterrows():
+        iv = fmt_interval(row.get("t3_fraction_lo"), row.get("t3_fraction_hi"))
+        iv = f"{ci} {iv}" if iv != "–" else NO_INTERVAL
+        parts.append(f"{row['cancer_type']} ({fmt_num(row['t3_fraction'])}; {iv}; "
+                     f"{fmt_num(row.get('n_patients'))} patients)")
+    rep.paragraph(
+        "Which cancers reprogram their neutrophils? Ranked by the T3-like fraction of tumour neutrophils "
+        f"(mean over patients), the strongest are: {'; '.join(parts)}. Intervals are bootstrap intervals over "
+        "patients; overlapping intervals mean the ranking between those cancer types is not settled.")
+    rep.table(_intervals_table(r, ci), "Which cancers reprogram: cancer types ranked by the T3-like fraction of "
+              f"tumour neutrophils, with {ci}s over patients. " + UNIT, csv_name="ranking.csv",
+              table_id="headline")
+
+
+# ------------------------------------------------------------------------------------- sections
+def ranking(rep: HtmlReport, inputs: RunInputs) -> None:
+    """Per-cancer T3-like fractions and mean indices with intervals: forest plot and tables."""
+    if _no_analysis_note(rep, inputs, "per-cancer statistics", "cancer_types", "ranking"):
+        return
+    ci = _ci(inputs)
+    ct = inputs.table("cancer_types")
+    src = ct if ct is not None else inputs.table("ranking")
+    order = _cancer_order(inputs, src["cancer_type"])
+    estimates = [(c, f"{c}_lo", f"{c}_hi", lab) for c, lab in
+                 (("t3_fraction", "T3-like fraction of neutrophils"), ("mean_index", "mean reprogramming index"))
+                 if {c, f"{c}_lo", f"{c}_hi"} <= set(src.columns)]
+    if estimates:
+        fig = plots.forest_plot(src, label="cancer_type", estimates=estimates,
+                                hue="tissue" if "tissue" in src else None, order=order)
+        rep.figure(fig, f"Per cancer type and tissue: the T3-like fraction of neutrophils (left) and the mean "
+                   f"reprogramming index (right), each the mean over patients with its {ci} from a bootstrap over "
+                   "patients. Cancer types are in ranking order (most reprogrammed tumour neutrophils first). "
+                   f"A point without a bar had a single patient: no interval. {UNIT}", name="forest_t3_fraction")
+    if "n_patients" in src:
+        one = src[src["n_patients"] == 1]
+        single = [f"{r.cancer_type} ({str(r.tissue).replace('_', ' ')})" if "tissue" in one else str(r.cancer_type)
+                  for r in one.itertuples()]
+        if single:
+            rep.note(f"{', '.join(single)}: single patient: no interval (an interval needs at least two patients).",
+                     "warn")
+    r = inputs.table("ranking")
+    if r is not None:
+        rep.table(r, "The ranking table as written by the analysis (tumour neutrophils; lo/hi are the "
+                  f"{ci} bounds).", csv_name="ranking.csv")
+    if ct is not None:
+        rep.table(ct, f"Per cancer type and tissue: patients, neutrophils, T3-like fraction and mean index with "
+                  f"{ci} bounds (lo/hi). {UNIT}", csv_name="cancer_types.csv", max_rows=100)
+
+
+def atlas_umaps(rep: HtmlReport, inputs: RunInputs) -> None:
+    """UMAPs of the whole atlas by metadata, cell type, neutrophil state and scores."""
+    a = inputs.atlas
+    if a is None or a.umap is None:
+        rep.note("No UMAP: the atlas (atlas.h5ad or reference/atlas.h5ad with obsm['X_umap']) is missing.", "warn")
+        return
+    o, xy = a.obs, a.umap
+    sub = (f" {plots.MAX_POINTS:,} randomly chosen cells of {a.n_cells:,} are drawn." if a.n_cells > plots.MAX_POINTS
+           else "")
+    rep.paragraph(f"The integrated atlas ({a.n_cells:,} cells; scVI latent space, UMAP for display only: "
+                  f"distances on a UMAP are not quantitative).{sub}")
+    for col, what, extra in (
+            ("dataset_id", "data set (study)", "Well-mixed data sets within a cell type mean batch effects were removed."),
+            ("cancer_type", "cancer type", "Immune and stromal cells should mix across cancer types; tumour "
+             "epithelial cells may not (they differ between cancers)."),
+            ("tissue", "tissue of origin", "Tumour, adjacent normal tissue and blood; blood neutrophils are the "
+             "unreprogrammed reference."),
+            ("cell_type", "annotated cell type", "Cell types from marker scores and a vote over clusters of the "
+             "integrated graph."),
+            ("leiden", "Leiden cluster of the integrated graph", "")):
+        if col not in o or (col == "leiden" and "cell_type" in o):
+            continue
+        fig = plots.umap_plot(xy, o[col], f"UMAP by {what}", name=col)
+        rep.figure(fig, f"The whole atlas coloured by {what}. {extra}".strip(), name=f"umap_{col}", size="half")
+    t = inputs.table("cell_type_clusters")
+    if t is not None:
+        rep.table(t, "Cell-type vote per cluster of the integrated graph: the winning type, its share of the "
+                  "cluster's marker votes and the neutrophil vote.", csv_name="cell_type_clusters.csv")
+    mask = a.neutrophil_mask
+    if a.has("neutrophil_state") and mask is not None:
+        if mask.any():
+            fig = plots.umap_plot(xy, o["neutrophil_state"], "UMAP: neutrophil states", name="neutrophil_state",
+                                  highlight=mask)
+            rep.figure(fig, f"Neutrophils ({int(mask.sum()):,} cells) coloured by their state; all other cells in "
+                       "grey. T3 is the terminal tumour-reprogrammed state (dcTRAIL-R1+, hypoxic, VEGFA-high).",
+                       name="umap_neutrophil_state", size="half")
+        else:
+            rep.note("No neutrophils were found, so the neutrophil-state UMAP is empty.", "warn")
+    scores = {c: o[c] for c in KEY_SCORES if c in o and o[c].notna().any()}
+    if scores:
+        fig = plots.umap_grid(xy, scores, ncols=3)
+        names = ", ".join(c + (" (neutrophils only; other cells grey)" if c == "reprogramming_index" else "")
+                          for c in scores)
+        rep.figure(fig, f"The whole atlas coloured by key scores: {names}. T3_proxy and the hallmark hypoxia, "
+                   "glycolysis and angiogenesis scores rise with T3 reprogramming; blood_like falls. Colour scale: "
+                   "1st to 99th percentile of each score.", name="umap_scores")
+    elif not inputs.atlas_is_analysed:
+        rep.note("No score columns found (scores.parquet missing): no score UMAPs.", "warn")
+
+
+def subatlas(rep: HtmlReport, inputs: RunInputs) -> None:
+    """The neutrophil sub-atlas: UMAP by state, index and pseudotime; index vs pseudotime."""
+    if _no_analysis_note(rep, inputs, "neutrophil sub-atlas"):
+        return
+    n = inputs.neutrophils
+    if n is None or n.umap is None or n.n_cells == 0:
+        rep.note("No neutrophil sub-atlas (neutrophils.h5ad is missing: too few neutrophils to re-integrate on "
+                 "their own, or the analysis has not run).", "warn")
+    else:
+        o, xy = n.obs, n.umap
+        rep.paragraph(f"The {n.n_cells:,} neutrophils re-integrated on their own (their own HVGs and scVI model), "
+                      "so their states are not dominated by differences from other cell types.")
+        if "neutrophil_state" in o:
+            rep.figure(plots.umap_plot(xy, o["neutrophil_state"], "Neutrophil sub-atlas: state",
+                                       name="neutrophil_state"),
+                       "Neutrophil sub-atlas coloured by state (immature, mature/blood-like, interferon, "
+                       "antigen-presenting, T3; unassigned where two states are too close to call).",
+                       name="subatlas_state", size="half")
+        for col, what in (("reprogramming_index", "reprogramming index: a per-cell position on the blood-like -> "
+                           "T3 axis from signature scores (higher = more T3-like)"),
+                          ("reprogramming_pseudotime", "diffusion pseudotime on the neutrophil graph from a "
+                           "blood-like root (0 = root; higher = further along)")):
+            if col in o and o[col].notna().any():
+                rep.figure(plots.umap_plot(xy, o[col], f"Neutrophil sub-atlas: {col.replace('_', ' ')}",
+                                           cmap="magma"),
+                           f"Neutrophil sub-atlas coloured by the {what}.", name=f"subatlas_{col}", size="half")
+        if "neutrophil_leiden" in o:
+            rep.figure(plots.umap_plot(xy, o["neutrophil_leiden"], "Neutrophil sub-atlas: clusters"),
+                       "Leiden clusters of the neutrophil sub-atlas; the state of each cluster (majority of its "
+                       "cells) and its share are in the table below.",
+                       name="subatlas_leiden", size="half")
+    neut = _neutrophils(inputs)
+    if neut is not None and {"reprogramming_index", "reprogramming_pseudotime"} <= set(neut.columns) and len(neut):
+        ok = neut["reprogramming_index"].notna() & neut["reprogramming_pseudotime"].notna()
+        if ok.sum() > 2:
+            fig = plots.scatter_plot(neut.loc[ok, "reprogramming_pseudotime"], neut.loc[ok, "reprogramming_index"],
+                                     xlabel="reprogramming pseudotime", ylabel="reprogramming index",
+                                     title="Index vs pseudotime (neutrophils)")
+            rep.figure(fig, "The two measures of reprogramming side by side, one dot per neutrophil: the "
+                       "signature-based index and the pseudotime on the neutrophil graph from a blood-like root. "
+                       "Their Spearman correlation is in the table below.", name="index_vs_pseudotime", size="half")
+    t = inputs.table("index_vs_pseudotime")
+    if t is not None:
+        rep.table(t, "Spearman correlation between the reprogramming index and the pseudotime over neutrophils.",
+                  csv_name="index_vs_pseudotime.csv")
+    t = inputs.table("state_clusters")
+    if t is not None:
+        rep.table(t, "Clusters of the neutrophil sub-atlas: size, majority state and its share, and mean state "
+                  "scores.", csv_name="state_clusters.csv")
+
+
+def composition(rep: HtmlReport, inputs: RunInputs) -> None:
+    """Cell-type and neutrophil-state composition per cancer type and tissue."""
+    ct = inputs.table("cell_type_composition")
+    st = inputs.table("state_composition")
+    if ct is None and st is None:
+        _no_analysis_note(rep, inputs, "composition", "cell_type_composition", "state_composition")
+        return
+    for df, cat, table, what in ((ct, "cell_type", "cell_type_composition", "cell types"),
+                                 (st, "neutrophil_state", "state_composition", "neutrophil states")):
+        if df is None:
+            rep.note(f"No {what} composition: tables/{table}.csv is missing or empty"
+                     + (" (no neutrophils found)." if _n_neutrophils(inputs) == 0 else "."), "warn")
+            continue
+        order = _cancer_order(inputs, df["cancer_type"])
+        fig = plots.composition_bars(df, group="cancer_type", category=cat, facet="tissue" if "tissue" in df else None,
+                                     name=cat, order=order)
+        rep.figure(fig, f"Composition of {what} per cancer type (one bar each, ranking order) and tissue: the "
+                   f"fraction of {'all cells' if cat == 'cell_type' else 'neutrophils'} pooled over the cancer "
+                   "type's samples. Pooled fractions describe the data; capture differs by platform (droplet "
+                   "platforms under-capture neutrophils), so compare within a tissue and see the patient-level "
+                   "statistics for inference.", name=f"composition_{cat}")
+        idx = [c for c in ("cancer_type", "tissue") if c in df]
+        wide = df.pivot_table(index=idx, columns=cat, values="fraction", aggfunc="sum", observed=True).reset_index()
+        wide.columns.name = None
+        rep.table(wide, f"Fraction of {'cells' if cat == 'cell_type' else 'neutrophils'} per {what[:-1]} (rows: "
+                  "cancer type and tissue; missing = none observed).", csv_name=f"{table}.csv")
+
+
+def distributions(rep: HtmlReport, inputs: RunInputs) -> None:
+    """Per-cell score distributions per cancer type and tissue, with patient means as dots."""
+    if _no_analysis_note(rep, inputs, "score distribution"):
+        return
+    neut = _neutrophils(inputs)
+    if neut is None or not len(neut):
+        rep.note("No neutrophils annotated in the atlas (no is_neutrophil column): no distributions.", "warn")
+        return
+    if not {"cancer_type", "tissue"} <= set(neut.columns):
+        rep.note("No cancer_type/tissue columns in the atlas: no distributions.", "warn")
+        return
+    order = _cancer_order(inputs, neut["cancer_type"])
+    cols = [c for c in KEY_SCORES if c in neut and neut[c].notna().any()]
+    if not cols:
+        rep.note("No score columns among neutrophils: no distributions.", "warn")
+        return
+    pid = [c for c in ("cancer_type", "tissue", "patient_id") if c in neut]
+    pats = neut.groupby(pid, observed=True)[cols].mean().reset_index() if "patient_id" in pid else None
+    what = ("violins show all neutrophils; black dots are per-patient means (the unit of the statistics: "
+            "intervals and tests are over patients, never over cells).")
+    first, rest = cols[0], cols[1:]
+    rep.figure(plots.distribution_plot(neut, value=first, patients=pats, order=order,
+                                       title=f"{first} of neutrophils"),
+               f"{first} of neutrophils per cancer type (ranking order) and tissue: {what}",
+               name=f"distribution_{first}")
+    if rest:
+        rep.figure(plots.distribution_grid(neut, rest, patients=pats, order=order),
+                   f"Signature scores of neutrophils ({', '.join(rest)}) per cancer type and tissue: {what}",
+                   name="distribution_scores")
+
+
+def tissues(rep: HtmlReport, inputs: RunInputs) -> None:
+    """Tumour vs blood vs adjacent normal within patients."""
+    if _no_analysis_note(rep, inputs, "tissue comparison", "patients", "tissue_comparison"):
+        return
+    p = inputs.table("patients")
+    if p is not None and "tissue" in p:
+        multi = p.groupby(["cancer_type", "patient_id"])["tissue"].nunique()
+        if (multi > 1).any():
+            for col, what in (("t3_fraction", "T3-like fraction"), ("mean_index", "mean reprogramming index")):
+                if col in p:
+                    fig = plots.paired_plot(p, value=col, order=_cancer_order(inputs, p["cancer_type"]))
+                    rep.figure(fig, f"{what} per patient in each tissue; a line joins the tissues of one patient. "
+                               "Within-patient differences remove between-patient variation; the table below tests "
+                               "them over patients (Wilcoxon signed-rank on the paired differences).",
+                               name=f"tissues_{col}")
+        else:
+            rep.note("No patient has samples from more than one tissue: no within-patient comparison.", "warn")
+    t = inputs.table("tissue_comparison")
+    if t is not None:
+        rep.table(t, "Tumour minus blood and tumour minus adjacent normal T3-like fraction within patients: number "
+                  "of patients with both tissues, median paired difference and p-value over patients.",
+                  csv_name="tissue_comparison.csv")
+    else:
+        rep.note("tables/tissue_comparison.csv is missing or empty: no tissue test.", "warn")
+
+
+def patients(rep: HtmlReport, inputs: RunInputs) -> None:
+    """Per-patient and per-sample tables (the unit of the statistics)."""
+    p, s = inputs.table("patients"), inputs.table("samples")
+    if p is None and s is None:
+        _no_analysis_note(rep, inputs, "per-patient table", "patients", "samples")
+        return
+    if p is not None:
+        rep.table(p, "Per patient and tissue: samples, neutrophils, T3-like neutrophils, T3-like fraction and mean "
+                  "index. These values are what the per-cancer intervals resample.", csv_name="patients.csv")
+    if s is not None:
+        rep.table(s, "Per sample: neutrophils, T3-like neutrophils, mean index and T3-like fraction.",
+                  csv_name="samples.csv", max_rows=30)
+
+
+def quality(rep: HtmlReport, inputs: RunInputs) -> None:
+    """QC per data set and neutrophil yield per data set and platform."""
+    if inputs.qc is not None and len(inputs.qc):
+        qc = inputs.qc
+        keep = [c for c in qc.columns if c == "dataset_id" or c.startswith(("cells_", "removed_", "kept_"))]
+        rep.table(qc[keep] if keep else qc, "Quality control per data set (store.qc.csv): cells read, removed by "
+                  "reason and kept; kept_by_neutrophil_floor counts cells kept only thanks to the lower "
+                  "neutrophil floor (neutrophils carry little RNA).", csv_name="store.qc.csv", table_id="qc")
+    else:
+        rep.note("No QC table (store.qc.csv is missing): the ingest stage has not run in this directory.", "warn")
+    if inputs.qc_neutrophils is not None and len(inputs.qc_neutrophils):
+        rep.table(inputs.qc_neutrophils, "Cells with neutrophil marker evidence per data set, before and after QC.",
+                  csv_name="store.neutrophils.csv", table_id="qc_neutrophils")
+    y = inputs.table("neutrophil_yield")
+    if y is None:
+        _no_analysis_note(rep, inputs, "neutrophil yield", "neutrophil_yield")
+        return
+    if "neutrophil_fraction" in y:
+        fig = plots.bar_chart(y, x="dataset_id", y="neutrophil_fraction",
+                              colour_by="platform" if "platform" in y else None,
+                              title="Neutrophil yield per data set", ylabel="neutrophils / cells")
+        rep.figure(fig, "Fraction of each data set's cells identified as neutrophils, coloured by platform. Droplet "
+                   "platforms capture neutrophils poorly, so low yields there are expected.",
+                   name="neutrophil_yield", size="half")
+        if "platform" in y and {"n_cells", "n_neutrophils"} <= set(y.columns):
+            byp = y.groupby("platform")[["n_cells", "n_neutrophils"]].sum().reset_index()
+            byp["neutrophil_fraction"] = byp["n_neutrophils"] / byp["n_cells"]
+            fig = plots.bar_chart(byp, x="platform", y="neutrophil_fraction", title="Neutrophil yield per platform",
+                                  ylabel="neutrophils / cells")
+            rep.figure(fig, "Neutrophil yield pooled per platform (sum of neutrophils over sum of cells of its "
+                       "data sets).", name="neutrophil_yield_platform", size="half")
+    rep.table(y, "Neutrophils identified per data set and platform.", csv_name="neutrophil_yield.csv")
+
+
+def integration(rep: HtmlReport, inputs: RunInputs) -> None:
+    """scib-metrics of scVI against the unintegrated PCA and Harmony."""
+    m = inputs.metrics
+    if m is None or not len(m):
+        rep.note("No integration metrics (reference/metrics.csv is missing: metrics were switched off or the "
+                 "integrate stage has not run).", "warn")
+        return
+    shown = m.drop(columns=[c for c in ("Unnamed: 0",) if c in m.columns])
+    keys = {c: str(shown[c].iloc[0]) for c in ("batch_key", "label_key", "n_cells") if c in shown}
+    shown = shown.drop(columns=[c for c in ("batch_key", "label_key") if c in shown])
+    rep.table(shown, "scib-metrics per embedding (higher is better): batch correction, bio conservation and "
+              "Total = 0.4 x batch + 0.6 x bio (means, not min-max scaled). "
+              + (f"Batch key {keys.get('batch_key')}, labels {keys.get('label_key')}." if keys else ""),
+              csv_name="reference/metrics.csv", table_id="metrics")
+    if inputs.metrics_png is not None:
+        rep.figure(inputs.metrics_png, "Integration metrics as plotted by the integrate stage (reference/metrics.png): "
+                   "scVI should beat the unintegrated PCA on batch correction without losing bio conservation.",
+                   name="integration_metrics")
+    else:
+        agg = [c for c in ("Batch correction", "Bio conservation", "Total") if c in m]
+        label = "method" if "method" in m else m.columns[0]
+        if agg:
+            long = m.melt(id_vars=[label], value_vars=agg, var_name="aggregate", value_name="score")
+            long["x"] = long[label].astype(str) + " - " + long["aggregate"]
+            rep.figure(plots.bar_chart(long, x="x", y="score", colour_by="aggregate", title="Integration metrics",
+                                       horizontal=True),
+                       "Aggregate scib-metrics per embedding (reference/metrics.png was missing; redrawn from the "
+                       "CSV).", name="integration_metrics")
+
+
+def provenance(rep: HtmlReport, inputs: RunInputs) -> None:
+    """Command, versions, seeds and the resolved config."""
+    prov = inputs.provenance or {}
+    info = inputs.run_info or {}
+    rows = []
+    if info.get("name"):
+        rows.append(("run name", info["name"]))
+    rows.append(("run directory", str(inputs.rundir.resolve())))
+    for k, label in (("atlas_version", "atlas version"), ("time", "started"), ("python", "python"),
+                     ("platform", "platform")):
+        if prov.get(k):
+            rows.append((label, str(prov[k])))
+    if prov.get("command"):
+        cmd = prov["command"]
+        rows.append(("command", " ".join(map(str, cmd)) if isinstance(cmd, list) else str(cmd)))
+    for k, v in (prov.get("seeds") or {}).items():
+        rows.append((f"seed ({k})", str(v)))
+    if not prov:
+        rep.note("provenance.json is missing: command, versions and seeds are unknown.", "warn")
+    rep.table(pd.DataFrame(rows, columns=["item", "value"]), "How this run was made.", table_id="provenance")
+    pk = dict(prov.get("packages") or {})
+    ref = dict(inputs.versions or {})
+    if pk or ref:
+        names = sorted(set(pk) | set(ref))
+        rep.table(pd.DataFrame({"package": names, "run": [pk.get(n, "") for n in names],
+                                "reference (integrate)": [ref.get(n, "") for n in names]}),
+                  "Package versions recorded by the run (provenance.json) and by the integrate stage "
+                  "(reference/versions.json).", table_id="versions", max_rows=200)
+    if inputs.config_text:
+        rep.pre(inputs.config_text, "config.resolved.yaml (the whole configuration, defaults filled in)")
+    settings = (inputs.analysis or {}).get("settings")
+    if settings:
+        rep.pre(json.dumps(settings, indent=2, default=str), "analysis.json: settings used by the analysis stage")
+    uns = inputs.atlas.uns if inputs.atlas is not None else {}
+    for k, what in (("atlas_scoring", "signature scoring settings"), ("state_rule", "state assignment rule"),
+                    ("reprogramming_axis", "reprogramming axis")):
+        if uns.get(k):
+            rep.pre(json.dumps(_jsonable(uns[k]), indent=2, default=str), f"atlas.h5ad uns['{k}']: {what}")
+
+
+def _jsonable(x):
+    if isinstance(x, dict):
+        return {str(k): _jsonable(v) for k, v in x.items()}
+    if isinstance(x, list | tuple):
+        return [_jsonable(v) for v in x]
+    if isinstance(x, np.ndarray):
+        return x.tolist()
+    if isinstance(x, np.generic):
+        return x.item()
+    return x
+
+
+#: (title, intro, function) in report order; the summary goes above the contents.
+SECTIONS: list[tuple[str, str, Callable[[HtmlReport, RunInputs], None]]] = [
+    ("Which cancers reprogram their neutrophils",
+     "T3-like fraction and reprogramming index per cancer type and tissue, with intervals over patients.", ranking),
+    ("The atlas", "", atlas_umaps),
+    ("Neutrophil sub-atlas", "", subatlas),
+    ("Composition per cancer type", "", composition),
+    ("Scores per cancer type and tissue", "", distributions),
+    ("Tumour vs blood vs adjacent normal", "Within-patient comparisons of tissues.", tissues),
+    ("Patients and samples", "", patients),
+    ("Quality control and neutrophil yield", "", quality),
+    ("Integration metrics", "", integration),
+    ("Provenance", "Configuration, versions, seeds and command of this run.", provenance),
+]

@@ -1,0 +1,246 @@
+"""The atlas report: self-contained, numbers equal to the tables, robust to missing inputs."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import math
+import re
+
+import numpy as np
+import pandas as pd
+import pytest
+from conftest import frame, parse_report
+
+from atlas.report import write_report
+from atlas.report.html import MISSING, fmt_num
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def _same(text: str, value) -> bool:
+    """A displayed cell equals a table value: the same formatting, and numerically within rounding."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return text in (MISSING, "")
+    if isinstance(value, bool | np.bool_):
+        return text == fmt_num(value)
+    if isinstance(value, int | float | np.integer | np.floating):
+        if text != fmt_num(value):
+            return False
+        shown = float(text.replace(",", ""))
+        return math.isclose(shown, float(value), rel_tol=5e-3, abs_tol=1e-12)
+    return text == str(value)
+
+
+def _assert_table_equals_csv(parsed, table_id, csv, max_rows=None):
+    df = pd.read_csv(csv)
+    shown = frame(parsed, table_id)
+    assert list(shown.columns) == list(df.columns), table_id
+    if max_rows is not None:
+        df = df.head(max_rows)
+    assert len(shown) == len(df), table_id
+    for i in range(len(df)):
+        for c in df.columns:
+            assert _same(shown[c].iloc[i], df[c].iloc[i]), (table_id, i, c, shown[c].iloc[i], df[c].iloc[i])
+
+
+# ------------------------------------------------------------------------------ written, self-contained
+def test_report_is_written_with_figures(full_run):
+    run, path = full_run
+    assert path == run / "report.html" and path.exists()
+    parsed = parse_report(path)
+    figs = run / "figures"
+    pngs = sorted(p.stem for p in figs.glob("*.png"))
+    assert len(parsed.imgs) == len(pngs) >= 15
+    for stem in pngs:  # every matplotlib figure also as PDF (the integrate stage's metrics.png is a copy)
+        if stem != "integration_metrics":
+            assert (figs / f"{stem}.pdf").read_bytes()[:5] == b"%PDF-"
+    for name in ("umap_dataset_id", "umap_cancer_type", "umap_tissue", "umap_cell_type", "umap_neutrophil_state",
+                 "umap_scores", "subatlas_state", "subatlas_reprogramming_index", "subatlas_reprogramming_pseudotime",
+                 "composition_cell_type", "composition_neutrophil_state", "distribution_reprogramming_index",
+                 "forest_t3_fraction", "tissues_t3_fraction", "neutrophil_yield", "integration_metrics"):
+        assert name in pngs, name
+    assert not any("could not be drawn" in n for n in parsed.notes), parsed.notes
+    assert not list(run.glob(".atlas-tmp-*")) and not list(figs.glob(".atlas-tmp-*"))
+
+
+def test_report_is_self_contained(full_run):
+    from PIL import Image
+
+    _, path = full_run
+    text = path.read_text()
+    parsed = parse_report(path)
+    assert not ({"script", "link", "iframe", "object", "embed"} & parsed.tags)
+    for tag, attr, url in parsed.urls:
+        assert not re.match(r"^(https?:)?//", url, re.I), (tag, attr, url)
+        assert url.startswith(("data:", "#")), (tag, attr, url)
+    assert "@import" not in text and "url(" not in text
+    assert parsed.imgs
+    for src in parsed.imgs:
+        assert src.startswith("data:image/png;base64,")
+        raw = base64.b64decode(src.split(",", 1)[1], validate=True)
+        assert raw[:8] == PNG_MAGIC
+        with Image.open(io.BytesIO(raw)) as im:
+            assert im.width > 100 and im.height > 100
+
+
+def test_every_figure_has_a_caption(full_run):
+    _, path = full_run
+    parsed = parse_report(path)
+    assert len(parsed.captions) == len(parsed.imgs)
+    assert all(len(c) > 60 for c in parsed.captions)
+    joined = " ".join(parsed.captions)
+    assert "unit of the statistics" in joined and "patients" in joined
+
+
+# ------------------------------------------------------------------------------ numbers equal the tables
+@pytest.mark.parametrize("table_id, csv, max_rows", [
+    ("ranking", "tables/ranking.csv", None),
+    ("cancer_types", "tables/cancer_types.csv", None),
+    ("tissue_comparison", "tables/tissue_comparison.csv", None),
+    ("patients", "tables/patients.csv", 50),
+    ("samples", "tables/samples.csv", 30),
+    ("neutrophil_yield", "tables/neutrophil_yield.csv", None),
+    ("index_vs_pseudotime", "tables/index_vs_pseudotime.csv", None),
+    ("state_clusters", "tables/state_clusters.csv", None),
+    ("qc_neutrophils", "store.neutrophils.csv", None),
+])
+def test_tables_in_report_equal_csvs(full_run, table_id, csv, max_rows):
+    run, path = full_run
+    _assert_table_equals_csv(parse_report(path), table_id, run / csv, max_rows)
+
+
+def test_qc_and_metrics_tables_equal_their_csvs(full_run):
+    run, path = full_run
+    parsed = parse_report(path)
+    qc = pd.read_csv(run / "store.qc.csv")
+    shown = frame(parsed, "qc")
+    assert "dataset_id" in shown and "cells_out" in shown and len(shown) == len(qc)
+    for c in shown.columns:
+        assert all(_same(t, v) for t, v in zip(shown[c], qc[c], strict=True)), c
+    m = pd.read_csv(run / "reference" / "metrics.csv")
+    shown = frame(parsed, "metrics")
+    for c in shown.columns:
+        assert all(_same(t, v) for t, v in zip(shown[c], m[c], strict=True)), c
+
+
+def test_headline_ranking_and_intervals(full_run):
+    run, path = full_run
+    parsed = parse_report(path)
+    r = pd.read_csv(run / "tables" / "ranking.csv")
+    head = frame(parsed, "headline")
+    assert head["cancer type"].tolist() == r["cancer_type"].tolist()
+    iv = next(c for c in head.columns if c.startswith("95 % interval") and "index" not in c)
+    for (_, row), (_, shown) in zip(r.iterrows(), head.iterrows(), strict=True):
+        assert _same(shown["T3-like fraction"], row["t3_fraction"])
+        assert _same(shown["mean index"], row["mean_index"])
+        assert _same(shown["patients"], row["n_patients"])
+        if row["n_patients"] == 1:
+            assert shown[iv] == MISSING and shown["note"] == "single patient: no interval"
+        else:
+            lo, hi = shown[iv].split(" – ")
+            assert _same(lo, row["t3_fraction_lo"]) and _same(hi, row["t3_fraction_hi"])
+    text = path.read_text()
+    top = r.iloc[0]
+    assert f"{top['cancer_type']} ({fmt_num(top['t3_fraction'])}; 95 % interval" in text
+    assert any("melanoma (tumour): single patient: no interval" in n for n in parsed.notes)
+
+
+def test_summary_numbers_equal_tables_and_atlas(full_run):
+    import anndata as ad
+
+    run, path = full_run
+    stats = parse_report(path).stats
+    y = pd.read_csv(run / "tables" / "neutrophil_yield.csv")
+    obs = ad.read_h5ad(run / "atlas.h5ad", backed="r").obs
+    assert stats["cells"] == fmt_num(len(obs)) == fmt_num(int(y["n_cells"].sum()))
+    assert stats["neutrophils"] == fmt_num(int(y["n_neutrophils"].sum())) == fmt_num(int(obs["is_neutrophil"].sum()))
+    assert stats["data sets"] == str(obs["dataset_id"].nunique())
+    assert stats["cancer types"] == str(obs["cancer_type"].nunique())
+    assert stats["T3-like neutrophils"] == fmt_num(int((obs["neutrophil_state"] == "T3").sum()))
+    assert stats["patients"] == str(len(pd.read_csv(run / "tables" / "patients.csv")[["cancer_type", "patient_id"]]
+                                        .drop_duplicates()))
+
+
+def test_composition_tables_equal_csvs(full_run):
+    run, path = full_run
+    parsed = parse_report(path)
+    for name, cat in (("cell_type_composition", "cell_type"), ("state_composition", "neutrophil_state")):
+        long = pd.read_csv(run / "tables" / f"{name}.csv")
+        shown = frame(parsed, name)
+        assert set(shown.columns) == {"cancer_type", "tissue", *long[cat].unique()}
+        lookup = {(r.cancer_type, r.tissue, r[cat]): r.fraction for _, r in long.iterrows()}
+        for _, row in shown.iterrows():
+            for c in shown.columns[2:]:
+                v = lookup.get((row["cancer_type"], row["tissue"], c), float("nan"))
+                assert _same(row[c], v), (name, row["cancer_type"], row["tissue"], c)
+
+
+# ------------------------------------------------------------------------------ missing inputs
+def _notes(path) -> str:
+    parsed = parse_report(path)
+    assert not any("could not be drawn" in n for n in parsed.notes), parsed.notes
+    return " ".join(parsed.notes)
+
+
+def test_no_neutrophils_found(make_run):
+    run = make_run(with_neutrophils=False)
+    path = write_report(run)
+    notes = _notes(path)
+    assert "No neutrophils were found" in notes and "no neutrophils found" in notes  # ours + analysis.json's
+    assert parse_report(path).stats["neutrophils"] == "0"
+    assert (run / "figures" / "umap_dataset_id.png").exists()
+
+
+def test_analysis_not_run(make_run):
+    run = make_run(analysis=False)
+    path = write_report(run)
+    notes = _notes(path)
+    assert "analysis stage has not run" in notes
+    parsed = parse_report(path)
+    assert parsed.stats["cells"] == fmt_num(1500) or int(parsed.stats["cells"].replace(",", "")) > 1000
+    figs = {p.stem for p in (run / "figures").glob("*.png")}
+    assert {"umap_dataset_id", "umap_cancer_type", "umap_tissue", "umap_scores", "integration_metrics"} <= figs
+    assert "qc" in parsed.tables and "metrics" in parsed.tables
+
+
+def test_metrics_and_subatlas_missing(make_run):
+    run = make_run(metrics=False, subatlas=False)
+    notes = _notes(write_report(run))
+    assert "No integration metrics" in notes and "No neutrophil sub-atlas" in notes
+
+
+def test_missing_tables_and_a_damaged_atlas(copy_run):
+    (copy_run / "tables" / "ranking.csv").unlink()
+    (copy_run / "tables" / "cancer_types.csv").write_text("")
+    (copy_run / "tables" / "tissue_comparison.csv").unlink()
+    (copy_run / "neutrophils.h5ad").write_bytes(b"not an hdf5 file")
+    path = write_report(copy_run)
+    notes = _notes(path)
+    assert "tables/ranking.csv is missing or empty" in notes
+    assert "Could not read neutrophils.h5ad" in notes
+    assert "tissue_comparison.csv is missing" in notes
+
+
+def test_bare_run_directory(tmp_path):
+    (tmp_path / "run.json").write_text(json.dumps({"name": "empty"}))
+    path = write_report(tmp_path)
+    notes = _notes(path)
+    assert "No atlas was found" in notes and "provenance.json is missing" in notes
+
+
+def test_custom_out_and_rerun_replaces(full_run, tmp_path):
+    run, _ = full_run
+    out = tmp_path / "elsewhere" / "r.html"
+    assert write_report(run, out=out) == out and out.exists()
+    assert (out.parent / "figures" / "umap_cancer_type.png").exists()
+
+
+def test_not_a_run_dir(tmp_path):
+    from atlas.errors import AtlasError
+
+    with pytest.raises(AtlasError, match="not an atlas run directory"):
+        write_report(tmp_path)
+    with pytest.raises(AtlasError, match="not a directory"):
+        write_report(tmp_path / "nope")
