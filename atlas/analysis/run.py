@@ -166,6 +166,8 @@ def analyse(
                 f"{scores} lacks {len(lost)} cells of the atlas (e.g. {lost[0]}); rerun the score stage"
             )
 
+    _check_signature_names(s, existing)
+
     # --- cell types and neutrophils
     t = time.perf_counter()
     markers = _marker_scores(store, s.cell_type_markers, obs_names, scoring)
@@ -312,6 +314,22 @@ def analyse(
                "settings": s.model_dump(mode="json"), "scoring": scoring.kwargs(), "seconds": seconds}  # fmt: skip
     write_json(rundir / "analysis.json", summary)
     return AnalysisResult(rundir, atlas.n_obs, n_neut, state_counts, notes, seconds)
+
+
+def _check_signature_names(s: AnalysisSettings, existing: pd.DataFrame | None) -> None:
+    """Fail before any work on a state or index signature that is neither scored nor in the registry."""
+    from ..signatures import load_registry
+
+    known = set(load_registry()) | set(existing.columns if existing is not None else [])
+    wanted = {f"analyse.state_signatures[{state!r}]": sigs for state, sigs in s.state_signatures.items()}
+    wanted |= {"analyse.reprogramming_up": s.reprogramming_up, "analyse.reprogramming_down": s.reprogramming_down}
+    for where, names in wanted.items():
+        unknown = [n for n in names if n not in known]
+        if unknown:
+            raise InputDataError(
+                f"{where}: unknown signature(s) {unknown}; use names from `atlas signatures list` or score your "
+                "own gene sets first (atlas score --signatures FILE.gmt) so they are columns of scores.parquet"
+            )
 
 
 def _plain(obj: Any) -> Any:

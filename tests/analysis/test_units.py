@@ -115,3 +115,14 @@ def test_settings_refuse_incomplete_markers():
         AnalysisSettings(cell_type_markers={"T": ["CD3E"]})
     with pytest.raises(ValueError, match="no markers"):
         AnalysisSettings(cell_type_markers={"neutrophil": ["CSF3R"], "T": []})
+
+
+def test_unknown_state_signature_fails_before_any_work():
+    from atlas.analysis.run import _check_signature_names
+    from atlas.errors import InputDataError
+
+    s = AnalysisSettings(state_signatures={"T3": ["T3_proxy"], "odd": ["NOT_A_SIGNATURE"]})
+    with pytest.raises(InputDataError, match=r"state_signatures\['odd'\].*NOT_A_SIGNATURE"):
+        _check_signature_names(s, None)
+    # a user's own gene set already scored (a column of scores.parquet) is accepted
+    _check_signature_names(s, pd.DataFrame(columns=["NOT_A_SIGNATURE"]))
