@@ -278,6 +278,11 @@ def report(
     typer.echo(f"report written to {path} (figures in {path.parent / 'figures'}); open it in any browser, offline")
 
 
+# ------------------------------------------------------------------------------------------ query
+from .query.cli import query as _query  # noqa: E402  (the command lives with the query package)
+
+app.command(name="query")(_query)
+
 
 # -------------------------------------------------------------------------------------------- run
 def _print_run(result) -> None:

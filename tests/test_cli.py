@@ -6,7 +6,7 @@ import yaml
 
 from atlas.cli import app
 
-COMMANDS = ["simulate", "ingest", "integrate", "score", "analyse", "report", "run", "demo", "validate", "signatures"]
+COMMANDS = ["simulate", "ingest", "integrate", "score", "analyse", "report", "query", "run", "demo", "validate", "signatures"]
 
 
 def _atlas(*args, cwd=None):

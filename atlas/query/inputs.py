@@ -1,0 +1,114 @@
+"""The query's input as an ingest configuration: an ingest YAML, or one file plus options.
+
+Either way the query goes through :func:`atlas.io.ingest.ingest`, so the raw-count check, the gene
+harmonisation (Ensembl IDs, outdated symbols, mouse orthologues) and QC are exactly the atlas's.
+QC settings: those of the YAML when it has a ``qc`` section, else the reference's (recorded in a
+run directory's store), else the defaults.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from pathlib import Path
+from typing import Any
+
+from ..config import SCHEMA_FIELDS, IngestConfig, load_ingest_config, read_yaml, validate
+from ..errors import InputDataError
+
+__all__ = ["YAML_SUFFIXES", "dataset_id_from_path", "query_ingest_config"]
+
+log = logging.getLogger(__name__)
+
+YAML_SUFFIXES = (".yaml", ".yml")
+_DATA_SUFFIXES = (".gz", ".h5ad", ".h5", ".hdf5", ".csv", ".tsv", ".txt", ".mtx")
+
+#: Values of schema fields a single-file query does not give (logged when used).
+QUERY_DEFAULTS = {"cancer_type": "unknown", "tissue": "tumour", "platform": "unknown"}
+
+
+def dataset_id_from_path(path: Path) -> str:
+    """A data set id from a file name: ``GSE123_tumour.h5ad`` -> ``GSE123_tumour``."""
+    name = path.name
+    while True:
+        stem, suffix = Path(name).stem, Path(name).suffix.lower()
+        if suffix not in _DATA_SUFFIXES or not stem:
+            break
+        name = stem
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("_.-") or "query"
+
+
+def _fill_schema(entry: dict[str, Any], notes: list[str]) -> dict[str, Any]:
+    """Constants for schema fields the file neither has nor is given (one sample per data set)."""
+    from ..config import DatasetConfig
+    from ..io.readers import open_reader
+
+    ds = validate(DatasetConfig, entry, "query options")
+    with open_reader(ds) as reader:
+        columns = set(map(str, reader.obs.columns))
+    filled = {}
+    for f in SCHEMA_FIELDS:
+        if f in ("dataset_id", "species") or f in ds.obs_columns or f in ds.constants or f in columns:
+            continue
+        filled[f] = ds.id if f in ("sample_id", "patient_id") else QUERY_DEFAULTS[f]
+    if filled:
+        notes.append(
+            f"query {ds.id}: no value given for {sorted(filled)}; assumed {filled} (set them with --obs-column "
+            "FIELD=COLUMN or --constant FIELD=VALUE)"
+        )
+        log.warning(notes[-1])
+    return {**entry, "constants": {**entry.get("constants", {}), **filled}}
+
+
+def query_ingest_config(
+    query: str | Path | IngestConfig,
+    *,
+    reference_qc: dict | None = None,
+    notes: list[str] | None = None,
+    **dataset: Any,
+) -> IngestConfig:
+    """The ingest configuration of a query.
+
+    Parameters
+    ----------
+    query
+        An :class:`~atlas.config.IngestConfig`, an ingest YAML (``.yaml``/``.yml``, one or more data
+        sets), or one data file/directory in any format ingest reads.
+    reference_qc
+        The reference's QC settings, used when the query gives none.
+    notes
+        Collects what was assumed.
+    **dataset
+        For a single file: :class:`~atlas.config.DatasetConfig` fields (``id``, ``species``, ``format``,
+        ``counts``, ``obs_path``, ``obs_columns``, ``constants``, ``value_maps``, ``gene_ids``, ...).
+        Schema fields neither in the file nor given default to one sample per data set, cancer type
+        ``unknown``, tissue ``tumour`` and platform ``unknown`` (noted).
+
+    Raises
+    ------
+    InputDataError, ConfigError
+        A missing file, options given with a YAML, or an invalid entry.
+    """
+    notes = notes if notes is not None else []
+    given = {k: v for k, v in dataset.items() if v not in (None, {}, [])}
+    if isinstance(query, IngestConfig):
+        cfg, has_qc = query, True
+    else:
+        path = Path(query)
+        if not path.exists():
+            raise InputDataError(f"query {path} does not exist; give an ingest YAML or a data file/directory")
+        if path.suffix.lower() in YAML_SUFFIXES:
+            if given:
+                raise InputDataError(
+                    f"options {sorted(given)} apply to a single data file; with an ingest YAML ({path}) put them in "
+                    "its data set entries"
+                )
+            cfg, has_qc = load_ingest_config(path), "qc" in read_yaml(path)
+        else:
+            entry = {"path": path, **given}
+            entry.setdefault("id", dataset_id_from_path(path))
+            cfg, has_qc = validate(IngestConfig, {"datasets": [_fill_schema(entry, notes)]}, "query options"), False
+    if not has_qc and reference_qc is not None:
+        cfg = validate(IngestConfig, {**cfg.model_dump(), "qc": reference_qc}, "query ingest (reference QC)")
+        log.info("query QC: the reference's QC settings")
+    return cfg
