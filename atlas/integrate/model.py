@@ -238,6 +238,11 @@ def train_scvi(
         n_layers=s.n_layers,
         gene_likelihood=s.gene_likelihood,
         dropout_rate=s.dropout_rate,
+        **(
+            {"encode_covariates": True, "use_layer_norm": "both", "use_batch_norm": "none"}
+            if s.scarches_architecture
+            else {}
+        ),
     )
     log.info(
         "training scVI on %d cells x %d genes (batch %s, covariates %s, data loader %s)",

@@ -58,6 +58,12 @@ class IntegrateSettings(StrictModel):
         "nb", description="count distribution of the decoder"
     )
     dropout_rate: float = Field(0.1, ge=0, lt=1)
+    scarches_architecture: bool = Field(
+        False,
+        description="the architecture scvi-tools' scArches tutorial recommends for references that queries are mapped"
+        " onto: batch fed to the encoder too (encode_covariates), layer norm instead of batch norm; query training then"
+        " adapts the query's latent, not only its decoder",
+    )
     max_epochs: int | None = Field(
         None, ge=1, description="None = scvi-tools' default: min(400, round(400 * 20,000 / n_cells))"
     )

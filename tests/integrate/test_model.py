@@ -76,3 +76,14 @@ def test_no_validation_set_switches_early_stopping_off(toy, fast):
     res = train_scvi(toy, train_size=1.0, **{**fast, "early_stopping": True})
     assert res.epochs == {"scvi": 3} and len(res.model.validation_indices) == 0
     assert any("early stopping" in n for n in res.notes)
+
+
+def test_scarches_architecture_encodes_the_batch(toy, fast):
+    res = train_scvi(toy, **fast, scarches_architecture=True)
+    import torch
+
+    layers = list(res.model.module.modules())
+    assert res.model.module.encode_covariates is True
+    assert any(isinstance(m, torch.nn.LayerNorm) for m in layers)
+    assert not any(isinstance(m, torch.nn.BatchNorm1d) for m in layers)
+    assert np.isfinite(toy.obsm["X_scVI"]).all()

@@ -166,6 +166,21 @@ def test_scanvi_reference(ref_run, query_cfg, tmp_path, tiny, tiny_integrate):
     assert "scanvi_agreement" in pred
 
 
+def test_scarches_architecture_reference_adapts_the_query_latent(ref_run, query_cfg, tmp_path, tiny, tiny_integrate):
+    """A reference built for scArches (batch fed to the encoder): query training moves the query's latent."""
+    from atlas.integrate import IntegrateSettings, integrate_store
+
+    s = IntegrateSettings(**tiny_integrate, scarches_architecture=True)
+    integrate_store(ref_run / "store.h5ad", tmp_path / "bundle", s)
+    latents = []
+    for epochs in (1, 4):
+        out = tmp_path / f"q{epochs}"
+        map_query(tmp_path / "bundle", query_cfg, out, label_key="leiden", report=False,
+                  **{**tiny, "max_epochs": epochs})  # fmt: skip
+        latents.append(ad.read_h5ad(out / "query.h5ad").obsm["X_scVI"])
+    assert latents[0].shape == latents[1].shape and not np.allclose(latents[0], latents[1])
+
+
 # ------------------------------------------------------------------------------------------- bad input
 def test_missing_bundle_file(run_copy, query_cfg, tmp_path):
     (run_copy / "reference" / "hvg.txt").unlink()
