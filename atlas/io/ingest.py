@@ -18,6 +18,10 @@ Two passes over the configuration:
    scrublet runs per sample reading only that sample's rows, and the part is copied into the
    store without the predicted doublets.
 
+While rows are appended, per-gene sums of their normalised values are folded in and written
+beside the store (``<stem>.genestats.parquet``, :mod:`atlas.io.genestats`), so that scoring the
+store with scanpy's method reads it once.
+
 Memory holds one chunk at a time plus the obs table; no data set is ever densified or held whole
 (except the formats that cannot be streamed, see :mod:`atlas.io.readers`). The store is written
 under a temporary name and renamed at the end (:func:`atlas.io.atomic.atomic_path`); inputs are
@@ -47,13 +51,13 @@ from ..harmonize.metadata import map_obs
 from ..pp.qc import QCGeneSets, QCTally, detect_doublets, qc_metrics, qc_reasons, scrublet_available
 from .atomic import TMP_PREFIX, atomic_path, write_table
 from .counts import check_counts
+from .genestats import GeneStatsCache
 from .readers import open_reader
 from .store import PartFile, StoreWriter, finalize_obs, store_format
 
 logger = logging.getLogger(__name__)
 
 __all__ = ["IngestResult", "ingest", "side_table_path"]
-
 
 
 @dataclass
@@ -294,7 +298,7 @@ def ingest(config: IngestConfig, out: str | Path, *, overwrite: bool = False) ->
     tallies, obs_frames = [], []
     parts_dir = out.parent / f"{TMP_PREFIX}parts-{uuid.uuid4().hex[:8]}"
     with atomic_path(out) as tmp:
-        writer = StoreWriter(tmp, len(genes), fmt=store_format(out))
+        writer = StoreWriter(tmp, len(genes), fmt=store_format(out), gene_stats=True)
         try:
             for plan in plans:
                 mapping, to_store = _axes(plan.mapping, genes, config.join)
@@ -330,6 +334,7 @@ def ingest(config: IngestConfig, out: str | Path, *, overwrite: bool = False) ->
         finally:
             writer.close()
             shutil.rmtree(parts_dir, ignore_errors=True)
+    GeneStatsCache(out).save(writer.gene_stats)  # per-gene sums for scoring (a cache; never fatal)
     write_table(side_table_path(out, "qc"), qc_df)
     write_table(side_table_path(out, "genes"), genes_df)
     write_table(side_table_path(out, "neutrophils"), neut_df)

@@ -61,14 +61,20 @@ class StoreWriter:
         Number of genes (columns of ``X``).
     fmt
         ``h5ad`` or ``zarr``.
+    gene_stats
+        Also fold the appended rows into per-gene statistics (:attr:`gene_stats`, written beside
+        the store by ingest so scoring reads the store once; see :mod:`atlas.io.genestats`).
     """
 
-    def __init__(self, path: str | Path, n_vars: int, *, fmt: str = "h5ad"):
+    def __init__(self, path: str | Path, n_vars: int, *, fmt: str = "h5ad", gene_stats: bool = False):
+        from .genestats import GeneStatsAccumulator
+
         self.path = Path(path)
         self.fmt = fmt
         self.n_vars = n_vars
         self.n_obs = 0
         self.nnz = 0
+        self._stats = GeneStatsAccumulator(n_vars) if gene_stats else None
         if fmt == "zarr":
             import anndata as ad
             import zarr
@@ -91,9 +97,17 @@ class StoreWriter:
             raise ValueError(f"chunk has {X.shape[1]} columns, the store {self.n_vars}")
         if X.shape[0] == 0:
             return
-        self._X.append(sp.csr_matrix(X, dtype=np.float32))
+        X = sp.csr_matrix(X, dtype=np.float32)
+        self._X.append(X)
+        if self._stats is not None:
+            self._stats.add(X)
         self.n_obs += X.shape[0]
         self.nnz += X.nnz
+
+    @property
+    def gene_stats(self):
+        """Per-gene statistics of the rows appended so far (:class:`atlas.io.genestats.GeneStats`), or None."""
+        return None if self._stats is None else self._stats.result()
 
     def finish(
         self, *, obs: pd.DataFrame, var: pd.DataFrame, varm: dict | None = None, uns: dict | None = None

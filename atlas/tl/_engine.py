@@ -7,7 +7,9 @@ it reads. Non-finite values found by any kernel raise :class:`~atlas.errors.Atla
 
 from __future__ import annotations
 
+import contextlib
 import logging
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,6 +21,7 @@ from ._sources import RowSource
 
 logger = logging.getLogger(__name__)
 _ROW_BLOCK = 64
+_SERIAL_BELOW = 4 * _ROW_BLOCK  # chunks of fewer rows run in one thread
 
 
 @dataclass
@@ -39,25 +42,42 @@ def _raise_bad(n_bad: int) -> None:
         )
 
 
+@contextlib.contextmanager
+def _serial_if_few(n_rows: int) -> Iterator[None]:
+    """Run the kernels of a chunk of a few rows in the calling thread only.
+
+    Waking the thread pool for a handful of rows (e.g. a row copied across the end of a stored
+    run, see :mod:`atlas.tl._h5rows`) costs more than the rows, most of all on a busy machine.
+    """
+    if n_rows >= _SERIAL_BELOW:
+        yield
+        return
+    from numba import get_num_threads, set_num_threads
+
+    n = get_num_threads()
+    set_num_threads(1)
+    try:
+        yield
+    finally:
+        set_num_threads(n)
+
+
 def cpu_rows(kern: RowKernel, indptr, indices, data) -> tuple[np.ndarray, int]:
     """Run ``kern`` on one host CSR chunk with the numba twin; returns ``(out, n_bad)``."""
+    with _serial_if_few(indptr.shape[0] - 1):
+        return _cpu_rows(kern, indptr, indices, data)
+
+
+def _cpu_rows(kern: RowKernel, indptr, indices, data) -> tuple[np.ndarray, int]:
     from .._kernels import cpu
 
     base = np.int64(indptr[0])
     a, p = kern.arrays, kern.params
     if kern.name == "weighted_sum":
+        if "table" not in a:  # built once per kernel, reused for every chunk
+            a["slot"], a["table"] = dense_weights(a["w_indptr"], a["w_cols"], a["w_vals"], kern.n_out)
         return cpu.weighted_sum(
-            indptr,
-            base,
-            indices,
-            data,
-            a["w_indptr"],
-            a["w_cols"],
-            a["w_vals"],
-            kern.n_out,
-            p["mode"],
-            p["target"],
-            _ROW_BLOCK,
+            indptr, base, indices, data, a["slot"], a["table"], p["mode"], p["target"], _ROW_BLOCK
         )
     vals, dkey = order_keys(data)
     max_nnz = int(np.diff(indptr).max()) if indptr.shape[0] > 1 else 0
@@ -78,6 +98,23 @@ def cpu_rows(kern: RowKernel, indptr, indices, data) -> tuple[np.ndarray, int]:
         max_nnz,
         _ROW_BLOCK,
     )
+
+
+def dense_weights(w_indptr, w_cols, w_vals, n_out: int) -> tuple[np.ndarray, np.ndarray]:
+    """``(slot, table)`` for the CPU ``weighted_sum`` from a genes x ``n_out`` CSR weight matrix.
+
+    ``slot[g]`` is gene ``g``'s row in ``table`` (-1 for genes without weights); ``table`` holds
+    those genes' weights densely (duplicates summed). Its width is ``n_out``: padding it to whole
+    SIMD registers measured slower (more bytes per hit).
+    """
+    import scipy.sparse as sp
+
+    w_indptr = np.asarray(w_indptr, dtype=np.int64)
+    genes = np.flatnonzero(np.diff(w_indptr))
+    slot = np.full(w_indptr.size - 1, -1, np.int32)
+    slot[genes] = np.arange(genes.size, dtype=np.int32)
+    w = sp.csr_matrix((w_vals, w_cols, w_indptr), shape=(w_indptr.size - 1, n_out))
+    return slot, np.ascontiguousarray(w[genes].toarray(), dtype=np.float64)
 
 
 def order_keys(data: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -101,25 +138,28 @@ def order_keys(data: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return v32, (~asc).astype(np.uint32)
 
 
-def cpu_fold(src: RowSource, chunk_size: int, mode: int, target: float, acc: np.ndarray) -> None:
-    """Per-gene sums in row order into ``acc`` (pass 1 of the scanpy method), on the CPU."""
-    n_bad = 0
+def cpu_fold(
+    src: RowSource, chunk_size: int, mode: int, target: float, acc: np.ndarray, nnz: np.ndarray
+) -> None:
+    """Per-gene sums in row order into ``acc`` and stored values per gene into ``nnz``, on the CPU."""
     for _start, _stop, indptr, indices, data in track(src.chunks(chunk_size), "gene means"):
-        n_bad += fold_chunk(indptr, indices, data, mode, target, acc)
-    _raise_bad(n_bad)
+        fold_chunk(indptr, indices, data, mode, target, acc, nnz)
 
 
-def fold_chunk(indptr, indices, data, mode: int, target: float, acc: np.ndarray) -> int:
-    """Fold one host CSR chunk into ``acc`` with the numba twin; returns the non-finite count."""
+def fold_chunk(
+    indptr, indices, data, mode: int, target: float, acc: np.ndarray, nnz: np.ndarray | None = None
+) -> int:
+    """Fold one host CSR chunk into ``acc`` (and ``nnz``) with the numba twin; returns 0.
+
+    Non-finite values are reported by the scoring pass that always follows.
+    """
     from .._kernels import cpu
 
-    n_cols = acc.shape[0]
-    n_parts = min(n_cols, _threads())
-    bounds = np.linspace(0, n_cols, n_parts + 1).astype(np.int64)
-    base = np.int64(indptr[0])
-    rows_sorted = bool(cpu.rows_sorted(indptr, base, indices))
-    cpu.gene_fold(indptr, base, indices, data, mode, target, acc, bounds, rows_sorted)
-    return 0  # non-finite values are reported by the scoring pass that follows
+    with _serial_if_few(indptr.shape[0] - 1):
+        cpu.fold_csr(
+            indptr, indices, data, mode, target, acc, np.zeros(acc.shape[0], np.int64) if nnz is None else nnz
+        )
+    return 0
 
 
 def cpu_col_counts(src: RowSource, chunk_size: int) -> np.ndarray:
@@ -133,8 +173,11 @@ def cpu_col_counts(src: RowSource, chunk_size: int) -> np.ndarray:
 
 
 def run_rows(src: RowSource, kern: RowKernel, *, backend: str, chunk_size: int) -> np.ndarray:
-    """``(n_rows, n_out)`` results of ``kern`` over all row chunks on the chosen backend."""
-    out = np.empty((src.n_rows, kern.n_out))
+    """``(n_rows, n_out)`` results of ``kern`` over all row chunks on the chosen backend.
+
+    Column-major, so each signature's scores are contiguous (a table column without a copy).
+    """
+    out = np.empty((src.n_rows, kern.n_out), order="F")
     if backend == "gpu":
         from . import _gpu_exec
 
@@ -149,15 +192,19 @@ def run_rows(src: RowSource, kern: RowKernel, *, backend: str, chunk_size: int) 
     return out
 
 
-def run_fold(src: RowSource, *, backend: str, chunk_size: int, mode: int, target: float, dtype) -> np.ndarray:
-    """Per-gene sums over all cells (each gene summed in row order in ``dtype``)."""
+def run_fold(
+    src: RowSource, *, backend: str, chunk_size: int, mode: int, target: float, dtype
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """Per-gene sums over all cells (each gene summed in row order in ``dtype``) and stored values
+    per gene (``None`` on the GPU, which does not count them)."""
     if backend == "gpu":
         from . import _gpu_exec
 
-        return _gpu_exec.run_fold(src, chunk_size, mode, target, np.dtype(dtype))
+        return _gpu_exec.run_fold(src, chunk_size, mode, target, np.dtype(dtype)), None
     acc = np.zeros(src.n_cols, dtype=dtype)
-    cpu_fold(src, chunk_size, mode, target, acc)
-    return acc
+    nnz = np.zeros(src.n_cols, np.int64)
+    cpu_fold(src, chunk_size, mode, target, acc, nnz)
+    return acc, nnz
 
 
 def run_col_counts(src: RowSource, *, backend: str, chunk_size: int) -> np.ndarray:

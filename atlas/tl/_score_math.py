@@ -7,9 +7,12 @@ returns a cells x signatures float64 array.
 Fusion: every signature (and its control set) is scored in one pass over the matrix as one
 product ``f(X) @ W``, where ``f`` is the optional normalisation (counts per ``target_sum``, log1p)
 applied to each stored value as it is read and ``W`` is a sparse genes x columns weight matrix
-(``1/|set|`` on set members, ``1/|controls|`` on control genes). The ``"scanpy"`` method needs gene
-means first (one more pass, whatever the number of signatures); ``"aucell"`` needs the count of
-stored values per gene (decoupler drops genes never stored); ``"ucell"`` and ``"mean"`` are one pass.
+(``1/|set|`` on set members; for the ``"scanpy"`` method ``-1/|controls|`` on control genes, so one
+column gives mean(set) - mean(controls)). The ``"scanpy"`` method needs gene means first (one more
+pass, whatever the number of signatures); ``"aucell"`` needs the count of stored values per gene
+(decoupler drops genes never stored); ``"ucell"`` and ``"mean"`` are one pass. Given a
+``gene_stats`` cache (:class:`atlas.io.genestats.GeneStatsCache`, which :func:`atlas.tl.score_store`
+passes), both first passes are read from it when it is valid, and a fresh first pass is saved to it.
 """
 
 from __future__ import annotations
@@ -137,6 +140,7 @@ def score_matrix(
     n_missing: Sequence[int] | None = None,
     target_sum: float = 1e4,
     names: Sequence[str] | None = None,
+    gene_stats: Any = None,
 ) -> tuple[np.ndarray, ScoreDetails]:
     """Score gene sets on a cells x genes matrix; returns ``(scores, details)``.
 
@@ -171,6 +175,10 @@ def score_matrix(
         Counts per cell after normalisation.
     names
         Signature names (error messages only).
+    gene_stats
+        Optional :class:`atlas.io.genestats.GeneStatsCache` of ``X``: per-gene sums and stored-value
+        counts read from it replace the first pass of ``"scanpy"`` and ``"aucell"``; a first pass that
+        runs is saved to it.
 
     Returns
     -------
@@ -216,7 +224,16 @@ def score_matrix(
         return src_rows(src, kern, kw), details
 
     if method == "scanpy":
-        sums = src_fold(src, kw, mode, target_sum, fold_dtype(src.dtype, mode))
+        dtype = fold_dtype(src.dtype, mode)
+        sums = None if gene_stats is None else gene_stats.sums(mode, float(target_sum), dtype)
+        if sums is None:
+            sums, nnz = src_fold(src, kw, mode, target_sum, dtype)
+            if gene_stats is not None:
+                from ..io.genestats import GeneStats
+
+                gene_stats.save(GeneStats(sums, nnz, src.n_rows, mode, float(target_sum)))
+        else:
+            logger.info("gene means from the cache %s (one pass over the matrix)", gene_stats.path)
         means = finalize_gene_means(sums, src.n_rows, dense=src.dense)
         ctrls = control_sets(
             means,
@@ -227,11 +244,11 @@ def score_matrix(
             names=list(names) if names else None,
         )
         details.n_controls = [int(c.size) for c in ctrls]
-        both = [x for pair in zip(sets, ctrls, strict=True) for x in pair]
-        w = membership(both, n_genes, [1.0 / g.size for g in both])
-        kern = RowKernel("weighted_sum", 2 * S, w, {"mode": mode, "target": float(target_sum)})
-        out = src_rows(src, kern, kw)
-        return out[:, 0::2] - out[:, 1::2], details
+        # set genes and control genes are disjoint: one signed column per signature
+        weights = [1.0 / g.size for g in sets] + [-1.0 / c.size for c in ctrls]
+        w = membership([*sets, *ctrls], n_genes, weights, columns=[*range(S), *range(S)], n_out=S)
+        kern = RowKernel("weighted_sum", S, w, {"mode": mode, "target": float(target_sum)})
+        return src_rows(src, kern, kw), details
 
     if method == "ucell":
         if max_rank < 1:
@@ -244,7 +261,9 @@ def score_matrix(
         return ucell_finalize(out, np.array([g.size for g in sets]) + miss, max_rank), details
 
     # aucell
-    counts = src_col_counts(src, kw)
+    counts = None if gene_stats is None else gene_stats.nnz()
+    if counts is None:
+        counts = src_col_counts(src, kw)
     universe = np.flatnonzero(counts > 0)
     nvar = int(universe.size)
     details.n_genes_ranked = nvar
@@ -272,9 +291,9 @@ def src_rows(src, kern, kw):
 
 
 def src_fold(src, kw, mode, target, dtype):
-    """Gene-sum pass on any source."""
+    """Gene-sum pass on any source: ``(sums, stored values per gene or None)``."""
     if hasattr(src, "run_fold"):
-        return src.run_fold(mode, float(target), np.dtype(dtype))
+        return src.run_fold(mode, float(target), np.dtype(dtype)), None
     return run_fold(src, mode=mode, target=float(target), dtype=dtype, **kw)
 
 

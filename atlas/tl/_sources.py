@@ -6,7 +6,9 @@ so kernels index the chunk's arrays with ``indptr[i] - indptr[0]`` in 64-bit ari
 
 Supported: scipy CSR (views, no copy) and CSC (converted once, logged), numpy arrays, cupyx CSR
 on the GPU, backed sparse datasets (``anndata.io.sparse_dataset`` on an h5py/zarr group, or the
-group itself), and dense h5py/zarr arrays. Dask arrays take their own path (``_dask.py``).
+group itself; h5py groups are read by :mod:`atlas.tl._h5rows`: memory-mapped or read ahead on a
+thread), and dense h5py/zarr arrays. Dask arrays take their own path (``_dask.py``). A chunk's
+arrays are valid until the next chunk is requested (buffers are reused).
 """
 
 from __future__ import annotations
@@ -78,6 +80,11 @@ class RowSource:
         elif self.kind == "group":
             g = self._obj
             ip = self._indptr
+            if _is_h5py(g):
+                from ._h5rows import h5_csr_chunks
+
+                yield from h5_csr_chunks(g, ip, plan_chunks(ip, chunk_size))
+                return
             for start, stop in plan_chunks(ip, chunk_size):
                 lo, hi = int(ip[start]), int(ip[stop])
                 yield (
@@ -102,8 +109,12 @@ class RowSource:
             m = self._obj
             return m.data[: min(n_values, int(m.nnz))].get()
         for _start, _stop, _ip, _ind, data in self.chunks(max(1, min(self.n_rows, 5_000))):
-            return np.asarray(data[:n_values])
+            return np.array(data[:n_values])  # a copy: chunk buffers are reused
         return np.zeros(0, dtype=self.dtype)
+
+
+def _is_h5py(x: Any) -> bool:
+    return type(x).__module__.startswith("h5py")
 
 
 def _is_sparse_group(x: Any) -> bool:

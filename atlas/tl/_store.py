@@ -1,7 +1,9 @@
 """Scoring a store on disk (for the CLI and the pipeline) and the signature catalogue helpers.
 
 * :func:`score_store` scores an ``.h5ad`` or ``.zarr`` store in row chunks (bounded memory; the
-  matrix is never loaded whole) and writes a parquet table atomically.
+  matrix is never loaded whole) and writes a parquet table atomically. Per-gene statistics are
+  cached beside the store (:mod:`atlas.io.genestats`), so the scanpy method reads the store once
+  when the cache is valid (twice otherwise, and the second run once).
 * :func:`list_signatures`, :func:`show_signature`, :func:`export_signatures` return the data that
   ``atlas signatures list|show|export`` prints.
 """
@@ -18,6 +20,7 @@ from typing import Any
 import pandas as pd
 
 from ..errors import AtlasError, InputDataError
+from ..io.genestats import GeneStatsCache
 from ..signatures import Signature, get_signature, load_registry
 from ._gene_sets import resolve_gene_sets
 from ._score import prepare_sets
@@ -50,7 +53,32 @@ def _index(root: Any, key: str) -> pd.Index:
 
     grp = root[key]
     idx_key = grp.attrs.get("_index", "_index")
-    return pd.Index([str(v) for v in read_elem(grp[idx_key])], dtype=object)
+    elem = grp[idx_key]
+    if type(elem).__module__.startswith("h5py") and elem.dtype.kind == "O" and elem.ndim == 1:
+        import pyarrow as pa
+
+        # raw bytes decoded by arrow: ~4x faster than read_elem for millions of names
+        names = pa.array(elem[()], pa.binary()).cast(pa.string()).to_numpy(zero_copy_only=False)
+        return pd.Index(names, dtype=object)
+    return pd.Index([str(v) for v in read_elem(elem)], dtype=object)
+
+
+def _write_scores(path: str | os.PathLike, df: pd.DataFrame) -> None:
+    """Write the scores as parquet atomically (readable with ``pd.read_parquet``).
+
+    Only the cell names are compressed and dictionary-encoded: scores barely compress, and trying
+    costs more time than the rest of the write.
+    """
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from ..io.atomic import atomic_path
+
+    table = pa.Table.from_pandas(df, preserve_index=True)
+    name = str(df.index.name)
+    codec = {c: ("snappy" if c == name else "none") for c in table.column_names}
+    with atomic_path(path) as tmp:
+        pq.write_table(table, tmp, compression=codec, use_dictionary=[name])
 
 
 def score_store(
@@ -70,6 +98,7 @@ def score_store(
     n_up: int | None = None,
     species: str = "human",
     target_sum: float = 1e4,
+    gene_stats_cache: bool = True,
 ) -> pd.DataFrame:
     """Score signatures on an ``.h5ad``/``.zarr`` store read in row chunks; write a parquet table.
 
@@ -85,6 +114,10 @@ def score_store(
         Parquet file to write atomically (cells x signatures, index ``obs_names``); not written when None.
     layer
         Score ``layers/<layer>`` instead of ``X`` (e.g. ``"counts"``).
+    gene_stats_cache
+        Read per-gene statistics from ``<stem>.genestats.parquet`` beside the store when it matches
+        the store, and write it after a full first pass (see :mod:`atlas.io.genestats`); the scanpy
+        method then makes one pass over the store instead of two. Scores are identical either way.
 
     Returns
     -------
@@ -134,8 +167,9 @@ def score_store(
             n_up=n_up,
             target_sum=target_sum,
             names=names,
+            gene_stats=GeneStatsCache(store_path, key) if gene_stats_cache else None,
         )
-    df = pd.DataFrame(scores, index=obs_names, columns=names)
+    df = pd.DataFrame(scores, index=obs_names, columns=names, copy=False)
     df.index.name = "obs_names"
     df.attrs["report"] = {
         "method": method,
@@ -145,9 +179,7 @@ def score_store(
         **details.as_dict(),
     }
     if out_path is not None:
-        from ..io.atomic import write_table
-
-        write_table(out_path, df)
+        _write_scores(out_path, df)
         logger.info("wrote %s", out_path)
     return df
 

@@ -183,6 +183,37 @@ def test_inner_join_and_chunking(tmp_path, three):
     assert (a.obs["total_counts"] >= a.X.sum(axis=1).A1).all()  # QC metrics use each data set's own genes
 
 
+@pytest.mark.parametrize("suffix", [".h5ad", ".zarr"])
+def test_ingest_writes_gene_stats_that_scoring_uses(tmp_path, three, suffix, monkeypatch):
+    """The sidecar equals a fresh gene-sum pass bit for bit, and score_store then reads the store once."""
+    import atlas.tl as tl
+    from atlas.io.genestats import GeneStatsCache, sidecar_path
+    from atlas.tl import _score_math
+    from atlas.tl._engine import run_fold
+    from atlas.tl._sources import as_source
+
+    out = tmp_path / f"atlas{suffix}"
+    cfg = IngestConfig(**three["cfg"]).model_copy(update={"chunk_size": 7})  # many appends
+    ingest(cfg, out)
+    assert sidecar_path(out).is_file()
+    cached = GeneStatsCache(out).load()
+    assert cached is not None and cached.n_cells == len(three["names"])
+    sets = {"A": ["CSF3R", "ACTB", "CD14"], "B": ["GAPDH", "FCGR3B"]}
+    kw = {"method": "scanpy", "backend": "cpu", "n_bins": 3, "ctrl_size": 2}
+    fresh = tl.score_store(out, sets, gene_stats_cache=False, **kw)
+
+    def boom(*a, **k):
+        raise AssertionError("a gene-sum pass ran although ingest cached the sums")
+
+    monkeypatch.setattr(_score_math, "src_fold", boom)
+    warm = tl.score_store(out, sets, **kw)
+    np.testing.assert_array_equal(warm.to_numpy(), fresh.to_numpy())
+    np.testing.assert_array_equal(cached.nnz, (three["expected"] > 0).sum(axis=0))
+    a = ad.read_h5ad(out) if suffix == ".h5ad" else ad.read_zarr(out)
+    sums, _ = run_fold(as_source(a.X), backend="cpu", chunk_size=50, mode=1, target=1e4, dtype=np.float32)
+    np.testing.assert_array_equal(cached.sums, sums)
+
+
 def test_doublets_and_disabled_qc(tmp_path, files):
     pytest.importorskip("skimage")
     genes = list(reference.human_genes()["symbol"].drop_duplicates().iloc[1000:1300])

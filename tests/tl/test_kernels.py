@@ -48,13 +48,15 @@ def test_cpu_kernels_with_absolute_int64_offsets(kind):
     ip = x.indptr.astype(np.int64)
     sets = [np.arange(0, 20), np.arange(10, 45)]
     if kind == "fold":
-        a = np.zeros(60, np.float32)
-        b = np.zeros(60, np.float32)
+        a, b = np.zeros(60, np.float32), np.zeros(60, np.float32)
+        na, nb = np.zeros(60, np.int64), np.zeros(60, np.int64)
         bounds = np.array([0, 30, 60], np.int64)
-        cpu.gene_fold(ip, np.int64(0), x.indices, x.data, 0, 1e4, a, bounds, True)
-        cpu.gene_fold(ip + BIG, BIG, x.indices, x.data, 0, 1e4, b, bounds, False)
+        cpu.gene_fold(ip, np.int64(0), x.indices, x.data, 0, 1e4, a, na, bounds)
+        cpu.gene_fold(ip + BIG, BIG, x.indices, x.data, 0, 1e4, b, nb, bounds)
         np.testing.assert_array_equal(a, b)
         np.testing.assert_allclose(a, np.asarray(x.sum(axis=0)).ravel(), rtol=1e-6)
+        np.testing.assert_array_equal(na, np.bincount(x.indices, minlength=60))
+        np.testing.assert_array_equal(nb, na)
         return
     if kind == "weighted_sum":
         kern = RowKernel("weighted_sum", 2, membership(sets, 60, [0.5, 0.25]), {"mode": 0, "target": 1e4})
@@ -154,11 +156,13 @@ def test_gpu_fold_matches_cpu_fold_bitwise(counts):
 
     for mode in (0, 1, 2):
         dt = np.float64 if mode == 2 else np.float32
-        ref = run_fold(as_source(counts), backend="cpu", chunk_size=50, mode=mode, target=1e4, dtype=dt)
-        got = run_fold(
+        ref, _ = run_fold(as_source(counts), backend="cpu", chunk_size=50, mode=mode, target=1e4, dtype=dt)
+        got, _ = run_fold(
             as_source(csp.csr_matrix(counts)), backend="gpu", chunk_size=50, mode=mode, target=1e4, dtype=dt
         )
-        streamed = run_fold(as_source(counts), backend="gpu", chunk_size=50, mode=mode, target=1e4, dtype=dt)
+        streamed, _ = run_fold(
+            as_source(counts), backend="gpu", chunk_size=50, mode=mode, target=1e4, dtype=dt
+        )
         cp.cuda.Device().synchronize()
         np.testing.assert_array_equal(ref, got)
         np.testing.assert_array_equal(ref, streamed)
