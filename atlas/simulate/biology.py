@@ -14,6 +14,15 @@ Everything here is a parameter of the simulated world, not an estimate. The mode
   ``1 - w_T3``. Cells are labelled T3 exactly when ``pt >= 0.65`` (on the main trajectory).
   Immature cells sit at pt < 0.08, interferon and antigen-presenting cells are side states at
   pt 0.15-0.5; mature cells of tumours spread up to 0.62, so intermediate cells exist.
+* Every neutrophil also ages along the trajectory: a tissue-ageing programme gains weight ``pt``
+  linearly. It moves Xie et al. 2020's maturation and ageing genes (lifted to a high level) and, as
+  real maturation trajectories shift hundreds of genes, 300 further genes (2/3 up, 1/3 down, about
+  7-fold at ``pt = 1``), all chosen among genes that no other programme, marker or
+  :data:`STATE_SIGNATURES` signature uses, so it does not blur the states. The pseudotime is thus
+  written into expression over its whole range (within the mature and side states too), not only by
+  the T3 switch. Without it (simulator version 1) the pseudotime of mature and side-state cells was a
+  label the expression barely carried: a kNN regression of the truth on the neutrophil latent reached
+  Spearman 0.75 at best; with it, 0.84.
 * Each patient draws a T3 fraction ``f ~ Beta(m * 25, (1 - m) * 25)`` around the mean ``m`` of its
   cancer type; tumour neutrophils are T3 with probability ``f``, adjacent-normal ones with
   ``0.15 * f``, blood neutrophils never.
@@ -50,8 +59,15 @@ MARKERS: dict[str, tuple[str, ...]] = {
 
 STATES: tuple[str, ...] = ("immature", "mature", "interferon", "antigen_presenting", "T3")
 #: Programmes whose per-cell weights modulate neutrophil expression (order of the weight columns).
-PROGRAMS: tuple[str, ...] = ("blood", "T3", "immature", "interferon", "antigen_presenting")
+PROGRAMS: tuple[str, ...] = ("blood", "T3", "immature", "interferon", "antigen_presenting", "ageing")
 T3_MIDPOINT, T3_SCALE, T3_THRESHOLD = 0.55, 0.07, 0.65
+#: Registry signatures that define neutrophil states (the analysis' defaults and the hallmarks scored beside
+#: them): the ageing programme leaves their genes alone, so it does not blur the states.
+STATE_SIGNATURES: tuple[str, ...] = (
+    "T3_proxy", "blood_like", "SchulteSchrepping_immature", "Wu_IFIT1_ISG15", "Wu_HLA_DR_CD74",
+    "HALLMARK_HYPOXIA", "HALLMARK_GLYCOLYSIS", "HALLMARK_ANGIOGENESIS",
+)  # fmt: skip
+AGEING_DRIFT_GENES = 300  # genes besides Xie et al.'s that the ageing programme moves
 T3_DRIFT = 0.5  # share of the T3 programme gained linearly along the pseudotime, besides the switch
 
 IMMATURE_GENES = ("LTF", "LCN2", "CAMP", "MMP8", "CEACAM8", "OLFM4", "CRISP3", "PGLYRP1", "CD24", "BPI",
@@ -132,7 +148,14 @@ def state_gene_sets() -> dict[str, list[str]]:
         "interferon": list(dict.fromkeys(INTERFERON_GENES + reg["Zilionis_hN2"].genes[:20])),
         "antigen_presenting": list(AP_CORE_GENES),
         "antigen_presenting_extra": list(reg["Zilionis_hN4"].genes[:25]),
+        "ageing": list(dict.fromkeys(reg["Xie_maturation"].genes + reg["Xie_aging"].genes)),
     }
+
+
+def _state_signature_genes(index: dict[str, int]) -> np.ndarray:
+    """Universe indices of the genes of :data:`STATE_SIGNATURES`."""
+    reg = load_registry()
+    return _idx([g for n in STATE_SIGNATURES for g in reg[n].genes], index)
 
 
 def extra_genes() -> tuple[str, ...]:
@@ -244,6 +267,17 @@ def build_profiles(genes: GeneTable, rng: np.random.Generator) -> Profiles:
         _idx(sets["antigen_presenting_extra"], index), _idx(sets["antigen_presenting"], index)
     )
     eff[4, extra] += 1.0
+    # Tissue ageing: genes no other programme moves and no marker or analysed state signature holds.
+    taken = np.union1d(np.flatnonzero(np.any(eff != 0, axis=0)), np.union1d(all_markers, _state_signature_genes(index)))
+    ageing = np.setdiff1d(_idx(sets["ageing"], index), taken)
+    eff[5, ageing] = lift(ageing, 1.5)
+    # ... and a broad shift of the transcriptome, as in real maturation trajectories (hundreds of genes)
+    pool = np.setdiff1d(plain, np.union1d(taken, ageing))
+    pool = pool[neut[pool] > np.quantile(neut[plain], 0.5)]
+    drift = rng.choice(pool, size=AGEING_DRIFT_GENES, replace=False)
+    n_up = 2 * AGEING_DRIFT_GENES // 3
+    eff[5, drift[:n_up]] = rng.normal(2.0, 0.4, n_up)
+    eff[5, drift[n_up:]] = -rng.normal(2.0, 0.4, drift.size - n_up)
     forced = np.flatnonzero(np.any(eff != 0, axis=0) | is_mt | is_rb)
 
     k = min(N_SUPPORT, n_genes)
@@ -339,5 +373,6 @@ def program_weights(rng: np.random.Generator, states: np.ndarray, pt: np.ndarray
     w[:, 1] = t3
     for s, col in ((0, 2), (2, 3), (3, 4)):
         w[states == s, col] = 1.0
-    w[:, 2:] *= np.exp(rng.normal(0.0, 0.2, (n, 3)))
+    w[:, 2:5] *= np.exp(rng.normal(0.0, 0.2, (n, 3)))
+    w[:, 5] = pt  # tissue ageing along the whole trajectory
     return w

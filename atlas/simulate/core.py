@@ -39,7 +39,7 @@ from .writers import CsvWriter, H5adWriter, MtxWriter
 
 log = logging.getLogger(__name__)
 
-SIMULATOR_VERSION = 1  # bump when the same parameters would give different data
+SIMULATOR_VERSION = 2  # bump when the same parameters would give different data
 
 
 @dataclass(frozen=True)

@@ -55,6 +55,29 @@ def test_sample_states_fractions():
     assert w[3] - w[0] > 0.1  # the drift: pseudotime visible in expression before the switch
 
 
+def test_ageing_programme_follows_the_pseudotime_and_spares_state_genes():
+    table = build_gene_table(15_000, bio.extra_genes())
+    prof = bio.build_profiles(table, np.random.default_rng(0))
+    sup = np.asarray(table.symbols)[prof.support[bio.NEUTROPHIL]]
+    age = bio.PROGRAMS.index("ageing")
+    moved = prof.effects[age] != 0
+    assert moved.sum() >= bio.AGEING_DRIFT_GENES + 20
+    assert (prof.effects[age] > 0).sum() > (prof.effects[age] < 0).sum() > 0
+    # disjoint from markers, from the other programmes and from the signatures that define states
+    reg = load_registry()
+    state_genes = {g for name in bio.STATE_SIGNATURES for g in reg[name].genes}
+    markers = {g for genes in bio.MARKERS.values() for g in genes}
+    assert not set(sup[moved]) & (state_genes | markers)
+    others = np.delete(prof.effects, age, axis=0)
+    assert not (np.any(others != 0, axis=0) & moved).any()
+    assert set(reg["Xie_maturation"].genes) & set(sup[moved])
+    # the weight is the pseudotime itself, for every state
+    rng = np.random.default_rng(3)
+    states, pt = bio.sample_states(rng, 2000, "tumour", 0.3)
+    w = bio.program_weights(rng, states, pt)
+    np.testing.assert_array_equal(w[:, age], pt)
+
+
 def test_patient_fractions_follow_cancer_types():
     rng = np.random.default_rng(1)
     means = {ct: np.mean([bio.patient_t3_fraction(rng, ct) for _ in range(400)]) for ct in bio.CANCER_TYPES}
