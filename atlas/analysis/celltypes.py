@@ -15,9 +15,20 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-__all__ = ["SOFTMAX_BETA", "annotate_cell_types", "neutrophil_yield"]
+__all__ = ["SOFTMAX_BETA", "annotate_cell_types", "cluster_order", "neutrophil_yield"]
 
 SOFTMAX_BETA = 2.0  # sharpness of the per-cell softmax over marker z-scores
+
+
+def cluster_order(labels) -> list:
+    """Cluster labels in reading order: numeric labels (Leiden's "0", "1", ..., "10") by number, then the rest."""
+    labels = list(labels)
+
+    def key(x):
+        t = str(x)
+        return (0, int(t), "") if t.isdigit() else (1, 0, t)
+
+    return sorted(labels, key=key)
 
 
 def _standardise(scores: pd.DataFrame) -> pd.DataFrame:
@@ -104,6 +115,7 @@ def annotate_cell_types(
             "neutrophil_vote": vote[:, neut],
         }
     )
+    table = table.set_index("cluster").loc[cluster_order(uniques)].reset_index()
     return cells, table
 
 

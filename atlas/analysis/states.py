@@ -18,6 +18,8 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
+from .celltypes import cluster_order
+
 __all__ = ["UNASSIGNED", "assign_states", "smooth_on_graph", "state_clusters", "state_scores"]
 
 UNASSIGNED = "unassigned"
@@ -87,7 +89,9 @@ def state_clusters(states: pd.DataFrame, clusters: pd.Series, state_score: pd.Da
         {"cluster": clusters.astype(str).to_numpy(), "state": states["neutrophil_state"].astype(str)}
     )
     rows = []
-    for cl, grp in df.groupby("cluster", sort=True):
+    groups = dict(list(df.groupby("cluster", sort=False)))
+    for cl in cluster_order(groups):
+        grp = groups[cl]
         counts = grp.loc[grp["state"] != UNASSIGNED, "state"].value_counts()
         state = counts.index[0] if len(counts) else UNASSIGNED
         share = float(counts.iloc[0] / len(grp)) if len(counts) else 0.0

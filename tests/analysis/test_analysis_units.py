@@ -6,7 +6,7 @@ import pytest
 import scipy.sparse as sp
 
 from atlas.analysis import ReprogrammingAxis, apply_reprogramming_axis, fit_reprogramming_axis
-from atlas.analysis.celltypes import annotate_cell_types, neutrophil_yield
+from atlas.analysis.celltypes import annotate_cell_types, cluster_order, neutrophil_yield
 from atlas.analysis.pseudotime import choose_root
 from atlas.analysis.settings import AnalysisSettings
 from atlas.analysis.states import UNASSIGNED, assign_states, smooth_on_graph, state_clusters
@@ -88,6 +88,18 @@ def test_state_clusters_majority_ignores_unassigned():
     t = state_clusters(states, pd.Series(["0", "0", "0", "1"], index=list("abcd")), scores)
     assert t.set_index("neutrophil_leiden").loc["0", "state"] == "T3"
     assert t.set_index("neutrophil_leiden").loc["0", "mean_T3"] == pytest.approx(2.0)
+
+
+def test_cluster_tables_in_numeric_order():
+    assert cluster_order(["10", "2", "0", "x", "1"]) == ["0", "1", "2", "10", "x"]
+    rng = np.random.default_rng(4)
+    scores, truth = _marker_scores(rng, n_per=40)
+    clusters = pd.Series([str(i % 12) for i in range(len(truth))], index=truth.index)
+    _, table = annotate_cell_types(scores, clusters)
+    assert list(table["cluster"]) == [str(i) for i in range(12)]
+    states = pd.DataFrame({"neutrophil_state": ["mature"] * len(truth)}, index=truth.index)
+    t = state_clusters(states, clusters, pd.DataFrame({"T3": 0.0}, index=truth.index))
+    assert list(t["neutrophil_leiden"]) == [str(i) for i in range(12)]
 
 
 def test_reprogramming_axis_fit_apply_roundtrip():
