@@ -17,7 +17,7 @@
 
 Results are printed and appended to ``benchmarks/query.md`` with machine and command.
 
-    python scripts/bench_query.py                       # ~25 min on 2 CPU cores (most of it the reference)
+    python scripts/bench_query.py                       # ~6 min on 2 idle CPU cores (most of it the reference)
     python scripts/bench_query.py --n-cells 12000 --no-record   # a quick look
 """
 
