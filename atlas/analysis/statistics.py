@@ -153,7 +153,7 @@ def paired_tissue_comparison(
     if a not in wide or b not in wide:
         return pd.DataFrame(columns=["cancer_type", "n_patients", "median_difference", "p_value"])
     both = wide[[a, b]].dropna()
-    for cancer, grp in both.groupby(level="cancer_type", sort=True):
+    for cancer, grp in both.groupby(level="cancer_type", sort=True, observed=True):
         diff = (grp[a] - grp[b]).to_numpy()
         p = float("nan")
         if len(diff) >= 2 and np.any(diff != 0):

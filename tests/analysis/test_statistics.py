@@ -1,3 +1,5 @@
+import warnings
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -87,3 +89,17 @@ def test_paired_tumour_vs_blood():
     assert cmp.loc["PDAC", "median_difference"] > 0.3
     assert cmp.loc["PDAC", "p_value"] < 0.05
     assert cmp.loc["PDAC", "n_patients"] == 6
+
+
+def test_paired_comparison_skips_cancer_types_without_paired_patients():
+    pats = pd.DataFrame({
+        "cancer_type": pd.Categorical(["A", "A", "A", "A", "B"], categories=["A", "B", "C"]),
+        "patient_id": ["p1", "p1", "p2", "p2", "p3"],
+        "tissue": ["tumour", "blood", "tumour", "blood", "tumour"],
+        "t3_fraction": [0.5, 0.0, 0.3, 0.0, 0.2],
+    })  # fmt: skip
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no empty-group means, no pandas observed= deprecation
+        cmp = paired_tissue_comparison(pats)
+    assert list(cmp["cancer_type"]) == ["A"]
+    assert cmp["n_patients"].tolist() == [2] and cmp["median_difference"].tolist() == [pytest.approx(0.4)]
