@@ -274,8 +274,8 @@ def build_profiles(genes: GeneTable, rng: np.random.Generator) -> Profiles:
     # ... and a broad shift of the transcriptome, as in real maturation trajectories (hundreds of genes)
     pool = np.setdiff1d(plain, np.union1d(taken, ageing))
     pool = pool[neut[pool] > np.quantile(neut[plain], 0.5)]
-    drift = rng.choice(pool, size=AGEING_DRIFT_GENES, replace=False)
-    n_up = 2 * AGEING_DRIFT_GENES // 3
+    drift = rng.choice(pool, size=min(AGEING_DRIFT_GENES, pool.size), replace=False)  # fewer in tiny universes
+    n_up = 2 * drift.size // 3
     eff[5, drift[:n_up]] = rng.normal(2.0, 0.4, n_up)
     eff[5, drift[n_up:]] = -rng.normal(2.0, 0.4, drift.size - n_up)
     forced = np.flatnonzero(np.any(eff != 0, axis=0) | is_mt | is_rb)
