@@ -22,8 +22,6 @@ SOFTMAX_BETA = 2.0  # sharpness of the per-cell softmax over marker z-scores
 
 def cluster_order(labels) -> list:
     """Cluster labels in reading order: numeric labels (Leiden's "0", "1", ..., "10") by number, then the rest."""
-    labels = list(labels)
-
     def key(x):
         t = str(x)
         return (0, int(t), "") if t.isdigit() else (1, 0, t)

@@ -60,6 +60,7 @@ MARKERS: dict[str, tuple[str, ...]] = {
 STATES: tuple[str, ...] = ("immature", "mature", "interferon", "antigen_presenting", "T3")
 #: Programmes whose per-cell weights modulate neutrophil expression (order of the weight columns).
 PROGRAMS: tuple[str, ...] = ("blood", "T3", "immature", "interferon", "antigen_presenting", "ageing")
+AGEING = PROGRAMS.index("ageing")
 T3_MIDPOINT, T3_SCALE, T3_THRESHOLD = 0.55, 0.07, 0.65
 #: Registry signatures that define neutrophil states (the analysis' defaults and the hallmarks scored beside
 #: them): the ageing programme leaves their genes alone, so it does not blur the states.
@@ -270,14 +271,14 @@ def build_profiles(genes: GeneTable, rng: np.random.Generator) -> Profiles:
     # Tissue ageing: genes no other programme moves and no marker or analysed state signature holds.
     taken = np.union1d(np.flatnonzero(np.any(eff != 0, axis=0)), np.union1d(all_markers, _state_signature_genes(index)))
     ageing = np.setdiff1d(_idx(sets["ageing"], index), taken)
-    eff[5, ageing] = lift(ageing, 1.5)
+    eff[AGEING, ageing] = lift(ageing, 1.5)
     # ... and a broad shift of the transcriptome, as in real maturation trajectories (hundreds of genes)
     pool = np.setdiff1d(plain, np.union1d(taken, ageing))
     pool = pool[neut[pool] > np.quantile(neut[plain], 0.5)]
     drift = rng.choice(pool, size=min(AGEING_DRIFT_GENES, pool.size), replace=False)  # fewer in tiny universes
     n_up = 2 * drift.size // 3
-    eff[5, drift[:n_up]] = rng.normal(2.0, 0.4, n_up)
-    eff[5, drift[n_up:]] = -rng.normal(2.0, 0.4, drift.size - n_up)
+    eff[AGEING, drift[:n_up]] = rng.normal(2.0, 0.4, n_up)
+    eff[AGEING, drift[n_up:]] = -rng.normal(2.0, 0.4, drift.size - n_up)
     forced = np.flatnonzero(np.any(eff != 0, axis=0) | is_mt | is_rb)
 
     k = min(N_SUPPORT, n_genes)
@@ -373,6 +374,6 @@ def program_weights(rng: np.random.Generator, states: np.ndarray, pt: np.ndarray
     w[:, 1] = t3
     for s, col in ((0, 2), (2, 3), (3, 4)):
         w[states == s, col] = 1.0
-    w[:, 2:5] *= np.exp(rng.normal(0.0, 0.2, (n, 3)))
-    w[:, 5] = pt  # tissue ageing along the whole trajectory
+    w[:, 2:AGEING] *= np.exp(rng.normal(0.0, 0.2, (n, AGEING - 2)))
+    w[:, AGEING] = pt  # tissue ageing along the whole trajectory
     return w
