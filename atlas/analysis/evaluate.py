@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-__all__ = ["evaluate_run"]
+__all__ = ["evaluate_run", "supervised_ceiling"]
 
 
 def _auroc(y: np.ndarray, score: np.ndarray) -> float:
@@ -23,25 +23,31 @@ def _auroc(y: np.ndarray, score: np.ndarray) -> float:
     return float(roc_auc_score(y, score)) if 0 < y.sum() < len(y) else float("nan")
 
 
-def _supervised_ceiling(rundir: Path) -> float:
-    """How much of ``truth_pseudotime`` the neutrophil latent holds at all: Spearman of a 5-fold
-    cross-validated kNN regression of the truth on the sub-atlas latent (it *uses* the truth, so no
-    unsupervised pseudotime can be expected to beat it)."""
-    import anndata as ad
+def supervised_ceiling(latent: np.ndarray, truth: np.ndarray) -> float:
+    """How much of ``truth`` (the simulated pseudotime) a latent holds at all: Spearman of a 5-fold
+    cross-validated kNN regression of the truth on the latent. It *uses* the truth, so no
+    unsupervised pseudotime computed from that latent can be expected to beat it."""
     from scipy.stats import spearmanr
     from sklearn.model_selection import cross_val_predict
     from sklearn.neighbors import KNeighborsRegressor
+
+    truth = np.asarray(truth, dtype=np.float64)
+    ok = np.isfinite(truth)
+    if ok.sum() < 50:
+        return float("nan")
+    pred = cross_val_predict(KNeighborsRegressor(15), np.asarray(latent)[ok], truth[ok], cv=5)
+    return float(spearmanr(pred, truth[ok]).statistic)
+
+
+def _supervised_ceiling(rundir: Path) -> float:
+    """:func:`supervised_ceiling` of the run's neutrophil sub-atlas latent (NaN without one)."""
+    import anndata as ad
 
     path = rundir / "neutrophils.h5ad"
     if not path.exists():
         return float("nan")
     sub = ad.read_h5ad(path)
-    tp = sub.obs["truth_pseudotime"].to_numpy(float)
-    ok = np.isfinite(tp)
-    if ok.sum() < 50:
-        return float("nan")
-    pred = cross_val_predict(KNeighborsRegressor(15), sub.obsm["X_scVI"][ok], tp[ok], cv=5)
-    return float(spearmanr(pred, tp[ok]).statistic)
+    return supervised_ceiling(sub.obsm["X_scVI"], sub.obs["truth_pseudotime"].to_numpy(float))
 
 
 def evaluate_run(rundir: str | Path) -> dict[str, float | pd.DataFrame]:

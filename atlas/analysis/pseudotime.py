@@ -1,4 +1,21 @@
-"""Diffusion pseudotime (Haghverdi et al. 2016, scanpy's ``tl.dpt``) from a chosen root cell."""
+"""Reprogramming pseudotime on the neutrophil graph.
+
+Two methods, chosen by ``analysis.pseudotime_method``:
+
+``harmonic`` (default)
+    The probability that a random walk on the neutrophil kNN graph, started at a cell, reaches the
+    T3-like end of the trajectory before it reaches its immature (or blood-like) start: the harmonic
+    function of the graph Laplacian that is 0 on the start cells and 1 on the end cells (Zhu,
+    Ghahramani & Lafferty 2003; the absorption probabilities CellRank reports as fate probabilities).
+    A cell on a side branch (interferon, antigen-presenting) gets about the value of the place where
+    its branch leaves the trunk, because a walk must come back that way; diffusion pseudotime
+    instead counts the branch's own length as progress. On simulated cohorts it was also the less
+    seed-dependent of the two (``scripts/bench_pseudotime.py``, ``benchmarks/analysis.md``).
+``dpt``
+    Scanpy's diffusion pseudotime (Haghverdi et al. 2016) from one root cell.
+
+Both are scaled to [0, 1]; cells in graph components that hold no start or no end cell get NaN.
+"""
 
 from __future__ import annotations
 
@@ -6,10 +23,22 @@ import logging
 
 import numpy as np
 import pandas as pd
+import scipy.sparse as sp
 
-__all__ = ["choose_root", "diffusion_pseudotime"]
+from ..errors import AtlasError
+
+__all__ = [
+    "choose_root",
+    "diffusion_pseudotime",
+    "extreme_cells",
+    "harmonic_pseudotime",
+    "reprogramming_pseudotime",
+]
 
 log = logging.getLogger(__name__)
+
+#: above this many free cells the linear system is solved iteratively (a direct LU fills in)
+DIRECT_SOLVE_MAX = 50_000
 
 
 def choose_root(index: np.ndarray, tissue: pd.Series | None, root_tissue: str = "blood") -> int:
@@ -30,6 +59,23 @@ def choose_root(index: np.ndarray, tissue: pd.Series | None, root_tissue: str = 
     return int(finite[np.argmin(np.abs(index[finite] - target))])
 
 
+def extreme_cells(
+    value: np.ndarray, fraction: float, *, highest: bool, pool: np.ndarray | None = None
+) -> np.ndarray:
+    """Positions of the ``fraction`` of ``pool`` (default: all cells) with the highest/lowest finite ``value``.
+
+    At least one cell is returned when any value in the pool is finite.
+    """
+    value = np.asarray(value, dtype=np.float64)
+    pool = np.arange(len(value)) if pool is None else np.asarray(pool)
+    pool = pool[np.isfinite(value[pool])]
+    if pool.size == 0:
+        return pool
+    n = max(1, int(round(fraction * pool.size)))
+    order = np.argsort(-value[pool] if highest else value[pool], kind="stable")
+    return np.sort(pool[order[:n]])
+
+
 def diffusion_pseudotime(adata, root: int, *, n_dcs: int = 10) -> np.ndarray:
     """Diffusion pseudotime in [0, 1] on ``adata``'s neighbour graph (``sc.pp.neighbors`` first).
 
@@ -46,3 +92,124 @@ def diffusion_pseudotime(adata, root: int, *, n_dcs: int = 10) -> np.ndarray:
     if np.nanmax(pt) > 0:
         pt = pt / np.nanmax(pt)
     return pt
+
+
+def _solve_laplacian(lap: sp.csr_matrix, rhs: np.ndarray) -> np.ndarray:
+    """Solve ``lap x = rhs`` (symmetric positive definite): direct when small, else Jacobi-preconditioned CG."""
+    from scipy.sparse.linalg import LinearOperator, cg, spsolve
+
+    if lap.shape[0] <= DIRECT_SOLVE_MAX:
+        return np.asarray(spsolve(lap.tocsc(), rhs), dtype=np.float64)
+    inv_diag = 1.0 / lap.diagonal()
+    precond = LinearOperator(lap.shape, matvec=lambda v: inv_diag * v)
+    x, info = cg(lap, rhs, M=precond, rtol=1e-10, atol=0.0, maxiter=20 * lap.shape[0])
+    if info != 0:
+        raise AtlasError(
+            f"harmonic pseudotime: the graph system did not converge ({lap.shape[0]} cells, code {info}); "
+            "set analysis.pseudotime_method: dpt"
+        )
+    return x
+
+
+def harmonic_pseudotime(connectivities, start: np.ndarray, end: np.ndarray) -> np.ndarray:
+    """The harmonic function on a weighted graph that is 0 on ``start`` cells and 1 on ``end`` cells.
+
+    Parameters
+    ----------
+    connectivities
+        (n, n) sparse non-negative weights (e.g. ``obsp["connectivities"]`` of ``sc.pp.neighbors``);
+        symmetrised here.
+    start, end
+        Positions of the trajectory's first and last cells (disjoint; a cell in both is dropped from ``end``).
+
+    Returns
+    -------
+    numpy.ndarray
+        Per cell, the probability that a random walk on the graph from the cell hits ``end`` before
+        ``start``: 0 on ``start``, 1 on ``end``, in [0, 1] elsewhere; NaN in graph components that
+        lack a start or an end cell.
+    """
+    from scipy.sparse.csgraph import connected_components
+
+    w = sp.csr_matrix(connectivities, dtype=np.float64)
+    n = w.shape[0]
+    if w.shape != (n, n):
+        raise AtlasError(f"harmonic pseudotime needs a square graph, got {w.shape}")
+    w = ((w + w.T) * 0.5).tocsr()
+    w.setdiag(0.0)
+    w.eliminate_zeros()
+    start = np.unique(np.asarray(start, dtype=np.int64))
+    end = np.setdiff1d(np.asarray(end, dtype=np.int64), start)
+    if start.size == 0 or end.size == 0:
+        raise AtlasError("harmonic pseudotime needs at least one start and one end cell")
+    pt = np.full(n, np.nan)
+    _, comp = connected_components(w, directed=False)
+    ok = np.isin(comp, np.intersect1d(comp[start], comp[end]))
+    pt[start[ok[start]]] = 0.0
+    pt[end[ok[end]]] = 1.0
+    free = np.flatnonzero(ok & np.isnan(pt))
+    if free.size:
+        lap = (sp.diags(np.asarray(w.sum(axis=1)).ravel()) - w).tocsr()
+        fixed_end = np.flatnonzero(pt == 1.0)
+        # L_ff x_f = -L_fb x_b with x_b = 0 on start and 1 on end cells
+        rhs = -np.asarray(lap[free][:, fixed_end].sum(axis=1)).ravel()
+        pt[free] = np.clip(_solve_laplacian(lap[free][:, free], rhs), 0.0, 1.0)
+    if (~ok).any():
+        log.info(
+            "%d neutrophils in graph components without a start and an end cell: pseudotime NaN",
+            int((~ok).sum()),
+        )
+    return pt
+
+
+def reprogramming_pseudotime(
+    neut_adata, neut_obs: pd.DataFrame, settings
+) -> tuple[np.ndarray, dict, list[str]]:
+    """The pseudotime of every neutrophil as ``settings`` (:class:`AnalysisSettings`) asks.
+
+    ``neut_adata`` holds the neutrophils' latent (``obsm["X_scVI"]``) and graph; ``neut_obs`` (same
+    rows) their ``reprogramming_index``, ``tissue`` and ``state_z_*`` columns.
+    Returns the pseudotime, a one-row summary (method, start/end cells) and notes for the report.
+    """
+    import scanpy as sc
+
+    n = len(neut_obs)
+    notes: list[str] = []
+    index = neut_obs["reprogramming_index"].to_numpy(dtype=np.float64)
+    summary: dict = {"method": settings.pseudotime_method, "root_cell": ""}
+    if n <= 3:
+        return np.full(n, np.nan), summary, ["3 or fewer neutrophils: no pseudotime"]
+    immature = settings.pseudotime_root == "immature" and "state_z_immature" in neut_obs
+    if settings.pseudotime_root == "immature" and not immature:
+        notes.append("no 'immature' state configured: pseudotime starts at the most blood-like neutrophils")
+    if settings.pseudotime_method == "dpt":
+        if immature:
+            root = choose_root(-neut_obs["state_z_immature"].to_numpy(), None)
+        else:
+            root = choose_root(index, neut_obs["tissue"], settings.pseudotime_root_tissue)
+        summary.update(root_cell=str(neut_obs.index[root]), n_start_cells=1, n_end_cells=0)
+        return diffusion_pseudotime(neut_adata, root), summary, notes
+
+    if immature:
+        start = extreme_cells(
+            neut_obs["state_z_immature"].to_numpy(), settings.pseudotime_start_fraction, highest=True
+        )
+    else:
+        tissue = neut_obs["tissue"].astype(str).to_numpy()
+        pool = np.flatnonzero(tissue == settings.pseudotime_root_tissue)
+        if pool.size == 0:
+            pool = None
+            notes.append(f"no {settings.pseudotime_root_tissue} neutrophils: the pseudotime's start cells are the most "
+                         "blood-like of all neutrophils")  # fmt: skip
+        start = extreme_cells(index, settings.pseudotime_start_fraction, highest=False, pool=pool)
+    end = extreme_cells(index, settings.pseudotime_end_fraction, highest=True)
+    end = np.setdiff1d(end, start)
+    if start.size == 0 or end.size == 0:
+        return np.full(n, np.nan), summary, [*notes, "no finite reprogramming index: no pseudotime"]
+    sc.pp.neighbors(neut_adata, use_rep="X_scVI", n_neighbors=min(settings.pseudotime_n_neighbors, n - 1),
+                    random_state=settings.seed, key_added="pseudotime")  # fmt: skip
+    pt = harmonic_pseudotime(neut_adata.obsp.pop("pseudotime_connectivities"), start, end)
+    neut_adata.obsp.pop("pseudotime_distances", None)
+    neut_adata.uns.pop("pseudotime", None)
+    summary.update(n_start_cells=int(start.size), n_end_cells=int(end.size))
+    return pt, summary, notes

@@ -21,7 +21,7 @@ from ..errors import InputDataError
 from ..io.atomic import atomic_path, write_anndata, write_json
 from . import statistics as st
 from .celltypes import annotate_cell_types, neutrophil_yield
-from .pseudotime import choose_root, diffusion_pseudotime
+from .pseudotime import reprogramming_pseudotime
 from .reprogramming import apply_reprogramming_axis, fit_reprogramming_axis
 from .settings import AnalysisSettings
 from .states import assign_states, state_clusters, state_scores
@@ -241,26 +241,17 @@ def analyse(
                                       method=scoring.method)  # fmt: skip
         neut_obs["reprogramming_index"] = apply_reprogramming_axis(all_scores.loc[neut_names], axis)
         t = time.perf_counter()
-        if s.pseudotime_root == "immature" and "state_z_immature" in neut_obs:
-            root = choose_root(-neut_obs["state_z_immature"].to_numpy(), None)
-        else:
-            if s.pseudotime_root == "immature":
-                notes.append(
-                    "no 'immature' state configured: pseudotime rooted at the most blood-like neutrophil"
-                )
-            root = choose_root(
-                neut_obs["reprogramming_index"].to_numpy(), neut_obs["tissue"], s.pseudotime_root_tissue
-            )
-        neut_obs["reprogramming_pseudotime"] = (
-            diffusion_pseudotime(neut_adata, root) if n_neut > 3 else np.nan
-        )
+        pt, pt_summary, pt_notes = reprogramming_pseudotime(neut_adata, neut_obs, s)
+        neut_obs["reprogramming_pseudotime"] = pt
+        for note in pt_notes:
+            notes.append(note)
+            log.warning(note)
         seconds["pseudotime"] = time.perf_counter() - t
         from scipy.stats import spearmanr
 
         ok = neut_obs[["reprogramming_index", "reprogramming_pseudotime"]].dropna()
         rho = float(spearmanr(ok.iloc[:, 0], ok.iloc[:, 1]).statistic) if len(ok) > 2 else float("nan")
-        tables["index_vs_pseudotime"] = pd.DataFrame([{"spearman": rho, "n_cells": len(ok),
-                                                       "root_cell": str(neut_names[root])}])  # fmt: skip
+        tables["index_vs_pseudotime"] = pd.DataFrame([{"spearman": rho, "n_cells": len(ok), **pt_summary}])
 
         for col in (
             "neutrophil_state",

@@ -86,14 +86,31 @@ class AnalysisSettings(StrictModel):
     reprogramming_down: list[str] = Field(
         default_factory=lambda: ["blood_like"], description="blood-like side"
     )
+    pseudotime_method: Literal["harmonic", "dpt"] = Field(
+        "harmonic",
+        description="harmonic: probability that a random walk on the neutrophil graph reaches the T3-like end before"
+        " the start (robust to side branches); dpt: scanpy's diffusion pseudotime from one start cell",
+    )
     pseudotime_root: Literal["immature", "blood_like"] = Field(
         "immature",
-        description="root of the diffusion pseudotime: the most immature neutrophil (start of the immature -> mature"
-        " -> T3 trajectory of Ng et al. 2024), or the most blood-like one (lowest index) of pseudotime_root_tissue",
+        description="start of the trajectory: the most immature neutrophils (start of the immature -> mature -> T3"
+        " trajectory of Ng et al. 2024), or the most blood-like ones (lowest index) of pseudotime_root_tissue",
     )
     pseudotime_root_tissue: str = Field(
         "blood",
-        description="blood_like root: chosen among this tissue's neutrophils (any tissue when absent)",
+        description="blood_like start: chosen among this tissue's neutrophils (any tissue when absent)",
+    )
+    pseudotime_start_fraction: float = Field(
+        0.05, gt=0, lt=0.5, description="harmonic: share of neutrophils fixed at pseudotime 0 (the start)"
+    )
+    pseudotime_end_fraction: float = Field(
+        0.05,
+        gt=0,
+        lt=0.5,
+        description="harmonic: share of neutrophils fixed at pseudotime 1 (highest reprogramming index)",
+    )
+    pseudotime_n_neighbors: int = Field(
+        30, ge=2, le=200, description="harmonic: neighbours of the graph on the sub-atlas latent it runs on"
     )
     subatlas: dict[str, Any] = Field(
         default_factory=dict,

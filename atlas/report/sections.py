@@ -30,6 +30,18 @@ def _ci(inputs: RunInputs) -> str:
     return f"{lvl * 100:g} % interval" if lvl else "interval"
 
 
+def _pseudotime_caption(inputs) -> str:
+    """What the pseudotime column is, from the method the analysis recorded (index_vs_pseudotime.csv)."""
+    t = inputs.table("index_vs_pseudotime")
+    method = str(t["method"].iloc[0]) if t is not None and "method" in t and len(t) else ""
+    if method == "harmonic":
+        return ("pseudotime: the probability that a random walk on the neutrophil graph from the cell reaches the "
+                "most T3-like neutrophils before the start of the trajectory (0 = start, 1 = T3-like end)")  # fmt: skip
+    if method == "dpt":
+        return "diffusion pseudotime on the neutrophil graph (0 = start cell; higher = further along)"
+    return "pseudotime on the neutrophil graph (0 = start of the trajectory; higher = further along)"
+
+
 def _neutrophils(inputs: RunInputs) -> pd.DataFrame | None:
     """Obs of the atlas's neutrophils (``None`` when the analysis has not run)."""
     a = inputs.atlas
@@ -267,8 +279,7 @@ def subatlas(rep: HtmlReport, inputs: RunInputs) -> None:
                        name="subatlas_state", size="half")
         for col, what in (("reprogramming_index", "reprogramming index: a per-cell position on the blood-like -> "
                            "T3 axis from signature scores (higher = more T3-like)"),
-                          ("reprogramming_pseudotime", "diffusion pseudotime on the neutrophil graph from a "
-                           "blood-like root (0 = root; higher = further along)")):
+                          ("reprogramming_pseudotime", _pseudotime_caption(inputs))):
             if col in o and o[col].notna().any():
                 rep.figure(plots.umap_plot(xy, o[col], f"Neutrophil sub-atlas: {col.replace('_', ' ')}",
                                            cmap="magma"),
@@ -286,7 +297,7 @@ def subatlas(rep: HtmlReport, inputs: RunInputs) -> None:
                                      xlabel="reprogramming pseudotime", ylabel="reprogramming index",
                                      title="Index vs pseudotime (neutrophils)")
             rep.figure(fig, "The two measures of reprogramming side by side, one dot per neutrophil: the "
-                       "signature-based index and the pseudotime on the neutrophil graph from a blood-like root. "
+                       "signature-based index and the pseudotime on the neutrophil graph. "
                        "Their Spearman correlation is in the table below.", name="index_vs_pseudotime", size="half")
     t = inputs.table("index_vs_pseudotime")
     if t is not None:

@@ -7,7 +7,13 @@ import scipy.sparse as sp
 
 from atlas.analysis import ReprogrammingAxis, apply_reprogramming_axis, fit_reprogramming_axis
 from atlas.analysis.celltypes import annotate_cell_types, cluster_order, neutrophil_yield
-from atlas.analysis.pseudotime import choose_root
+from atlas.analysis.pseudotime import (
+    DIRECT_SOLVE_MAX,
+    choose_root,
+    extreme_cells,
+    harmonic_pseudotime,
+    reprogramming_pseudotime,
+)
 from atlas.analysis.settings import AnalysisSettings
 from atlas.analysis.states import UNASSIGNED, assign_states, smooth_on_graph, state_clusters
 from atlas.errors import AtlasError
@@ -120,6 +126,100 @@ def test_root_is_blood_like_and_falls_back_without_blood():
     tissue = pd.Series(["blood", "blood", "tumour", "tumour"])
     assert choose_root(index, tissue, "blood") == 1
     assert choose_root(index, pd.Series(["tumour"] * 4), "blood") == 2
+
+
+def _path_graph(n):
+    i = np.arange(n - 1)
+    return sp.coo_matrix((np.ones(n - 1), (i, i + 1)), shape=(n, n)).tocsr()
+
+
+def test_harmonic_pseudotime_is_linear_on_a_path_and_ignores_side_branches():
+    # a trunk 0..10 with a side branch of 5 cells leaving at trunk cell 4
+    n_trunk, n_side = 11, 5
+    w = sp.lil_matrix((n_trunk + n_side, n_trunk + n_side))
+    w[: n_trunk, : n_trunk] = _path_graph(n_trunk)
+    w[4, n_trunk] = 1.0
+    for k in range(n_trunk, n_trunk + n_side - 1):
+        w[k, k + 1] = 1.0
+    pt = harmonic_pseudotime(w.tocsr(), start=[0], end=[10])
+    np.testing.assert_allclose(pt[:n_trunk], np.linspace(0, 1, n_trunk), atol=1e-12)
+    # every side-branch cell gets the value where its branch leaves the trunk (diffusion distance would grow)
+    np.testing.assert_allclose(pt[n_trunk:], pt[4], atol=1e-12)
+
+
+def test_harmonic_pseudotime_nan_without_start_or_end_and_refuses_empty_ends():
+    w = sp.block_diag([_path_graph(5), _path_graph(4)]).tocsr()
+    pt = harmonic_pseudotime(w, start=[0], end=[4, 6])  # cell 6 is the only boundary of its component
+    np.testing.assert_allclose(pt[:5], [0, 0.25, 0.5, 0.75, 1.0])
+    assert np.isnan(pt[5:]).all()
+    with pytest.raises(AtlasError, match="start and one end"):
+        harmonic_pseudotime(w, start=[0], end=[0])
+
+
+def test_harmonic_pseudotime_iterative_solve_matches_direct(monkeypatch):
+    rng = np.random.default_rng(0)
+    n = 400
+    w = sp.random(n, n, density=0.03, random_state=1, data_rvs=lambda k: rng.uniform(0.1, 1, k)) + _path_graph(n)
+    direct = harmonic_pseudotime(w, start=[0, 1], end=[n - 1])
+    monkeypatch.setattr("atlas.analysis.pseudotime.DIRECT_SOLVE_MAX", 10)
+    iterative = harmonic_pseudotime(w, start=[0, 1], end=[n - 1])
+    assert DIRECT_SOLVE_MAX > 10
+    np.testing.assert_allclose(iterative, direct, atol=1e-6)
+    assert 0 < np.median(direct) < 1
+
+
+def test_extreme_cells_take_a_share_of_a_pool_and_skip_nan():
+    v = np.array([5.0, np.nan, 1.0, 3.0, 4.0, 2.0])
+    assert list(extreme_cells(v, 0.4, highest=True)) == [0, 4]
+    assert list(extreme_cells(v, 0.01, highest=False)) == [2]
+    assert list(extreme_cells(v, 0.5, highest=False, pool=np.array([0, 1, 3, 4]))) == [3, 4]
+    assert extreme_cells(np.array([np.nan]), 0.5, highest=True).size == 0
+
+
+def _latent_trajectory(rng, n=600):
+    """Neutrophils on a 1-D trajectory in a 5-D latent, with an interferon side state offset off it."""
+    import anndata as ad
+
+    t = rng.uniform(0, 1, n)
+    side = rng.random(n) < 0.15
+    z = np.column_stack([t * 6, np.sin(t * 3), rng.normal(0, 0.15, (n, 3))])
+    z[side, 2] += 4.0  # the side programme: far from the trunk, not later along it
+    obs = pd.DataFrame({"reprogramming_index": t + rng.normal(0, 0.05, n),
+                        "state_z_immature": -t + rng.normal(0, 0.05, n),
+                        "tissue": np.where(t < 0.3, "blood", "tumour")},
+                       index=[f"n{i}" for i in range(n)])  # fmt: skip
+    a = ad.AnnData(np.zeros((n, 1), np.float32), obs=obs.copy())
+    a.obsm["X_scVI"] = z
+    return a, obs, t, side
+
+
+@pytest.mark.parametrize("root", ["immature", "blood_like"])
+def test_reprogramming_pseudotime_follows_the_trajectory_with_side_states(root):
+    from scipy.stats import spearmanr
+
+    rng = np.random.default_rng(3)
+    a, obs, t, side = _latent_trajectory(rng)
+    s = AnalysisSettings(pseudotime_root=root)
+    pt, summary, notes = reprogramming_pseudotime(a, obs, s)
+    assert summary["method"] == "harmonic" and summary["n_end_cells"] == 30 and notes == []
+    assert spearmanr(pt, t).statistic > 0.95
+    assert spearmanr(pt[side], t[side]).statistic > 0.9  # side-state cells sit where they leave the trunk
+    assert "pseudotime_connectivities" not in a.obsp  # its own graph is not left behind
+
+
+def test_reprogramming_pseudotime_dpt_and_notes():
+    import scanpy as sc
+
+    rng = np.random.default_rng(4)
+    a, obs, t, _ = _latent_trajectory(rng, n=300)
+    sc.pp.neighbors(a, use_rep="X_scVI", n_neighbors=15)
+    pt, summary, _ = reprogramming_pseudotime(a, obs, AnalysisSettings(pseudotime_method="dpt"))
+    assert summary["method"] == "dpt" and summary["root_cell"] in obs.index
+    assert np.nanmin(pt) == 0 and np.nanmax(pt) == 1
+    pt, _, notes = reprogramming_pseudotime(a, obs.drop(columns="state_z_immature"), AnalysisSettings())
+    assert np.isfinite(pt).all() and "most blood-like" in notes[0]
+    pt, _, notes = reprogramming_pseudotime(a[:3].copy(), obs.iloc[:3], AnalysisSettings())
+    assert np.isnan(pt).all() and "3 or fewer" in notes[0]
 
 
 def test_settings_refuse_incomplete_markers():
