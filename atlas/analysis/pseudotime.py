@@ -152,8 +152,9 @@ def harmonic_pseudotime(connectivities, start: np.ndarray, end: np.ndarray) -> n
         lap = (sp.diags(np.asarray(w.sum(axis=1)).ravel()) - w).tocsr()
         fixed_end = np.flatnonzero(pt == 1.0)
         # L_ff x_f = -L_fb x_b with x_b = 0 on start and 1 on end cells
-        rhs = -np.asarray(lap[free][:, fixed_end].sum(axis=1)).ravel()
-        pt[free] = np.clip(_solve_laplacian(lap[free][:, free], rhs), 0.0, 1.0)
+        rows = lap[free]
+        rhs = -np.asarray(rows[:, fixed_end].sum(axis=1)).ravel()
+        pt[free] = np.clip(_solve_laplacian(rows[:, free], rhs), 0.0, 1.0)
     if (~ok).any():
         log.info(
             "%d neutrophils in graph components without a start and an end cell: pseudotime NaN",

@@ -33,7 +33,7 @@ def _ci(inputs: RunInputs) -> str:
 def _pseudotime_caption(inputs) -> str:
     """What the pseudotime column is, from the method the analysis recorded (index_vs_pseudotime.csv)."""
     t = inputs.table("index_vs_pseudotime")
-    method = str(t["method"].iloc[0]) if t is not None and "method" in t and len(t) else ""
+    method = str(t["method"].iloc[0]) if t is not None and "method" in t else ""  # table(): None when empty
     if method == "harmonic":
         return ("pseudotime: the probability that a random walk on the neutrophil graph from the cell reaches the "
                 "most T3-like neutrophils before the start of the trajectory (0 = start, 1 = T3-like end)")  # fmt: skip
