@@ -1,4 +1,4 @@
-"""Issue 5: how robust is the reprogramming pseudotime? Ours (harmonic) vs scanpy's DPT, over sub-atlas seeds.
+"""Issue 5: how robust is the reprogramming pseudotime? Ours vs scanpy's DPT and Palantir, over sub-atlas seeds.
 
     python scripts/bench_analysis.py --runs 1 --work-dir /tmp/ba        # a finished run on simulated data
     python scripts/bench_pseudotime.py /tmp/ba/run0 --seeds 0 1 2 3
@@ -6,9 +6,13 @@
 For each seed the neutrophil sub-atlas is retrained exactly as the run's analyse stage builds it
 (its config, only the seed changed). On that latent we compute:
 
-- ``harmonic``: atlas's default pseudotime (``analysis.pseudotime_method: harmonic``);
+- ``distance_ratio``: atlas's default pseudotime (``analysis.pseudotime_method: distance_ratio``);
+- ``harmonic``: atlas's random-walk option (``pseudotime_method: harmonic``, the default until 2026-12);
 - ``scanpy_dpt``: the peer, ``sc.tl.dpt`` from the most immature neutrophil on the sub-atlas graph
-  (``pseudotime_method: dpt``, what atlas used before);
+  (``pseudotime_method: dpt``);
+- ``palantir``: the second peer (Setty et al. 2019; ``pip install palantir``, skipped when absent),
+  its defaults on the sub-atlas latent, from the most immature cell with the highest-index T3-like
+  cell as terminal state;
 - ``ceiling``: a 5-fold cross-validated kNN regression of the truth on the latent (uses the truth,
   so it bounds what any pseudotime from that latent can reach).
 
@@ -59,7 +63,14 @@ def main() -> None:
     truth = obs["truth_pseudotime"].to_numpy(float)
     counts = read_store_rows(args.run_dir / f"store.{cfg.store_format}", obs.index)
 
-    rows, figures = [], {"harmonic": [], "scanpy_dpt": [], "ceiling": []}
+    methods = {"distance_ratio": "distance_ratio", "harmonic": "harmonic", "scanpy_dpt": "dpt"}
+    try:
+        import palantir  # noqa: F401
+
+        methods["palantir"] = "palantir"
+    except ImportError:
+        print("palantir is not installed (pip install palantir): its column is skipped", flush=True)
+    rows, figures = [], {**{name: [] for name in methods}, "ceiling": []}
     for seed in args.seeds:
         t0 = time.perf_counter()
         sub, summary = build_subatlas(counts, subatlas_settings(cfg.integrate, {**overrides, "seed": seed}))
@@ -67,9 +78,12 @@ def main() -> None:
         epochs = summary["epochs"]
         epochs = ", ".join(f"{k} {v}" for k, v in epochs.items()) if isinstance(epochs, dict) else epochs
         row = {"seed": seed, "epochs": epochs, "train_s": f"{train_s:.0f}"}
-        for name, method in (("harmonic", "harmonic"), ("scanpy_dpt", "dpt")):
+        for name, method in methods.items():
             t0 = time.perf_counter()
-            pt, _, _ = reprogramming_pseudotime(sub, obs, s.model_copy(update={"pseudotime_method": method}))
+            if method == "palantir":
+                pt = palantir_pseudotime(sub, obs, seed)
+            else:
+                pt, _, _ = reprogramming_pseudotime(sub, obs, s.model_copy(update={"pseudotime_method": method}))
             row[f"{name}_s"] = f"{time.perf_counter() - t0:.2f}"
             ok = np.isfinite(pt) & np.isfinite(truth)
             figures[name].append(float(spearmanr(pt[ok], truth[ok]).statistic))
@@ -79,20 +93,44 @@ def main() -> None:
         rows.append(row)
         print(row, flush=True)
     summary_row = {"seed": "median", "epochs": "", "train_s": ""}
-    for name in ("harmonic", "scanpy_dpt"):
+    for name in methods:
         summary_row[f"{name}_s"] = ""
         summary_row[name] = f"{statistics.median(figures[name]):.3f} (min {min(figures[name]):.3f})"
     summary_row["ceiling"] = f"{statistics.median(figures['ceiling']):.3f}"
     rows.append(summary_row)
-    gap = [c - h for c, h in zip(figures["ceiling"], figures["harmonic"], strict=True)]
-    print(f"median Spearman vs truth: harmonic {summary_row['harmonic']}, scanpy DPT {summary_row['scanpy_dpt']}, "
-          f"ceiling {summary_row['ceiling']}; harmonic / DPT = "
-          f"{statistics.median(figures['harmonic']) / statistics.median(figures['scanpy_dpt']):.2f}x")  # fmt: skip
+    ours = statistics.median(figures["distance_ratio"])
+    gap = [c - h for c, h in zip(figures["ceiling"], figures["distance_ratio"], strict=True)]
+    ratios = ", ".join(f"{ours / statistics.median(figures[peer]):.2f}x over {peer}"
+                       for peer in ("harmonic", "scanpy_dpt", "palantir") if peer in figures)  # fmt: skip
+    print("median Spearman vs truth: " + ", ".join(f"{name} {summary_row[name]}" for name in methods)
+          + f", ceiling {summary_row['ceiling']}; distance_ratio is {ratios}")  # fmt: skip
     if not args.no_record:
-        record("analysis.md", "Pseudotime robustness over sub-atlas seeds: harmonic vs scanpy DPT", rows,
+        record("analysis.md", "Pseudotime robustness over sub-atlas seeds: distance ratio vs harmonic, scanpy DPT, Palantir",
+               rows,
                "python " + shlex.join(["scripts/bench_pseudotime.py", *sys.argv[1:]]),
                notes=f"run {args.run_dir} ({len(obs)} neutrophils); sub-atlas overrides {overrides}; "
-                     f"harmonic is {statistics.median(gap):.3f} (median) below the supervised ceiling")  # fmt: skip
+                     f"distance_ratio is {statistics.median(gap):.3f} (median) below the supervised ceiling; {ratios}")  # fmt: skip
+
+
+def palantir_pseudotime(sub, obs, seed: int) -> np.ndarray:
+    """Palantir's pseudotime with its defaults on the sub-atlas latent, from the most immature neutrophil
+    to the T3-like neutrophil with the highest reprogramming index."""
+    import anndata as ad
+    import palantir
+
+    from atlas.analysis.pseudotime import choose_root
+
+    a = ad.AnnData(np.zeros((sub.n_obs, 1), np.float32), obs=obs[[]].copy())
+    a.obsm["X_scVI"] = np.asarray(sub.obsm["X_scVI"])
+    start = choose_root(-obs["state_z_immature"].to_numpy(), None)
+    t3 = np.flatnonzero(obs["neutrophil_state"].astype(str).to_numpy() == "T3")
+    pool = t3 if t3.size else np.arange(len(obs))
+    end = int(pool[np.nanargmax(obs["reprogramming_index"].to_numpy()[pool])])
+    palantir.utils.run_diffusion_maps(a, pca_key="X_scVI", seed=seed)
+    palantir.utils.determine_multiscale_space(a)
+    palantir.core.run_palantir(a, obs.index[start], terminal_states=[obs.index[end]], seed=seed,
+                               num_waypoints=min(1200, a.n_obs // 2))  # fmt: skip
+    return a.obs["palantir_pseudotime"].to_numpy(dtype=np.float64)
 
 
 if __name__ == "__main__":

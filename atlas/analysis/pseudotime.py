@@ -1,20 +1,30 @@
-"""Reprogramming pseudotime on the neutrophil graph.
+"""Reprogramming pseudotime of the neutrophils.
 
-Two methods, chosen by ``analysis.pseudotime_method``:
+Three methods, chosen by ``analysis.pseudotime_method``. Each runs on the neutrophil sub-atlas
+latent (``obsm["X_scVI"]``, the space the neutrophil graph is built on) between a start population
+(the immature neutrophils, or the most blood-like ones) and an end population (the T3-like ones):
 
-``harmonic`` (default)
+``distance_ratio`` (default)
+    ``d_start / (d_start + d_end)``, where ``d_X`` is a cell's mean latent distance to its
+    ``pseudotime_anchor_neighbors`` nearest cells of population X: the cell's relative position
+    between the two populations (0 at the start, 1 at the end, after scaling). The populations are
+    the cells annotated with the start and end states (``immature`` and ``pseudotime_end_state``);
+    a population of fewer than :data:`MIN_ANCHOR_CELLS` falls back to the most extreme share of
+    cells (``pseudotime_start_fraction``/``pseudotime_end_fraction``). Unlike a random walk it keeps
+    the order inside dense compartments (mature neutrophils span most of the trajectory), and a
+    side-state cell (interferon, antigen-presenting) moves away from both ends at once, so it is not
+    placed later for being far from the start, as diffusion pseudotime places it.
+``harmonic``
     The probability that a random walk on the neutrophil kNN graph, started at a cell, reaches the
-    T3-like end of the trajectory before it reaches its immature (or blood-like) start: the harmonic
-    function of the graph Laplacian that is 0 on the start cells and 1 on the end cells (Zhu,
-    Ghahramani & Lafferty 2003; the absorption probabilities CellRank reports as fate probabilities).
-    A cell on a side branch (interferon, antigen-presenting) gets about the value of the place where
-    its branch leaves the trunk, because a walk must come back that way; diffusion pseudotime
-    instead counts the branch's own length as progress. On simulated cohorts it was also the less
-    seed-dependent of the two (``scripts/bench_pseudotime.py``, ``benchmarks/analysis.md``).
+    end before the start: the harmonic function of the graph Laplacian that is 0 on the start cells
+    and 1 on the end cells (Zhu, Ghahramani & Lafferty 2003; the absorption probabilities CellRank
+    reports as fate probabilities). The start and end are the most extreme shares of cells.
 ``dpt``
     Scanpy's diffusion pseudotime (Haghverdi et al. 2016) from one root cell.
 
-Both are scaled to [0, 1]; cells in graph components that hold no start or no end cell get NaN.
+All are scaled to [0, 1]; ``harmonic`` gives NaN in graph components that hold no start or no end
+cell. ``scripts/bench_pseudotime.py`` compares them (and Palantir) over sub-atlas seeds on
+simulated cohorts (``benchmarks/analysis.md``).
 """
 
 from __future__ import annotations
@@ -30,6 +40,7 @@ from ..errors import AtlasError
 __all__ = [
     "choose_root",
     "diffusion_pseudotime",
+    "distance_ratio_pseudotime",
     "extreme_cells",
     "harmonic_pseudotime",
     "reprogramming_pseudotime",
@@ -39,6 +50,10 @@ log = logging.getLogger(__name__)
 
 #: above this many free cells the linear system is solved iteratively (a direct LU fills in)
 DIRECT_SOLVE_MAX = 50_000
+#: a start or end state with fewer annotated cells is replaced by the most extreme share of cells
+MIN_ANCHOR_CELLS = 10
+#: larger start or end populations are subsampled to this many cells (bounds the distance queries)
+MAX_ANCHOR_CELLS = 20_000
 
 
 def choose_root(index: np.ndarray, tissue: pd.Series | None, root_tissue: str = "blood") -> int:
@@ -163,27 +178,95 @@ def harmonic_pseudotime(connectivities, start: np.ndarray, end: np.ndarray) -> n
     return pt
 
 
+def distance_ratio_pseudotime(
+    latent: np.ndarray,
+    start: np.ndarray,
+    end: np.ndarray,
+    *,
+    n_anchor_neighbors: int = 10,
+    max_anchor_cells: int = MAX_ANCHOR_CELLS,
+    seed: int = 0,
+) -> np.ndarray:
+    """Each cell's relative position between a start and an end population of a latent space.
+
+    Parameters
+    ----------
+    latent
+        (n, d) coordinates (e.g. the neutrophil sub-atlas' ``X_scVI``).
+    start, end
+        Positions of the start and end populations' cells (a cell in both is dropped from ``end``).
+    n_anchor_neighbors
+        A cell's distance to a population is its mean Euclidean distance to that many of the
+        population's cells nearest to it (all of them if the population is smaller).
+    max_anchor_cells, seed
+        A population larger than ``max_anchor_cells`` is subsampled to that many cells (seeded).
+
+    Returns
+    -------
+    numpy.ndarray
+        ``d_start / (d_start + d_end)`` scaled to [0, 1] over the cells; NaN for cells whose latent
+        is not finite.
+    """
+    from sklearn.neighbors import NearestNeighbors
+
+    z = np.asarray(latent, dtype=np.float64)
+    if z.ndim != 2:
+        raise AtlasError(f"distance-ratio pseudotime needs a (cells, dims) latent, got shape {z.shape}")
+    finite = np.flatnonzero(np.isfinite(z).all(axis=1))
+    start = np.intersect1d(np.asarray(start, dtype=np.int64), finite)
+    end = np.setdiff1d(np.intersect1d(np.asarray(end, dtype=np.int64), finite), start)
+    if start.size == 0 or end.size == 0:
+        raise AtlasError("distance-ratio pseudotime needs at least one start and one end cell with a finite latent")
+
+    rng = np.random.default_rng(seed)
+
+    def mean_distance(anchors: np.ndarray) -> np.ndarray:
+        if anchors.size > max_anchor_cells:
+            anchors = np.sort(rng.choice(anchors, max_anchor_cells, replace=False))
+        k = int(min(n_anchor_neighbors, anchors.size))
+        dist, _ = NearestNeighbors(n_neighbors=k).fit(z[anchors]).kneighbors(z[finite])
+        return dist.mean(axis=1)
+
+    d_start, d_end = mean_distance(start), mean_distance(end)
+    ratio = d_start / np.maximum(d_start + d_end, np.finfo(np.float64).tiny)
+    lo, hi = ratio.min(), ratio.max()
+    pt = np.full(z.shape[0], np.nan)
+    pt[finite] = (ratio - lo) / (hi - lo) if hi > lo else 0.0
+    return pt
+
+
+def _anchor_population(
+    obs: pd.DataFrame, state: str, fallback: np.ndarray, fraction: float, *, use_state: bool, fallback_name: str
+) -> tuple[np.ndarray, str]:
+    """Cells annotated ``state`` (if ``use_state`` and at least MIN_ANCHOR_CELLS), else the top ``fraction``
+    of ``fallback``. Returns the positions and a description for the summary table."""
+    if use_state and "neutrophil_state" in obs:
+        cells = np.flatnonzero(obs["neutrophil_state"].astype(str).to_numpy() == state)
+        if cells.size >= MIN_ANCHOR_CELLS:
+            return cells, f"state {state}"
+    return extreme_cells(fallback, fraction, highest=True), f"top {fraction:.0%} {fallback_name}"
+
+
 def reprogramming_pseudotime(
     neut_adata, neut_obs: pd.DataFrame, settings
 ) -> tuple[np.ndarray, dict, list[str]]:
     """The pseudotime of every neutrophil as ``settings`` (:class:`AnalysisSettings`) asks.
 
     ``neut_adata`` holds the neutrophils' latent (``obsm["X_scVI"]``) and graph; ``neut_obs`` (same
-    rows) their ``reprogramming_index``, ``tissue`` and ``state_z_*`` columns.
-    Returns the pseudotime, a one-row summary (method, start/end cells) and notes for the report.
+    rows) their ``reprogramming_index``, ``tissue``, ``neutrophil_state`` and ``state_z_*`` columns.
+    Returns the pseudotime, a one-row summary (method, start and end cells) and notes for the report.
     """
-    import scanpy as sc
-
     n = len(neut_obs)
     notes: list[str] = []
+    method = settings.pseudotime_method
     index = neut_obs["reprogramming_index"].to_numpy(dtype=np.float64)
-    summary: dict = {"method": settings.pseudotime_method, "root_cell": ""}
+    summary: dict = {"method": method, "root_cell": ""}
     if n <= 3:
         return np.full(n, np.nan), summary, ["3 or fewer neutrophils: no pseudotime"]
     immature = settings.pseudotime_root == "immature" and "state_z_immature" in neut_obs
     if settings.pseudotime_root == "immature" and not immature:
         notes.append("no 'immature' state configured: pseudotime starts at the most blood-like neutrophils")
-    if settings.pseudotime_method == "dpt":
+    if method == "dpt":
         if immature:
             root = choose_root(-neut_obs["state_z_immature"].to_numpy(), None)
         else:
@@ -191,26 +274,49 @@ def reprogramming_pseudotime(
         summary.update(root_cell=str(neut_obs.index[root]), n_start_cells=1, n_end_cells=0)
         return diffusion_pseudotime(neut_adata, root), summary, notes
 
+    by_state = method == "distance_ratio"  # harmonic: shares of cells (a whole state saturates the walk)
     if immature:
-        start = extreme_cells(
-            neut_obs["state_z_immature"].to_numpy(), settings.pseudotime_start_fraction, highest=True
+        start, start_desc = _anchor_population(
+            neut_obs, "immature", neut_obs["state_z_immature"].to_numpy(), settings.pseudotime_start_fraction,
+            use_state=by_state, fallback_name="state_z_immature",
         )
     else:
         tissue = neut_obs["tissue"].astype(str).to_numpy()
         pool = np.flatnonzero(tissue == settings.pseudotime_root_tissue)
+        start_desc = f"lowest {settings.pseudotime_start_fraction:.0%} reprogramming_index"
         if pool.size == 0:
             pool = None
             notes.append(f"no {settings.pseudotime_root_tissue} neutrophils: the pseudotime's start cells are the most "
                          "blood-like of all neutrophils")  # fmt: skip
+        else:
+            start_desc += f" ({settings.pseudotime_root_tissue})"
         start = extreme_cells(index, settings.pseudotime_start_fraction, highest=False, pool=pool)
-    end = extreme_cells(index, settings.pseudotime_end_fraction, highest=True)
+    end, end_desc = _anchor_population(
+        neut_obs, settings.pseudotime_end_state, index, settings.pseudotime_end_fraction,
+        use_state=by_state, fallback_name="reprogramming_index",
+    )
+    if by_state:
+        fell_back = [("start", "immature", start_desc)] if immature else []
+        fell_back.append(("end", settings.pseudotime_end_state, end_desc))
+        for side, state, desc in fell_back:
+            if desc.startswith("top"):
+                notes.append(f"fewer than {MIN_ANCHOR_CELLS} neutrophils annotated '{state}': the pseudotime's {side} "
+                             f"cells are the {desc} instead")  # fmt: skip
     end = np.setdiff1d(end, start)
     if start.size == 0 or end.size == 0:
         return np.full(n, np.nan), summary, [*notes, "no finite reprogramming index: no pseudotime"]
+    summary.update(n_start_cells=int(start.size), n_end_cells=int(end.size), start_cells=start_desc,
+                   end_cells=end_desc)  # fmt: skip
+    if method == "distance_ratio":
+        pt = distance_ratio_pseudotime(neut_adata.obsm["X_scVI"], start, end, seed=settings.seed,
+                                       n_anchor_neighbors=settings.pseudotime_anchor_neighbors)  # fmt: skip
+        return pt, summary, notes
+
+    import scanpy as sc
+
     sc.pp.neighbors(neut_adata, use_rep="X_scVI", n_neighbors=min(settings.pseudotime_n_neighbors, n - 1),
                     random_state=settings.seed, key_added="pseudotime")  # fmt: skip
     pt = harmonic_pseudotime(neut_adata.obsp.pop("pseudotime_connectivities"), start, end)
     neut_adata.obsp.pop("pseudotime_distances", None)
     neut_adata.uns.pop("pseudotime", None)
-    summary.update(n_start_cells=int(start.size), n_end_cells=int(end.size))
     return pt, summary, notes

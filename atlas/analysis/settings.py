@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from .._config_base import StrictModel
 
@@ -86,10 +86,11 @@ class AnalysisSettings(StrictModel):
     reprogramming_down: list[str] = Field(
         default_factory=lambda: ["blood_like"], description="blood-like side"
     )
-    pseudotime_method: Literal["harmonic", "dpt"] = Field(
-        "harmonic",
-        description="harmonic: probability that a random walk on the neutrophil graph reaches the T3-like end before"
-        " the start (robust to side branches); dpt: scanpy's diffusion pseudotime from one start cell",
+    pseudotime_method: Literal["distance_ratio", "harmonic", "dpt"] = Field(
+        "distance_ratio",
+        description="distance_ratio: relative position in the sub-atlas latent between the start cells and the T3-like"
+        " cells, d_start / (d_start + d_end); harmonic: probability that a random walk on the neutrophil graph reaches"
+        " the end before the start; dpt: scanpy's diffusion pseudotime from one start cell",
     )
     pseudotime_root: Literal["immature", "blood_like"] = Field(
         "immature",
@@ -100,14 +101,29 @@ class AnalysisSettings(StrictModel):
         "blood",
         description="blood_like start: chosen among this tissue's neutrophils (any tissue when absent)",
     )
+    pseudotime_end_state: str = Field(
+        "T3", description="distance_ratio: the state whose neutrophils are the end of the trajectory"
+    )
+    pseudotime_anchor_neighbors: int = Field(
+        10,
+        ge=1,
+        le=1000,
+        description="distance_ratio: a cell's distance to the start (end) cells is its mean distance to this many"
+        " of them nearest to it",
+    )
     pseudotime_start_fraction: float = Field(
-        0.05, gt=0, lt=0.5, description="harmonic: share of neutrophils fixed at pseudotime 0 (the start)"
+        0.05,
+        gt=0,
+        lt=0.5,
+        description="share of neutrophils that start the trajectory: harmonic always; distance_ratio when fewer than"
+        " 10 are annotated immature, or with pseudotime_root blood_like",
     )
     pseudotime_end_fraction: float = Field(
         0.05,
         gt=0,
         lt=0.5,
-        description="harmonic: share of neutrophils fixed at pseudotime 1 (highest reprogramming index)",
+        description="share of neutrophils with the highest reprogramming index that end the trajectory: harmonic"
+        " always; distance_ratio when fewer than 10 are annotated pseudotime_end_state",
     )
     pseudotime_n_neighbors: int = Field(
         30, ge=2, le=200, description="harmonic: neighbours of the graph on the sub-atlas latent it runs on"
@@ -141,3 +157,12 @@ class AnalysisSettings(StrictModel):
         if empty:
             raise ValueError(f"states with no signatures: {empty}")
         return v
+
+    @model_validator(mode="after")
+    def _end_state_known(self) -> AnalysisSettings:
+        if self.pseudotime_method == "distance_ratio" and self.pseudotime_end_state not in self.state_signatures:
+            raise ValueError(
+                f"pseudotime_end_state {self.pseudotime_end_state!r} is not a state of state_signatures "
+                f"({sorted(self.state_signatures)}); name one of them, or use pseudotime_method harmonic"
+            )
+        return self

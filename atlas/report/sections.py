@@ -34,6 +34,11 @@ def _pseudotime_caption(inputs) -> str:
     """What the pseudotime column is, from the method the analysis recorded (index_vs_pseudotime.csv)."""
     t = inputs.table("index_vs_pseudotime")
     method = str(t["method"].iloc[0]) if t is not None and "method" in t else ""  # table(): None when empty
+    if method == "distance_ratio":
+        ends = [str(t[c].iloc[0]) if c in t else "" for c in ("start_cells", "end_cells")]
+        ends = f" ({ends[0]} -> {ends[1]})" if all(ends) else ""
+        return ("pseudotime: each neutrophil's relative position in the sub-atlas latent between the start and the "
+                f"T3-like end of the trajectory{ends}, d_start / (d_start + d_end) scaled to 0-1")  # fmt: skip
     if method == "harmonic":
         return ("pseudotime: the probability that a random walk on the neutrophil graph from the cell reaches the "
                 "most T3-like neutrophils before the start of the trajectory (0 = start, 1 = T3-like end)")  # fmt: skip

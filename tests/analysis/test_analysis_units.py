@@ -9,7 +9,9 @@ from atlas.analysis import ReprogrammingAxis, apply_reprogramming_axis, fit_repr
 from atlas.analysis.celltypes import annotate_cell_types, cluster_order, neutrophil_yield
 from atlas.analysis.pseudotime import (
     DIRECT_SOLVE_MAX,
+    MIN_ANCHOR_CELLS,
     choose_root,
+    distance_ratio_pseudotime,
     extreme_cells,
     harmonic_pseudotime,
     reprogramming_pseudotime,
@@ -176,6 +178,46 @@ def test_extreme_cells_take_a_share_of_a_pool_and_skip_nan():
     assert extreme_cells(np.array([np.nan]), 0.5, highest=True).size == 0
 
 
+def test_distance_ratio_is_the_relative_position_between_start_and_end():
+    x = np.linspace(0, 1, 11)
+    pt = distance_ratio_pseudotime(x[:, None], start=[0], end=[10], n_anchor_neighbors=1)
+    np.testing.assert_allclose(pt, x, atol=1e-12)  # on the segment: d_start / (d_start + d_end) = x
+    # a side state off the trunk keeps its order, and lies between the ends, pulled towards the middle
+    side = np.column_stack([np.linspace(0.1, 0.4, 4), np.full(4, 0.5)])
+    z = np.vstack([np.column_stack([x, np.zeros_like(x)]), side])
+    pt = distance_ratio_pseudotime(z, start=[0], end=[10], n_anchor_neighbors=1)
+    assert np.all(np.diff(pt[11:]) > 0) and np.all((pt[11:] > side[:, 0]) & (pt[11:] < 0.5))
+    # the distance to a population is the mean over its nearest cells
+    pt = distance_ratio_pseudotime(x[:, None], start=[0, 1], end=[9, 10], n_anchor_neighbors=2)
+    assert np.all(np.diff(pt) >= 0) and pt[0] == 0 and pt[-1] == 1
+
+
+def test_distance_ratio_subsamples_large_populations_without_losing_the_order():
+    from scipy.stats import spearmanr
+
+    rng = np.random.default_rng(2)
+    t = rng.uniform(0, 1, 2000)
+    z = np.column_stack([t * 5, rng.normal(0, 0.2, (2000, 3))])
+    start, end = np.flatnonzero(t < 0.2), np.flatnonzero(t > 0.7)
+    full = distance_ratio_pseudotime(z, start, end)
+    sub = distance_ratio_pseudotime(z, start, end, max_anchor_cells=50, seed=1)
+    assert not np.allclose(full, sub) and spearmanr(full, sub).statistic > 0.99
+    np.testing.assert_array_equal(sub, distance_ratio_pseudotime(z, start, end, max_anchor_cells=50, seed=1))
+
+
+def test_distance_ratio_nan_for_a_non_finite_latent_and_refuses_empty_populations():
+    z = np.linspace(0, 1, 6)[:, None].repeat(2, axis=1)
+    z[3, 0] = np.nan
+    pt = distance_ratio_pseudotime(z, start=[0], end=[5])
+    assert np.isnan(pt[3]) and np.isfinite(np.delete(pt, 3)).all()
+    with pytest.raises(AtlasError, match="one start and one end"):
+        distance_ratio_pseudotime(z, start=[0], end=[0])
+    with pytest.raises(AtlasError, match="one start and one end"):
+        distance_ratio_pseudotime(z, start=[3], end=[5])
+    with pytest.raises(AtlasError, match="latent"):
+        distance_ratio_pseudotime(z[:, 0], start=[0], end=[5])
+
+
 def _latent_trajectory(rng, n=600):
     """Neutrophils on a 1-D trajectory in a 5-D latent, with an interferon side state offset off it."""
     import anndata as ad
@@ -184,8 +226,10 @@ def _latent_trajectory(rng, n=600):
     side = rng.random(n) < 0.15
     z = np.column_stack([t * 6, np.sin(t * 3), rng.normal(0, 0.15, (n, 3))])
     z[side, 2] += 4.0  # the side programme: far from the trunk, not later along it
+    state = np.select([t < 0.08, t > 0.75, side], ["immature", "T3", "interferon"], "mature")
     obs = pd.DataFrame({"reprogramming_index": t + rng.normal(0, 0.05, n),
                         "state_z_immature": -t + rng.normal(0, 0.05, n),
+                        "neutrophil_state": state,
                         "tissue": np.where(t < 0.3, "blood", "tumour")},
                        index=[f"n{i}" for i in range(n)])  # fmt: skip
     a = ad.AnnData(np.zeros((n, 1), np.float32), obs=obs.copy())
@@ -193,18 +237,38 @@ def _latent_trajectory(rng, n=600):
     return a, obs, t, side
 
 
+@pytest.mark.parametrize("method", ["distance_ratio", "harmonic"])
 @pytest.mark.parametrize("root", ["immature", "blood_like"])
-def test_reprogramming_pseudotime_follows_the_trajectory_with_side_states(root):
+def test_reprogramming_pseudotime_follows_the_trajectory_with_side_states(root, method):
     from scipy.stats import spearmanr
 
     rng = np.random.default_rng(3)
     a, obs, t, side = _latent_trajectory(rng)
-    s = AnalysisSettings(pseudotime_root=root)
+    s = AnalysisSettings(pseudotime_root=root, pseudotime_method=method)
     pt, summary, notes = reprogramming_pseudotime(a, obs, s)
-    assert summary["method"] == "harmonic" and summary["n_end_cells"] == 30 and notes == []
+    assert summary["method"] == method and notes == []
+    if method == "distance_ratio":  # the annotated states, except a blood-like start (the lowest index)
+        assert summary["end_cells"] == "state T3" and summary["n_end_cells"] == int((obs.neutrophil_state == "T3").sum())
+        assert summary["start_cells"] == ("state immature" if root == "immature" else "lowest 5% reprogramming_index (blood)")
+    else:  # harmonic: shares of cells
+        assert summary["n_end_cells"] == 30 and summary["end_cells"] == "top 5% reprogramming_index"
     assert spearmanr(pt, t).statistic > 0.95
-    assert spearmanr(pt[side], t[side]).statistic > 0.9  # side-state cells sit where they leave the trunk
-    assert "pseudotime_connectivities" not in a.obsp  # its own graph is not left behind
+    assert spearmanr(pt[side], t[side]).statistic > 0.9  # side-state cells keep their order along the trunk
+    assert np.nanmin(pt) == 0 and np.nanmax(pt) == 1
+    assert "pseudotime_connectivities" not in a.obsp  # no graph is left behind
+
+
+def test_distance_ratio_falls_back_to_shares_when_a_state_is_too_rare():
+    rng = np.random.default_rng(5)
+    a, obs, t, _ = _latent_trajectory(rng, n=300)
+    rare = obs.assign(neutrophil_state=np.where(np.argsort(np.argsort(-t)) < MIN_ANCHOR_CELLS - 1, "T3", "mature"))
+    pt, summary, notes = reprogramming_pseudotime(a, rare, AnalysisSettings())
+    assert summary["end_cells"] == "top 5% reprogramming_index" and summary["n_end_cells"] == 15
+    assert summary["start_cells"] == "top 5% state_z_immature"
+    assert len(notes) == 2 and "annotated 'T3'" in notes[1] and "end cells are the top 5%" in notes[1]
+    assert np.isfinite(pt).all()
+    with pytest.raises(ValueError, match="pseudotime_end_state 'T9'"):
+        AnalysisSettings(pseudotime_end_state="T9")
 
 
 def test_reprogramming_pseudotime_dpt_and_notes():
