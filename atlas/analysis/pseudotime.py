@@ -236,15 +236,20 @@ def distance_ratio_pseudotime(
 
 
 def _anchor_population(
-    obs: pd.DataFrame, state: str, fallback: np.ndarray, fraction: float, *, use_state: bool, fallback_name: str
-) -> tuple[np.ndarray, str]:
+    obs: pd.DataFrame, state: str, fallback: np.ndarray, fraction: float, *, use_state: bool, fallback_name: str,
+    side: str,
+) -> tuple[np.ndarray, str, list[str]]:
     """Cells annotated ``state`` (if ``use_state`` and at least MIN_ANCHOR_CELLS), else the top ``fraction``
-    of ``fallback``. Returns the positions and a description for the summary table."""
-    if use_state and "neutrophil_state" in obs:
+    of ``fallback``. Returns the positions, a description for the summary table and a note on a fallback."""
+    desc = f"top {fraction:.0%} {fallback_name}"
+    if not use_state:
+        return extreme_cells(fallback, fraction, highest=True), desc, []
+    if "neutrophil_state" in obs:
         cells = np.flatnonzero(obs["neutrophil_state"].astype(str).to_numpy() == state)
         if cells.size >= MIN_ANCHOR_CELLS:
-            return cells, f"state {state}"
-    return extreme_cells(fallback, fraction, highest=True), f"top {fraction:.0%} {fallback_name}"
+            return cells, f"state {state}", []
+    note = f"fewer than {MIN_ANCHOR_CELLS} neutrophils annotated '{state}': the pseudotime's {side} cells are the {desc}"
+    return extreme_cells(fallback, fraction, highest=True), desc, [note]
 
 
 def reprogramming_pseudotime(
@@ -276,10 +281,11 @@ def reprogramming_pseudotime(
 
     by_state = method == "distance_ratio"  # harmonic: shares of cells (a whole state saturates the walk)
     if immature:
-        start, start_desc = _anchor_population(
+        start, start_desc, fell_back = _anchor_population(
             neut_obs, "immature", neut_obs["state_z_immature"].to_numpy(), settings.pseudotime_start_fraction,
-            use_state=by_state, fallback_name="state_z_immature",
+            use_state=by_state, fallback_name="state_z_immature", side="start",
         )
+        notes += fell_back
     else:
         tissue = neut_obs["tissue"].astype(str).to_numpy()
         pool = np.flatnonzero(tissue == settings.pseudotime_root_tissue)
@@ -291,17 +297,11 @@ def reprogramming_pseudotime(
         else:
             start_desc += f" ({settings.pseudotime_root_tissue})"
         start = extreme_cells(index, settings.pseudotime_start_fraction, highest=False, pool=pool)
-    end, end_desc = _anchor_population(
+    end, end_desc, fell_back = _anchor_population(
         neut_obs, settings.pseudotime_end_state, index, settings.pseudotime_end_fraction,
-        use_state=by_state, fallback_name="reprogramming_index",
+        use_state=by_state, fallback_name="reprogramming_index", side="end",
     )
-    if by_state:
-        fell_back = [("start", "immature", start_desc)] if immature else []
-        fell_back.append(("end", settings.pseudotime_end_state, end_desc))
-        for side, state, desc in fell_back:
-            if desc.startswith("top"):
-                notes.append(f"fewer than {MIN_ANCHOR_CELLS} neutrophils annotated '{state}': the pseudotime's {side} "
-                             f"cells are the {desc} instead")  # fmt: skip
+    notes += fell_back
     end = np.setdiff1d(end, start)
     if start.size == 0 or end.size == 0:
         return np.full(n, np.nan), summary, [*notes, "no finite reprogramming index: no pseudotime"]
