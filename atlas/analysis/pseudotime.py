@@ -241,15 +241,13 @@ def _anchor_population(
 ) -> tuple[np.ndarray, str, list[str]]:
     """Cells annotated ``state`` (if ``use_state`` and at least MIN_ANCHOR_CELLS), else the top ``fraction``
     of ``fallback``. Returns the positions, a description for the summary table and a note on a fallback."""
-    desc = f"top {fraction:.0%} {fallback_name}"
-    if not use_state:
-        return extreme_cells(fallback, fraction, highest=True), desc, []
-    if "neutrophil_state" in obs:
+    if use_state and "neutrophil_state" in obs:
         cells = np.flatnonzero(obs["neutrophil_state"].astype(str).to_numpy() == state)
         if cells.size >= MIN_ANCHOR_CELLS:
             return cells, f"state {state}", []
+    desc = f"top {fraction:.0%} {fallback_name}"
     note = f"fewer than {MIN_ANCHOR_CELLS} neutrophils annotated '{state}': the pseudotime's {side} cells are the {desc}"
-    return extreme_cells(fallback, fraction, highest=True), desc, [note]
+    return extreme_cells(fallback, fraction, highest=True), desc, [note] if use_state else []
 
 
 def reprogramming_pseudotime(

@@ -44,7 +44,7 @@ def _pseudotime_caption(inputs) -> str:
                 "most T3-like neutrophils before the start of the trajectory (0 = start, 1 = T3-like end)")  # fmt: skip
     if method == "dpt":
         return "diffusion pseudotime on the neutrophil graph (0 = start cell; higher = further along)"
-    return "pseudotime on the neutrophil graph (0 = start of the trajectory; higher = further along)"
+    return "pseudotime along the neutrophil trajectory (0 = start of the trajectory; higher = further along)"
 
 
 def _neutrophils(inputs: RunInputs) -> pd.DataFrame | None:
@@ -302,7 +302,7 @@ def subatlas(rep: HtmlReport, inputs: RunInputs) -> None:
                                      xlabel="reprogramming pseudotime", ylabel="reprogramming index",
                                      title="Index vs pseudotime (neutrophils)")
             rep.figure(fig, "The two measures of reprogramming side by side, one dot per neutrophil: the "
-                       "signature-based index and the pseudotime on the neutrophil graph. "
+                       "signature-based index and the pseudotime along the neutrophil trajectory. "
                        "Their Spearman correlation is in the table below.", name="index_vs_pseudotime", size="half")
     t = inputs.table("index_vs_pseudotime")
     if t is not None:
