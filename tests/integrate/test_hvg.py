@@ -74,6 +74,7 @@ def test_bad_inputs_are_refused_with_clear_errors(toy):
 
 @pytest.mark.gpu
 def test_gpu_hvgs_equal_cpu_hvgs(toy):
+    pytest.importorskip("rapids_singlecell")
     cpu = select_hvgs(toy.copy(), n_top_genes=100, batch_key="dataset_id", backend="cpu")
     gpu = select_hvgs(toy.copy(), n_top_genes=100, batch_key="dataset_id", backend="gpu")
     assert cpu == gpu

@@ -123,7 +123,8 @@ def _gpu_vs_cpu(method, x, sets, **kw):
     import cupyx.scipy.sparse as csp
 
     cpu_res, _ = tl.score_matrix(x, sets, method=method, backend="cpu", **kw)
-    dev = csp.csr_matrix(x)
+    # cupyx sparse holds only float/bool data: integer counts live on the device as float32 (exact below 2^24)
+    dev = csp.csr_matrix(x if np.issubdtype(x.dtype, np.floating) else x.astype(np.float32))
     dev_res, _ = tl.score_matrix(dev, sets, method=method, backend="gpu", **kw)  # resident
     host_res, _ = tl.score_matrix(x, sets, method=method, backend="gpu", chunk_size=37, **kw)  # streamed
     cp.cuda.Device().synchronize()
@@ -147,7 +148,9 @@ def test_gpu_kernels_match_cpu_twins(method, dtype, counts):
 
 
 @pytest.mark.gpu
-def test_gpu_fold_matches_cpu_fold_bitwise(counts):
+def test_gpu_fold_matches_cpu_fold(counts):
+    """The per-gene fold on the GPU equals the CPU's to float64 rounding: atomic adds make the GPU's
+    summation order vary, so the last bit may differ (seen on an H200: 12 of 800 genes, <= 2.5e-16 relative)."""
     import cupy as cp
     import cupyx.scipy.sparse as csp
 
@@ -164,8 +167,8 @@ def test_gpu_fold_matches_cpu_fold_bitwise(counts):
             as_source(counts), backend="gpu", chunk_size=50, mode=mode, target=1e4, dtype=dt
         )
         cp.cuda.Device().synchronize()
-        np.testing.assert_array_equal(ref, got)
-        np.testing.assert_array_equal(ref, streamed)
+        np.testing.assert_allclose(got, ref, rtol=1e-13, atol=0)
+        np.testing.assert_allclose(streamed, ref, rtol=1e-13, atol=0)
 
 
 @pytest.mark.gpu
