@@ -42,9 +42,11 @@ def _configure_logging(level: int) -> None:
     root.handlers[:] = [handler]
     root.setLevel(level)
     root.propagate = False
-    # Libraries we call are chatty at INFO; keep them to warnings unless --verbose.
-    for noisy in ("scvi", "lightning", "lightning.pytorch", "pytorch_lightning", "numba", "h5py", "anndata"):
-        logging.getLogger(noisy).setLevel(logging.DEBUG if level <= logging.DEBUG else logging.WARNING)
+    # Libraries we call are chatty (Lightning's GPU/TPU lines, tips, deprecation warnings); keep the
+    # terminal to atlas's own lines unless --verbose.
+    from ._logging import quiet_third_party
+
+    quiet_third_party(verbose=level <= logging.DEBUG)
 
 
 def _version(value: bool) -> None:
@@ -76,16 +78,19 @@ def simulate(
     seed: Annotated[int, typer.Option(help="Random seed; the same seed gives the same files.")] = 0,
     chunk_size: Annotated[int, typer.Option(help="Cells generated per chunk (bounds memory).", min=100)] = 20_000,
     overwrite: Annotated[bool, typer.Option(help="Replace a different simulation already in --out.")] = False,
+    difficulty: Annotated[str, typer.Option(
+        help="Difficulty preset: default, weak_markers, confounded or hard (see atlas.simulate.difficulty).")] = "default",
 ) -> None:
     """Simulate tumour scRNA-seq data sets with known neutrophil states and reprogramming (the ground truth).
 
     Writes h5ad, 10x mtx and csv data sets with realistic differences between studies, truth tables
     under OUT/truth/, and OUT/ingest.yaml, which `atlas ingest OUT/ingest.yaml --out STORE` accepts as is.
+    --difficulty makes the cohort harder (weaker markers, shallower neutrophils, ambient RNA, confounders).
     """
     from .simulate import simulate as _simulate
 
     res = _simulate(out, n_cells=n_cells, n_datasets=n_datasets, n_genes=n_genes, seed=seed,
-                    chunk_size=chunk_size, overwrite=overwrite)
+                    chunk_size=chunk_size, overwrite=overwrite, difficulty=difficulty)
     typer.echo(f"simulated data written to {out}; ingest it with: atlas ingest {res.ingest_config} --out store.h5ad")
 
 
@@ -125,7 +130,7 @@ def integrate(
     out: Annotated[Path, typer.Option("--out", "-o", help="Reference bundle directory to write.")],
     config: Annotated[Path | None, typer.Option(
         "--config", "-c", help="YAML of integrate settings (the `integrate:` section of a pipeline config).")] = None,
-    max_epochs: Annotated[int | None, typer.Option(help="scVI epochs (default: scvi-tools' size-dependent rule).", min=1)] = None,
+    max_epochs: Annotated[int | None, typer.Option(help="scVI epochs (default: auto, enough epochs for train_steps gradient steps).", min=1)] = None,
     batch_size: Annotated[int | None, typer.Option(help="Cells per mini-batch (default 128).", min=16)] = None,
     n_hvgs: Annotated[int | None, typer.Option(help="Highly variable genes (default 4,000).", min=50)] = None,
     data_loader: Annotated[str | None, typer.Option(help="fast (matrix on the device once) or scvi.")] = None,
@@ -346,7 +351,8 @@ def validate(
 # ------------------------------------------------------------------------------------------- main
 def _paragraph(prefix: str, text: str) -> str:
     lines = str(text).strip().splitlines() or [""]
-    head = textwrap.fill(f"{prefix}{lines[0]}", width=100, subsequent_indent="  ")
+    head = textwrap.fill(f"{prefix}{lines[0]}", width=100, subsequent_indent="  ",
+                         break_on_hyphens=False, break_long_words=False)  # keep paths whole
     return "\n".join([head, *lines[1:]])
 
 

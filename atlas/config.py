@@ -14,12 +14,13 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, Field, ValidationError, field_validator, model_serializer, model_validator
 
 from ._config_base import StrictModel
 from .analysis.settings import AnalysisSettings
 from .errors import ConfigError
 from .integrate.settings import IntegrateSettings
+from .simulate.difficulty import Difficulty as DifficultySettings
 
 #: The obs schema every data set is mapped onto at ingest.
 SCHEMA_FIELDS: tuple[str, ...] = (
@@ -37,26 +38,80 @@ TISSUES = ("tumour", "adjacent_normal", "blood")
 
 # --------------------------------------------------------------------------------------------- QC
 class QCThresholds(StrictModel):
-    """Per-cell QC thresholds; ``None`` switches a threshold off."""
+    """Per-cell QC thresholds of one data set; ``None`` switches a threshold off.
 
-    min_counts: int | None = Field(500, ge=0, description="minimum UMIs for a cell without neutrophil evidence")
-    min_genes: int | None = Field(200, ge=0, description="minimum detected genes for a cell without neutrophil evidence")
-    max_counts: int | None = Field(None, ge=0, description="maximum UMIs (crude doublet/multiplet filter)")
-    max_genes: int | None = Field(None, ge=0, description="maximum detected genes")
-    max_pct_mito: float | None = Field(20.0, ge=0, le=100, description="maximum % of UMIs from MT- genes")
+    ``mode: mad`` (default) derives the bounds from the data set's own distributions (see
+    :mod:`atlas.pp.qc`); ``mode: fixed`` applies ``min_counts``/``min_genes`` with the neutrophil
+    floor, as atlas did before. ``max_counts``, ``max_genes`` and ``max_pct_mito`` apply in both modes.
+    """
+
+    mode: Literal["mad", "fixed"] = Field(
+        "mad",
+        description="mad = bounds from median absolute deviations of the data set's cells (lenient floor, "
+        "upper-tail and mito outliers removed, lower-tail cells flagged qc_low_rna and kept); "
+        "fixed = min_counts/min_genes (with the neutrophil floor) remove cells",
+    )
+    floor_min_counts: int | None = Field(
+        100, ge=0, description="mad mode: lenient UMI floor every cell must reach (below = not a cell; removed)"
+    )
+    floor_min_genes: int | None = Field(
+        50, ge=0, description="mad mode: lenient detected-gene floor every cell must reach (removed below)"
+    )
+    nmads_counts: float = Field(
+        5.0, gt=0, description="mad mode: cells above median + nmads_counts x MAD of log1p(total counts) are removed"
+    )
+    nmads_genes: float = Field(
+        5.0, gt=0, description="mad mode: cells above median + nmads_genes x MAD of log1p(detected genes) are removed"
+    )
+    nmads_low_rna: float = Field(
+        3.0, gt=0, description="mad mode: cells below median - nmads_low_rna x MAD of log1p(total counts) or of "
+        "log1p(detected genes) (and above the floor) are kept but flagged qc_low_rna for the cluster-level pass",
+    )
+    nmads_mito: float = Field(
+        3.0, gt=0, description="mad mode: cells above median + nmads_mito x MAD of % mito are removed (bound kept "
+        "within [min_pct_mito_bound, max_pct_mito])",
+    )
+    min_pct_mito_bound: float = Field(
+        10.0, ge=0, le=100, description="mad mode: the mito MAD bound is never below this % (healthy human cells "
+        "stay under ~10 %, Osorio & Cai 2021); guards data sets whose mito MAD is ~0",
+    )
+    mad_min_cells: int = Field(
+        50, ge=3, description="mad mode: data sets with fewer cells above the floor get no MAD bounds (floor and "
+        "absolute limits only)",
+    )
+    min_counts: int | None = Field(
+        500, ge=0, description="fixed mode: minimum UMIs for a cell without neutrophil evidence"
+    )
+    min_genes: int | None = Field(
+        200, ge=0, description="fixed mode: minimum detected genes for a cell without neutrophil evidence"
+    )
+    max_counts: int | None = Field(None, ge=0, description="absolute maximum UMIs (both modes; None = off)")
+    max_genes: int | None = Field(None, ge=0, description="absolute maximum detected genes (both modes; None = off)")
+    max_pct_mito: float | None = Field(
+        20.0, ge=0, le=100, description="absolute ceiling of % UMIs from MT- genes (both modes; None = off)"
+    )
     neutrophil_min_counts: int | None = Field(
-        150, ge=0, description="UMI floor for cells with neutrophil marker evidence (low-RNA cells); "
+        150, ge=0, description="fixed mode: UMI floor for cells with neutrophil marker evidence (low-RNA cells); "
         "None = no special floor, min_counts applies"
     )
     neutrophil_min_genes: int | None = Field(
-        100, ge=0, description="gene floor for cells with neutrophil marker evidence (Xue et al. 2022 used 100); "
-        "None = no special floor, min_genes applies"
+        100, ge=0, description="fixed mode: gene floor for cells with neutrophil marker evidence (Xue et al. 2022 "
+        "used 100); None = no special floor, min_genes applies"
     )
 
 
 class QCThresholdsOverride(StrictModel):
-    """Per-data-set overrides: only the fields given replace the defaults."""
+    """Per-data-set overrides: only the fields given replace the defaults (meanings as in QCThresholds)."""
 
+    mode: Literal["mad", "fixed"] | None = None
+    floor_min_counts: int | None = Field(None, ge=0)
+    floor_min_genes: int | None = Field(None, ge=0)
+    nmads_counts: float | None = Field(None, gt=0)
+    nmads_genes: float | None = Field(None, gt=0)
+    nmads_low_rna: float | None = Field(None, gt=0)
+    nmads_mito: float | None = Field(None, gt=0)
+    min_pct_mito_bound: float | None = Field(None, ge=0, le=100)
+    mad_min_cells: int | None = Field(None, ge=3)
     min_counts: int | None = Field(None, ge=0)
     min_genes: int | None = Field(None, ge=0)
     max_counts: int | None = Field(None, ge=0)
@@ -75,23 +130,29 @@ DEFAULT_NEUTROPHIL_MARKERS = [
 
 
 class QCConfig(StrictModel):
-    """Neutrophil-aware QC applied per data set during ingest."""
+    """Neutrophil-aware QC applied per data set during ingest (rules: :mod:`atlas.pp.qc`)."""
 
-    enabled: bool = True
+    enabled: bool = Field(True, description="false = keep every cell (metrics are still computed and reported)")
     thresholds: QCThresholds = QCThresholds()
     per_dataset: dict[str, QCThresholdsOverride] = Field(
         default_factory=dict, description="data set id -> thresholds that replace the defaults"
     )
-    neutrophil_markers: list[str] = Field(default_factory=lambda: list(DEFAULT_NEUTROPHIL_MARKERS))
+    neutrophil_markers: list[str] = Field(
+        default_factory=lambda: list(DEFAULT_NEUTROPHIL_MARKERS),
+        description="neutrophil identity genes behind obs['neutrophil_evidence'] (reported in both modes; "
+        "decides the floor only in fixed mode)",
+    )
     neutrophil_min_markers: int = Field(
-        3, ge=1, description="detected neutrophil markers for a cell to get the neutrophil floor"
+        3, ge=1, description="detected neutrophil markers for neutrophil evidence (fixed mode: the lower floor)"
     )
     exclusion_markers: list[str] = Field(
         default_factory=lambda: ["CD14", "CSF1R", "C1QA", "EPCAM", "KRT18", "CD3E", "MS4A1", "CD79A", "NKG7",
                                  "VWF", "CDH5", "COL1A1", "DCN"],
         description="markers of other lineages; a cell with several of these gets no neutrophil floor",
     )
-    exclusion_max_markers: int = Field(1, ge=0)
+    exclusion_max_markers: int = Field(
+        1, ge=0, description="most exclusion markers a cell may show and still have neutrophil evidence"
+    )
     doublets: bool = Field(False, description="run scanpy's scrublet per sample and drop predicted doublets")
     doublet_min_cells: int = Field(100, ge=10, description="samples smaller than this skip doublet detection")
     doublet_random_state: int = Field(0, description="seed of scrublet's simulated doublets")
@@ -133,6 +194,11 @@ class DatasetConfig(StrictModel):
     )
     duplicate_genes: Literal["error", "sum"] = Field(
         "error", description="what to do when the input itself lists a gene id twice"
+    )
+    round_counts: bool = Field(
+        False,
+        description="round non-integer counts (ambient-corrected, e.g. SoupX) to whole numbers; the number of "
+        "values changed is logged. Default: non-integers are refused",
     )
 
     @field_validator("species")
@@ -193,6 +259,28 @@ class SimulateConfig(StrictModel):
     n_genes: int = Field(15_000, ge=2_000)
     seed: int = 0
     chunk_size: int = Field(20_000, ge=100)
+    difficulty: str | DifficultySettings = Field(
+        "default",
+        description="preset (default, weak_markers, confounded, hard) or a mapping of difficulty knobs "
+        "(atlas.simulate.Difficulty: marker_strength, ambient_fraction, ...); unknown knobs are errors",
+    )
+
+    @field_validator("difficulty", mode="before")
+    @classmethod
+    def _known_difficulty(cls, v: Any) -> Any:
+        try:
+            d = DifficultySettings.resolve(v, "simulate.difficulty")
+        except ConfigError as e:
+            raise ValueError(str(e)) from None
+        return v if isinstance(v, str) else d
+
+    @model_serializer(mode="wrap")
+    def _drop_default_difficulty(self, handler) -> dict[str, Any]:
+        # The default difficulty is left out, so the settings (and stage hashes) of earlier configs stay the same.
+        data = handler(self)
+        if DifficultySettings.resolve(self.difficulty).is_default:
+            data.pop("difficulty", None)
+        return data
 
 
 # ------------------------------------------------------------------------------------------ score

@@ -10,7 +10,13 @@ latent (``obsm["X_scVI"]``, the space the neutrophil graph is built on) between 
     between the two populations (0 at the start, 1 at the end, after scaling). The populations are
     the cells annotated with the start and end states (``immature`` and ``pseudotime_end_state``);
     a population of fewer than :data:`MIN_ANCHOR_CELLS` falls back to the most extreme share of
-    cells (``pseudotime_start_fraction``/``pseudotime_end_fraction``). Unlike a random walk it keeps
+    cells (``pseudotime_start_fraction``/``pseudotime_end_fraction``). The state populations must
+    also pass :func:`check_anchors` (not more than :data:`MAX_ANCHOR_SHARE` of the neutrophils; a
+    compartment of the latent rather than scattered calls; the start below the end on the
+    reprogramming index, the end above the neutrophils' median index): a population that fails is
+    replaced by the index extreme on its side (lowest / highest index), and a note says why. With
+    weak markers or shallow data state calls can be wrong, and wrong anchors would otherwise
+    collapse the pseudotime. Unlike a random walk it keeps
     the order inside dense compartments (mature neutrophils span most of the trajectory), and a
     side-state cell (interferon, antigen-presenting) moves away from both ends at once, so it is not
     placed later for being far from the start, as diffusion pseudotime places it.
@@ -38,6 +44,8 @@ import scipy.sparse as sp
 from ..errors import AtlasError
 
 __all__ = [
+    "check_anchors",
+    "anchor_enrichment",
     "choose_root",
     "diffusion_pseudotime",
     "distance_ratio_pseudotime",
@@ -52,6 +60,13 @@ log = logging.getLogger(__name__)
 DIRECT_SOLVE_MAX = 50_000
 #: a start or end state with fewer annotated cells is replaced by the most extreme share of cells
 MIN_ANCHOR_CELLS = 10
+#: a state population holding more of the neutrophils is no anchor (it is the bulk, not an end)
+MAX_ANCHOR_SHARE = 0.5
+#: an anchor population's cells must have this many times more anchor cells among their latent
+#: neighbours than its share of all neutrophils (scattered, noise-driven calls have about 1x)
+MIN_ANCHOR_ENRICHMENT = 2.0
+#: latent neighbours used for that enrichment
+ANCHOR_NEIGHBORS = 15
 #: larger start or end populations are subsampled to this many cells (bounds the distance queries)
 MAX_ANCHOR_CELLS = 20_000
 
@@ -89,6 +104,72 @@ def extreme_cells(
     n = max(1, int(round(fraction * pool.size)))
     order = np.argsort(-value[pool] if highest else value[pool], kind="stable")
     return np.sort(pool[order[:n]])
+
+
+def anchor_enrichment(latent: np.ndarray, cells: np.ndarray, *, k: int = ANCHOR_NEIGHBORS) -> float:
+    """How clustered ``cells`` are in ``latent``: the mean share of their ``k`` nearest other cells that
+    are also in ``cells``, over the share of ``cells`` among all (1 = scattered at random)."""
+    from sklearn.neighbors import NearestNeighbors
+
+    z = np.asarray(latent, dtype=np.float64)
+    n = z.shape[0]
+    cells = np.asarray(cells, dtype=np.int64)
+    if cells.size == 0 or cells.size >= n:
+        return float("nan")
+    k = int(min(k, n - 1))
+    _, nb = NearestNeighbors(n_neighbors=k + 1).fit(z).kneighbors(z[cells])
+    member = np.zeros(n, dtype=bool)
+    member[cells] = True
+    same = member[nb[:, 1:]].mean()
+    return float(same / ((cells.size - 1) / (n - 1))) if cells.size > 1 else 0.0
+
+
+def check_anchors(
+    start: np.ndarray, end: np.ndarray, index: np.ndarray, latent: np.ndarray | None, *, check_start: bool = True,
+    check_end: bool = True,
+) -> dict[str, list[str]]:
+    """Why the start and end populations of a pseudotime are not trustworthy anchors (empty lists: fine).
+
+    Parameters
+    ----------
+    start, end
+        Positions of the start and end cells among the neutrophils.
+    index
+        The neutrophils' reprogramming index.
+    latent
+        Their latent coordinates (``None``: no coherence check).
+    check_start, check_end
+        Which populations to check (one taken from the index itself needs no check).
+
+    Returns
+    -------
+    dict
+        ``{"start": [...], "end": [...]}``: the failed checks of each, in words. A population fails when
+        it holds more than :data:`MAX_ANCHOR_SHARE` of the cells; when it is not a compartment of the
+        latent (:func:`anchor_enrichment` below :data:`MIN_ANCHOR_ENRICHMENT`); the end when its median
+        index is not above all neutrophils' median; both when the start's median index is not below
+        the end's.
+    """
+    index = np.asarray(index, dtype=np.float64)
+    n = index.size
+    med = {side: float(np.nanmedian(index[cells])) if cells.size else np.nan
+           for side, cells in (("start", start), ("end", end))}  # fmt: skip
+    out: dict[str, list[str]] = {"start": [], "end": []}
+    for side, cells, wanted in (("start", start, check_start), ("end", end, check_end)):
+        if not wanted:
+            continue
+        if cells.size > MAX_ANCHOR_SHARE * n:
+            out[side].append(f"{cells.size / n:.0%} of the neutrophils (more than {MAX_ANCHOR_SHARE:.0%})")
+        if latent is not None:
+            enr = anchor_enrichment(latent, cells)
+            if np.isfinite(enr) and enr < MIN_ANCHOR_ENRICHMENT:
+                out[side].append(f"scattered in the latent (neighbour enrichment {enr:.1f}x < {MIN_ANCHOR_ENRICHMENT:g}x)")
+    if check_end and not med["end"] > float(np.nanmedian(index)):
+        out["end"].append("median reprogramming index not above the neutrophils' median")
+    if not med["start"] < med["end"]:
+        side = "end" if check_end and out["end"] else ("start" if check_start else "end")
+        out[side].append(f"start cells' median index ({med['start']:.2f}) not below the end cells' ({med['end']:.2f})")
+    return out
 
 
 def diffusion_pseudotime(adata, root: int, *, n_dcs: int = 10) -> np.ndarray:
@@ -250,6 +331,30 @@ def _anchor_population(
     return extreme_cells(fallback, fraction, highest=True), desc, [note] if use_state else []
 
 
+def _checked_anchors(
+    start: np.ndarray, start_desc: str, end: np.ndarray, end_desc: str, index: np.ndarray,
+    latent: np.ndarray | None, settings, *, check_start: bool, check_end: bool,
+) -> tuple[np.ndarray, str, np.ndarray, str, list[str]]:
+    """Replace a start/end population that fails :func:`check_anchors` by the index extreme on its side."""
+    failed = check_anchors(start, end, index, latent, check_start=check_start, check_end=check_end)
+    notes = []
+    if failed["start"]:
+        frac = settings.pseudotime_start_fraction
+        new_desc = f"lowest {frac:.0%} reprogramming_index"
+        notes.append(f"pseudotime start cells ({start_desc}) failed the anchor check ({'; '.join(failed['start'])}): "
+                     f"the start cells are the {new_desc} instead")  # fmt: skip
+        start, start_desc = extreme_cells(index, frac, highest=False), new_desc
+    if failed["end"]:
+        frac = settings.pseudotime_end_fraction
+        new_desc = f"top {frac:.0%} reprogramming_index"
+        notes.append(f"pseudotime end cells ({end_desc}) failed the anchor check ({'; '.join(failed['end'])}): "
+                     f"the end cells are the {new_desc} instead")  # fmt: skip
+        end, end_desc = extreme_cells(index, frac, highest=True), new_desc
+    if notes:
+        end = np.setdiff1d(end, start)
+    return start, start_desc, end, end_desc, notes
+
+
 def reprogramming_pseudotime(
     neut_adata, neut_obs: pd.DataFrame, settings
 ) -> tuple[np.ndarray, dict, list[str]]:
@@ -301,6 +406,13 @@ def reprogramming_pseudotime(
     )
     notes += fell_back
     end = np.setdiff1d(end, start)
+    latent = np.asarray(neut_adata.obsm["X_scVI"]) if "X_scVI" in neut_adata.obsm else None
+    start, start_desc, end, end_desc, check_notes = _checked_anchors(
+        start, start_desc, end, end_desc, index, latent, settings, check_start=immature,
+        check_end=end_desc.startswith("state"),
+    )
+    notes += check_notes
+    summary["anchor_check"] = "; ".join(check_notes) if check_notes else "passed"
     if start.size == 0 or end.size == 0:
         return np.full(n, np.nan), summary, [*notes, "no finite reprogramming index: no pseudotime"]
     summary.update(n_start_cells=int(start.size), n_end_cells=int(end.size), start_cells=start_desc,

@@ -20,7 +20,14 @@ import pandas as pd
 from ..errors import InputDataError
 from ..io.atomic import atomic_path, write_anndata, write_json
 from . import statistics as st
-from .celltypes import annotate_cell_types, neutrophil_yield
+from .celltypes import (
+    UNKNOWN,
+    CellTypeRule,
+    annotate_cell_types,
+    auto_resolution,
+    neutrophil_yield,
+    overcluster,
+)
 from .pseudotime import reprogramming_pseudotime
 from .reprogramming import apply_reprogramming_axis, fit_reprogramming_axis
 from .settings import AnalysisSettings
@@ -168,16 +175,20 @@ def analyse(
 
     _check_signature_names(s, existing)
 
-    # --- cell types and neutrophils
+    # --- cell types and neutrophils, then the second QC pass (low-RNA cells only in neutrophil clusters)
     t = time.perf_counter()
     markers = _marker_scores(store, s.cell_type_markers, obs_names, scoring)
-    cells, cluster_table = annotate_cell_types(
-        markers, atlas.obs[s.cluster_key], cluster_weight=s.cluster_weight,
-        min_neutrophil_confidence=s.min_neutrophil_confidence, min_type_margin=s.min_type_margin,
-    )  # fmt: skip
+    clusters = _cell_type_clusters(atlas, s, atlas_path)
+    cells, cluster_table = annotate_cell_types(markers, clusters, _cell_type_rule(s))
+    passed, qc_cell_types = _second_qc_pass(atlas, store, cells, cluster_table)
     seconds["cell_types"] = time.perf_counter() - t
-    for col in ("cell_type", "cell_type_confidence", "is_neutrophil", "neutrophil_confidence"):
+    for col in ("cell_type", "cell_type_confidence", "is_neutrophil", "neutrophil_confidence", "cell_type_rule",
+                "cell_type_cluster"):  # fmt: skip
         atlas.obs[col] = cells[col]
+    atlas.obs["passed_qc"] = passed
+    if (~passed).any():
+        notes.append(f"second QC pass: {int((~passed).sum())} low-RNA cells outside neutrophil clusters left out")
+        log.info(notes[-1])
     score_names = list(dict.fromkeys(
         [*(existing.columns if existing is not None else []), *s.reprogramming_up, *s.reprogramming_down,
          *(x for sigs in s.state_signatures.values() for x in sigs)]
@@ -189,19 +200,22 @@ def analyse(
     n_neut = int(is_neut.sum())
     log.info("%d neutrophils among %d cells", n_neut, atlas.n_obs)
 
-    state_cats = [*s.state_signatures, *([s.default_state] if s.default_state else []), "unassigned"]
+    default = [s.default_state] if s.default_state not in (None, "auto") else []
+    state_cats = [*s.state_signatures, *default, "unassigned"]
     atlas.obs["neutrophil_state"] = pd.Categorical(
         [np.nan] * atlas.n_obs, categories=list(dict.fromkeys(state_cats))
     )
     for col in ("neutrophil_state_confidence", "reprogramming_index", "reprogramming_pseudotime"):
         atlas.obs[col] = np.nan
     tables: dict[str, pd.DataFrame] = {
-        "neutrophil_yield": neutrophil_yield(atlas.obs),
-        "cell_type_composition": _composition(atlas.obs, "cell_type"),
+        "neutrophil_yield": neutrophil_yield(atlas.obs[passed]),
+        "cell_type_composition": _composition(atlas.obs[passed], "cell_type"),
         "cell_type_clusters": cluster_table,
+        "qc_by_cell_type": qc_cell_types,
     }
     axis = None
     neut_adata = None
+    state_fit: dict[str, Any] = {}
     if n_neut == 0:
         notes.append("no neutrophils found: no sub-atlas, states, index, pseudotime or statistics")
         log.warning(notes[-1])
@@ -227,18 +241,26 @@ def analyse(
         neut_obs = atlas.obs.loc[neut_names].copy()
         neut_obs["neutrophil_leiden"] = neut_adata.obs["neutrophil_leiden"].astype(str).to_numpy()
 
-        # --- states
+        # --- states (evidence shrunk to the sub-atlas clusters by each score's reliability here)
+        reliability = _signature_reliabilities(store, neut_names, [*s.reprogramming_up, *s.reprogramming_down, *(
+            x for sigs in s.state_signatures.values() for x in sigs)], s.seed)  # fmt: skip
         sscore = state_scores(all_scores.loc[neut_names], s.state_signatures)
         conn = neut_adata.obsp.get("connectivities")
+        state_rel = {st: float(np.mean([reliability.get(x, np.nan) for x in sigs]))
+                     for st, sigs in s.state_signatures.items()}  # fmt: skip
         states = assign_states(sscore, connectivities=conn, smoothing_steps=s.state_smoothing_steps,
-                               min_z=s.state_min_z, min_margin=s.state_min_margin, default_state=s.default_state)  # fmt: skip
+                               min_z=s.state_min_z, min_margin=s.state_min_margin, default_state=s.default_state,
+                               clusters=neut_obs["neutrophil_leiden"].to_numpy(), reliability=state_rel)  # fmt: skip
+        state_fit = {"default_state_used": states.attrs.get("default_state") or "unassigned",
+                     "reliability": state_rel, "cluster_weight": states.attrs.get("cluster_weight", {})}  # fmt: skip
         for col in states.columns:
             neut_obs[col] = states[col]
         tables["state_clusters"] = state_clusters(states, neut_obs["neutrophil_leiden"], sscore)
 
         # --- reprogramming index and pseudotime
         axis = fit_reprogramming_axis(all_scores.loc[neut_names], up=s.reprogramming_up, down=s.reprogramming_down,
-                                      method=scoring.method)  # fmt: skip
+                                      method=scoring.method, reliability=reliability)  # fmt: skip
+        log.info("reprogramming index weights (%s): %s", axis.extra.get("weighting"), axis.weights)
         neut_obs["reprogramming_index"] = apply_reprogramming_axis(all_scores.loc[neut_names], axis)
         t = time.perf_counter()
         pt, pt_summary, pt_notes = reprogramming_pseudotime(neut_adata, neut_obs, s)
@@ -275,7 +297,7 @@ def analyse(
     atlas.uns["atlas_scoring"] = {**{k: v for k, v in scoring.kwargs().items() if k not in ("backend", "chunk_size")},
                                   "signatures": list(all_scores.columns)}  # fmt: skip
     atlas.uns["state_rule"] = _plain(
-        s.model_dump(
+        state_fit | s.model_dump(
             include={
                 "state_signatures",
                 "state_smoothing_steps",
@@ -305,6 +327,87 @@ def analyse(
                "settings": s.model_dump(mode="json"), "scoring": scoring.kwargs(), "seconds": seconds}  # fmt: skip
     write_json(rundir / "analysis.json", summary)
     return AnalysisResult(rundir, atlas.n_obs, n_neut, state_counts, notes, seconds)
+
+
+def _signature_reliabilities(store: Path, neut_names: pd.Index, names: list[str], seed: int) -> dict[str, float]:
+    """Split-half reliability of each registry signature in ``names`` on the neutrophils' counts (NaN for
+    signatures outside the registry or with fewer than 2 genes in the store)."""
+    from ..signatures import load_registry
+    from .reprogramming import signature_reliabilities
+    from .subatlas import read_store_rows
+
+    reg = load_registry()
+    sets = {n: list(reg[n].genes) for n in dict.fromkeys(names) if n in reg}
+    out = dict.fromkeys(names, float("nan"))
+    if not sets:
+        return out
+    out.update(signature_reliabilities(read_store_rows(store, neut_names), sets, seed=seed))
+    return out
+
+
+def _cell_type_rule(s: AnalysisSettings) -> CellTypeRule:
+    o = s.cell_types
+    return CellTypeRule(min_cluster_cells=o.min_cluster_cells, min_effect=o.min_effect,
+                        max_runner_up_ratio=o.max_runner_up_ratio, demote_z=o.demote_z,
+                        min_confidence=o.min_confidence, n_folds=o.n_folds, max_train_cells=o.max_train_cells,
+                        seed=s.seed)  # fmt: skip
+
+
+def _cell_type_clusters(atlas, s: AnalysisSettings, atlas_path: Path) -> pd.Series:
+    """The clusters cell types are called on: an over-clustering of the scVI graph, or ``cluster_key`` as is."""
+    o = s.cell_types
+    if o.resolution is None:
+        return atlas.obs[s.cluster_key]
+    if "X_scVI" not in atlas.obsm:
+        raise InputDataError(f"{atlas_path} has no obsm['X_scVI'] to over-cluster; rerun the integrate stage, or "
+                             "set analyse.cell_types.resolution: null to call types on analyse.cluster_key")  # fmt: skip
+    res = auto_resolution(atlas.n_obs) if o.resolution == "auto" else float(o.resolution)
+    labels = overcluster(np.asarray(atlas.obsm["X_scVI"]), res, o.n_neighbors, s.seed)
+    log.info("cell types: %d clusters of the scVI graph at Leiden resolution %g", len(set(labels)), res)
+    return pd.Series(labels, index=atlas.obs_names)
+
+
+def _low_rna_flags(atlas, store: Path) -> np.ndarray | None:
+    """The ingest stage's ``qc_low_rna`` flag per atlas cell (atlas obs, else the store's obs); None if absent."""
+    col = "qc_low_rna"
+    if col in atlas.obs:
+        return atlas.obs[col].fillna(False).to_numpy(bool)
+    from anndata.io import read_elem
+
+    if store.suffix == ".h5ad":
+        import h5py
+
+        with h5py.File(store, "r") as f:
+            obs = read_elem(f["obs"]) if col in f["obs"] else None
+    else:
+        import zarr
+
+        g = zarr.open(str(store), mode="r")
+        obs = read_elem(g["obs"]) if col in g["obs"] else None
+    if obs is None:
+        return None
+    return obs[col].reindex(atlas.obs_names).fillna(False).to_numpy(bool)
+
+
+def _second_qc_pass(atlas, store: Path, cells: pd.DataFrame, clusters: pd.DataFrame) -> tuple[np.ndarray, pd.DataFrame]:
+    """Keep mask of the second QC pass (low-RNA cells only in clusters called neutrophil) and its table.
+
+    Cells that fail are not neutrophils (a propagated neutrophil call becomes unknown, confidence 0).
+    """
+    from ..pp.qc import qc_by_cell_type, second_pass_keep
+
+    low = _low_rna_flags(atlas, store)
+    call = dict(zip(clusters["cluster"].astype(str), clusters["call"].astype(str), strict=True))
+    neut_cluster = cells["cell_type_cluster"].astype(str).map(call).eq("neutrophil").to_numpy()
+    keep = np.ones(len(cells), bool) if low is None else second_pass_keep(low, neut_cluster)
+    drop = ~keep
+    cells.loc[drop, "is_neutrophil"] = False
+    relabel = drop & (cells["cell_type"].astype(str) == "neutrophil").to_numpy()
+    cells.loc[relabel, "cell_type"] = UNKNOWN
+    cells.loc[relabel, "cell_type_confidence"] = 0.0
+    obs = pd.DataFrame({"dataset_id": atlas.obs["dataset_id"].to_numpy(), "cell_type": cells["cell_type"].to_numpy(),
+                        "qc_low_rna": low if low is not None else False}, index=atlas.obs_names)  # fmt: skip
+    return keep, qc_by_cell_type(obs, keep, "cell_type")
 
 
 def _check_signature_names(s: AnalysisSettings, existing: pd.DataFrame | None) -> None:

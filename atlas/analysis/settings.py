@@ -8,7 +8,14 @@ from pydantic import Field, field_validator, model_validator
 
 from .._config_base import StrictModel
 
-__all__ = ["DEFAULT_MARKERS", "DEFAULT_STATE_SIGNATURES", "STATES", "AnalysisSettings", "StatsOptions"]
+__all__ = [
+    "DEFAULT_MARKERS",
+    "DEFAULT_STATE_SIGNATURES",
+    "STATES",
+    "AnalysisSettings",
+    "CellTypeOptions",
+    "StatsOptions",
+]
 
 #: Canonical markers per cell type. Neutrophils are called on a panel (FCGR3B/CSF3R/CXCR2 *with*
 #: S100A8/A9/A12 and other granulocyte genes), never on FCGR3B/CXCR2 alone: tumour neutrophils lose
@@ -49,6 +56,63 @@ class StatsOptions(StrictModel):
     ci: float = Field(0.95, gt=0.5, lt=1.0, description="interval coverage")
 
 
+class CellTypeOptions(StrictModel):
+    """Cell-type rule: marker evidence per cluster of an over-clustering, calibrated per-cell confidence.
+
+    All thresholds are in units measured on the cells at hand (a type's per-cell noise, a cluster's
+    own spread, a cross-validated probability), not in raw score units tuned to one cohort.
+    """
+
+    resolution: float | Literal["auto"] | None = Field(
+        "auto",
+        description="Leiden resolution of the over-clustering of the scVI graph the calls are made on; auto: "
+        "CellTypist's majority-voting schedule (5 below 5k cells ... 30 above 200k); null: use cluster_key as is",
+    )
+    n_neighbors: int = Field(
+        15, ge=2, le=200, description="neighbours of the kNN graph on X_scVI that is over-clustered"
+    )
+    min_cluster_cells: int = Field(
+        10, ge=1, description="smaller clusters get no call of their own (their cells are propagated)"
+    )
+    min_effect: float = Field(
+        0.5,
+        ge=0,
+        description="a cluster's winning type must stand this many per-cell noise units (the type's median "
+        "within-cluster SD) above the type's baseline (the lower quartile of cluster means)",
+    )
+    max_runner_up_ratio: float = Field(
+        0.5,
+        gt=0,
+        lt=1,
+        description="the runner-up's enrichment may reach at most this fraction of the winner's; above it the "
+        "cluster is a mixture and unknown (a half neutrophil, half monocyte cluster has a ratio near 1)",
+    )
+    demote_z: float = Field(
+        4.0,
+        gt=0,
+        description="a cell leaves its cluster's call for another called type only when its own evidence for it "
+        "is an outlier of at least this robust z in the cluster's own spread of that evidence",
+    )
+    min_confidence: float = Field(
+        0.5,
+        gt=0,
+        lt=1,
+        description="cells of unknown clusters take the propagated type when its calibrated probability is at "
+        "least this (else unknown)",
+    )
+    n_folds: int = Field(5, ge=2, le=20, description="cross-validation folds of the confidence model")
+    max_train_cells: int = Field(
+        50_000, ge=100, description="seed cells the confidence model trains on per fold (a random subset)"
+    )
+
+    @field_validator("resolution")
+    @classmethod
+    def _positive_resolution(cls, v: float | str | None) -> float | str | None:
+        if isinstance(v, (int, float)) and not v > 0:
+            raise ValueError(f"resolution must be > 0, 'auto' or null (got {v})")
+        return v
+
+
 class AnalysisSettings(StrictModel):
     """Neutrophil identification, sub-atlas, states, reprogramming index, pseudotime and statistics."""
 
@@ -56,18 +120,11 @@ class AnalysisSettings(StrictModel):
         default_factory=lambda: {k: list(v) for k, v in DEFAULT_MARKERS.items()},
         description="markers per cell type (scored per cell, then voted per cluster); must include 'neutrophil'",
     )
-    cluster_key: str = Field("leiden", description="clusters of the integrated graph used for the vote")
-    cluster_weight: float = Field(
-        0.5, ge=0, le=1, description="weight of the cluster vote vs the cell's own markers in the confidence"
+    cluster_key: str = Field(
+        "leiden",
+        description="clusters of the integrated graph (used as they are when cell_types.resolution is null)",
     )
-    min_neutrophil_confidence: float = Field(
-        0.5, gt=0, lt=1, description="is_neutrophil = confidence >= this"
-    )
-    min_type_margin: float = Field(
-        0.0,
-        ge=0,
-        description="cells whose best type beats the second by less (z units) get cell_type unknown",
-    )
+    cell_types: CellTypeOptions = Field(default_factory=lambda: CellTypeOptions())
     state_signatures: dict[str, list[str]] = Field(
         default_factory=lambda: {k: list(v) for k, v in DEFAULT_STATE_SIGNATURES.items()},
         description="state -> registry signatures whose mean score defines it",
@@ -80,7 +137,10 @@ class AnalysisSettings(StrictModel):
         0.25, ge=0, description="and beat the second best by this, else unassigned"
     )
     default_state: str | None = Field(
-        "mature", description="state of a neutrophil with no programme above state_min_z; null = unassigned"
+        "auto",
+        description="state of a neutrophil with no programme above state_min_z: 'auto' = the state with the highest"
+        " mean z among those neutrophils (chosen from the data; mature in most tissues), a state name, or null"
+        " (unassigned)",
     )
     reprogramming_up: list[str] = Field(default_factory=lambda: ["T3_proxy"], description="T3-like side")
     reprogramming_down: list[str] = Field(
@@ -160,7 +220,10 @@ class AnalysisSettings(StrictModel):
 
     @model_validator(mode="after")
     def _end_state_known(self) -> AnalysisSettings:
-        if self.pseudotime_method == "distance_ratio" and self.pseudotime_end_state not in self.state_signatures:
+        if (
+            self.pseudotime_method == "distance_ratio"
+            and self.pseudotime_end_state not in self.state_signatures
+        ):
             raise ValueError(
                 f"pseudotime_end_state {self.pseudotime_end_state!r} is not a state of state_signatures "
                 f"({sorted(self.state_signatures)}); name one of them, or use pseudotime_method harmonic"

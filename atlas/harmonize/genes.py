@@ -17,7 +17,11 @@ Rules
 * mouse: Ensembl -> mouse symbol -> human symbol through one-to-one orthologues; genes without one
   are dropped (``dropped_no_orthologue``);
 * an input that lists the same id twice is an error unless ``duplicate_genes: sum``;
-* ``gene_ids: symbol`` on a 10x input (Ensembl ids, names in ``var['gene_symbols']``) uses the names.
+* ``gene_ids: symbol`` on a 10x input (Ensembl ids, names in ``var['gene_symbols']``) uses the names;
+* recognised genes (known symbols, previous symbols or Ensembl ids of the data set's species): below
+  :data:`MIN_RECOGNISED` of the ids the data set is refused (the wrong column, species or id type),
+  below :data:`WARN_RECOGNISED` a warning names examples; symbols that look like the other species'
+  (``Cd3e`` under ``species: human``) are named with the ``species:`` fix.
 """
 
 from __future__ import annotations
@@ -42,6 +46,7 @@ __all__ = [
     "detect_id_type",
     "gene_report_table",
     "harmonize_genes",
+    "recognised_share",
     "strip_version",
 ]
 
@@ -49,6 +54,10 @@ _ENSEMBL = re.compile(r"^ENS(MUS)?G\d{6,}(\.\d+)?$")
 _VERSION = re.compile(r"^(ENS[A-Z]*G\d+)\.\d+$")
 #: var column the 10x readers fill with feature names (symbols); used when ``gene_ids: symbol``
 SYMBOL_COLUMN = "gene_symbols"
+#: share of recognised gene ids below which a data set is refused
+MIN_RECOGNISED = 0.2
+#: share of recognised gene ids below which a warning names the unrecognised ones
+WARN_RECOGNISED = 0.5
 REPORT_COUNTS = (
     "n_in",
     "mapped",
@@ -237,6 +246,73 @@ def _map_mouse(ids: list[str], id_type: str) -> tuple[list[str | None], dict[str
     return out, outcome
 
 
+def _known_ids(species: str, id_type: str) -> set[str]:
+    """Ids of ``species`` of one type: symbols (current and previous, human) or Ensembl gene ids."""
+    table = reference.human_genes() if species == "human" else reference.mouse_genes()
+    if id_type == "ensembl":
+        return set(table["ensembl_id"])
+    known = set(table["symbol"])
+    return known | set(reference.previous_symbols()) if species == "human" else known
+
+
+def recognised_share(ids: Sequence[str], species: str, id_type: str | None = None) -> float:
+    """Share of ``ids`` that are known gene symbols or Ensembl ids of ``species`` (exact case).
+
+    Parameters
+    ----------
+    ids
+        Gene ids (Ensembl version suffixes are stripped).
+    species
+        ``human`` or ``mouse``.
+    id_type
+        ``symbol`` or ``ensembl``; detected from the ids when None.
+    """
+    ids = strip_version([str(i) for i in ids])
+    if not ids:
+        return 0.0
+    known = _known_ids(species, id_type or detect_id_type(ids))
+    return sum(i in known for i in ids) / len(ids)
+
+
+def _check_recognised(
+    ids: list[str], id_type: str, species: str, dataset_id: str, where: str, columns: list[str]
+) -> None:
+    """Refuse (or warn about) a data set whose gene ids are mostly not genes of ``species``."""
+    known = _known_ids(species, id_type)
+    unknown = [i for i in ids if i not in known]
+    share = 1 - len(unknown) / len(ids) if ids else 1.0
+    other = "mouse" if species == "human" else "human"
+    other_known = _known_ids(other, id_type)
+    other_ids = [i for i in ids if i in other_known]
+    other_share = len(other_ids) / len(ids) if ids else 0.0
+    kind = "gene symbols" if id_type == "symbol" else "Ensembl gene ids"
+    head = (
+        f"data set '{dataset_id}': only {share:.0%} of its {len(ids)} gene ids{where} are known {species} {kind} "
+        f"(unrecognised e.g. {', '.join(unknown[:5])})"
+    )
+    if other_share > max(share, WARN_RECOGNISED):
+        msg = (
+            f"{head}; {other_share:.0%} of them are {other} {kind} ({', '.join(other_ids[:3])}): the data look "
+            f"{other}; set 'species: {other}' in its entry"
+        )
+        if other == "mouse":
+            raise InputDataError(msg)
+        # mouse data with upper-cased symbols exist; they map case-insensitively, so only warn
+        logger.warning("%s (if these are mouse symbols written in capitals, keep species: mouse)", msg)
+        return
+    if share >= WARN_RECOGNISED:
+        return
+    fix = (
+        f"point atlas at the column holding gene symbols or Ensembl ids with 'gene_column:' (gene table columns: "
+        f"{columns}), set 'gene_ids: symbol' or 'gene_ids: ensembl' if the guess ({id_type}) is wrong, and check "
+        f"'species: {species}'"
+    )
+    if share < MIN_RECOGNISED:
+        raise InputDataError(f"{head}, below the {MIN_RECOGNISED:.0%} atlas needs; {fix}")
+    logger.warning("%s; genes atlas does not know cannot be matched to signatures or other data sets. If this "
+                   "is unexpected, %s", head, fix)
+
+
 def harmonize_genes(
     var: pd.DataFrame,
     *,
@@ -314,14 +390,7 @@ def harmonize_genes(
                 f"entry says species: {species}; set species: {other}"
             )
     targets, outcome = (_map_mouse if species == "mouse" else _map_human)(ids, id_type)
-    if species == "human" and id_type == "symbol" and len(ids) >= 20:
-        n_mouse_case = sum(1 for i in ids if i[:1].isupper() and i[1:].islower() and i[1:].isalpha())
-        if len(outcome["unrecognised"]) > 0.5 * len(ids) and n_mouse_case > 0.5 * len(ids):
-            logger.warning(
-                "data set %s: most gene symbols look like mouse symbols (%s); is its species mouse?",
-                dataset_id,
-                ", ".join(ids[:3]),
-            )
+    _check_recognised(ids, id_type, species, dataset_id, where, list(var.columns))
     kept = [i for i, t in enumerate(targets) if t is not None]
     if not kept:
         raise InputDataError(

@@ -9,11 +9,18 @@ old bundle or none)::
                       obsm scvi_latent_qzm/qzv), obsm X_scVI (X_scANVI), X_umap, obs leiden
     hvg.txt           the HVGs in model order
     registry.json     the scvi-tools registry, for humans (the model keeps its own copy)
-    metrics.csv/.png  scib-metrics: scVI vs unintegrated PCA and Harmony (when metrics are on)
+    elbo_curve.csv    per-epoch ELBO (train, validation), reconstruction, KL and KL weight, per model
     config.json       the settings used and what they resolved to (devices, covariates kept)
-    summary.json      cells in and out, batches dropped, epochs, ELBOs, timings, notes
+    summary.json      cells in and out, batches dropped, epochs, ELBOs, convergence, timings, notes
     versions.json     package versions
     signatures.yaml   copy of the signature registry the atlas is scored with
+    metrics.csv/.png  scib-metrics: scVI vs unintegrated PCA and Harmony (when metrics are on)
+    checks.json       convergence (epochs, steps, final ELBOs, plateau reached) and the baseline check
+                      (does scVI beat Harmony on batch correction?), with the warnings raised
+
+Everything up to ``signatures.yaml`` is written (and renamed into place) before the optional steps:
+the scib metrics, their plot and the baseline check run on the finished bundle, and a failure there
+is a logged WARNING (kept in ``summary.json`` notes), never a lost model.
 """
 
 from __future__ import annotations
@@ -31,7 +38,7 @@ import numpy as np
 import pandas as pd
 
 from ..errors import InputDataError, RunDirError
-from ..io.atomic import atomic_path
+from ..io.atomic import atomic_path, write_json
 from ._checks import counts_matrix, drop_small_batches, refuse_truth, require_obs_keys
 from .errors import TooSmallError
 from .settings import IntegrateSettings
@@ -70,6 +77,9 @@ class IntegrateResult:
     notes: list[str] = field(default_factory=list)
     metrics: pd.DataFrame | None = None
     written: bool = True
+    convergence: dict[str, dict] = field(default_factory=dict)
+    checks: dict[str, Any] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
 
 
 def read_store(path: str | Path):
@@ -137,10 +147,8 @@ def _minify(model, adata, notes: list[str]):
     return out
 
 
-def _write_bundle(
-    tmp: Path, adata, train, metrics_df, s: IntegrateSettings, resolved: dict, summary: dict
-) -> None:
-    from .metrics import plot_metrics
+def _write_bundle(tmp: Path, adata, train, s: IntegrateSettings, resolved: dict, summary: dict) -> None:
+    """The bundle's required files: everything analyse and query need, written before any optional step."""
     from .model import registry_summary
 
     tmp.mkdir(parents=True)
@@ -150,15 +158,90 @@ def _write_bundle(
         json.dumps(registry_summary(train.model), indent=2, default=str) + "\n"
     )
     adata.write_h5ad(tmp / "atlas.h5ad", compression="gzip")
-    if metrics_df is not None and not metrics_df.empty:
-        metrics_df.to_csv(tmp / "metrics.csv")
-        plot_metrics(metrics_df, tmp / "metrics.png")
+    curves = [c.assign(model=name) for name, c in train.curves.items() if len(c)]
+    if curves:
+        curve = pd.concat(curves, ignore_index=True)
+        curve[["model", *[c for c in curve.columns if c != "model"]]].to_csv(
+            tmp / "elbo_curve.csv", index=False
+        )
     config = {"settings": s.model_dump(mode="json"), "resolved": resolved}
     (tmp / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True, default=str) + "\n")
     (tmp / "summary.json").write_text(json.dumps(summary, indent=2, sort_keys=True, default=str) + "\n")
     (tmp / "versions.json").write_text(json.dumps(_versions(), indent=2, sort_keys=True) + "\n")
     with resources.as_file(resources.files("atlas") / "data" / "signatures.yaml") as sig:
         shutil.copyfile(sig, tmp / "signatures.yaml")
+
+
+def _optional(step: str, refdir: Path, notes: list[str], warnings: list[str], fn, *args, **kwargs):
+    """Run an optional step; a failure becomes a logged WARNING (the bundle is already complete)."""
+    try:
+        return fn(*args, **kwargs)
+    except Exception as e:  # an optional step must never lose the trained model
+        hint = (
+            " (metrics: false skips them; metrics_fast: true leaves out kBET and BRAS)"
+            if "metrics" in step
+            else ""
+        )
+        msg = (
+            f"{step} failed ({type(e).__name__}: {e}); the reference bundle {refdir} is complete and usable "
+            f"without it{hint}"
+        )
+        log.warning(msg)
+        notes.append(msg)
+        warnings.append(msg)
+        return None
+
+
+def _metrics_input(atlas, latents: list[str]):
+    """A light AnnData for the metrics: the atlas's counts (shared, not copied), obs and latent spaces."""
+    import anndata as ad
+
+    return ad.AnnData(X=atlas.X, obs=atlas.obs.copy(), obsm={k: np.asarray(atlas.obsm[k]) for k in latents})
+
+
+def _score(cells, s: IntegrateSettings, train, backend: str, refdir: Path, notes, warnings, seconds):
+    """The optional steps on the written bundle: scib metrics, their plot, the baseline check."""
+    from ..io.atomic import write_table
+    from .metrics import baseline_check, baseline_summary, integration_metrics, plot_metrics
+
+    t = time.perf_counter()
+    metrics_df = _optional(
+        "the integration metrics (scib-metrics)",
+        refdir,
+        notes,
+        warnings,
+        integration_metrics,
+        cells,
+        embeddings=[k for k in ("X_scVI", "X_scANVI") if k in cells.obsm],
+        label_key=s.metrics_label_key,
+        batch_keys=s.metrics_batch_keys,
+        max_cells=s.metrics_max_cells,
+        harmony=s.metrics_harmony,
+        harmony_keys=[k for k in [train.batch_key, *train.categorical_covariates] if k] or None,
+        random_state=s.seed,
+        n_jobs=s.metrics_n_jobs,
+        backend=backend,
+        skip=("kbet_per_label", "bras") if s.metrics_fast else (),
+    )
+    seconds["metrics"] = time.perf_counter() - t
+    if metrics_df is None or metrics_df.empty:
+        return metrics_df, {"checked": False, "passed": None, "reason": "no metrics", "warnings": []}
+    _optional("writing metrics.csv", refdir, notes, warnings, write_table, refdir / "metrics.csv", metrics_df)
+    _optional("the metrics plot", refdir, notes, warnings, plot_metrics, metrics_df, refdir / "metrics.png")
+    check = _optional("the baseline check", refdir, notes, warnings, baseline_check, metrics_df) or {
+        "checked": False,
+        "passed": None,
+        "reason": "the check failed",
+        "warnings": [],
+    }
+    if check["checked"] and not check["passed"]:
+        for w in check["warnings"]:
+            log.warning(w)
+            notes.append(w)
+            warnings.append(w)
+    else:
+        log.info("baseline check: %s", baseline_summary(check))
+    return metrics_df, check
 
 
 def integrate_store(
@@ -196,7 +279,6 @@ def integrate_store(
     from ._device import resolve_accelerator, resolve_backend
     from .graph import compute_graph
     from .hvg import select_hvgs
-    from .metrics import integration_metrics
     from .model import MIN_CELLS, train_scvi
 
     s = settings or IntegrateSettings()
@@ -263,26 +345,10 @@ def integrate_store(
         }
     )
 
-    metrics_df = None
-    if s.metrics:
-        t = time.perf_counter()
-        embeddings = ["X_scVI"] + (["X_scANVI"] if "X_scANVI" in atlas.obsm else [])
-        metrics_df = integration_metrics(
-            atlas,
-            embeddings=embeddings,
-            label_key=s.metrics_label_key,
-            batch_keys=s.metrics_batch_keys,
-            max_cells=s.metrics_max_cells,
-            harmony=s.metrics_harmony,
-            harmony_keys=[k for k in [train.batch_key, *train.categorical_covariates] if k] or None,
-            random_state=s.seed,
-            n_jobs=s.metrics_n_jobs,
-            backend=backend,
-            skip=("kbet_per_label", "bras") if s.metrics_fast else (),
-        )
-        seconds["metrics"] = time.perf_counter() - t
-
     notes += train.notes
+    warnings = list(train.warnings)
+    latents = [k for k in ("X_scVI", "X_scANVI") if k in atlas.obsm]
+    cells = _metrics_input(atlas, latents) if s.metrics else None  # keeps the counts for the PCA baseline
     atlas = _minify(train.model, atlas, notes)
     if not s.store_connectivities:
         for key in ("connectivities", "distances"):
@@ -305,21 +371,33 @@ def integrate_store(
         "n_cells_dropped": int(sum(dropped.values())),
         "epochs": train.epochs,
         "history": train.history,
+        "convergence": train.convergence,
         "n_leiden_clusters": int(atlas.obs["leiden"].nunique()),
         "seconds": seconds,
         "notes": notes,
     }
     t = time.perf_counter()
     with atomic_path(refdir, overwrite=overwrite) as tmp:
-        _write_bundle(tmp, atlas, train, metrics_df, s, resolved, summary)
+        _write_bundle(tmp, atlas, train, s, resolved, summary)
     seconds["write"] = time.perf_counter() - t
+    log.info("reference bundle written to %s (%d cells, %d HVGs)", refdir, atlas.n_obs, len(hvgs))
+
+    # Optional steps, on the finished bundle: a failure is a warning, never a lost model.
+    metrics_df, baselines = (
+        None,
+        {"checked": False, "passed": None, "reason": "metrics: false", "warnings": []},
+    )
+    if cells is not None:
+        metrics_df, baselines = _score(cells, s, train, backend, refdir, notes, warnings, seconds)
+        del cells
+    checks = {"convergence": train.convergence, "baselines": baselines, "warnings": warnings}
     seconds["total"] = time.perf_counter() - t0
+    _optional("writing checks.json", refdir, notes, warnings, write_json, refdir / "checks.json", checks)
+    _optional("updating summary.json", refdir, notes, warnings, write_json, refdir / "summary.json", summary)
     log.info(
-        "reference bundle written to %s (%d cells, %d HVGs, %.0f s)",
-        refdir,
-        atlas.n_obs,
-        len(hvgs),
+        "integrate done in %.0f s%s",
         seconds["total"],
+        f" with {len(warnings)} warning(s) (see {refdir / 'checks.json'})" if warnings else "",
     )
     return IntegrateResult(
         refdir=refdir,
@@ -334,6 +412,9 @@ def integrate_store(
         seconds=seconds,
         notes=notes,
         metrics=metrics_df,
+        convergence=train.convergence,
+        checks=checks,
+        warnings=warnings,
     )
 
 

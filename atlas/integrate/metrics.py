@@ -44,6 +44,9 @@ SCIB_METRICS = (
     "graph_connectivity",
     "pcr_comparison",
 )
+#: Batch-correction metrics scored within cell labels: skipped without labels (scib-metrics would treat
+#: the batch as the labels, which is meaningless and makes BRAS fail on "No objects to concatenate").
+LABEL_BATCH_METRICS = ("bras", "kbet_per_label", "graph_connectivity")
 
 
 def configure_jax(platform: str = "cpu") -> str:
@@ -175,7 +178,9 @@ def integration_metrics(
     embeddings
         obsm keys of the integrated latent spaces to score (``X_scVI``, ``X_scANVI``).
     label_key
-        obs column of cell labels for the bio-conservation metrics; ``None`` scores batch correction only.
+        obs column of cell labels for the bio-conservation metrics; ``None`` scores the label-free batch
+        metrics only (iLISI, PCR comparison): bio conservation and the per-label batch metrics
+        (:data:`LABEL_BATCH_METRICS`) are skipped, with a log line.
     batch_keys
         obs columns scored as batch; the first gives the main columns, each further one adds its batch
         metrics and aggregates with the suffix ``" [key]"``. Keys with one value are skipped.
@@ -215,6 +220,13 @@ def integration_metrics(
     missing = [e for e in embeddings if e not in adata.obsm]
     if missing:
         raise ValueError(f"embeddings {missing} are not in obsm (has {list(adata.obsm)})")
+    if not label_key:
+        skip = tuple(dict.fromkeys([*skip, *LABEL_BATCH_METRICS]))
+        log.info(
+            "integration metrics without cell labels (no metrics_label_key): bio conservation and the per-label "
+            "batch metrics %s skipped; iLISI and PCR comparison scored",
+            list(LABEL_BATCH_METRICS),
+        )
     batch_keys = [k for k in batch_keys if adata.obs[k].nunique() > 1]
     if not batch_keys:
         log.warning("no batch key with more than one value: integration metrics skipped")
@@ -317,3 +329,112 @@ def plot_metrics(df: pd.DataFrame, path) -> None:
     fig.suptitle(title)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
+
+
+#: Baseline check: an integrated latent whose iLISI is below this share of Harmony's fails even when its
+#: aggregate batch correction is ahead (e.g. a latent that keeps data sets apart but scores on PCR comparison).
+ILISI_SHARE_OF_HARMONY = 0.5
+ADVICE = (
+    "train more gradient steps (raise train_steps with max_epochs: auto, or max_epochs), use a smaller "
+    "batch_size (more steps per epoch), or more HVGs (n_hvgs) / a larger n_latent"
+)
+
+
+def _row(df: pd.DataFrame, key: str):
+    """The row of embedding ``key`` (``X_scVI``...) by index, ``embedding`` column or method name."""
+    if key in df.index:
+        return df.loc[key]
+    for col, value in (("embedding", key), ("method", METHOD_NAMES.get(key, key))):
+        if col in df.columns:
+            hit = df[df[col].astype(str) == value]
+            if len(hit):
+                return hit.iloc[0]
+    return None
+
+
+def _value(row, col: str) -> float | None:
+    if row is None or col not in row.index:
+        return None
+    v = pd.to_numeric(row[col], errors="coerce")
+    return None if pd.isna(v) else float(v)
+
+
+def baseline_check(df: pd.DataFrame, embeddings: Sequence[str] | None = None) -> dict:
+    """Whether each integrated latent beats Harmony on batch correction (scores of :func:`integration_metrics`).
+
+    A latent fails when its aggregate ``Batch correction`` is below Harmony's, or its iLISI below
+    :data:`ILISI_SHARE_OF_HARMONY` of Harmony's. Works on the bundle's ``metrics.csv`` read back too.
+
+    Parameters
+    ----------
+    df
+        The metrics table (rows ``X_pca``, ``X_harmony``, ``X_scVI``...; by index or ``embedding`` column).
+    embeddings
+        Latents to check; default those of ``X_scVI``/``X_scANVI`` present.
+
+    Returns
+    -------
+    ``{"checked": bool, "passed": bool | None, "warnings": [str], "embeddings": {key: figures}}``;
+    ``checked`` is false (with a ``reason``) when Harmony or the latent was not scored.
+    """
+    out: dict = {"checked": False, "passed": None, "warnings": [], "embeddings": {}}
+    harmony = _row(df, "X_harmony")
+    pca = _row(df, "X_pca")
+    keys = [e for e in (embeddings or ("X_scVI", "X_scANVI")) if _row(df, e) is not None]
+    if harmony is None or _value(harmony, "Batch correction") is None or not keys:
+        out["reason"] = "no Harmony baseline or no integrated latent among the metrics"
+        return out
+    out["checked"], out["passed"] = True, True
+    cols = {
+        "batch_correction": "Batch correction",
+        "ilisi": "iLISI",
+        "bio_conservation": "Bio conservation",
+        "total": "Total",
+    }
+    out["harmony"] = {k: _value(harmony, c) for k, c in cols.items()}
+    out["pca"] = {k: _value(pca, c) for k, c in cols.items()}
+    for key in keys:
+        row = _row(df, key)
+        fig = {k: _value(row, c) for k, c in cols.items()}
+        name, h = METHOD_NAMES.get(key, key), out["harmony"]
+        fails = []
+        if fig["batch_correction"] is not None and fig["batch_correction"] < h["batch_correction"]:
+            fails.append(
+                f"batch correction {fig['batch_correction']:.2f} vs Harmony {h['batch_correction']:.2f}"
+            )
+        if (
+            fig["ilisi"] is not None
+            and h["ilisi"] is not None
+            and fig["ilisi"] < ILISI_SHARE_OF_HARMONY * h["ilisi"]
+        ):
+            fails.append(f"iLISI {fig['ilisi']:.2f} vs Harmony {h['ilisi']:.2f}")
+        fig["beats_harmony"] = not fails
+        out["embeddings"][key] = fig
+        if fails:
+            out["passed"] = False
+            bio = (
+                f"; bio conservation {fig['bio_conservation']:.2f} vs Harmony {h['bio_conservation']:.2f}"
+                if fig["bio_conservation"] is not None and h["bio_conservation"] is not None
+                else ""
+            )
+            out["warnings"].append(
+                f"{name} mixes batches worse than the Harmony baseline: {', '.join(fails)}{bio}. "
+                f"The model is probably undertrained or too small: {ADVICE}"
+            )
+    return out
+
+
+def baseline_summary(check: dict) -> str:
+    """One sentence on :func:`baseline_check`'s verdict (for logs and the report)."""
+    if not check.get("checked"):
+        return f"scVI was not compared with Harmony ({check.get('reason', 'no metrics')})."
+    if not check["passed"]:
+        return " ".join(check["warnings"])
+    h = check["harmony"]
+    parts = [
+        f"{METHOD_NAMES.get(k, k)} batch correction {f['batch_correction']:.2f}"
+        + (f", iLISI {f['ilisi']:.2f}" if f["ilisi"] is not None else "")
+        for k, f in check["embeddings"].items()
+    ]
+    ilisi = f", iLISI {h['ilisi']:.2f}" if h["ilisi"] is not None else ""
+    return f"{'; '.join(parts)}: ahead of Harmony (batch correction {h['batch_correction']:.2f}{ilisi})."

@@ -37,6 +37,18 @@ log = logging.getLogger(__name__)
 
 INFERENCE_BATCH_SIZE = 4096
 MIN_CELLS = 50
+#: Bounds of ``max_epochs: auto`` (400 is scvi-tools' own cap).
+AUTO_MIN_EPOCHS, AUTO_MAX_EPOCHS = 1, 400
+#: Per-epoch training metrics kept in the ELBO curve (scvi-tools' history keys), when logged.
+CURVE_KEYS = (
+    "elbo_train",
+    "elbo_validation",
+    "reconstruction_loss_train",
+    "reconstruction_loss_validation",
+    "kl_local_train",
+    "kl_local_validation",
+    "kl_weight",
+)
 
 
 @dataclass
@@ -57,6 +69,156 @@ class TrainResult:
     history: dict[str, float] = field(default_factory=dict)
     seconds: dict[str, float] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    convergence: dict[str, dict] = field(default_factory=dict)
+    """Per model (``scvi``, ``scanvi``): epochs planned and trained, steps, final ELBOs, plateau check."""
+    curves: dict[str, pd.DataFrame] = field(default_factory=dict)
+    """Per model: the per-epoch ELBO curve (:data:`CURVE_KEYS`), one row per epoch."""
+    warnings: list[str] = field(default_factory=list)
+    """Convergence warnings (also in ``notes``)."""
+
+
+def _n_devices(devices) -> int:
+    if isinstance(devices, list):
+        return max(1, len(devices))
+    return devices if isinstance(devices, int) and devices > 0 else 1
+
+
+def plan_epochs(n_obs: int, s: IntegrateSettings) -> tuple[int | None, dict[str, Any]]:
+    """scVI's ``max_epochs`` for ``n_obs`` cells, and how it was chosen.
+
+    ``max_epochs: auto`` trains for ``train_steps`` gradient steps: ``ceil(train_steps / steps per
+    epoch)`` epochs, bounded to [1, 400], where an epoch is ``ceil(n_train / (batch_size x devices))``
+    steps. A fixed number is used as given; ``None`` leaves the choice to scvi-tools.
+
+    Parameters
+    ----------
+    n_obs
+        Cells trained on (training and validation).
+    s
+        Integration settings (``max_epochs``, ``train_steps``, ``batch_size``, ``train_size``, ``devices``).
+
+    Returns
+    -------
+    ``(max_epochs, plan)``: the epochs to pass to ``model.train`` (``None`` = scvi-tools' rule) and a
+    JSON-able record (``rule``, ``steps_per_epoch``, ``epochs_planned``, ``steps_planned``).
+    """
+    n_train = max(1, math.floor(n_obs * s.train_size))
+    per_epoch = max(1, math.ceil(n_train / (s.batch_size * _n_devices(s.devices))))
+    if s.max_epochs == "auto":
+        rule = f"auto: {s.train_steps} steps at batch {s.batch_size}"
+        epochs = int(min(AUTO_MAX_EPOCHS, max(AUTO_MIN_EPOCHS, math.ceil(s.train_steps / per_epoch))))
+    elif s.max_epochs is None:
+        rule = "scvi-tools: min(400, round(400 x 20,000 / n_cells))"
+        epochs = int(min(AUTO_MAX_EPOCHS, max(1, round(400 * 20_000 / max(1, n_obs)))))
+    else:
+        rule, epochs = "fixed", int(s.max_epochs)
+    plan = {
+        "rule": rule,
+        "batch_size": s.batch_size,
+        "n_train_cells": n_train,
+        "steps_per_epoch": per_epoch,
+        "epochs_planned": epochs,
+        "steps_planned": epochs * per_epoch,
+    }
+    return (None if s.max_epochs is None else epochs), plan
+
+
+def elbo_curve(model) -> pd.DataFrame:
+    """The per-epoch training metrics of a trained scvi-tools model (:data:`CURVE_KEYS` that were logged)."""
+    hist = getattr(model, "history", None) or {}
+    cols = []
+    for key in CURVE_KEYS:
+        h = hist.get(key)
+        if h is not None and len(h):
+            frame = h if isinstance(h, pd.DataFrame) else pd.DataFrame({key: np.asarray(h).ravel()})
+            col = frame.iloc[:, 0].rename(key).astype(float)
+            cols.append(col.set_axis(pd.RangeIndex(len(col))) if col.index.has_duplicates else col)
+    if not cols:
+        return pd.DataFrame({"epoch": pd.Series(dtype=int)})
+    out = pd.concat(cols, axis=1).sort_index()  # aligned on scvi-tools' epoch index (0-based)
+    out.insert(0, "epoch", np.arange(1, len(out) + 1))
+    return out.reset_index(drop=True)
+
+
+def plateau_check(values, window: float = 0.2, tolerance: float = 0.005) -> dict[str, Any]:
+    """Whether a loss curve (lower is better) has levelled off over its last ``window`` share of epochs.
+
+    The improvement is ``(best before the window - best overall) / |best before the window|``; the
+    plateau is reached when it is below ``tolerance``. The window is at least 2 epochs, and at
+    least one epoch must precede it (else ``reached`` is ``None``: too few epochs to judge).
+
+    Parameters
+    ----------
+    values
+        Per-epoch values (NaNs are dropped), e.g. the validation ELBO.
+    window
+        Share of the epochs, at the end, over which the improvement is measured.
+    tolerance
+        Relative improvement below which the curve counts as levelled off.
+
+    Returns
+    -------
+    ``{"reached": bool | None, "relative_improvement": float | None, "window_epochs": int}``.
+    """
+    v = np.asarray(values, dtype=float)
+    v = v[np.isfinite(v)]
+    w = max(2, math.ceil(window * v.size))
+    if v.size < w + 1:
+        return {"reached": None, "relative_improvement": None, "window_epochs": w}
+    before = float(v[: v.size - w].min())
+    gain = (before - float(v.min())) / max(abs(before), 1e-12)
+    return {"reached": bool(gain < tolerance), "relative_improvement": gain, "window_epochs": w}
+
+
+def _convergence(model, name: str, plan: dict, s: IntegrateSettings, result: TrainResult) -> None:
+    """Record the convergence and ELBO curve of a trained model in ``result``; warn when it has not levelled off."""
+    curve = elbo_curve(model)
+    key = (
+        "elbo_validation"
+        if "elbo_validation" in curve and curve["elbo_validation"].notna().any()
+        else "elbo_train"
+    )
+    check = plateau_check(curve[key] if key in curve else [], s.plateau_window, s.plateau_tolerance)
+    trainer = getattr(model, "trainer", None)
+    epochs = int(len(curve))
+    record = {
+        **plan,
+        "epochs": epochs,
+        "steps": int(getattr(trainer, "global_step", 0) or 0) or epochs * plan["steps_per_epoch"],
+        "stopped_early": epochs < plan["epochs_planned"],
+        "plateau_metric": key,
+        "plateau_reached": check["reached"],
+        "plateau_relative_improvement": check["relative_improvement"],
+        "plateau_window_epochs": check["window_epochs"],
+        "plateau_tolerance": s.plateau_tolerance,
+    }
+    for col in ("elbo_train", "elbo_validation"):
+        if col in curve and curve[col].notna().any():
+            record[f"final_{col}"] = float(curve[col].dropna().iloc[-1])
+    log.info(
+        "%s trained %d epochs (%d steps of %d cells); %s %.1f -> %.1f; plateau %s (%s over the last %d epochs)",
+        name,
+        epochs,
+        record["steps"],
+        s.batch_size,
+        key,
+        float(curve[key].dropna().iloc[0]) if key in curve and curve[key].notna().any() else float("nan"),
+        record.get(f"final_{key}", float("nan")),
+        {True: "reached", False: "NOT reached", None: "not judged"}[check["reached"]],
+        "n/a" if check["relative_improvement"] is None else f"{100 * check['relative_improvement']:.2f}%",
+        check["window_epochs"],
+    )
+    result.convergence[name.lower()], result.curves[name.lower()] = record, curve
+    if check["reached"] is False:
+        msg = (
+            f"{name}: the {key} still improved by {100 * check['relative_improvement']:.2f}% over the last "
+            f"{check['window_epochs']} of {epochs} epochs ({record['steps']} steps; plateau: < "
+            f"{100 * s.plateau_tolerance:.2f}%): the model may be undertrained; raise train_steps "
+            f"(max_epochs: auto) or max_epochs, or lower batch_size"
+        )
+        log.warning(msg)
+        result.notes.append(msg)
+        result.warnings.append(msg)
 
 
 def resolve_settings(settings: IntegrateSettings | None, overrides: dict) -> IntegrateSettings:
@@ -137,6 +299,8 @@ def _train(model, s: IntegrateSettings, max_epochs: int | None, notes: list[str]
         "early_stopping": early_stopping,
         "early_stopping_patience": s.early_stopping_patience,
         "enable_progress_bar": progress_enabled(),
+        # the validation ELBO every epoch: the convergence check and the recorded curve need it
+        "check_val_every_n_epoch": 1,
     }
     if s.strategy:
         kwargs["strategy"] = s.strategy
@@ -260,11 +424,20 @@ def train_scvi(
         categorical_covariates=covs,
         notes=notes,
     )
+    max_epochs, plan = plan_epochs(adata.n_obs, s)
+    log.info(
+        "scVI: %d epochs x %d steps of %d cells (%s)",
+        plan["epochs_planned"],
+        plan["steps_per_epoch"],
+        s.batch_size,
+        plan["rule"],
+    )
     t0 = time.perf_counter()
-    _train(model, s, s.max_epochs, notes)
+    _train(model, s, max_epochs, notes)
     result.seconds["scvi_train"] = time.perf_counter() - t0
     result.epochs["scvi"], hist = _history(model, "scvi")
     result.history.update(hist)
+    _convergence(model, "scVI", plan, s, result)
     adata.obsm["X_scVI"] = model.get_latent_representation(batch_size=INFERENCE_BATCH_SIZE).astype(np.float32)
 
     if s.model == "scanvi":
@@ -277,6 +450,15 @@ def train_scvi(
         result.seconds["scanvi_train"] = time.perf_counter() - t0
         result.epochs["scanvi"], hist = _history(scanvi, "scanvi")
         result.history.update(hist)
+        scanvi_plan = {
+            "rule": "fixed" if s.scanvi_max_epochs else "scvi-tools (pretrained scANVI)",
+            "batch_size": s.batch_size,
+            "n_train_cells": plan["n_train_cells"],
+            "steps_per_epoch": plan["steps_per_epoch"],
+            "epochs_planned": result.epochs["scanvi"] if s.scanvi_max_epochs is None else s.scanvi_max_epochs,
+        }
+        scanvi_plan["steps_planned"] = scanvi_plan["epochs_planned"] * plan["steps_per_epoch"]
+        _convergence(scanvi, "scANVI", scanvi_plan, s, result)
         adata.obsm["X_scANVI"] = scanvi.get_latent_representation(batch_size=INFERENCE_BATCH_SIZE).astype(
             np.float32
         )

@@ -15,6 +15,7 @@ import scipy.sparse as sp
 
 from ..config import DatasetConfig
 from ..errors import AtlasError, InputDataError
+from .counts import round_counts
 
 logger = logging.getLogger(__name__)
 
@@ -131,25 +132,46 @@ class Reader:
     def chunks(self, chunk_size: int) -> Iterator[tuple[int, sp.csr_matrix]]:
         """Yield ``(start, X)``: CSR float32 counts of at most ``chunk_size`` consecutive cells.
 
+        With ``round_counts: true`` in the data set's entry non-integer values are rounded (and the
+        number changed is logged once the matrix has been read).
+
         Parameters
         ----------
         chunk_size
             Cells per chunk.
         """
         it = self._chunks(chunk_size)
+        rounded = [0, 0, 0]  # values changed, of which became 0, non-zero values read
         while True:
             with self._reading("the count matrix"):
                 try:
                     start, X = next(it)
                 except StopIteration:
+                    self._log_rounded(*rounded)
                     return
                 X = _as_csr32(X)
+            if self.ds.round_counts:
+                rounded[2] += X.nnz
+                X, n, n_zero = round_counts(X)
+                rounded[0] += n
+                rounded[1] += n_zero
             if X.shape[1] != self.n_vars:
                 raise InputDataError(
                     f"data set '{self.ds.id}': {self.path} has {X.shape[1]} matrix columns but {self.n_vars} "
                     "features; the file is inconsistent"
                 )
             yield start, X
+
+    def _log_rounded(self, n: int, n_zero: int, n_values: int) -> None:
+        if self.ds.round_counts:
+            logger.info(
+                "data set %s: round_counts rounded %d of %d non-zero values (%.2g%%) to whole numbers, %d of them to 0",
+                self.ds.id,
+                n,
+                n_values,
+                100 * n / max(n_values, 1),
+                n_zero,
+            )
 
     def close(self) -> None:
         """Close open files."""

@@ -19,6 +19,10 @@ logger = logging.getLogger(__name__)
 
 __all__ = ["CsvReader", "MtxReader"]
 
+#: an axis holds genes when at least this share of its names are known gene symbols or Ensembl ids
+_GENE_AXIS_SHARE = 0.5
+#: ... and the declared gene axis is taken to be wrong when below this share
+_NOT_GENE_AXIS_SHARE = 0.2
 _MTX_ENTRIES_PER_READ = 5_000_000
 # Entries held per yielded chunk: the text reader keeps (cell, gene, value) triples until a chunk is
 # complete, so a chunk is also capped by entries (~8M x 16 bytes) rather than by cells alone.
@@ -208,8 +212,30 @@ class MtxReader(Reader):
 
 
 # ------------------------------------------------------------------------------------------- csv
+def gene_share(names: pd.Index) -> float:
+    """Share of ``names`` that are known human or mouse gene symbols or Ensembl ids (the larger)."""
+    from ..harmonize.genes import recognised_share
+
+    names = [str(n) for n in names]
+    return max(recognised_share(names, "human"), recognised_share(names, "mouse"))
+
+
+def _gene_axis(rows: pd.Index, cols: pd.Index, declared: str) -> str:
+    """The orientation whose gene axis holds gene names: ``declared`` unless the other axis clearly does."""
+    genes, other = (rows, cols) if declared == "genes_x_cells" else (cols, rows)
+    if len(genes) == 0 or len(other) == 0 or gene_share(genes) >= _NOT_GENE_AXIS_SHARE:
+        return declared
+    if gene_share(other) >= _GENE_AXIS_SHARE:
+        return "cells_x_genes" if declared == "genes_x_cells" else "genes_x_cells"
+    return declared
+
+
 class CsvReader(Reader):
-    """Dense text matrix: genes x cells (GEO style, read whole) or cells x genes (streamed)."""
+    """Dense text matrix: genes x cells (GEO style, read whole) or cells x genes (streamed).
+
+    The orientation is checked against the names: when the declared gene axis holds few gene
+    symbols/Ensembl ids and the other axis mostly does, the table is read the other way (logged).
+    """
 
     format = "csv"
 
@@ -229,7 +255,20 @@ class CsvReader(Reader):
         header = header[1:]
         first = pd.read_csv(self.path, sep=self._sep_char, usecols=[0], dtype=str).iloc[:, 0]
         first = pd.Index(first.astype(str))
-        if self.ds.orientation == "genes_x_cells":
+        self._orientation = _gene_axis(first, pd.Index(header), self.ds.orientation)
+        if self._orientation != self.ds.orientation:
+            where = "first column" if self._orientation == "genes_x_cells" else "header row"
+            logger.warning(
+                "data set %s: %s is declared 'orientation: %s' but its gene names are in the %s; reading it as "
+                "%s (set 'orientation: %s' in its entry to say so)",
+                self.ds.id,
+                self.path,
+                self.ds.orientation,
+                where,
+                self._orientation,
+                self._orientation,
+            )
+        if self._orientation == "genes_x_cells":
             self.var, self.obs = pd.DataFrame(index=first), pd.DataFrame(index=pd.Index(header))
         else:
             self.var, self.obs = pd.DataFrame(index=pd.Index(header)), pd.DataFrame(index=first)
@@ -242,12 +281,12 @@ class CsvReader(Reader):
             raise InputDataError(
                 f"data set '{self.ds.id}': {self.path} has non-numeric values in column {col!r} "
                 f"(e.g. {example.iloc[0] if len(example) else 'empty'!r}); a count table needs numbers only, "
-                f"with ids in the first column and first row (orientation: {self.ds.orientation})"
+                f"with ids in the first column and first row (orientation: {self._orientation})"
             )
         return df.to_numpy(dtype=np.float32, na_value=np.nan)
 
     def _chunks(self, chunk_size: int) -> Iterator[tuple[int, sp.csr_matrix]]:
-        if self.ds.orientation == "genes_x_cells":
+        if self._orientation == "genes_x_cells":
             whole = sp.csr_matrix(self._numeric(self._read()).T)
             for start in range(0, self.n_obs, chunk_size):
                 yield start, whole[start : start + chunk_size]

@@ -13,7 +13,7 @@ import scipy.sparse as sp
 
 from ..errors import InputDataError
 
-__all__ = ["check_counts", "describe_non_integer"]
+__all__ = ["check_counts", "describe_non_integer", "round_counts"]
 
 #: values within this distance of a whole number count as whole (float round-trips of counts)
 INTEGER_TOLERANCE = 1e-4
@@ -61,6 +61,36 @@ def describe_non_integer(X: sp.csr_matrix) -> str:
             elif data.max() < 20:
                 parts.append("the small maximum suggests log-transformed values")
     return "; ".join(parts)
+
+
+def round_counts(X: sp.csr_matrix) -> tuple[sp.csr_matrix, int, int]:
+    """Round non-integer values to whole numbers (the ``round_counts: true`` option).
+
+    For ambient-corrected counts (SoupX writes non-integers). NaN, infinite and negative values are
+    left for :func:`check_counts` to refuse.
+
+    Parameters
+    ----------
+    X
+        One chunk (not modified; a copy is returned when it holds non-integers).
+
+    Returns
+    -------
+    The chunk (values rounded, entries rounded to 0 removed), how many values changed and how many
+    of those became 0.
+    """
+    data = X.data
+    frac = np.isfinite(data) & (data >= 0) & (data != np.rint(data))
+    n = int(frac.sum())
+    if not n:
+        return X, 0, 0
+    X = X.copy()
+    data = X.data
+    data[frac] = np.rint(data[frac])
+    n_zero = int((data[frac] == 0).sum())
+    if n_zero:
+        X.eliminate_zeros()
+    return X, n, n_zero
 
 
 def check_counts(
@@ -114,6 +144,8 @@ def check_counts(
         raise InputDataError(
             f"{head} look normalised or log-transformed, not raw counts: {describe_non_integer(X)}. "
             + _what_to_do(suggest_counts_key)
+            + ". If they are ambient-corrected counts (e.g. SoupX's), set 'round_counts: true' in the data "
+            "set's entry to round them to whole numbers"
         )
 
 

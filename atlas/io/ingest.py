@@ -13,10 +13,18 @@ Two passes over the configuration:
    data set's genes, drop failing cells and append the rest to the store's CSR ``X``. With
    ``outer`` the chunk is relabelled straight onto the store's axis (metrics are the same, the
    store only adds zero columns); with ``inner`` it is mapped to the data set's genes for QC and
-   then cut to the store's. No per-data-set part files are needed, so counts are written once.
-   With ``qc.doublets`` the kept cells go to a temporary part file first (next to ``out``),
-   scrublet runs per sample reading only that sample's rows, and the part is copied into the
-   store without the predicted doublets.
+   then cut to the store's. QC (:mod:`atlas.pp.qc`): in ``fixed`` mode every threshold is known
+   up front, so failing cells are dropped while streaming and counts are written once. In ``mad``
+   mode (the default) the bounds need the whole data set: cells under the lenient floor are dropped
+   while streaming, the rest go to a temporary part file (next to ``out``) with their metrics; the
+   MAD bounds are then computed from those metrics, outliers removed, lower-tail cells flagged
+   ``obs['qc_low_rna']``, and the part copied into the store with a keep mask (counts of kept cells
+   written twice). With ``qc.doublets`` the cells that passed go through the same part file:
+   scrublet runs per sample reading only that sample's rows, and the copy also leaves out the
+   predicted doublets.
+
+A data set without cells, or one whose cells QC all removes, is an :class:`InputDataError` naming
+it, with the counts per reason and the thresholds.
 
 While rows are appended, per-gene sums of their normalised values are folded in and written
 beside the store (``<stem>.genestats.parquet``, :mod:`atlas.io.genestats`), so that scoring the
@@ -48,7 +56,17 @@ from ..config import SCHEMA_FIELDS, DatasetConfig, IngestConfig
 from ..errors import AtlasError, InputDataError, RunDirError
 from ..harmonize.genes import GeneMapping, common_gene_axis, gene_report_table, harmonize_genes
 from ..harmonize.metadata import map_obs
-from ..pp.qc import QCGeneSets, QCTally, detect_doublets, qc_metrics, qc_reasons, scrublet_available
+from ..pp.qc import (
+    QCGeneSets,
+    QCTally,
+    detect_doublets,
+    floor_reasons,
+    mad_bounds,
+    mad_reasons,
+    qc_metrics,
+    qc_reasons,
+    scrublet_available,
+)
 from .atomic import TMP_PREFIX, atomic_path, write_table
 from .counts import check_counts
 from .genestats import GeneStatsCache
@@ -71,11 +89,13 @@ class IngestResult:
     n_cells, n_genes
         Its shape.
     qc
-        QC table, one row per data set (index ``dataset_id``).
+        QC table, one row per data set (index ``dataset_id``): cells in, removed per reason, flagged
+        low-RNA (``cells_flagged_low_rna``, kept), out; the thresholds used (``used_*``, in UMIs, genes
+        and %), the MAD statistics behind them, then the settings.
     genes
         Gene report, one row per data set (index ``dataset_id``).
     neutrophils
-        Cells with neutrophil evidence in and out of QC, one row per data set.
+        Cells with neutrophil marker evidence in, removed, flagged low-RNA and out, one row per data set.
     elapsed_s
         Wall time in seconds.
     """
@@ -125,8 +145,12 @@ def _plan(ds: DatasetConfig, config: IngestConfig) -> _Plan:
             duplicate_genes=ds.duplicate_genes,
             source=source,
         )
-        obs = map_obs(reader.obs, ds, keep_obs=config.keep_obs, source=source)
         n_obs = reader.n_obs
+        if n_obs == 0:
+            raise InputDataError(
+                f"data set {ds.id} ({source}) has no cells; remove it from the config or fix the file"
+            )
+        obs = map_obs(reader.obs, ds, keep_obs=config.keep_obs, source=source)
     logger.info(
         "data set %s: %d cells, %d genes -> %d symbols (%s)",
         ds.id,
@@ -150,12 +174,24 @@ def _axes(mapping: GeneMapping, store_genes: list[str], join: str) -> tuple[Gene
     return mapping, GeneMapping.between(mapping.genes, store_genes, mapping.dataset_id)
 
 
+def _mad_mode(config: IngestConfig, dataset_id: str) -> bool:
+    return config.qc.enabled and config.qc.thresholds_for(dataset_id).mode == "mad"
+
+
+def _stream_reasons(m: pd.DataFrame, tally: QCTally, mad: bool) -> tuple[np.ndarray, np.ndarray]:
+    """Reason codes decidable while streaming: the floor only (mad), every threshold (fixed)."""
+    if mad:
+        return floor_reasons(m, tally.thresholds), np.zeros(len(m), dtype=bool)
+    return qc_reasons(m, tally.thresholds)
+
+
 def _stream_dataset(
     plan: _Plan, config: IngestConfig, sink, mapping: GeneMapping, to_store: GeneMapping | None
 ) -> tuple[list, QCTally]:
     """Read, check, map and QC one data set into ``sink``; return its kept QC metrics and tally."""
     ds, qc = plan.ds, config.qc
-    tally = QCTally(ds.id, qc.thresholds_for(ds.id), enabled=qc.enabled)
+    tally = QCTally(ds.id, qc.thresholds_for(ds.id), enabled=qc.enabled, source=plan.source)
+    mad = _mad_mode(config, ds.id)
     sets = QCGeneSets.from_genes(mapping.genes, qc)
     n_markers = len(np.intersect1d(mapping.colmap[mapping.colmap >= 0], sets.markers))
     if n_markers < qc.neutrophil_min_markers:
@@ -184,9 +220,10 @@ def _stream_dataset(
             m = qc_metrics(
                 Xd, sets, min_markers=qc.neutrophil_min_markers, exclusion_max=qc.exclusion_max_markers
             )
-            reason, floor_kept = qc_reasons(m, tally.thresholds)
+            reason, floor_kept = _stream_reasons(m, tally, mad)
             keep = tally.add(m, reason, floor_kept)
-            m["qc_floor"] = np.where(m["neutrophil_evidence"], "neutrophil", "default")
+            m["qc_floor"] = "lenient" if mad else np.where(m["neutrophil_evidence"], "neutrophil", "default")
+            m["qc_low_rna"] = False
             m["_floor_kept"] = floor_kept
             m.index = np.arange(start, start + len(m))
             metrics_kept.append(m[keep])
@@ -198,7 +235,13 @@ def _stream_dataset(
             f"data set '{ds.id}': {plan.source} gave {n_read} cells of counts but lists {plan.n_obs} cells; "
             "the file is inconsistent or truncated"
         )
+    _check_cells_left(tally)
     return metrics_kept, tally
+
+
+def _check_cells_left(tally: QCTally) -> None:
+    if tally.enabled and tally.cells_in and tally.cells_out == 0:
+        raise InputDataError(tally.all_removed_message())
 
 
 def _dataset_obs(plan: _Plan, metrics_kept: list[pd.DataFrame]) -> pd.DataFrame:
@@ -209,21 +252,63 @@ def _dataset_obs(plan: _Plan, metrics_kept: list[pd.DataFrame]) -> pd.DataFrame:
     return obs
 
 
-def _doublets(
-    plan: _Plan, config: IngestConfig, part: PartFile, obs: pd.DataFrame, tally: QCTally, writer
-) -> pd.DataFrame:
-    """Scrublet per sample on a data set's part file, then copy its cells (minus doublets) to the store."""
-    score, predicted = detect_doublets(
-        part,
-        obs["sample_id"].astype(str).to_numpy(),
+class _Rows:
+    """Rows ``positions`` of a part file, indexed from 0 (what :func:`detect_doublets` reads)."""
+
+    def __init__(self, part: PartFile, positions: np.ndarray):
+        self.part, self.positions = part, positions
+
+    def __getitem__(self, idx: np.ndarray):
+        return self.part[self.positions[np.asarray(idx)]]
+
+
+def _mad_pass(plan: _Plan, obs: pd.DataFrame, tally: QCTally) -> np.ndarray:
+    """MAD bounds of the data set's cells above the floor; remove outliers, flag low-RNA cells; keep mask."""
+    tally.bounds = mad_bounds(obs, tally.thresholds, dataset_id=plan.ds.id)
+    reason, low_rna = mad_reasons(obs, tally.bounds)
+    keep = tally.add(obs, reason, new_cells=False)
+    obs["qc_low_rna"] = low_rna & keep
+    tally.add_low_rna(low_rna[keep], obs["neutrophil_evidence"].to_numpy(dtype=bool)[keep])
+    _check_cells_left(tally)
+    return keep
+
+
+def _doublets(config: IngestConfig, part: PartFile, obs: pd.DataFrame, keep: np.ndarray, tally: QCTally) -> np.ndarray:
+    """Scrublet per sample on the part file's cells that passed QC; the keep mask without doublets."""
+    idx = np.flatnonzero(keep)
+    score, pred = detect_doublets(
+        _Rows(part, idx),
+        obs["sample_id"].astype(str).to_numpy()[idx],
         min_cells=config.qc.doublet_min_cells,
         random_state=config.qc.doublet_random_state,
-        dataset_id=plan.ds.id,
+        dataset_id=tally.dataset_id,
     )
-    tally.add_doublets(predicted, obs["neutrophil_evidence"].to_numpy(), obs["_floor_kept"].to_numpy())
-    obs["doublet_score"] = score
-    obs["predicted_doublet"] = predicted
-    keep = ~predicted if config.qc.enabled else np.ones(len(obs), dtype=bool)
+    tally.add_doublets(
+        pred,
+        obs["neutrophil_evidence"].to_numpy(dtype=bool)[idx],
+        obs["_floor_kept"].to_numpy(dtype=bool)[idx],
+        obs["qc_low_rna"].to_numpy(dtype=bool)[idx],
+    )
+    obs["doublet_score"] = np.float32(np.nan)
+    obs["predicted_doublet"] = False
+    obs.iloc[idx, obs.columns.get_loc("doublet_score")] = score
+    obs.iloc[idx, obs.columns.get_loc("predicted_doublet")] = pred
+    if config.qc.enabled:
+        keep = keep.copy()
+        keep[idx[pred]] = False
+    _check_cells_left(tally)
+    return keep
+
+
+def _second_pass(
+    plan: _Plan, config: IngestConfig, part: PartFile, obs: pd.DataFrame, tally: QCTally, writer
+) -> pd.DataFrame:
+    """MAD bounds and/or doublets on a data set's part file, then copy its kept cells to the store."""
+    keep = np.ones(len(obs), dtype=bool)
+    if _mad_mode(config, plan.ds.id):
+        keep = _mad_pass(plan, obs, tally)
+    if config.qc.doublets:
+        keep = _doublets(config, part, obs, keep, tally)
     for start, X in part.chunks(config.chunk_size):
         k = keep[start : start + X.shape[0]]
         writer.append(X if k.all() else X[k])
@@ -303,14 +388,14 @@ def ingest(config: IngestConfig, out: str | Path, *, overwrite: bool = False) ->
             for plan in plans:
                 mapping, to_store = _axes(plan.mapping, genes, config.join)
                 part = None
-                if config.qc.doublets:
+                if config.qc.doublets or _mad_mode(config, plan.ds.id):
                     parts_dir.mkdir(parents=True, exist_ok=True)
                     part = PartFile(parts_dir / f"{plan.ds.id}.h5", len(genes))
                 try:
                     metrics, tally = _stream_dataset(plan, config, part or writer, mapping, to_store)
                     obs = _dataset_obs(plan, metrics)
                     if part is not None:
-                        obs = _doublets(plan, config, part, obs, tally, writer)
+                        obs = _second_pass(plan, config, part, obs, tally, writer)
                 finally:
                     if part is not None:
                         part.close()
@@ -321,6 +406,7 @@ def ingest(config: IngestConfig, out: str | Path, *, overwrite: bool = False) ->
             neut_df = pd.DataFrame([t.neutrophil_row() for t in tallies]).set_index("dataset_id")
             genes_df = gene_report_table([p.mapping for p in plans])
             obs = finalize_obs(obs_frames, categorical=[*SCHEMA_FIELDS, "qc_floor"])
+            obs["qc_low_rna"] = obs["qc_low_rna"].astype(bool)
             del obs_frames
             var = pd.DataFrame(
                 {"n_datasets": measured.sum(axis=1).astype(np.int32).to_numpy()}, index=store_genes

@@ -6,11 +6,13 @@ Layout of ``RUN_DIR``::
     config.resolved.yaml  the validated config with every default filled in (rewritten each run)
     provenance.json       package versions, seeds, python, platform, command line (rewritten each run)
     manifest.json         one record per finished stage: settings hash, input and output fingerprints
-    .lock                 held (flock) while a run is in progress; released by the OS on a crash
+    .lock                 held (flock) while a run is in progress, released by the OS even on SIGKILL;
+                          holds the pid, host and start time of the holder for the refusal message
 
 A stage is *current* when its record exists, its settings hash and input fingerprints are unchanged
 and its outputs still exist with the fingerprints recorded. Records are written atomically after the
-stage's outputs are in place, so a crash mid-stage leaves no record and the stage reruns.
+stage's outputs are in place, so a crash mid-stage leaves no record and the stage reruns; the
+temporaries (``.atlas-tmp-*``) a killed run leaves behind are removed when the next run takes the lock.
 """
 
 from __future__ import annotations
@@ -20,6 +22,8 @@ import json
 import logging
 import os
 import platform
+import shutil
+import socket
 import sys
 import time
 from dataclasses import dataclass
@@ -36,6 +40,7 @@ from ..io.atomic import TMP_PREFIX, write_json, write_text
 log = logging.getLogger(__name__)
 
 RUN_FILE = "run.json"
+LOCK_FILE = ".lock"
 MANIFEST_FILE = "manifest.json"
 TRACKED_PACKAGES = (
     "atlas-neutro", "anndata", "scanpy", "scvi-tools", "torch", "numpy", "scipy", "pandas", "numba",
@@ -59,6 +64,39 @@ def fingerprint(path: str | os.PathLike) -> dict[str, Any] | None:
     total = sum(f.stat().st_size for f in files)
     newest = max((f.stat().st_mtime_ns for f in files), default=0)
     return {"files": len(files), "size": total, "mtime_ns": newest}
+
+
+def _ours(name: str) -> bool:
+    """Files a run directory may hold before its run.json exists: the lock and temporaries."""
+    return name == LOCK_FILE or name.startswith(TMP_PREFIX)
+
+
+def _holder(lock: Path) -> str:
+    """'pid N on host H since T' from the lock file, as far as it can be read."""
+    try:
+        info = json.loads(lock.read_text())
+        since = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(float(info["since"])))
+        return f"pid {info['pid']} on host {info['host']} since {since}"
+    except (OSError, ValueError, KeyError, TypeError):
+        return "pid unknown: it has not written its details yet"
+
+
+def remove_temporaries(root: str | os.PathLike) -> int:
+    """Remove ``.atlas-tmp-*`` files and folders under ``root`` (left by a killed run); returns how many.
+
+    Only call this while holding the run's lock: a running atlas writes its outputs under such names.
+    Zarr stores are not descended into (they hold many chunk files and no temporaries).
+    """
+    found = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        found += [Path(dirpath) / n for n in [*dirnames, *filenames] if n.startswith(TMP_PREFIX)]
+        dirnames[:] = [d for d in dirnames if not d.startswith(TMP_PREFIX) and not d.endswith(".zarr")]
+    for p in found:
+        if p.is_dir() and not p.is_symlink():
+            shutil.rmtree(p, ignore_errors=True)
+        else:
+            p.unlink(missing_ok=True)
+    return len(found)
 
 
 def package_versions() -> dict[str, str]:
@@ -97,10 +135,31 @@ class RunDir:
 
     # ----------------------------------------------------------------------------- lifecycle
     def open(self) -> RunDir:
-        """Create or reopen the run directory, refusing one that holds another run or other files."""
-        run_file = self.path / RUN_FILE
+        """Create or reopen the run directory under its lock, refusing one in use or holding other files.
+
+        Temporaries left by an interrupted run (``.atlas-tmp-*``) are removed once the lock is held.
+        """
         if self.path.exists() and not self.path.is_dir():
             raise RunDirError(f"run directory {self.path} is a file; choose a directory path for run_dir")
+        self._refuse_foreign()
+        self.path.mkdir(parents=True, exist_ok=True)
+        self._acquire_lock()
+        try:
+            self._refuse_foreign()  # again: another process may have written here before we held the lock
+            run_file = self.path / RUN_FILE
+            if not run_file.exists():
+                write_json(run_file, {"name": self.name, "atlas_version": __version__, "created": time.time()})
+            removed = remove_temporaries(self.path)
+            if removed:
+                log.info("removed %d temporary file(s) left by an interrupted run in %s", removed, self.path)
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def _refuse_foreign(self) -> None:
+        """Refuse a directory that holds another named run, or files but no atlas run."""
+        run_file = self.path / RUN_FILE
         if run_file.exists():
             held = json.loads(run_file.read_text()).get("name")
             if held != self.name:
@@ -108,16 +167,11 @@ class RunDir:
                     f"run directory {self.path} already holds the run {held!r}, not {self.name!r}; "
                     "choose another run_dir, or delete that directory if its run is no longer needed"
                 )
-        elif self.path.exists() and any(self.path.iterdir()):
+        elif self.path.is_dir() and any(not _ours(p.name) for p in self.path.iterdir()):
             raise RunDirError(
                 f"run directory {self.path} is not empty and holds no atlas run ({RUN_FILE} missing); "
                 "choose an empty or new directory for run_dir so nothing there is overwritten"
             )
-        self.path.mkdir(parents=True, exist_ok=True)
-        self._acquire_lock()
-        if not run_file.exists():
-            write_json(run_file, {"name": self.name, "atlas_version": __version__, "created": time.time()})
-        return self
 
     def close(self) -> None:
         """Release the run lock."""
@@ -133,14 +187,21 @@ class RunDir:
         self.close()
 
     def _acquire_lock(self) -> None:
-        fd = os.open(self.path / ".lock", os.O_CREAT | os.O_RDWR, 0o644)
+        """Hold an exclusive flock on ``.lock`` (the OS drops it when the process dies, even by SIGKILL)."""
+        lock = self.path / LOCK_FILE
+        fd = os.open(lock, os.O_CREAT | os.O_RDWR, 0o644)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             os.close(fd)
             raise RunDirError(
-                f"another atlas process is running in {self.path}; wait for it to finish or use another run_dir"
+                f"run directory {self.path} is in use by another atlas run ({_holder(lock)}); "
+                f"wait for it or remove {lock} if that process is gone"
             ) from None
+        # Who holds the lock, for the message a second run prints; the lock itself is the flock.
+        info = {"pid": os.getpid(), "host": socket.gethostname(), "since": time.time()}
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, (json.dumps(info) + "\n").encode(), 0)
         self._lock_fd = fd
 
     # ---------------------------------------------------------------------------- provenance

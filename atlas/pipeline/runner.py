@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 
 from ..config import PipelineConfig, settings_hash
 from ..errors import ConfigError
+from ._killpoints import crash_points
 from .rundir import RunDir, fingerprint
 from .stages import STAGES, Context
 
@@ -70,7 +71,8 @@ def run_pipeline(config: PipelineConfig, *, force: Sequence[str] = (), until: st
                 log.info("stage %-9s running (%s): %s", stage.name, reason, stage.description)
                 rundir.forget(stage.name)
                 started = time.time()
-                stage.run(ctx)
+                with crash_points(stage.name):  # test-only SIGKILL points (ATLAS_TEST_KILL_AT)
+                    stage.run(ctx)
                 rundir.record(stage.name, settings, inputs, stage.outputs(ctx), started)
                 result.ran.append(stage.name)
                 result.seconds[stage.name] = round(time.time() - started, 2)

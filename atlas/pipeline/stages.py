@@ -52,7 +52,7 @@ def _run_simulate(ctx: Context) -> None:
 
     s = ctx.config.simulate
     simulate(_sim_dir(ctx), n_cells=s.n_cells, n_datasets=s.n_datasets, n_genes=s.n_genes, seed=s.seed,
-             chunk_size=s.chunk_size, overwrite=True)
+             chunk_size=s.chunk_size, overwrite=True, difficulty=s.difficulty)
 
 
 SIMULATE = Stage(

@@ -231,8 +231,8 @@ def atlas_umaps(rep: HtmlReport, inputs: RunInputs) -> None:
              "epithelial cells may not (they differ between cancers)."),
             ("tissue", "tissue of origin", "Tumour, adjacent normal tissue and blood; blood neutrophils are the "
              "unreprogrammed reference."),
-            ("cell_type", "annotated cell type", "Cell types from marker scores and a vote over clusters of the "
-             "integrated graph."),
+            ("cell_type", "annotated cell type", "Cell types called per cluster of an over-clustering of the "
+             "integrated graph from the clusters' marker enrichment."),
             ("leiden", "Leiden cluster of the integrated graph", "")):
         if col not in o or (col == "leiden" and "cell_type" in o):
             continue
@@ -240,8 +240,11 @@ def atlas_umaps(rep: HtmlReport, inputs: RunInputs) -> None:
         rep.figure(fig, f"The whole atlas coloured by {what}. {extra}".strip(), name=f"umap_{col}", size="half")
     t = inputs.table("cell_type_clusters")
     if t is not None:
-        rep.table(t, "Cell-type vote per cluster of the integrated graph: the winning type, its share of the "
-                  "cluster's marker votes and the neutrophil vote.", csv_name="cell_type_clusters.csv")
+        rep.table(t, "Cell-type call per cluster of the over-clustered integrated graph: the winning and runner-up "
+                  "types with their mean marker enrichment (per-cell noise units above the type's baseline), the "
+                  "call (unknown when the runner-up is too close, nothing is enriched or the cluster is small), the "
+                  "rule that made it, cells demoted or propagated, and the mean calibrated confidence.",
+                  csv_name="cell_type_clusters.csv")
     mask = a.neutrophil_mask
     if a.has("neutrophil_state") and mask is not None:
         if mask.any():
@@ -461,6 +464,11 @@ def integration(rep: HtmlReport, inputs: RunInputs) -> None:
               "Total = 0.4 x batch + 0.6 x bio (means, not min-max scaled). "
               + (f"Batch key {keys.get('batch_key')}, labels {keys.get('label_key')}." if keys else ""),
               csv_name="reference/metrics.csv", table_id="metrics")
+    from ..integrate.metrics import baseline_check, baseline_summary
+
+    check = baseline_check(m)  # the integrate stage's own check (also in reference/checks.json)
+    rep.note("Baseline check: " + baseline_summary(check),
+             "ok" if check["passed"] else ("warn" if check["passed"] is False else "info"))
     if inputs.metrics_png is not None:
         rep.figure(inputs.metrics_png, "Integration metrics as plotted by the integrate stage (reference/metrics.png): "
                    "scVI should beat the unintegrated PCA on batch correction without losing bio conservation.",

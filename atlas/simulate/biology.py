@@ -23,6 +23,11 @@ Everything here is a parameter of the simulated world, not an estimate. The mode
   the T3 switch. Without it (simulator version 1) the pseudotime of mature and side-state cells was a
   label the expression barely carried: a kNN regression of the truth on the neutrophil latent reached
   Spearman 0.75 at best; with it, 0.84.
+* Difficulty knobs (:mod:`atlas.simulate.difficulty`) change this world for robustness benchmarks:
+  marker log-folds and contrast, neutrophil UMIs, ambient RNA, neutrophil genes in monocytes, a
+  hypoxic tumour programme, SPP1/VEGFA-high macrophages (an extra macrophage profile), a T3
+  programme that only partly uses the ``T3_proxy`` genes, and stronger study batch effects. At their
+  defaults nothing changes.
 * Each patient draws a T3 fraction ``f ~ Beta(m * 25, (1 - m) * 25)`` around the mean ``m`` of its
   cancer type; tumour neutrophils are T3 with probability ``f``, adjacent-normal ones with
   ``0.15 * f``, blood neutrophils never.
@@ -35,6 +40,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..signatures import load_registry
+from .difficulty import Difficulty
 from .genes import MT_GENES, GeneTable
 
 CELL_TYPES: tuple[str, ...] = (
@@ -185,6 +191,11 @@ class Profiles:
         (n_genes,) mitochondrial genes.
     t3_genes
         Universe indices of the genes up in T3 (for reports and tests).
+    profile_type
+        (n_profiles,) cell type of each row of ``logw``: the types first, then extra profiles of a type.
+    t3_proxy_used, t3_replacements
+        Universe indices of the ``T3_proxy`` genes the T3 programme moves, and of the genes that replace
+        the others (``t3_proxy_overlap`` < 1).
     """
 
     logw: np.ndarray
@@ -193,13 +204,96 @@ class Profiles:
     theta: np.ndarray
     is_mt: np.ndarray
     t3_genes: np.ndarray
+    profile_type: np.ndarray
+    t3_proxy_used: np.ndarray
+    t3_replacements: np.ndarray
 
 
 def _idx(names, index: dict[str, int]) -> np.ndarray:
     return np.array(sorted({index[g] for g in names if g in index}), dtype=np.int64)
 
 
-def build_profiles(genes: GeneTable, rng: np.random.Generator) -> Profiles:
+#: Neutrophil genes monocytes express with ``monocyte_neutrophil_overlap`` (full share, half share).
+MONOCYTE_OVERLAP_GENES = ("S100A8", "S100A9", "FCN1", "MNDA")
+MONOCYTE_OVERLAP_HALF_GENES = ("LYZ", "CSF3R", "FPR1")
+MARKER_REFERENCE_QUANTILE = 0.9  # marker_strength scales the markers' log-fold over this quantile of the type
+HALLMARK_FOLD = 1.5  # log-fold of the hypoxia genes the T3 programme leaves alone (its mean hallmark effect)
+TAM_GENES = ("SPP1", "VEGFA")  # raised to marker level in SPP1/VEGFA-high macrophages
+
+
+def _marker_contrast(logw: np.ndarray, index: dict[str, int], contrast: float) -> None:
+    """Bring each marker's level in the types it does not mark toward its marking type's level (in place)."""
+    for g in sorted({g for gs in MARKERS.values() for g in gs if g in index}):
+        owners = [t for t, ct in enumerate(CELL_TYPES) if g in MARKERS[ct]]
+        j = index[g]
+        own = logw[owners, j].max()
+        others = np.setdiff1d(np.arange(len(CELL_TYPES)), owners)
+        low = logw[others, j]
+        logw[others, j] = np.where(low < own, own - contrast * (own - low), low)
+
+
+def _swap_proxy_genes(drng: np.random.Generator, eff: np.ndarray, proxy: np.ndarray, blood: np.ndarray,
+                      pool: np.ndarray, overlap: float, lift) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
+    """Keep a share ``overlap`` of the T3_proxy genes in the T3 programme; other genes replace the rest.
+
+    Returns the kept proxy genes and their replacements (universe indices); ``eff`` is changed in place.
+    """
+    n_keep = int(round(overlap * proxy.size))
+    keep = np.sort(drng.choice(proxy, size=n_keep, replace=False))
+    dropped = np.setdiff1d(proxy, keep)
+    new = np.sort(drng.choice(pool, size=min(dropped.size, pool.size), replace=False))
+    eff[1, np.setdiff1d(dropped, blood)] = 0.0
+    eff[1, new] = lift(new)
+    return keep, new
+
+
+def _t3_folds(ids: np.ndarray, eff_t3: np.ndarray) -> np.ndarray:
+    """The T3 programme's log-fold of each gene (:data:`HALLMARK_FOLD` where it is not up in T3)."""
+    return np.where(eff_t3[ids] > 0, eff_t3[ids], HALLMARK_FOLD)
+
+
+def _confounders(d: Difficulty, logw: np.ndarray, eff_t3: np.ndarray, index: dict[str, int],
+                 plain: np.ndarray, special_shares) -> tuple[dict[int, np.ndarray], list]:  # fmt: skip
+    """Apply the confounding knobs to the type profiles (in place).
+
+    Returns the genes each type's support must hold, and extra (type, log weights) profiles.
+    """
+    must: dict[int, np.ndarray] = {}
+    rows: list = []
+    reg = None
+    if d.hypoxic_tumour > 0 or d.vegfa_macrophages > 0:
+        reg = load_registry()
+    if d.monocyte_neutrophil_overlap > 0:
+        mono = CELL_TYPES.index("monocyte")
+        z = np.log(np.exp(logw[mono]).sum()) - np.log(np.exp(logw[NEUTROPHIL]).sum())  # same relative level
+        for names, share in ((MONOCYTE_OVERLAP_GENES, 1.0), (MONOCYTE_OVERLAP_HALF_GENES, 0.5)):
+            ids = _idx(names, index)
+            target = logw[NEUTROPHIL, ids] + z + np.log(share * d.monocyte_neutrophil_overlap)
+            logw[mono, ids] = np.maximum(logw[mono, ids], target)
+            must[mono] = np.union1d(must.get(mono, np.zeros(0, dtype=np.int64)), ids)
+        special_shares(logw[mono], mono)
+    if d.hypoxic_tumour > 0:
+        tum = CELL_TYPES.index("tumour_epithelial")
+        ids = _idx(list(reg["HALLMARK_HYPOXIA"].genes) + list(reg["HALLMARK_GLYCOLYSIS"].genes) + ["VEGFA"], index)
+        logw[tum, ids] += d.hypoxic_tumour * _t3_folds(ids, eff_t3)
+        special_shares(logw[tum], tum)
+        must[tum] = ids
+    if d.vegfa_macrophages > 0:
+        mac = CELL_TYPES.index("macrophage")
+        row = logw[mac].copy()
+        hyp = _idx(reg["HALLMARK_HYPOXIA"].genes, index)
+        ids = np.union1d(_idx(reg["HALLMARK_ANGIOGENESIS"].genes, index), hyp[eff_t3[hyp] > 0])
+        row[ids] += _t3_folds(ids, eff_t3)
+        tam = _idx(TAM_GENES, index)
+        row[tam] = np.maximum(row[tam], np.quantile(row[plain], 0.997) + 0.8)
+        special_shares(row, mac)
+        rows.append((mac, row))
+        must[mac] = np.union1d(ids, tam)
+    return must, rows
+
+
+def build_profiles(genes: GeneTable, rng: np.random.Generator, difficulty: Difficulty | None = None,
+                   drng: np.random.Generator | None = None) -> Profiles:  # fmt: skip
     """Draw the cell-type profiles, neutrophil programme effects and gene dispersions.
 
     Parameters
@@ -208,11 +302,17 @@ def build_profiles(genes: GeneTable, rng: np.random.Generator) -> Profiles:
         The gene universe.
     rng
         Generator for this model (derived from the simulation seed).
+    difficulty
+        Difficulty knobs (:class:`atlas.simulate.Difficulty`; default: none).
+    drng
+        Generator for the draws of non-default knobs (kept apart so the rest of the model is the same).
 
     Returns
     -------
     Profiles
     """
+    d = difficulty or Difficulty()
+    drng = drng if drng is not None else np.random.default_rng(0)
     index = genes.index()
     n_genes, n_types = len(genes.symbols), len(CELL_TYPES)
     is_mt = np.zeros(n_genes, dtype=bool)
@@ -225,6 +325,16 @@ def build_profiles(genes: GeneTable, rng: np.random.Generator) -> Profiles:
     rb_rel = rng.normal(0.0, 0.4, n_genes)
     all_markers = _idx([g for m in MARKERS.values() for g in m], index)
     logw = np.empty((n_types, n_genes))
+
+    def special_shares(lw: np.ndarray, t: int) -> None:
+        # MT and ribosomal genes take fixed shares of the type's counts.
+        w = np.exp(lw)
+        w_plain = w[plain].sum()
+        total = w_plain / (1.0 - MT_FRACTION[t] - RIBO_FRACTION[t])
+        for mask, rel, frac in ((is_mt, mt_rel, MT_FRACTION[t]), (is_rb, rb_rel, RIBO_FRACTION[t])):
+            r = np.exp(rel[mask])
+            lw[mask] = np.log(frac * total * r / r.sum())
+
     for t, ctype in enumerate(CELL_TYPES):
         lw = base + rng.normal(0.0, 0.35, n_genes)
         lw[all_markers] = np.minimum(lw[all_markers], np.quantile(base, 0.6))  # markers: off elsewhere
@@ -232,14 +342,17 @@ def build_profiles(genes: GeneTable, rng: np.random.Generator) -> Profiles:
         lw[de[:150]] += rng.normal(2.0, 0.6, 150)
         lw[de[150:]] -= rng.normal(1.5, 0.5, 50)
         mk = _idx(MARKERS[ctype], index)
-        lw[mk] = np.quantile(lw[plain], 0.997) + rng.normal(0.8, 0.4, mk.size)
-        w = np.exp(lw)
-        w_plain = w[plain].sum()
-        total = w_plain / (1.0 - MT_FRACTION[t] - RIBO_FRACTION[t])
-        for mask, rel, frac in ((is_mt, mt_rel, MT_FRACTION[t]), (is_rb, rb_rel, RIBO_FRACTION[t])):
-            r = np.exp(rel[mask])
-            lw[mask] = np.log(frac * total * r / r.sum())
+        level = np.quantile(lw[plain], 0.997) + rng.normal(0.8, 0.4, mk.size)
+        if d.marker_strength != 1.0:  # scale the log-fold over a typical well-expressed gene of the type
+            ref = np.quantile(lw[plain], MARKER_REFERENCE_QUANTILE)
+            level = np.maximum(ref + d.marker_strength * (level - ref), lw[mk])
+        lw[mk] = level
+        special_shares(lw, t)
         logw[t] = lw
+    if d.marker_contrast != 1.0:
+        _marker_contrast(logw, index, d.marker_contrast)
+        for t in range(n_types):
+            special_shares(logw[t], t)
 
     sets = state_gene_sets()
     # Neutrophil programmes: effects on universe genes first, then restricted to the neutrophil support.
@@ -252,9 +365,9 @@ def build_profiles(genes: GeneTable, rng: np.random.Generator) -> Profiles:
     neut = logw[NEUTROPHIL]
     high = np.quantile(neut[plain], 0.99)
 
-    def lift(ids: np.ndarray, min_fold: float) -> np.ndarray:
+    def lift(ids: np.ndarray, min_fold: float, gen: np.random.Generator = rng) -> np.ndarray:
         # Programme genes reach a high absolute level (top ~1% of the neutrophil profile), at least min_fold.
-        return np.maximum(high + rng.normal(0.0, 0.5, ids.size) - neut[ids], min_fold)
+        return np.maximum(high + gen.normal(0.0, 0.5, ids.size) - neut[ids], min_fold)
 
     eff[0, blood] = 0.8
     eff[1, proxy] = lift(proxy, 1.5)
@@ -268,6 +381,13 @@ def build_profiles(genes: GeneTable, rng: np.random.Generator) -> Profiles:
         _idx(sets["antigen_presenting_extra"], index), _idx(sets["antigen_presenting"], index)
     )
     eff[4, extra] += 1.0
+    proxy_used, proxy_new = proxy, np.zeros(0, dtype=np.int64)
+    if d.t3_proxy_overlap != 1.0:
+        pool = np.setdiff1d(plain, np.concatenate([all_markers, _state_signature_genes(index),
+                                                   _idx([g for v in sets.values() for g in v], index)]))
+        pool = pool[neut[pool] > np.quantile(neut[plain], 0.5)]
+        proxy_used, proxy_new = _swap_proxy_genes(drng, eff, proxy, blood, pool, d.t3_proxy_overlap,
+                                                  lambda ids: lift(ids, 1.5, drng))
     # Tissue ageing: genes no other programme moves and no marker or analysed state signature holds.
     taken = np.union1d(np.flatnonzero(np.any(eff != 0, axis=0)), np.union1d(all_markers, _state_signature_genes(index)))
     ageing = np.setdiff1d(_idx(sets["ageing"], index), taken)
@@ -280,6 +400,7 @@ def build_profiles(genes: GeneTable, rng: np.random.Generator) -> Profiles:
     eff[AGEING, drift[:n_up]] = rng.normal(2.0, 0.4, n_up)
     eff[AGEING, drift[n_up:]] = -rng.normal(2.0, 0.4, drift.size - n_up)
     forced = np.flatnonzero(np.any(eff != 0, axis=0) | is_mt | is_rb)
+    extra_must, extra_rows = _confounders(d, logw, eff[1], index, plain, special_shares)
 
     k = min(N_SUPPORT, n_genes)
     support = np.empty((n_types, k), dtype=np.int64)
@@ -287,13 +408,20 @@ def build_profiles(genes: GeneTable, rng: np.random.Generator) -> Profiles:
         must = np.union1d(np.flatnonzero(special), _idx(MARKERS[CELL_TYPES[t]], index))
         if t == NEUTROPHIL:
             must = np.union1d(must, forced)
+        if t in extra_must:
+            must = np.union1d(must, extra_must[t])
         rest = np.setdiff1d(np.arange(n_genes), must)
         order = np.argsort(-logw[t][rest], kind="stable")
         support[t] = np.sort(np.concatenate([must, rest[order[: k - must.size]]]))
     theta = np.clip(np.exp(rng.normal(np.log(6.0), 0.6, n_genes)), 0.5, 100.0)
-    t3_genes = np.union1d(proxy, hallmark)
+    t3_genes = np.union1d(np.union1d(proxy_used, proxy_new), hallmark)
+    profile_type = np.arange(n_types)
+    if extra_rows:  # extra expression profiles of a type (SPP1/VEGFA-high macrophages)
+        logw = np.vstack([logw] + [row for _, row in extra_rows])
+        profile_type = np.concatenate([profile_type, [t for t, _ in extra_rows]])
     return Profiles(logw=logw, support=support, effects=eff[:, support[NEUTROPHIL]], theta=theta,
-                    is_mt=is_mt, t3_genes=t3_genes)  # fmt: skip
+                    is_mt=is_mt, t3_genes=t3_genes, profile_type=profile_type,
+                    t3_proxy_used=proxy_used, t3_replacements=proxy_new)  # fmt: skip
 
 
 def w_t3(pt: np.ndarray) -> np.ndarray:

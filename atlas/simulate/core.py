@@ -8,10 +8,14 @@ Output folder::
     DIR/truth/patients.csv       per patient: cancer type, platform, expected and realised T3 fraction
     DIR/truth/cancer_types.csv   per cancer type: mean T3 fraction parameter and realised fraction
     DIR/truth/genes.csv          per gene: names, marker of, neutrophil programme effects
+    DIR/truth/difficulty.json    difficulty knobs (atlas.simulate.Difficulty) and what they did: neutrophil
+                                 median UMIs per platform, T3_proxy genes the T3 programme uses, their
+                                 replacements, SPP1/VEGFA-high macrophages per data set, obs column names
 
 Randomness comes from ``numpy.random.SeedSequence(seed, spawn_key=...)`` streams (design, profiles,
 each data set's cells and batch effects, each block of counts), so output does not depend on
-``chunk_size`` or on the number of threads.
+``chunk_size`` or on the number of threads. Non-default difficulty knobs draw from their own streams
+(keys 5 and 6), so at the default difficulty the output is that of earlier versions, byte for byte.
 """
 
 from __future__ import annotations
@@ -31,7 +35,8 @@ from .._progress import track
 from ..errors import AtlasError, RunDirError
 from ..io.atomic import write_json, write_table
 from . import biology as bio
-from .design import DatasetSpec, design_datasets, draw_cells
+from .design import DatasetSpec, design_datasets, draw_cells, neutrophil_median_umis
+from .difficulty import DIFFICULTY_PRESETS, Difficulty
 from .genes import build_gene_table, feature_table, gene_names
 from .ingest_yaml import ingest_yaml_text
 from .sampler import BLOCK, DatasetModel
@@ -111,24 +116,50 @@ def _remove_old_outputs(out: Path, old: dict, keep: set[str]) -> None:
         log.info("removed %s from the previous simulation", p)
 
 
-def _model(spec: DatasetSpec, cells, profiles: bio.Profiles, seed: int) -> DatasetModel:
+def _soup_cdf(profiles: bio.Profiles, cells, batch: np.ndarray, sample_batch: np.ndarray) -> np.ndarray:
+    """(n_samples, n_genes) cumulative ambient profile of each sample: its cells' expression, UMI-weighted.
+
+    As the soup of empty droplets, it is the sum of the sample's cells' expected counts, so abundant
+    and RNA-rich cells dominate it (neutrophil programmes and damaged cells' MT excess are left out).
+    """
+    n_prof, n_genes = profiles.logw.shape
+    n_samples = len(cells.samples)
+    profile = cells.profile if cells.profile is not None else cells.ctype
+    lib_sum = np.zeros((n_samples, n_prof))
+    np.add.at(lib_sum, (cells.sample, profile), cells.lib)
+    soup = np.zeros((n_samples, n_genes))
+    for s in range(n_samples):
+        w = np.exp(profiles.logw + batch + sample_batch[s])
+        soup[s] = (lib_sum[s][:, None] * w / w.sum(axis=1, keepdims=True)).sum(axis=0)
+    return np.cumsum(soup, axis=1)
+
+
+def _model(spec: DatasetSpec, cells, profiles: bio.Profiles, seed: int,
+           difficulty: Difficulty | None = None) -> DatasetModel:  # fmt: skip
     """Kernel inputs of one data set: profiles with data-set and sample batch effects."""
+    d = difficulty or Difficulty()
     rb = _rng(seed, 3, spec.index)
-    n_types, n_genes = profiles.logw.shape
+    n_prof, n_genes = profiles.logw.shape
+    n_types = profiles.support.shape[0]
     k = profiles.support.shape[1]
     sd = 0.5 if spec.species == "mouse" else rb.uniform(0.3, 0.5)
     batch = rb.normal(0.0, sd, n_genes)
+    if d.batch_strength != 1.0:
+        batch = d.batch_strength * batch
     n_samples = len(cells.samples)
     sample_batch = rb.normal(0.0, 0.1, (n_samples, n_genes))
     all_genes = np.arange(n_genes)
     bg_genes = np.stack([np.setdiff1d(all_genes, profiles.support[t]) for t in range(n_types)])
-    sup_w = np.empty((n_samples * n_types, k))
-    bg_cdf = np.empty((n_samples * n_types, n_genes - k))
+    sup_w = np.empty((n_samples * n_prof, k))
+    bg_cdf = np.empty((n_samples * n_prof, n_genes - k))
     for s in range(n_samples):
-        for t in range(n_types):
-            lw = profiles.logw[t] + batch + sample_batch[s]
-            sup_w[s * n_types + t] = np.exp(lw[profiles.support[t]])
-            bg_cdf[s * n_types + t] = np.cumsum(np.exp(lw[bg_genes[t]]))
+        for r in range(n_prof):
+            t = profiles.profile_type[r]
+            lw = profiles.logw[r] + batch + sample_batch[s]
+            sup_w[s * n_prof + r] = np.exp(lw[profiles.support[t]])
+            bg_cdf[s * n_prof + r] = np.cumsum(np.exp(lw[bg_genes[t]]))
+    profile = cells.profile if cells.profile is not None else cells.ctype
+    soup = _soup_cdf(profiles, cells, batch, sample_batch) if d.ambient_fraction > 0 else None
     eff_pos = np.flatnonzero(np.any(profiles.effects != 0, axis=0))
     n_blocks = -(-spec.n_cells // BLOCK)
     block_seeds = _rng(seed, 4, spec.index).integers(0, 2**32 - 1, size=n_blocks, dtype=np.int64)
@@ -136,9 +167,10 @@ def _model(spec: DatasetSpec, cells, profiles: bio.Profiles, seed: int) -> Datas
         support=profiles.support, sup_w=sup_w, sup_theta=profiles.theta[profiles.support],
         sup_mt=profiles.is_mt[profiles.support], eff_pos=eff_pos, effects=profiles.effects[:, eff_pos],
         bg_genes=bg_genes, bg_cdf=bg_cdf,
-        ctype=cells.ctype.astype(np.int64), prof=(cells.sample * n_types + cells.ctype).astype(np.int64),
+        ctype=cells.ctype.astype(np.int64), prof=(cells.sample * n_prof + profile).astype(np.int64),
         lib=cells.lib, mt_factor=np.exp(cells.log_mt), wprog=cells.wprog, block_seeds=block_seeds,
-        neutrophil=bio.NEUTROPHIL, n_genes=n_genes,
+        neutrophil=bio.NEUTROPHIL, n_genes=n_genes, ambient=float(d.ambient_fraction),
+        csample=cells.sample.astype(np.int64), soup_cdf=soup,
     )  # fmt: skip
 
 
@@ -221,6 +253,31 @@ def _gene_truth(genes, profiles: bio.Profiles) -> pd.DataFrame:
     return df.set_index("symbol")
 
 
+def _difficulty_truth(diff: Difficulty, given, specs: list[DatasetSpec], all_cells: list, genes,
+                      profiles: bio.Profiles) -> dict:  # fmt: skip
+    """``truth/difficulty.json``: the knobs and what they did (UMI medians, T3 genes, extra macrophages)."""
+    sym = np.asarray(genes.symbols)
+    proxy = [g for g in bio.state_gene_sets()["T3_proxy"] if g in set(genes.symbols)]
+    used = set(sym[profiles.t3_proxy_used])
+    n_tam = {spec.id: 0 if c.profile is None else int((c.profile >= len(bio.CELL_TYPES)).sum())
+             for spec, c in zip(specs, all_cells, strict=True)}  # fmt: skip
+    named = [name for name, p in DIFFICULTY_PRESETS.items() if p == diff]
+    preset = given if isinstance(given, str) else (named[0] if named else None)
+    return {
+        "preset": preset,
+        "knobs": diff.model_dump(mode="json"),
+        "changed": diff.changed(),
+        "neutrophil_median_umis": {p: neutrophil_median_umis(p, diff) for p in bio.PLATFORMS},
+        "t3_programme": {
+            "t3_proxy_genes_used": [g for g in proxy if g in used],
+            "t3_proxy_genes_not_used": [g for g in proxy if g not in used],
+            "replacement_genes": sym[profiles.t3_replacements].tolist(),
+        },
+        "vegfa_high_macrophages": n_tam,
+        "obs_columns": {spec.id: spec.obs_columns() for spec in specs},
+    }
+
+
 def simulate(
     out_dir: str | os.PathLike,
     *,
@@ -231,6 +288,7 @@ def simulate(
     chunk_size: int = 20_000,
     overwrite: bool = False,
     n_jobs: int | None = None,
+    difficulty: Difficulty | str | dict | None = None,
 ) -> SimulationResult:
     """Simulate a multi-study tumour scRNA-seq atlas with known neutrophil reprogramming.
 
@@ -253,6 +311,11 @@ def simulate(
         Replace an existing simulation in ``out_dir``.
     n_jobs
         Threads drawing counts (default: up to 4 CPUs); does not change the output.
+    difficulty
+        Difficulty knobs (:class:`atlas.simulate.Difficulty`), a preset name (``default``,
+        ``weak_markers``, ``confounded``, ``hard``) or a mapping of knobs; None = default (the
+        simulator's usual output, byte for byte). Written to ``truth/difficulty.json``; a non-default
+        difficulty is part of the parameters in ``simulation.json``.
 
     Returns
     -------
@@ -263,8 +326,11 @@ def simulate(
     if chunk_size < 1:
         raise AtlasError(f"chunk_size={chunk_size}: give a positive number of cells")
     out = Path(out_dir)
+    diff = Difficulty.resolve(difficulty)
     params = {"n_cells": int(n_cells), "n_datasets": int(n_datasets), "n_genes": int(n_genes), "seed": int(seed),
               "simulator_version": SIMULATOR_VERSION}  # fmt: skip
+    if not diff.is_default:  # the default keeps the parameters (and so existing folders) of earlier versions
+        params["difficulty"] = diff.changed()
     old = _check_out_dir(out, params, overwrite)
     if old and old.get("parameters") == params and old.get("status") == "complete" and not overwrite:
         if all((out / f).exists() for f in old.get("files", [])):
@@ -280,8 +346,8 @@ def simulate(
     t0 = time.perf_counter()
 
     genes = build_gene_table(n_genes, bio.extra_genes())
-    specs = design_datasets(_rng(seed, 0), n_cells, n_datasets)
-    profiles = bio.build_profiles(genes, _rng(seed, 1))
+    specs = design_datasets(_rng(seed, 0), n_cells, n_datasets, obs_style=diff.obs_style)
+    profiles = bio.build_profiles(genes, _rng(seed, 1), diff, _rng(seed, 5))
     meta = {"status": "running", "parameters": params, "chunk_size": chunk_size, "atlas_version": __version__,
             "files": [], "datasets": [], "cells_per_dataset": {s.id: s.n_cells for s in specs}}  # fmt: skip
     out.mkdir(parents=True, exist_ok=True)
@@ -291,8 +357,8 @@ def simulate(
 
     all_cells, files = [], []
     for spec in specs:
-        cells = draw_cells(_rng(seed, 2, spec.index), spec)
-        model = _model(spec, cells, profiles, seed)
+        cells = draw_cells(_rng(seed, 2, spec.index), spec, diff, _rng(seed, 6, spec.index))
+        model = _model(spec, cells, profiles, seed, diff)
         ds_files = _write_dataset(out, spec, cells, model, genes, chunk_size, n_jobs)
         all_cells.append(cells)
         files.extend(ds_files)
@@ -307,10 +373,12 @@ def simulate(
     write_table(out / "truth" / "patients.csv", patients.set_index("dataset"))
     write_table(out / "truth" / "cancer_types.csv", cancer_types.set_index("cancer_type"))
     write_table(out / "truth" / "genes.csv", _gene_truth(genes, profiles))
+    write_json(out / "truth" / "difficulty.json", _difficulty_truth(diff, difficulty, specs, all_cells, genes, profiles))
     from ..io.atomic import write_text
 
     write_text(out / "ingest.yaml", ingest_yaml_text(specs, all_cells, params, __version__))
-    files += ["truth/patients.csv", "truth/cancer_types.csv", "truth/genes.csv", "ingest.yaml"]
+    files += ["truth/patients.csv", "truth/cancer_types.csv", "truth/genes.csv", "truth/difficulty.json",
+              "ingest.yaml"]
     if old:
         _remove_old_outputs(out, old, set(files) | {"simulation.json"})
     meta.update(status="complete", files=files)

@@ -16,6 +16,8 @@ messiness occurs once ``n_datasets >= 6``:
  6    PDAC mouse  10x_3p       h5ad     X              mouse     A      -  (KPC-like mouse model)
 ====  ==========  ===========  =======  =============  ========  =====  =========================
 
+With the ``foreign`` difficulty setting every data set instead names its obs columns ``donor``,
+``library``, ``site``, ``tech`` and ``tumor_type`` (values keep their template spellings).
 With exactly 6 data sets the mouse model replaces data set 0; from data set 7 on the templates
 repeat with other platforms (and mtx instead of csv, current instead of outdated symbols). The csv
 data set is kept small (its size weight is reduced); a csv data set above 5,000 cells is written
@@ -31,6 +33,7 @@ import pandas as pd
 
 from ..errors import AtlasError
 from . import biology as bio
+from .difficulty import Difficulty
 
 CSV_MAX_CELLS = 5_000
 MIN_CELLS_PER_DATASET = 50
@@ -55,6 +58,8 @@ OBS_STYLES: dict[str, dict[str, str]] = {
           "cancer_type": "disease"},
     "C": {"patient_id": "Patient", "sample_id": "orig.ident", "tissue": "Tissue", "platform": "Platform",
           "cancer_type": "cancer"},
+    "foreign": {"patient_id": "donor", "sample_id": "library", "tissue": "site", "platform": "tech",
+                "cancer_type": "tumor_type"},
 }  # fmt: skip
 #: How tissues are spelled, per tissue style.
 TISSUE_SPELLINGS = (
@@ -85,6 +90,11 @@ class DatasetSpec:
     missing: tuple[str, ...]
     tissues: tuple[str, ...]
     n_cells: int
+    columns: str | None = None  # obs column naming (key of OBS_STYLES) when not that of obs_style
+
+    def obs_columns(self) -> dict[str, str]:
+        """obs column of each schema field in this data set."""
+        return OBS_STYLES[self.columns or self.obs_style]
 
     def raw_value(self, field: str, canonical: str) -> str:
         """How this data set spells a canonical value of a schema field."""
@@ -120,7 +130,8 @@ def _sizes(rng: np.random.Generator, n_cells: int, weights: np.ndarray, minimum:
     return out + minimum
 
 
-def design_datasets(rng: np.random.Generator, n_cells: int, n_datasets: int) -> list[DatasetSpec]:
+def design_datasets(rng: np.random.Generator, n_cells: int, n_datasets: int,
+                    obs_style: str | None = None) -> list[DatasetSpec]:  # fmt: skip
     """The data sets of a simulation (see the module docstring for the templates).
 
     Parameters
@@ -131,6 +142,9 @@ def design_datasets(rng: np.random.Generator, n_cells: int, n_datasets: int) -> 
         Total cells, split unevenly over the data sets (exact sum).
     n_datasets
         Number of data sets.
+    obs_style
+        obs column naming of every data set (a key of :data:`OBS_STYLES`, e.g. ``foreign``); None = the
+        templates' names.
 
     Returns
     -------
@@ -155,7 +169,7 @@ def design_datasets(rng: np.random.Generator, n_cells: int, n_datasets: int) -> 
         species = "mouse" if genes == "mouse" else "human"
         ds_id = f"ds{d + 1:02d}_{cancer}" + ("_mouse_KPC" if species == "mouse" else "")
         specs.append(DatasetSpec(d, ds_id, cancer, species, platform, fmt, counts, genes, style, tstyle,
-                                 missing, tissues, int(n)))  # fmt: skip
+                                 missing, tissues, int(n), obs_style))  # fmt: skip
     return specs
 
 
@@ -171,6 +185,7 @@ class Cells:
     lib: np.ndarray
     log_mt: np.ndarray
     wprog: np.ndarray
+    profile: np.ndarray | None = None  # expression profile per cell (its type unless an extra profile)
 
 
 def _barcodes(rng: np.random.Generator, n: int) -> np.ndarray:
@@ -198,7 +213,41 @@ def _sample_name(spec: DatasetSpec, patient: str, tissue: str) -> str:
     ]
 
 
-def draw_cells(rng: np.random.Generator, spec: DatasetSpec) -> Cells:
+def neutrophil_median_umis(platform: str, difficulty: Difficulty | None = None) -> float:
+    """Median UMIs of a neutrophil on ``platform`` (before sample and cell variation).
+
+    Parameters
+    ----------
+    platform
+        A key of :data:`atlas.simulate.biology.PLATFORMS`.
+    difficulty
+        ``neutrophil_umi_droplet`` replaces the droplet platforms' median, ``neutrophil_umi_scale``
+        multiplies the others'.
+
+    Returns
+    -------
+    float
+    """
+    plat = bio.PLATFORMS[platform]
+    if difficulty is None:
+        return plat.neutrophil_umi
+    if plat.droplet:
+        return plat.neutrophil_umi if difficulty.neutrophil_umi_droplet is None else difficulty.neutrophil_umi_droplet
+    return plat.neutrophil_umi * difficulty.neutrophil_umi_scale
+
+
+def _extra_profiles(drng: np.random.Generator, ctype: np.ndarray, difficulty: Difficulty) -> np.ndarray:
+    """Expression profile per cell: its type, or an extra profile row (SPP1/VEGFA-high macrophages)."""
+    profile = ctype.astype(np.int64).copy()
+    mac = bio.CELL_TYPES.index("macrophage")
+    is_mac = np.flatnonzero(ctype == mac)
+    tam = is_mac[drng.random(is_mac.size) < difficulty.vegfa_macrophages]
+    profile[tam] = len(bio.CELL_TYPES)  # the first extra profile (see biology.build_profiles)
+    return profile
+
+
+def draw_cells(rng: np.random.Generator, spec: DatasetSpec, difficulty: Difficulty | None = None,
+               drng: np.random.Generator | None = None) -> Cells:  # fmt: skip
     """Patients, samples and cells (types, states, pseudotime, library sizes) of one data set.
 
     Parameters
@@ -207,6 +256,10 @@ def draw_cells(rng: np.random.Generator, spec: DatasetSpec) -> Cells:
         Generator of this data set.
     spec
         The data set.
+    difficulty
+        Difficulty knobs (neutrophil UMIs, SPP1/VEGFA-high macrophages); default: none.
+    drng
+        Generator for the draws of non-default knobs (the other draws stay those of ``rng``).
 
     Returns
     -------
@@ -255,7 +308,7 @@ def draw_cells(rng: np.random.Generator, spec: DatasetSpec) -> Cells:
     pt, wprog = np.concatenate(pt), np.concatenate(wprog)
     n = ctype.size
 
-    medians = np.array([plat.neutrophil_umi if t == "neutrophil" else bio.TYPE_UMI[t] * plat.umi_factor
+    medians = np.array([neutrophil_median_umis(spec.platform, difficulty) if t == "neutrophil" else bio.TYPE_UMI[t] * plat.umi_factor
                         for t in bio.CELL_TYPES])  # fmt: skip
     lib = (
         medians[ctype]
@@ -268,7 +321,7 @@ def draw_cells(rng: np.random.Generator, spec: DatasetSpec) -> Cells:
     lib = np.where(quality == 1, 0.6 * lib, lib)
     lib = np.where(quality == 2, lib * rng.uniform(0.03, 0.1, n), lib)
 
-    cols = OBS_STYLES[spec.obs_style]
+    cols = spec.obs_columns()
     tissue = samples["tissue"].to_numpy()[sample_idx]
     obs = pd.DataFrame(index=pd.Index(_barcodes(rng, n), name=None))
     obs[cols["patient_id"]] = samples["patient"].to_numpy()[sample_idx]
@@ -283,4 +336,7 @@ def draw_cells(rng: np.random.Generator, spec: DatasetSpec) -> Cells:
     obs["truth_pseudotime"] = pt
     obs["truth_quality"] = np.asarray(["ok", "damaged", "low_quality"])[quality]
     patients = pd.DataFrame(pats)
-    return Cells(obs, samples, patients, sample_idx, ctype, lib, log_mt, wprog)
+    profile = None
+    if difficulty is not None and difficulty.vegfa_macrophages > 0:
+        profile = _extra_profiles(drng if drng is not None else rng, ctype, difficulty)
+    return Cells(obs, samples, patients, sample_idx, ctype, lib, log_mt, wprog, profile)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import yaml
 
 from ..config import IngestConfig, QCConfig, validate
-from .design import OBS_STYLES, DatasetSpec
+from .design import DatasetSpec
 
 _FIELDS = ("patient_id", "sample_id", "tissue", "platform", "cancer_type")
 
@@ -24,7 +24,7 @@ def dataset_entry(spec: DatasetSpec, cells) -> dict:
                      obs_path=f"datasets/{spec.id}_metadata.csv")  # fmt: skip
     entry["species"] = spec.species
     entry["gene_ids"] = "ensembl" if spec.gene_kind == "ensembl" else "symbol"
-    cols = OBS_STYLES[spec.obs_style]
+    cols = spec.obs_columns()
     entry["obs_columns"] = {f: cols[f] for f in _FIELDS if f not in spec.missing}
     constants = {"platform": spec.platform, "cancer_type": spec.cancer_type}
     if spec.missing:

@@ -5,6 +5,8 @@ For each cell, the genes of its type's *support* (the ~3,500 most expressed gene
 programme, MT and ribosomal genes) are drawn gene by gene from a negative binomial with mean
 ``library * p_g`` (CDF inversion for small means, gamma-Poisson for large ones). The remaining genes carry little mass; their counts are drawn as a
 Poisson number of background UMIs placed by the genes' weights (binary search on a cumulative sum).
+With ambient RNA (``Difficulty.ambient_fraction``), a share of each cell's expected UMIs is drawn the
+same way from its sample's soup profile and added to the cell's own counts.
 
 Randomness: each block of :data:`BLOCK` cells has its own seed, derived from the simulation seed,
 the data set and the block index, and seeds numba's thread-local generator at the start of the
@@ -21,6 +23,8 @@ import numpy as np
 import scipy.sparse as sp
 
 BLOCK = 256  # cells per independently seeded block (fixed: output must not depend on chunk_size)
+_NO_SAMPLE = np.zeros(0, dtype=np.int64)  # kernel arguments when there is no ambient RNA
+_NO_SOUP = np.zeros((1, 1))
 
 
 @numba.njit(cache=True, nogil=True)
@@ -55,7 +59,7 @@ def _neg_binomial(mu, theta):
 
 @numba.njit(cache=True, nogil=True)
 def sample_block(seed, ctype, prof, lib, mt_factor, wprog, neutrophil, support, sup_w, sup_theta, sup_mt,
-                 eff_pos, effects, bg_genes, bg_cdf, n_genes):  # fmt: skip
+                 eff_pos, effects, bg_genes, bg_cdf, n_genes, ambient, csample, soup_cdf):  # fmt: skip
     """Draw counts for one block of cells.
 
     Parameters
@@ -85,6 +89,11 @@ def sample_block(seed, ctype, prof, lib, mt_factor, wprog, neutrophil, support, 
         (n_profiles, n_genes - k) cumulative weights of the background genes of each profile.
     n_genes
         Number of genes.
+    ambient
+        Share of each cell's expected UMIs drawn from its sample's soup (0: none, no draws).
+    csample, soup_cdf
+        (n,) sample of each cell and (n_samples, n_genes) cumulative soup weights of each sample
+        (unused when ``ambient`` is 0).
 
     Returns
     -------
@@ -121,7 +130,8 @@ def sample_block(seed, ctype, prof, lib, mt_factor, wprog, neutrophil, support, 
                     buf[j] *= mt_factor[c]
         tot = buf.sum()
         bg_mass = bg_cdf[p, n_bg - 1] if n_bg > 0 else 0.0
-        scale = lib[c] / (tot + bg_mass)
+        own_lib = lib[c] * (1.0 - ambient) if ambient > 0.0 else lib[c]
+        scale = own_lib / (tot + bg_mass)
         ns = 0
         for j in range(k):
             x = _neg_binomial(buf[j] * scale, sup_theta[t, j])
@@ -143,6 +153,19 @@ def sample_block(seed, ctype, prof, lib, mt_factor, wprog, neutrophil, support, 
                     bg_list[nb] = g
                     nb += 1
                 dense[g] += 1
+        if ambient > 0.0:  # soup UMIs (may hit support genes: merged below)
+            soup = soup_cdf[csample[c]]
+            soup_mass = soup[soup.size - 1]
+            m = np.random.poisson(ambient * lib[c])
+            for _ in range(m):
+                g = np.searchsorted(soup, np.random.random() * soup_mass, side="right")
+                if g >= n_genes:
+                    g = n_genes - 1
+                if dense[g] == 0:
+                    bg_list = _grow(bg_list, nb + 1)
+                    bg_list[nb] = g
+                    nb += 1
+                dense[g] += 1
         bg_sorted = np.sort(bg_list[:nb])
         indices = _grow(indices, pos + ns + nb)
         data = _grow(data, pos + ns + nb)
@@ -153,6 +176,13 @@ def sample_block(seed, ctype, prof, lib, mt_factor, wprog, neutrophil, support, 
                 indices[pos] = sup_idx[a]
                 data[pos] = sup_val[a]
                 a += 1
+            elif a < ns and sup_idx[a] == bg_sorted[b]:  # a support gene with soup UMIs
+                g = bg_sorted[b]
+                indices[pos] = g
+                data[pos] = sup_val[a] + dense[g]
+                dense[g] = 0
+                a += 1
+                b += 1
             else:
                 g = bg_sorted[b]
                 indices[pos] = g
@@ -184,6 +214,9 @@ class DatasetModel:
     block_seeds: np.ndarray
     neutrophil: int
     n_genes: int
+    ambient: float = 0.0
+    csample: np.ndarray | None = None
+    soup_cdf: np.ndarray | None = None
 
     @property
     def n_cells(self) -> int:
@@ -195,7 +228,8 @@ class DatasetModel:
         indptr, indices, data = sample_block(
             int(self.block_seeds[b]), self.ctype[s], self.prof[s], self.lib[s], self.mt_factor[s],
             self.wprog[s], self.neutrophil, self.support, self.sup_w, self.sup_theta, self.sup_mt,
-            self.eff_pos, self.effects, self.bg_genes, self.bg_cdf, self.n_genes,
+            self.eff_pos, self.effects, self.bg_genes, self.bg_cdf, self.n_genes, self.ambient,
+            self.csample[s] if self.ambient > 0 else _NO_SAMPLE, self.soup_cdf if self.ambient > 0 else _NO_SOUP,
         )  # fmt: skip
         return sp.csr_matrix((data, indices, indptr), shape=(s.stop - s.start, self.n_genes))
 

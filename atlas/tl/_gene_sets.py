@@ -5,7 +5,8 @@ Extends :mod:`atlas.signatures` (the shipped registry) with:
 * user sets from MSigDB-style GMT files and from YAML files (the registry's format, or a plain
   ``name: [genes]`` mapping), or from a ``{name: genes}`` dict;
 * outdated human symbols mapped to current HGNC symbols for user sets too
-  (:func:`atlas.harmonize.reference.previous_symbols`);
+  (:func:`atlas.harmonize.reference.previous_symbols`); matching a data set tries each gene as
+  given first and uses current/previous symbols only for genes the data lack under that name;
 * translation between mouse and human through one-to-one orthologues
   (:func:`atlas.harmonize.reference.one_to_one_orthologues`) for sets whose species differs from
   the data's;
@@ -164,7 +165,10 @@ def _update_symbols(genes: Sequence[str], species: str) -> tuple[tuple[str, ...]
         if new not in out:
             out.append(new)
     if renamed:
-        logger.info("updated outdated symbols: %s", ", ".join(f"{a}->{b}" for a, b in renamed.items()))
+        logger.info(
+            "outdated symbols (matched as given first, else under the current symbol): %s",
+            ", ".join(f"{a}->{b}" for a, b in renamed.items()),
+        )
     return tuple(out), renamed
 
 
@@ -279,12 +283,65 @@ def _is_file_ref(s: str) -> bool:
     return s.lower().endswith(_FILE_SUFFIXES) or os.sep in s
 
 
+def _aliases(rs: ResolvedSet) -> dict[str, list[str]]:
+    """Per gene of a human set: other names to look for when it is absent, the one given first.
+
+    The user's own spelling (before the symbol update), then the current HGNC symbol of a
+    previous one, then the previous symbols of a current one; so data aligned to an older or a
+    newer annotation still find the gene (``SEPTIN9`` in a set, ``SEPT9`` in the data, or back).
+    """
+    if rs.translated or rs.signature.species != "human":
+        return {}
+    from ..harmonize.reference import previous_symbols
+
+    prev = previous_symbols()
+    older: dict[str, list[str]] = {}
+    for old, new in prev.items():
+        older.setdefault(new, []).append(old)
+    given: dict[str, list[str]] = {}
+    for old, new in rs.signature.renamed.items():
+        given.setdefault(new, []).append(old)
+    out = {}
+    for g in rs.genes:
+        names = [*given.get(g, []), g, *([prev[g]] if g in prev else []), *older.get(g, [])]
+        out[g] = list(dict.fromkeys(names))
+    return out
+
+
+def _find(rs: ResolvedSet, var_names: pd.Index) -> tuple[np.ndarray, dict[str, str]]:
+    """Column of each gene in ``var_names`` (-1 = absent) and ``{gene as given: name in the data}``
+    for the genes found under another name."""
+    aliases = _aliases(rs)
+    given = {new: old for old, new in rs.signature.renamed.items()}
+    idx = np.full(len(rs.genes), -1, dtype=np.int64)
+    via: dict[str, str] = {}
+    for i, g in enumerate(rs.genes):
+        for name in aliases.get(g, [g]):
+            j = var_names.get_indexer([name])[0]
+            if j >= 0:
+                idx[i] = j
+                if name != given.get(g, g):
+                    via[given.get(g, g)] = name
+                break
+    return idx, via
+
+
 def match_genes(rs: ResolvedSet, var_names: pd.Index) -> tuple[np.ndarray, dict[str, Any]]:
     """Column indices of a set's genes in ``var_names`` and the per-signature report.
 
+    A gene is looked up as the user gave it first, then under its current or previous HGNC
+    symbols (:func:`_aliases`), so a set matches data aligned to an older or newer annotation;
+    genes found under another name are logged and listed in the report (``matched_as``).
     Warns when fewer than half of the genes are present; raises when none is.
+
+    Parameters
+    ----------
+    rs
+        The resolved set.
+    var_names
+        The data's gene names.
     """
-    idx = var_names.get_indexer(list(rs.genes))
+    idx, via = _find(rs, var_names)
     present = idx >= 0
     absent = [g for g, ok in zip(rs.genes, present, strict=True) if not ok]
     report = {
@@ -292,10 +349,20 @@ def match_genes(rs: ResolvedSet, var_names: pd.Index) -> tuple[np.ndarray, dict[
         "n_present": int(present.sum()),
         "absent": absent,
         "renamed": dict(rs.signature.renamed),
+        "matched_as": via,
         "translated_from": rs.signature.species if rs.translated or rs.untranslated else None,
         "no_orthologue": list(rs.untranslated),
         "kind": rs.signature.kind,
     }
+    # the usual outdated -> current update is reported under 'renamed'; log the other look-ups
+    unusual = {k: v for k, v in via.items() if rs.signature.renamed.get(k) != v}
+    if unusual:
+        logger.info(
+            "signature %r: %d gene(s) found in the data under another HGNC symbol: %s",
+            rs.name,
+            len(unusual),
+            ", ".join(f"{k} as {v}" for k, v in unusual.items()),
+        )
     if not present.any():
         raise AtlasError(
             f"signature {rs.name!r}: none of its {len(rs.genes)} genes is in the data (e.g. "

@@ -135,9 +135,9 @@ def test_tables_follow_the_documented_columns(run_dir):
 
 def test_analyse_command_with_no_neutrophils_says_so(run_dir, tmp_path):
     strict = tmp_path / "strict.yaml"
-    # only the cluster vote counts and it must be near unanimous: no cluster is that pure
+    # no cluster stands 100 noise SDs above the baseline and no propagated call is that certain
     strict.write_text(
-        yaml.safe_dump({"analyse": {"min_neutrophil_confidence": 0.999, "cluster_weight": 1.0}})
+        yaml.safe_dump({"analyse": {"cell_types": {"min_effect": 100.0, "min_confidence": 0.999}}})
     )
     copy = tmp_path / "run"
     subprocess.run(["cp", "-r", str(run_dir), str(copy)], check=True)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -9,7 +11,13 @@ import scipy.sparse as sp
 
 from atlas.errors import InputDataError
 from atlas.harmonize import reference
-from atlas.harmonize.genes import common_gene_axis, detect_id_type, harmonize_genes, strip_version
+from atlas.harmonize.genes import (
+    common_gene_axis,
+    detect_id_type,
+    harmonize_genes,
+    recognised_share,
+    strip_version,
+)
 
 
 def _var(ids):
@@ -95,7 +103,7 @@ def test_common_axis_outer_inner_and_disjoint():
     assert genes == ["ACTB", "GAPDH", "CD14"]
     assert measured.sum(axis=1).tolist() == [1, 2, 1]
     assert common_gene_axis([a, b], "inner")[0] == ["GAPDH"]
-    c = harmonize_genes(_var(["ZZZ1", "ZZZ2"]), dataset_id="odd")
+    c = harmonize_genes(_var(["CD3E", "CD8A"]), dataset_id="odd")
     with pytest.raises(InputDataError, match=r"data set 'odd' has no genes in common"):
         common_gene_axis([a, b, c], "outer")
 
@@ -122,3 +130,51 @@ def test_symbol_ids_on_10x_features_use_names():
     assert harmonize_genes(var, dataset_id="x").report["id_type"] == "ensembl"
     with pytest.raises(InputDataError, match=r"'x'.*gene_ids: symbol.*Ensembl ids.*gene_ids: ensembl"):
         harmonize_genes(var.drop(columns="gene_symbols"), dataset_id="x", gene_ids="symbol")
+
+
+def _real(species: str, n: int, start: int = 2000) -> list[str]:
+    table = reference.human_genes() if species == "human" else reference.mouse_genes()
+    return list(table["symbol"].drop_duplicates().iloc[start : start + n])
+
+
+def test_unrecognised_gene_names_refused_with_share_examples_and_fix():
+    var = pd.DataFrame({"name": _real("human", 3000)}, index=[f"feature_{i}" for i in range(3000)])
+    with pytest.raises(InputDataError) as err:
+        harmonize_genes(var, dataset_id="u", source="u.h5ad")
+    msg = str(err.value)
+    for part in ("'u'", "only 0% of its 3000 gene ids (u.h5ad)", "feature_0", "below the 20%", "gene_column",
+                 "['name']", "gene_ids", "species: human"):
+        assert part in msg
+    assert len(harmonize_genes(var, dataset_id="u", gene_column="name").genes) == 3000  # the fix works
+
+
+def test_partly_recognised_gene_names_warn(caplog):
+    ids = _real("human", 600) + [f"feature_{i}" for i in range(400)]  # 60% known: quiet
+    with caplog.at_level(logging.WARNING, logger="atlas.harmonize.genes"):
+        harmonize_genes(_var(ids), dataset_id="ok")
+    assert not caplog.records
+    ids = _real("human", 300) + [f"feature_{i}" for i in range(700)]  # 30% known: warning, still kept
+    with caplog.at_level(logging.WARNING, logger="atlas.harmonize.genes"):
+        m = harmonize_genes(_var(ids), dataset_id="w")
+    assert len(m.genes) == 1000
+    assert "only 30% of its 1000 gene ids" in caplog.text and "feature_0" in caplog.text
+
+
+def test_mouse_symbols_under_species_human_name_mouse():
+    ids = ["Cd3e", "Lyz2", *_real("mouse", 200)]
+    with pytest.raises(InputDataError, match=r"'m'.*are mouse gene symbols \(Cd3e, Lyz2, .*species: mouse"):
+        harmonize_genes(_var(ids), dataset_id="m")
+    assert len(harmonize_genes(_var(ids), dataset_id="m", species="mouse").genes) > 50
+
+
+def test_human_symbols_under_species_mouse_warn(caplog):
+    with caplog.at_level(logging.WARNING, logger="atlas.harmonize.genes"):
+        m = harmonize_genes(_var(["CD3E", "LYZ", *_real("human", 200)]), dataset_id="h", species="mouse")
+    assert "are human gene symbols (CD3E, LYZ" in caplog.text and "species: human" in caplog.text
+    assert "CD3E" in m.genes  # mapped case-insensitively, as before
+
+
+def test_recognised_share():
+    assert recognised_share(["ACTB", "IL8", "nope", "ENSG00000075624"], "human", "symbol") == 0.5
+    assert recognised_share([_ens("ACTB") + ".3", "ENSG99999999999"], "human") == 0.5
+    assert recognised_share(["Actb", "Cd3e"], "human") == 0.0

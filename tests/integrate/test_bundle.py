@@ -4,6 +4,7 @@ import json
 import logging
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from atlas.errors import InputDataError, RunDirError
@@ -64,6 +65,8 @@ def test_bundle_layout_and_reload(toy_store, tmp_path, fast, monkeypatch):
         "registry.json",
         "metrics.csv",
         "metrics.png",
+        "checks.json",
+        "elbo_curve.csv",
         "config.json",
         "summary.json",
         "versions.json",
@@ -94,9 +97,80 @@ def test_bundle_layout_and_reload(toy_store, tmp_path, fast, monkeypatch):
     assert seen["label_key"] == "truth_cell_type" and seen["max_cells"] == 800 and seen["counts"] > 0
     assert seen["skip"] == ("kbet_per_label", "bras") and seen["harmony_keys"] == ["sample_id", "platform"]
     assert (ref / "signatures.yaml").stat().st_size > 0
+    checks = json.loads((ref / "checks.json").read_text())
+    assert checks["baselines"]["passed"] is True and checks["convergence"]["scvi"]["epochs"] == 3
+    assert summary["convergence"]["scvi"]["steps"] == checks["convergence"]["scvi"]["steps"] > 0
+    curve = pd.read_csv(ref / "elbo_curve.csv")
+    assert (
+        list(curve["model"].unique()) == ["scvi"]
+        and len(curve) == 3
+        and curve["elbo_validation"].notna().all()
+    )
 
     with pytest.raises(RunDirError, match="already exists"):
         integrate_store(toy_store, ref, s)
+
+
+def test_no_label_key_writes_a_complete_bundle_with_batch_metrics(toy_store, tmp_path, fast):
+    """Issue 13: without metrics_label_key BRAS got the batch as labels and crashed after training."""
+    import anndata as ad
+    import scvi
+
+    s = _settings(fast, max_epochs=1, metrics=True, metrics_max_cells=600, metrics_batch_keys=["dataset_id"])
+    res = integrate_store(toy_store, tmp_path / "ref", s)
+    ref = tmp_path / "ref"
+    model = scvi.model.SCVI.load(str(ref / "model"), adata=ad.read_h5ad(ref / "atlas.h5ad"))
+    assert model.get_latent_representation().shape == (1490, 8)
+    metrics = pd.read_csv(ref / "metrics.csv")
+    assert {"iLISI", "PCR comparison", "Batch correction"} <= set(metrics) and "BRAS" not in metrics
+    assert "Bio conservation" not in metrics and res.metrics is not None
+    assert json.loads((ref / "checks.json").read_text())["baselines"]["checked"] is True
+
+
+def test_a_failing_optional_step_is_a_warning_and_the_bundle_stays(
+    toy_store, tmp_path, fast, monkeypatch, caplog
+):
+    import anndata as ad
+    import scvi
+
+    import atlas.integrate.metrics as metrics
+
+    def broken(adata, **kw):
+        raise ValueError("No objects to concatenate")
+
+    monkeypatch.setattr(metrics, "integration_metrics", broken)
+    ref = tmp_path / "ref"
+    with caplog.at_level(logging.WARNING, logger="atlas.integrate.bundle"):
+        res = integrate_store(
+            toy_store, ref, _settings(fast, metrics=True, metrics_label_key="truth_cell_type")
+        )
+    assert "integration metrics (scib-metrics) failed (ValueError: No objects to concatenate)" in caplog.text
+    assert res.metrics is None and any("failed" in w for w in res.warnings)
+    assert {"model", "atlas.h5ad", "hvg.txt", "summary.json", "checks.json"} <= {
+        p.name for p in ref.iterdir()
+    }
+    assert not (ref / "metrics.csv").exists()
+    assert any("failed" in n for n in json.loads((ref / "summary.json").read_text())["notes"])
+    scvi.model.SCVI.load(str(ref / "model"), adata=ad.read_h5ad(ref / "atlas.h5ad"))
+
+
+def test_scvi_behind_harmony_is_a_recorded_warning(toy_store, tmp_path, fast, monkeypatch, caplog):
+    import atlas.integrate.metrics as metrics
+
+    def behind(adata, **kw):
+        rows = ["X_pca", "X_harmony", "X_scVI"]
+        return pd.DataFrame(
+            {"method": rows, "Batch correction": [0.3, 0.7, 0.42], "iLISI": [0.0, 0.53, 0.02], "n_cells": 10},
+            index=pd.Index(rows, name="embedding"),
+        )
+
+    monkeypatch.setattr(metrics, "integration_metrics", behind)
+    with caplog.at_level(logging.WARNING, logger="atlas.integrate.bundle"):
+        res = integrate_store(toy_store, tmp_path / "ref", _settings(fast, metrics=True))
+    assert "batch correction 0.42 vs Harmony 0.70" in caplog.text
+    checks = json.loads((tmp_path / "ref" / "checks.json").read_text())
+    assert checks["baselines"]["passed"] is False and checks["warnings"] == res.warnings
+    assert checks["baselines"]["embeddings"]["X_scVI"]["ilisi"] == 0.02
 
 
 def test_scanvi_bundle_loads_as_scanvi(toy, tmp_path, fast):

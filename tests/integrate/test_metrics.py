@@ -53,9 +53,15 @@ def test_metrics_table_scores_a_good_latent_above_the_baseline(toy, tmp_path):
 def test_batch_only_metrics_without_labels_and_bad_keys(toy):
     _embeddings(toy)
     df = integration_metrics(
-        toy, embeddings=["X_scVI"], batch_keys=["dataset_id"], harmony=False, max_cells=1000, skip=FAST_SKIP
+        toy, embeddings=["X_scVI"], batch_keys=["dataset_id"], harmony=False, max_cells=1000
     )  # same shapes as above: JAX reuses its compilations
     assert list(df.index) == ["X_pca", "X_scVI"] and "Bio conservation" not in df
+    # without labels the per-label batch metrics are skipped (BRAS would fail on the batch as labels)
+    assert {"iLISI", "PCR comparison"} <= set(df.columns) and not {
+        "BRAS",
+        "KBET",
+        "Graph connectivity",
+    } & set(df)
     assert df["Total"].isna().all() and df["Batch correction"].notna().all()
     with pytest.raises(MissingKeyError, match="label_key='cell_type'"):
         integration_metrics(toy, label_key="cell_type")
@@ -73,3 +79,37 @@ def test_all_default_scib_metrics(toy):
     )
     assert {"KBET", "BRAS", "Isolated labels", "cLISI", "PCR comparison"} <= set(df.columns)
     assert isinstance(df, pd.DataFrame) and df.loc["X_scVI", "Total"] > df.loc["X_pca", "Total"]
+
+
+def _table(bc, ilisi, harmony_bc=0.70, harmony_ilisi=0.53):
+    rows = ["X_pca", "X_harmony", "X_scVI"]
+    return pd.DataFrame(
+        {
+            "embedding": rows,
+            "method": ["Unintegrated (PCA)", "Harmony", "scVI"],
+            "iLISI": [0.01, harmony_ilisi, ilisi],
+            "Batch correction": [0.31, harmony_bc, bc],
+            "Bio conservation": [0.80, 0.85, 0.90],
+        }
+    )
+
+
+def test_baseline_check_against_harmony(tmp_path):
+    from atlas.integrate.metrics import baseline_check, baseline_summary
+
+    ok = baseline_check(_table(0.72, 0.42).set_index("embedding"))  # as integration_metrics returns it
+    assert (
+        ok["checked"] and ok["passed"] and ok["embeddings"]["X_scVI"]["beats_harmony"] and not ok["warnings"]
+    )
+    assert "ahead of Harmony" in baseline_summary(ok)
+    bad = baseline_check(_table(0.42, 0.02))  # the undertrained case of issue 12
+    assert bad["passed"] is False and len(bad["warnings"]) == 1
+    msg = bad["warnings"][0]
+    assert "batch correction 0.42 vs Harmony 0.70" in msg and "iLISI 0.02 vs Harmony 0.53" in msg
+    assert "train_steps" in msg and "batch_size" in msg and "n_latent" in msg
+    unmixed = baseline_check(_table(0.75, 0.20))  # ahead on the aggregate, iLISI < half Harmony's
+    assert unmixed["passed"] is False and "iLISI 0.20" in unmixed["warnings"][0]
+    _table(0.60, 0.50).to_csv(tmp_path / "metrics.csv", index=False)  # the bundle's csv read back
+    assert baseline_check(pd.read_csv(tmp_path / "metrics.csv"))["passed"] is False
+    no_harmony = baseline_check(_table(0.5, 0.5).iloc[[0, 2]])
+    assert no_harmony["checked"] is False and "Harmony" in baseline_summary(no_harmony)

@@ -19,6 +19,7 @@ TENX_SYMBOLS = ["CSF3R", "FCGR3B", "ACTB", "GAPDH", "CD14"]
 MOUSE_GENES = ["Csf3r", "S100a8", "Actb", "Rpl3", "Fakegene9"]
 MOUSE_TO_HUMAN = {"Csf3r": "CSF3R", "S100a8": "S100A8", "Actb": "ACTB", "Rpl3": "RPL3"}
 THRESHOLDS = {
+    "mode": "fixed",
     "min_counts": 1,
     "min_genes": 1,
     "neutrophil_min_counts": 1,
@@ -327,7 +328,7 @@ def test_missing_schema_field_refused(tmp_path, three):
 
 def test_no_common_genes_refused(tmp_path, files, three):
     p = files.write_csv(
-        tmp_path / "odd.csv", files.counts(4, 2), barcodes=["a", "b", "c", "d"], genes=["XYZ1", "XYZ2"]
+        tmp_path / "odd.csv", files.counts(4, 2), barcodes=["a", "b", "c", "d"], genes=["CD3E", "CD8A"]
     )
     cfg = three["cfg"]
     cfg["datasets"].append(_one(p)["datasets"][0])
@@ -373,3 +374,102 @@ def test_crash_mid_ingest_leaves_nothing(tmp_path, three, monkeypatch):
 
 def test_errors_are_atlas_errors():
     assert issubclass(InputDataError, AtlasError) and issubclass(RunDirError, AtlasError)
+
+
+# ------------------------------------------------------------------------------- mad-mode QC
+def _mad_dataset(tmp_path, files, n=240):
+    """Normal cells (~2,500 UMIs), 4 low-UMI neutrophil-like cells, 1 empty-ish barcode, 1 high-mito cell."""
+    rng = np.random.default_rng(7)
+    genes = ["MT-CO1", "CSF3R", "FCGR3B", "CXCR2", "S100A8"]
+    genes += list(reference.human_genes()["symbol"].drop_duplicates().iloc[2000:2400])
+    p = rng.gamma(0.5, size=len(genes))
+    p[:5] = [0.03 * p.sum(), 0, 0, 0, 0]  # ~3 % mito, no markers in normal cells
+    p /= p.sum()
+    lib = np.exp(rng.normal(np.log(2500), 0.3, n)).astype(int)
+    X = np.vstack([rng.multinomial(k, p) for k in lib])
+    neut_p = p.copy()
+    neut_p[1:5] = 0.1  # markers carry 40 % of a neutrophil's UMIs
+    neut_p /= neut_p.sum()
+    extra = [rng.multinomial(k, neut_p) for k in (250, 280, 300, 320)]
+    extra.append(rng.multinomial(60, p))  # under the 100-UMI floor
+    mito_p = p.copy()
+    mito_p[0] = 0.5
+    extra.append(rng.multinomial(2500, mito_p / mito_p.sum()))  # 33 % mito
+    X = sp.csr_matrix(np.vstack([X, *extra]).astype(np.float32))
+    names = [f"c{i}" for i in range(X.shape[0])]
+    obs = pd.DataFrame({"sample_id": ["s1", "s2"] * (X.shape[0] // 2)}, index=names)
+    path = files.write_h5ad(tmp_path / "mad.h5ad", X, obs=obs, genes=genes)
+    cfg = _one(path)
+    cfg["qc"] = {}  # the defaults: mad mode
+    return cfg, n
+
+
+@pytest.mark.parametrize("doublets", [False, True])
+def test_mad_qc_flags_low_rna_and_removes_outliers(tmp_path, files, doublets):
+    if doublets:
+        pytest.importorskip("skimage")
+    cfg, n = _mad_dataset(tmp_path, files)
+    cfg["qc"] = {"doublets": doublets, "doublet_min_cells": 100}
+    res = ingest(IngestConfig(**cfg), tmp_path / "o.h5ad")
+    a = ad.read_h5ad(tmp_path / "o.h5ad")
+    row = res.qc.loc["bad1"]
+    assert row["qc_mode"] == "mad" and row["removed_low_counts"] == 1 and row["removed_high_mito"] == 1
+    assert f"bad1:c{n + 4}" not in a.obs_names and f"bad1:c{n + 5}" not in a.obs_names
+    neut = [f"bad1:c{n + i}" for i in range(4)]
+    assert set(neut) <= set(a.obs_names) and a.obs.loc[neut, "qc_low_rna"].all()
+    assert a.obs["qc_low_rna"].dtype == bool and row["cells_flagged_low_rna"] == a.obs["qc_low_rna"].sum()
+    assert row["cells_flagged_low_rna"] < 10 and row["cells_out"] == a.n_obs
+    assert 250 < row["used_low_rna_counts"] < 2500 and row["used_min_counts"] == 100
+    assert res.neutrophils.loc["bad1", "evidence_cells_flagged_low_rna"] == 4
+    kept = [int(c.split(":c")[1]) for c in a.obs_names]
+    src = ad.read_h5ad(tmp_path / "mad.h5ad")
+    expected = pd.DataFrame(src.X.toarray(), columns=src.var_names).iloc[kept][list(a.var_names)]
+    np.testing.assert_array_equal(a.X.toarray(), expected.to_numpy())
+    if doublets:
+        assert a.n_obs == n + 4 - row["removed_doublets"] and "doublet_score" in a.obs
+    else:
+        assert a.n_obs == n + 4
+
+
+def test_dataset_without_cells_refused(tmp_path, files, three):
+    p = files.write_h5ad(
+        tmp_path / "empty.h5ad", sp.csr_matrix((0, 3)), obs=pd.DataFrame(index=[]), genes=["ACTB", "GAPDH", "CD14"]
+    )
+    cfg = three["cfg"]
+    cfg["datasets"].append(_one(p)["datasets"][0])
+    _bad(cfg, tmp_path / "o.h5ad", r"data set bad1 \(.*empty\.h5ad\) has no cells; remove it from the config")
+
+
+def test_dataset_whose_cells_all_fail_qc_refused(tmp_path, files, three):
+    p = files.write_csv(
+        tmp_path / "tiny.csv", files.counts(12, 4), barcodes=[f"c{i}" for i in range(12)],
+        genes=["ACTB", "GAPDH", "CD14", "CSF3R"],
+    )
+    cfg = three["cfg"]
+    cfg["datasets"].append(_one(p)["datasets"][0])
+    cfg["qc"] = {"per_dataset": {"one": THRESHOLDS, "two": THRESHOLDS, "three": THRESHOLDS}}
+    _bad(
+        cfg, tmp_path / "o.h5ad",
+        r"(?s)QC removed every cell of data set bad1 \(.*tiny\.csv\): 12 cells read.*low_counts 12.*"
+        r"min UMIs 100.*qc\.per_dataset.*qc\.enabled: false",
+    )
+
+
+def test_cli_reports_qc_removing_every_cell_as_one_paragraph(tmp_path, files):
+    import subprocess
+    import sys
+
+    import yaml
+
+    p = files.write_csv(
+        tmp_path / "tiny.csv", files.counts(12, 4), barcodes=[f"c{i}" for i in range(12)],
+        genes=["ACTB", "GAPDH", "CD14", "CSF3R"],
+    )
+    (tmp_path / "ingest.yaml").write_text(yaml.safe_dump(_one(p) | {"qc": {}}))
+    out = tmp_path / "o.h5ad"
+    res = subprocess.run(
+        [sys.executable, "-m", "atlas.cli", "ingest", str(tmp_path / "ingest.yaml"), "--out", str(out)],
+        capture_output=True, text=True,
+    )
+    assert res.returncode == 2 and "QC removed every cell of data set bad1" in res.stderr
+    assert "Traceback" not in res.stderr and not out.exists()

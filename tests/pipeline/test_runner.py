@@ -98,8 +98,22 @@ def test_unknown_stage_name(tmp_path, toy_stages):
 
 def test_lock_refuses_a_second_concurrent_run(tmp_path):
     with RunDir(tmp_path / "r", "x"):
-        with pytest.raises(RunDirError, match="another atlas process"):
+        with pytest.raises(RunDirError, match="is in use by another atlas run"):
             RunDir(tmp_path / "r", "x").open()
+
+
+def test_run_killed_before_run_json_or_leaving_temporaries_resumes_clean(tmp_path, toy_stages):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / ".lock").write_text("")  # a run SIGKILLed right after taking the lock
+    (run / ".atlas-tmp-0123abcd-a.txt").write_text("half")  # ... or in the middle of an atomic write
+    runner.run_pipeline(_cfg(tmp_path))
+    (run / "data").mkdir()
+    (run / "data" / ".atlas-tmp-89abcdef-x.h5ad").mkdir()
+    (run / "data" / "keep.txt").write_text("input")
+    assert runner.run_pipeline(_cfg(tmp_path)).skipped == ["first", "second"]
+    left = [p.name for p in run.rglob("*") if p.name.startswith(".atlas-tmp-")]
+    assert left == [] and (run / "data" / "keep.txt").exists()
 
 
 def test_fingerprint_sees_rewrites(tmp_path):

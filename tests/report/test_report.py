@@ -177,6 +177,13 @@ def test_composition_tables_equal_csvs(full_run):
                 assert _same(row[c], v), (name, row["cancer_type"], row["tissue"], c)
 
 
+def test_integration_section_says_whether_scvi_beats_harmony(full_run):
+    run, path = full_run  # the synthetic metrics.csv has scVI behind Harmony on batch correction
+    notes = " ".join(parse_report(path).notes)
+    assert "Baseline check: scVI mixes batches worse than the Harmony baseline" in notes
+    assert "batch correction 0.62 vs Harmony 0.73" in notes and "train_steps" in notes
+
+
 # ------------------------------------------------------------------------------ missing inputs
 def _notes(path) -> str:
     parsed = parse_report(path)

@@ -116,6 +116,7 @@ def _toy_kernel_inputs(n_cells: int, lib: float):
         sup_mt=np.zeros((1, k), dtype=np.bool_), eff_pos=np.zeros(0, dtype=np.int64), effects=np.zeros((1, 0)),
         bg_genes=bg,
         bg_cdf=np.cumsum(np.exp(logw[bg]), axis=1), n_genes=n_genes,
+        ambient=0.0, csample=np.zeros(n_cells, dtype=np.int64), soup_cdf=np.zeros((1, 1)),
     )  # fmt: skip
     return args, np.exp(logw) / np.exp(logw).sum()
 
