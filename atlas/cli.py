@@ -244,6 +244,7 @@ def analyse(
     from .analysis.run import analyse as run_analysis
     from .analysis.settings import AnalysisSettings
     from .config import PipelineConfig, read_yaml, validate
+    from .pipeline.rundir import RunDir
     from .pipeline.stages import Context, refdir_path, scores_path, scoring_options, store_path
 
     resolved = rundir / "config.resolved.yaml"
@@ -260,9 +261,10 @@ def analyse(
         if not needed.exists():
             raise AtlasError(f"{needed} is missing; run the ingest and integrate stages (`atlas run`) first")
     scores = scores_path(ctx)
-    res = run_analysis(rundir, store=store_path(ctx), refdir=refdir_path(ctx),
-                       scores=scores if scores.exists() else None, settings=cfg.analyse or AnalysisSettings(),
-                       scoring=scoring_options(ctx), subatlas_base=cfg.integrate)
+    with RunDir(rundir, cfg.name):  # the run lock: no `atlas run` may work in this directory meanwhile
+        res = run_analysis(rundir, store=store_path(ctx), refdir=refdir_path(ctx),
+                           scores=scores if scores.exists() else None, settings=cfg.analyse or AnalysisSettings(),
+                           scoring=scoring_options(ctx), subatlas_base=cfg.integrate)
     states = ", ".join(f"{k} {v:,}" for k, v in res.states.items())
     typer.echo(f"{res.n_neutrophils:,} neutrophils among {res.n_cells:,} cells ({states or 'no states'}); "
                f"atlas.h5ad, neutrophils.h5ad and tables/ written to {rundir}")

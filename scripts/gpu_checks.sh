@@ -2,7 +2,7 @@
 # The GPU checks in one call, for a session that is lent a GPU through the `device` tool.
 #
 #   1. here, once (needs PyPI):  bash scripts/gpu_checks.sh --fetch
-#        puts the wheels the device image lacks (anndata, scanpy, scvi-tools, pydantic, ...; ~28 MB,
+#        puts the wheels the device image lacks (anndata, scanpy, scvi-tools, pydantic, pandas 2, ...; ~40 MB,
 #        Python 3.12, x86_64) into .gpu_wheels/ (git-ignored);
 #   2. on the device:            run(command="bash scripts/gpu_checks.sh", carry=[".gpu_wheels"], timeout_s=540)
 #        installs them beside the image's own torch / cupy / numba (nothing can be fetched there), then
