@@ -137,9 +137,11 @@ class AnalysisSettings(StrictModel):
         0.25, ge=0, description="and beat the second best by this, else unassigned"
     )
     default_state: str | None = Field(
-        "auto",
-        description="state of a neutrophil with no programme above state_min_z: 'auto' = the state with the highest"
-        " mean z among those neutrophils (chosen from the data; mature in most tissues), a state name, or null"
+        "mature",
+        description="state of a neutrophil with no programme above state_min_z: a state name (mature, the blood-like"
+        " baseline of Ng et al., by default), 'auto' = the state with the highest mean z among those neutrophils"
+        " (chosen from the data; unstable when one programme is lifted in many cells, e.g. MHC-II from monocyte"
+        " contamination: on the confounded/hard simulator presets it picked antigen_presenting), or null"
         " (unassigned)",
     )
     reprogramming_up: list[str] = Field(default_factory=lambda: ["T3_proxy"], description="T3-like side")
