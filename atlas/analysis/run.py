@@ -104,6 +104,11 @@ def _statistics(neut: pd.DataFrame, s: AnalysisSettings) -> dict[str, pd.DataFra
     samples = st.per_sample(cells)
     patients = st.per_patient(samples, stats)
     groups = st.per_group(patients, stats)
+    sparse = st.sparse_groups(samples, groups, stats)
+    if len(sparse):
+        log.warning("%s", "; ".join(f"{r.cancer_type} {r.tissue}: {r.note}" for r in sparse.itertuples()))
+        groups = pd.concat([groups, sparse], ignore_index=True).sort_values(["cancer_type", "tissue"])
+        groups = groups.reset_index(drop=True)
     comparisons = [st.paired_tissue_comparison(patients, "tumour", b) for b in ("blood", "adjacent_normal")]
     return {
         "samples": samples,

@@ -137,6 +137,38 @@ def per_group(
     return pd.DataFrame(rows)
 
 
+def sparse_groups(samples: pd.DataFrame, groups: pd.DataFrame, settings: StatsSettings = StatsSettings(),
+                  by: tuple[str, ...] = ("cancer_type", "tissue")) -> pd.DataFrame:  # fmt: skip
+    """Rows for the groups that have neutrophils but no patient reaching ``min_neutrophils_per_patient``.
+
+    Such a group (droplet platforms capture few neutrophils) would otherwise vanish from the tables.
+    It is reported with the fraction pooled over its cells, ``n_patients = 0``, no interval, and a
+    note saying so: a pointer to where data are thin, not a patient-level estimate.
+    """
+    have = set(map(tuple, groups[list(by)].to_numpy())) if len(groups) else set()
+    rows = []
+    for key, grp in samples.groupby(list(by), observed=True, sort=True):
+        key = key if isinstance(key, tuple) else (key,)
+        n = int(grp["n_neutrophils"].sum())
+        if key in have or n == 0:
+            continue
+        row = dict(zip(by, key, strict=True))
+        row.update(
+            n_patients=0,
+            n_neutrophils=n,
+            t3_fraction=float(grp["n_t3"].sum() / n),
+            t3_fraction_lo=float("nan"),
+            t3_fraction_hi=float("nan"),
+            mean_index=float((grp["mean_index"] * grp["n_neutrophils"]).sum() / n),
+            mean_index_lo=float("nan"),
+            mean_index_hi=float("nan"),
+            note=f"no patient with >= {settings.min_neutrophils_per_patient} neutrophils: pooled over {n} cells "
+            f"of {grp['patient_id'].nunique()} patient(s), no interval",
+        )
+        rows.append(row)
+    return pd.DataFrame(rows, columns=groups.columns if len(groups) else None)
+
+
 def paired_tissue_comparison(
     patients: pd.DataFrame, a: str = "tumour", b: str = "blood", value: str = "t3_fraction"
 ) -> pd.DataFrame:

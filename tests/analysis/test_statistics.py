@@ -11,6 +11,7 @@ from atlas.analysis.statistics import (
     per_patient,
     per_sample,
     rank_cancers,
+    sparse_groups,
 )
 
 
@@ -103,3 +104,20 @@ def test_paired_comparison_skips_cancer_types_without_paired_patients():
         cmp = paired_tissue_comparison(pats)
     assert list(cmp["cancer_type"]) == ["A"]
     assert cmp["n_patients"].tolist() == [2] and cmp["median_difference"].tolist() == [pytest.approx(0.4)]
+
+
+def test_a_cancer_with_no_qualifying_patient_is_reported_pooled_with_a_note():
+    rng = np.random.default_rng(2)
+    cells = pd.concat([_cells(rng, {"PDAC": 0.4}), _cells(rng, {"NSCLC": 0.5}, n_patients=4, cells=(1, 4))])
+    settings = StatsSettings(min_neutrophils_per_patient=5)
+    samples = per_sample(cells)
+    groups = per_group(per_patient(samples, settings), settings)
+    assert set(groups["cancer_type"]) == {"PDAC"}  # NSCLC's patients all have < 5 neutrophils
+    sparse = sparse_groups(samples, groups, settings)
+    nsclc = sparse[sparse["tissue"] == "tumour"].iloc[0]
+    sub = samples[(samples["cancer_type"] == "NSCLC") & (samples["tissue"] == "tumour")]
+    assert nsclc["n_patients"] == 0 and nsclc["n_neutrophils"] == sub["n_neutrophils"].sum()
+    assert nsclc["t3_fraction"] == pytest.approx(sub["n_t3"].sum() / sub["n_neutrophils"].sum())
+    assert np.isnan(nsclc["t3_fraction_lo"]) and "pooled over" in nsclc["note"]
+    assert list(sparse.columns) == list(groups.columns)
+    assert sparse_groups(samples[samples["cancer_type"] == "PDAC"], groups, settings).empty
