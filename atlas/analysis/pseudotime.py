@@ -338,18 +338,17 @@ def _checked_anchors(
     """Replace a start/end population that fails :func:`check_anchors` by the index extreme on its side."""
     failed = check_anchors(start, end, index, latent, check_start=check_start, check_end=check_end)
     notes = []
-    if failed["start"]:
-        frac = settings.pseudotime_start_fraction
-        new_desc = f"lowest {frac:.0%} reprogramming_index"
-        notes.append(f"pseudotime start cells ({start_desc}) failed the anchor check ({'; '.join(failed['start'])}): "
-                     f"the start cells are the {new_desc} instead")  # fmt: skip
-        start, start_desc = extreme_cells(index, frac, highest=False), new_desc
-    if failed["end"]:
-        frac = settings.pseudotime_end_fraction
-        new_desc = f"top {frac:.0%} reprogramming_index"
-        notes.append(f"pseudotime end cells ({end_desc}) failed the anchor check ({'; '.join(failed['end'])}): "
-                     f"the end cells are the {new_desc} instead")  # fmt: skip
-        end, end_desc = extreme_cells(index, frac, highest=True), new_desc
+
+    def replace(side: str, cells: np.ndarray, desc: str, frac: float, highest: bool) -> tuple[np.ndarray, str]:
+        if not failed[side]:
+            return cells, desc
+        new_desc = f"{'top' if highest else 'lowest'} {frac:.0%} reprogramming_index"
+        notes.append(f"pseudotime {side} cells ({desc}) failed the anchor check ({'; '.join(failed[side])}): "
+                     f"the {side} cells are the {new_desc} instead")  # fmt: skip
+        return extreme_cells(index, frac, highest=highest), new_desc
+
+    start, start_desc = replace("start", start, start_desc, settings.pseudotime_start_fraction, highest=False)
+    end, end_desc = replace("end", end, end_desc, settings.pseudotime_end_fraction, highest=True)
     if notes:
         end = np.setdiff1d(end, start)
     return start, start_desc, end, end_desc, notes

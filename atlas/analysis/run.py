@@ -228,10 +228,11 @@ def analyse(
         neut_names = obs_names[is_neut]
         # --- sub-atlas
         t = time.perf_counter()
+        counts = read_store_rows(store, neut_names)  # read once: signature reliabilities and the sub-atlas
+        reliability = _signature_reliabilities(counts, [*s.reprogramming_up, *s.reprogramming_down, *(
+            x for sigs in s.state_signatures.values() for x in sigs)], s.seed)  # fmt: skip
         if n_neut >= s.min_neutrophils_for_subatlas:
-            counts = read_store_rows(store, neut_names)
             neut_adata, sub_summary = build_subatlas(counts, subatlas_settings(subatlas_base, s.subatlas))
-            del counts
         else:
             import scanpy as sc
 
@@ -246,9 +247,8 @@ def analyse(
         neut_obs = atlas.obs.loc[neut_names].copy()
         neut_obs["neutrophil_leiden"] = neut_adata.obs["neutrophil_leiden"].astype(str).to_numpy()
 
+        del counts
         # --- states (evidence shrunk to the sub-atlas clusters by each score's reliability here)
-        reliability = _signature_reliabilities(store, neut_names, [*s.reprogramming_up, *s.reprogramming_down, *(
-            x for sigs in s.state_signatures.values() for x in sigs)], s.seed)  # fmt: skip
         sscore = state_scores(all_scores.loc[neut_names], s.state_signatures)
         conn = neut_adata.obsp.get("connectivities")
         state_rel = {st: float(np.mean([reliability.get(x, np.nan) for x in sigs]))
@@ -334,19 +334,18 @@ def analyse(
     return AnalysisResult(rundir, atlas.n_obs, n_neut, state_counts, notes, seconds)
 
 
-def _signature_reliabilities(store: Path, neut_names: pd.Index, names: list[str], seed: int) -> dict[str, float]:
-    """Split-half reliability of each registry signature in ``names`` on the neutrophils' counts (NaN for
+def _signature_reliabilities(counts, names: list[str], seed: int) -> dict[str, float]:
+    """Split-half reliability of each registry signature in ``names`` on the neutrophils' ``counts`` (NaN for
     signatures outside the registry or with fewer than 2 genes in the store)."""
     from ..signatures import load_registry
     from .reprogramming import signature_reliabilities
-    from .subatlas import read_store_rows
 
     reg = load_registry()
     sets = {n: list(reg[n].genes) for n in dict.fromkeys(names) if n in reg}
     out = dict.fromkeys(names, float("nan"))
     if not sets:
         return out
-    out.update(signature_reliabilities(read_store_rows(store, neut_names), sets, seed=seed))
+    out.update(signature_reliabilities(counts, sets, seed=seed))
     return out
 
 
