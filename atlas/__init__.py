@@ -11,6 +11,6 @@ try:
 except PackageNotFoundError:  # running from a source tree that is not installed
     __version__ = "0.0.0+unknown"
 
-from .errors import AtlasError
+from .core.errors import AtlasError
 
 __all__ = ["AtlasError", "__version__"]

@@ -16,8 +16,8 @@ from typing import Annotated
 import typer
 
 from . import __version__
-from ._progress import set_progress_enabled
-from .errors import AtlasError
+from .core.errors import AtlasError
+from .core.progress import set_progress_enabled
 
 app = typer.Typer(
     name="atlas",
@@ -44,7 +44,7 @@ def _configure_logging(level: int) -> None:
     root.propagate = False
     # Libraries we call are chatty (Lightning's GPU/TPU lines, tips, deprecation warnings); keep the
     # terminal to atlas's own lines unless --verbose.
-    from ._logging import quiet_third_party
+    from .core.log import quiet_third_party
 
     quiet_third_party(verbose=level <= logging.DEBUG)
 
@@ -103,16 +103,16 @@ def ingest(
     chunk_size: Annotated[int | None, typer.Option(help="Cells read per chunk (overrides the config).", min=100)] = None,
 ) -> None:
     """Read, harmonise (genes, orthologues, metadata), QC and concatenate data sets into one on-disk store."""
-    from .config import load_ingest_config
+    from .ingest.settings import load_ingest_config
 
     if out.suffix not in (".h5ad", ".zarr"):
         raise AtlasError(f"--out {out}: the store must end in .h5ad or .zarr")
     cfg = load_ingest_config(config)
-    from .io.ingest import ingest as _ingest
+    from .ingest.stage import ingest as _ingest
 
     if chunk_size is not None:
         cfg.chunk_size = chunk_size
-    from .io.ingest import side_table_path
+    from .ingest.stage import side_table_path
 
     res = _ingest(cfg, out, overwrite=overwrite)
     qc = res.qc
@@ -138,7 +138,7 @@ def integrate(
     overwrite: Annotated[bool, typer.Option(help="Replace an existing bundle at --out.")] = False,
 ) -> None:
     """Integrate data sets with scVI (scvi-tools): HVGs, model, UMAP/Leiden, scib-metrics, and a reference bundle."""
-    from .config import read_yaml, validate
+    from .core.settings import read_yaml, validate
     from .integrate.settings import IntegrateSettings
 
     data = read_yaml(config) if config is not None else {}
@@ -173,8 +173,8 @@ def score(
     overwrite: Annotated[bool, typer.Option(help="Replace an existing --out.")] = False,
 ) -> None:
     """Score gene signatures on every cell of a store, all signatures in one pass, out of core (CPU or GPU)."""
-    from .config import DEFAULT_SIGNATURES
-    from .errors import RunDirError
+    from .core.errors import RunDirError
+    from .score.settings import DEFAULT_SIGNATURES
 
     if out.suffix != ".parquet":
         raise AtlasError(f"--out {out}: write the scores to a .parquet file")
@@ -182,7 +182,7 @@ def score(
         raise RunDirError(f"{out} already exists; pass --overwrite to replace it or choose another --out")
     if not store.exists():
         raise AtlasError(f"store {store} does not exist; create one with `atlas ingest CONFIG --out {store}`")
-    from .tl import score_store
+    from .score import score_store
 
     sigs = signatures or list(DEFAULT_SIGNATURES)
     table = score_store(store, sigs, method=method, backend=backend, chunk_size=chunk_size, out_path=out,
@@ -200,7 +200,7 @@ def signatures_list(
     species: Annotated[str | None, typer.Option(help="human or mouse.")] = None,
 ) -> None:
     """List shipped signatures with their kind, species, size and source."""
-    from .tl import list_signatures
+    from .score import list_signatures
 
     table = list_signatures(kind=kind, species=species)
     for _, r in table.iterrows():
@@ -215,7 +215,7 @@ def signatures_show(
     """Show one signature: genes, provenance, renamed symbols."""
     import yaml
 
-    from .tl import show_signature
+    from .score import show_signature
 
     typer.echo(yaml.safe_dump(show_signature(name, species=species), sort_keys=False, width=110))
 
@@ -226,7 +226,7 @@ def signatures_export(
     names: Annotated[list[str] | None, typer.Argument(help="Signatures to export (default: all).")] = None,
 ) -> None:
     """Export shipped signatures as GMT (MSigDB format) or YAML, chosen by the file suffix."""
-    from .tl import export_signatures
+    from .score import export_signatures
 
     fmt = "yaml" if out.suffix in (".yaml", ".yml") else "gmt"
     export_signatures(names or None, format=fmt, path=out)
@@ -241,9 +241,10 @@ def analyse(
         "--config", "-c", help="YAML of analysis settings (the `analyse:` section of a pipeline config).")] = None,
 ) -> None:
     """Find neutrophils, re-integrate them, assign states, reprogramming index and pseudotime, patient statistics."""
-    from .analysis.run import analyse as run_analysis
-    from .analysis.settings import AnalysisSettings
-    from .config import PipelineConfig, read_yaml, validate
+    from .analyse.settings import AnalysisSettings
+    from .analyse.stage import analyse as run_analysis
+    from .core.settings import read_yaml, validate
+    from .pipeline.config import PipelineConfig
     from .pipeline.rundir import RunDir
     from .pipeline.stages import Context, refdir_path, scores_path, scoring_options, store_path
 
@@ -314,8 +315,8 @@ def run(
     until: UntilOpt = None,
 ) -> None:
     """Run the pipeline; a rerun skips stages whose inputs and settings are unchanged and resumes after a crash."""
-    from .config import load_pipeline_config
     from .pipeline import run_pipeline
+    from .pipeline.config import load_pipeline_config
 
     cfg = load_pipeline_config(config)
     _print_run(run_pipeline(cfg, force=force or (), until=until))
@@ -342,7 +343,9 @@ def validate(
     """Check a pipeline or ingest config and print it with every default filled in."""
     import yaml
 
-    from .config import load_ingest_config, load_pipeline_config, read_yaml
+    from .core.settings import read_yaml
+    from .ingest.settings import load_ingest_config
+    from .pipeline.config import load_pipeline_config
 
     data = read_yaml(config)
     cfg = load_ingest_config(config) if "datasets" in data else load_pipeline_config(config)

@@ -23,8 +23,8 @@ import yaml
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _bench_common import record, run_measured  # noqa: E402
 
-from atlas.analysis.evaluate import evaluate_run  # noqa: E402
 from atlas.pipeline.demo import demo_config  # noqa: E402
+from atlas.simulate.evaluate import evaluate_run  # noqa: E402
 
 TARGETS = {
     "neutrophil_precision": 0.95, "neutrophil_recall": 0.95, "index_auroc_t3": 0.9, "state_macro_f1": 0.8,

@@ -5,7 +5,7 @@
             size, seed; medians over epochs (the first epoch of each run is warm-up and left out),
             configurations alternated over rounds.
 (b) quality scib-metrics aggregate batch / bio scores of scVI vs an unintegrated PCA and Harmony, and NMI of
-            Leiden vs truth_cell_type, on simulated data (atlas.simulate + atlas.io.ingest; ``--toy`` for
+            Leiden vs truth_cell_type, on simulated data (atlas.simulate + atlas.ingest.stage; ``--toy`` for
             the integrate stage's own toy generator instead).
 (c) memory  peak RSS of training on a large matrix on the CPU (default 1,000,000 cells x 4,000 HVGs) for a
             number of mini-batches, each loader in its own child process.
@@ -57,8 +57,8 @@ def simulated_store(workdir: Path, n_cells: int, n_datasets: int, n_genes: int, 
             n_cells, n_genes, n_types=9, n_datasets=n_datasets, samples_per_dataset=6, seed=seed
         ).write_h5ad(store)
     else:
-        from atlas.config import load_ingest_config
-        from atlas.io.ingest import ingest
+        from atlas.ingest.settings import load_ingest_config
+        from atlas.ingest.stage import ingest
         from atlas.simulate import simulate
 
         sim = workdir / f"sim_{n_cells}_{n_datasets}_{n_genes}_{seed}"
@@ -459,7 +459,7 @@ def main(argv: list[str] | None = None) -> None:
     source = (
         "toy generator (atlas.integrate.testing.toy_atlas)"
         if args.toy
-        else "atlas.simulate + atlas.io.ingest"
+        else "atlas.simulate + atlas.ingest.stage"
     )
     store = None
     if args.speed or args.quality:

@@ -40,10 +40,10 @@ def main() -> None:
     import anndata as ad
     from scipy.stats import spearmanr
 
-    from atlas.analysis.evaluate import supervised_ceiling
-    from atlas.analysis.pseudotime import reprogramming_pseudotime
-    from atlas.analysis.subatlas import build_subatlas, read_store_rows, subatlas_settings
-    from atlas.config import load_pipeline_config
+    from atlas.analyse.pseudotime import reprogramming_pseudotime
+    from atlas.analyse.subatlas import build_subatlas, read_store_rows, subatlas_settings
+    from atlas.pipeline.config import load_pipeline_config
+    from atlas.simulate.evaluate import supervised_ceiling
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("run_dir", type=Path, help="a finished atlas run on simulated data (has neutrophils.h5ad)")
@@ -118,7 +118,7 @@ def palantir_pseudotime(sub, obs, seed: int) -> np.ndarray:
     import anndata as ad
     import palantir
 
-    from atlas.analysis.pseudotime import choose_root
+    from atlas.analyse.pseudotime import choose_root
 
     a = ad.AnnData(np.zeros((sub.n_obs, 1), np.float32), obs=obs[[]].copy())
     a.obsm["X_scVI"] = np.asarray(sub.obsm["X_scVI"])

@@ -4,7 +4,7 @@
    10x with Ensembl IDs and one Smart-seq2, about 10,000 cells after QC at the default size).
 2. Build a reference run from the others: ingest, drop every cell of ``--drop`` (default B cells, so
    the query holds a type the reference lacks), integrate (scVI sized like ``atlas demo``), score,
-   annotate. Annotation: the real analysis stage (``atlas.analysis.run.analyse``) when it runs
+   annotate. Annotation: the real analysis stage (``atlas.analyse.stage.analyse``) when it runs
    (``--annotate auto|analysis``), else cell types and states copied from the ground truth
    (``--annotate truth``, or the fallback, which the output says).
 3. Map the held-out data sets with ``map_query`` (defaults; CPU) and score against the ground truth:
@@ -43,8 +43,8 @@ log = logging.getLogger("bench_query")
 
 def _quiet() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s", datefmt="%H:%M:%S")
-    for name in ("lightning", "lightning.pytorch", "lightning.fabric", "scvi", "py.warnings", "atlas.io", "atlas.tl",
-                 "atlas.harmonize"):  # fmt: skip
+    for name in ("lightning", "lightning.pytorch", "lightning.fabric", "scvi", "py.warnings", "atlas.ingest", "atlas.score",
+                 "atlas.catalogue"):  # fmt: skip
         logging.getLogger(name).setLevel(logging.ERROR)
     import warnings
 
@@ -53,7 +53,7 @@ def _quiet() -> None:
 
 def build_reference(args, work: Path) -> tuple[Path, str]:
     """The reference run directory (reused when built with the same parameters) and how it was annotated."""
-    from atlas.config import load_ingest_config
+    from atlas.ingest.settings import load_ingest_config
     from atlas.integrate import IntegrateSettings
     from atlas.query.testing import build_reference_run
     from atlas.simulate import simulate
@@ -82,8 +82,8 @@ def build_reference(args, work: Path) -> tuple[Path, str]:
                 raise
             log.warning("analysis stage failed (%s: %s); reference labels copied from the ground truth instead",
                         type(e).__name__, e)  # fmt: skip
-            from atlas.config import DEFAULT_SIGNATURES
             from atlas.query.testing import annotate_from_truth
+            from atlas.score.settings import DEFAULT_SIGNATURES
 
             annotate_from_truth(run, pd.read_parquet(run / "scores.parquet"), list(DEFAULT_SIGNATURES))
     else:
@@ -96,7 +96,7 @@ def build_reference(args, work: Path) -> tuple[Path, str]:
 def query_yaml(work: Path, hold: list[str]) -> Path:
     import yaml
 
-    from atlas.config import load_ingest_config
+    from atlas.ingest.settings import load_ingest_config
 
     cfg = load_ingest_config(work / "sim" / "ingest.yaml")
     q = cfg.model_copy(update={"datasets": [d for d in cfg.datasets if d.id in hold]})

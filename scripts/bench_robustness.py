@@ -18,7 +18,7 @@ For every grid point (a simulator difficulty preset, ``simulate.difficulty``) an
    of the T3_proxy genes; per cancer the mean T3 score of the true tumour neutrophils. Its batch
    mixing is the unintegrated PCA row of atlas's own ``reference/metrics.csv`` (same cells and
    metric code as scVI's and Harmony's rows);
-3. both are compared with the truth (:mod:`atlas.analysis.evaluate`).
+3. both are compared with the truth (:mod:`atlas.simulate.evaluate`).
 
 Results go to ``benchmarks/robustness.md`` (median and worst case over grid x seeds, targets,
 per-point tables, the pooled reliability table of ``cell_type_confidence``, wall times) and, raw, to
@@ -48,8 +48,8 @@ import yaml
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _bench_common import REPO, machine, record, run_measured  # noqa: E402
 
-from atlas.analysis.evaluate import evaluate_peer, evaluate_robustness, input_truth  # noqa: E402
 from atlas.pipeline.demo import demo_config  # noqa: E402
+from atlas.simulate.evaluate import evaluate_peer, evaluate_robustness, input_truth  # noqa: E402
 
 DEFAULT_GRID = ("default", "weak_markers", "confounded", "hard")
 DASH = "—"
@@ -149,8 +149,8 @@ def run_atlas(runs: Path, point: str, seed: int, args) -> dict:
 # ------------------------------------------------------------------------------------ the peer
 def peer_ingest(run_dir: Path, out: Path) -> Path:
     """The simulated files read and harmonised by atlas's own ingest with QC disabled."""
-    from atlas.config import load_ingest_config
-    from atlas.io.ingest import ingest
+    from atlas.ingest.settings import load_ingest_config
+    from atlas.ingest.stage import ingest
 
     cfg = load_ingest_config(run_dir / "data" / "ingest.yaml")
     cfg = cfg.model_copy(update={"qc": cfg.qc.model_copy(update={"enabled": False, "doublets": False})})
@@ -179,8 +179,8 @@ def naive_peer(store: Path, seed: int) -> pd.DataFrame:
     import anndata as ad
     import scanpy as sc
 
-    from atlas.analysis.settings import DEFAULT_MARKERS
-    from atlas.signatures import load_registry
+    from atlas.analyse.settings import DEFAULT_MARKERS
+    from atlas.catalogue.signatures import load_registry
 
     a = ad.read_h5ad(store)
     a.layers["counts"] = a.X.copy()
@@ -385,7 +385,7 @@ def timing_table(records: list[dict]) -> str:
 
 def print_report(records: list[dict]) -> list[dict]:
     """Print the summary, per-point tables, reliability and timings; returns the summary rows."""
-    from atlas.analysis.evaluate import expected_calibration_error
+    from atlas.simulate.evaluate import expected_calibration_error
 
     rows = summary_rows(records)
     print(_table(rows))
@@ -413,7 +413,7 @@ def write_raw(records: list[dict], work: Path, command: str) -> Path:
 
 def record_markdown(records: list[dict], rows: list[dict], command: str) -> None:
     """Append the dated section to ``benchmarks/robustness.md``."""
-    from atlas.analysis.evaluate import expected_calibration_error
+    from atlas.simulate.evaluate import expected_calibration_error
 
     grid = list(dict.fromkeys(r["point"] for r in records))
     seeds = sorted({r["seed"] for r in records})

@@ -3,7 +3,7 @@
 
 Writes a synthetic raw-count CSR store (``.h5ad``) under ``--data-dir``, then times
 
-1. ``atlas.tl.score_store`` (CPU, out of core, counts normalised on the fly; median of ``--repeats``,
+1. ``atlas.score.score_store`` (CPU, out of core, counts normalised on the fly; median of ``--repeats``,
    peak RSS of the worker process) vs a loop of ``scanpy.tl.score_genes`` over the signatures on
    the log-normalised matrix in memory. atlas is timed *cold* (the per-gene statistics sidecar
    ``<store>.genestats.parquet`` deleted before every repeat: two passes, the sidecar rewritten)
@@ -49,7 +49,7 @@ def make_store(
 
     Written chunk by chunk to a scratch file, then copied into contiguous datasets (h5py's default
     layout; anndata and ``atlas ingest`` write chunked ones, which atlas also memory-maps run by
-    run, see :mod:`atlas.tl._h5rows`).
+    run, see :mod:`atlas.score.h5rows`).
     """
     import h5py
     import pandas as pd
@@ -129,13 +129,13 @@ def load_rows(path: Path, n: int):
 
 # ------------------------------------------------------------------------------------------- workers
 def worker_atlas(args) -> dict:
-    """Run in a fresh process: time atlas.tl.score_store; report times and peak RSS.
+    """Run in a fresh process: time atlas.score.score_store; report times and peak RSS.
 
     ``--cache cold`` deletes the gene statistics sidecar before every repeat (the run rebuilds it);
     ``warm`` makes sure a valid one exists first (untimed).
     """
-    import atlas.tl as tl
-    from atlas.io.genestats import GeneStatsCache, sidecar_path
+    import atlas.score as tl
+    from atlas.ingest.genestats import GeneStatsCache, sidecar_path
 
     sigs = signatures(args.genes)
 
@@ -194,7 +194,7 @@ def warm_numba() -> None:
     """Compile (or load from cache) the numba kernels so the timings exclude JIT."""
     import scipy.sparse as sp
 
-    from atlas.tl._score_math import score_matrix
+    from atlas.score.matrix import score_matrix
 
     x = sp.random(200, 100, density=0.2, format="csr", random_state=0, dtype=np.float32)
     x.data = np.ceil(x.data * 5)
@@ -206,7 +206,7 @@ def warm_numba() -> None:
 def bench_scanpy(args, rows: list) -> None:
     import scanpy as sc
 
-    from atlas.tl import score_signatures
+    from atlas.score import score_signatures
 
     sigs = signatures(args.genes)
     n_sub = min(args.cells, args.scanpy_cells)
@@ -274,7 +274,7 @@ def bench_rank(args, rows: list) -> None:
     import pyucell
     import scanpy as sc
 
-    from atlas.tl import score_signatures
+    from atlas.score import score_signatures
 
     sigs = signatures(args.genes)
     n = min(args.cells, args.rank_cells)
@@ -324,7 +324,7 @@ def bench_rank(args, rows: list) -> None:
 
 
 def bench_gpu(args, rows: list) -> None:
-    from atlas._backend import gpu_available
+    from atlas.core.backend import gpu_available
 
     if not gpu_available():
         rows.append(("GPU", "", "skipped: no GPU answers", "", "", ""))
@@ -333,7 +333,7 @@ def bench_gpu(args, rows: list) -> None:
     import cupyx.scipy.sparse as csp
     import scipy.sparse as sp
 
-    from atlas.tl._score_math import score_matrix
+    from atlas.score.matrix import score_matrix
 
     a = load_rows(args.store, args.cells)
     x = sp.csr_matrix(a.X)

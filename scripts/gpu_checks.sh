@@ -65,7 +65,7 @@ fi
 "$PY" -c 'import atlas' 2>/dev/null || export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 
 step "gpu-marked tests" gpu_tests.log "$PY" -m pytest -q -p no:cacheprovider -m gpu -rs \
-  tests/tl/test_kernels.py tests/integrate/test_gpu.py tests/integrate/test_hvg.py
+  tests/score/test_kernels.py tests/integrate/test_gpu.py tests/integrate/test_hvg.py
 step "scoring on the GPU" bench_score.log "$PY" scripts/bench_score.py --gpu --sections "" \
   --cells "${GPU_SCORE_CELLS:-1000000}" --data-dir "${GPU_DATA_DIR:-/tmp/atlas_gpu_bench}"
 step "scVI data paths on the GPU" bench_integrate.log "$PY" scripts/bench_integrate.py --speed \

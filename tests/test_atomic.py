@@ -1,7 +1,7 @@
 import pandas as pd
 import pytest
 
-from atlas.io.atomic import TMP_PREFIX, atomic_path, write_json, write_table
+from atlas.core.atomic import TMP_PREFIX, atomic_path, write_json, write_table
 
 
 def test_failed_write_leaves_old_output_and_no_temp(tmp_path):

@@ -104,7 +104,7 @@ def _unknown_genes(a):
 
 def _mouse_symbols(a):
     """Mouse-cased symbols (Actb, Cd14, ...), as mouse data carry them, under species: human."""
-    from atlas.harmonize.reference import human_genes, mouse_genes
+    from atlas.catalogue.genes import human_genes, mouse_genes
 
     human = set(human_genes()["symbol"])
     mouse = [g for g in dict.fromkeys(mouse_genes()["symbol"]) if g not in human]

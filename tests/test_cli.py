@@ -55,7 +55,7 @@ def test_version():
 
 
 def test_import_atlas_stays_light():
-    code = ("import sys, atlas, atlas.config, atlas.cli, atlas.pipeline; "
+    code = ("import sys, atlas, atlas.pipeline.config, atlas.cli, atlas.pipeline; "
             "heavy = [m for m in ('torch', 'scvi', 'scanpy', 'cupy', 'rapids_singlecell', 'matplotlib', 'numba') "
             "if m in sys.modules]; print(heavy); sys.exit(bool(heavy))")
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)

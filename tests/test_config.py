@@ -3,8 +3,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from atlas.config import PipelineConfig, load_ingest_config, load_pipeline_config
-from atlas.errors import ConfigError
+from atlas.core.errors import ConfigError
+from atlas.ingest.settings import load_ingest_config
+from atlas.pipeline.config import PipelineConfig, load_pipeline_config
 from atlas.pipeline.demo import demo_config
 
 REPO = Path(__file__).resolve().parents[1]

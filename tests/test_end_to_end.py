@@ -11,7 +11,7 @@ import pytest
 import yaml
 from scipy import sparse
 
-from atlas.config import SCHEMA_FIELDS, TISSUES
+from atlas.ingest.settings import SCHEMA_FIELDS, TISSUES
 
 N_CELLS, N_DATASETS, N_GENES = 3000, 7, 2500
 
@@ -53,7 +53,7 @@ def test_store_interface(store):
     names = a.var_names
     assert not names.str.startswith("ENS").any()
     assert "CXCL8" in names and "IL8" not in names
-    from atlas.harmonize.reference import human_genes, mouse_genes
+    from atlas.catalogue.genes import human_genes, mouse_genes
 
     mouse_only = set(mouse_genes()["symbol"]) - set(human_genes()["symbol"])
     assert not mouse_only & set(names), "mouse symbols left in the store"

@@ -38,7 +38,7 @@ def load_module(name: str, name_expressions: tuple[str, ...]):
         Kernel instantiations to compile, e.g. ``("weighted_sum<float, int>",)``; one compile per
         distinct tuple (so per dtype combination), cached for the process.
     """
-    from .._backend import get_cupy
+    from ..core.backend import get_cupy
 
     cp = get_cupy()
     code = (KERNEL_DIR / f"{name}.cu").read_text()

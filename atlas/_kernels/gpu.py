@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import cupy as cp
 import numpy as np
 
-from ..errors import AtlasError
+from ..core.errors import AtlasError
 from . import load_module
 
 logger = logging.getLogger(__name__)

@@ -17,9 +17,9 @@ from typing import TYPE_CHECKING, Any
 from .settings import IntegrateSettings
 
 _LAZY = {
-    "integrate_store": ".bundle",
-    "IntegrateResult": ".bundle",
-    "read_store": ".bundle",
+    "integrate_store": ".stage",
+    "IntegrateResult": ".stage",
+    "read_store": ".stage",
     "select_hvgs": ".hvg",
     "gene_groups": ".hvg",
     "DISSOCIATION_GENES": ".hvg",
@@ -60,13 +60,13 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .bundle import IntegrateResult, integrate_store, read_store
     from .datamodule import FastDataModule
     from .errors import IntegrateInputError, MissingKeyError, NotCountsError, TooSmallError
     from .graph import compute_graph
     from .hvg import DISSOCIATION_GENES, GENE_GROUP_PATTERNS, gene_groups, select_hvgs
     from .metrics import integration_metrics, plot_metrics
     from .model import TrainResult, train_scvi, validation_elbo
+    from .stage import IntegrateResult, integrate_store, read_store
 
 
 def __getattr__(name: str) -> Any:

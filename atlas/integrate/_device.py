@@ -1,7 +1,7 @@
 """Where the integrate stage runs: one place decides between the GPU and the CPU.
 
 ``backend`` (rapids-singlecell vs scanpy) and ``accelerator`` (torch) are decided here once; later
-code dispatches on the result, never on a hidden global. The GPU probe is ``atlas._backend``'s;
+code dispatches on the result, never on a hidden global. The GPU probe is ``atlas.core.backend``'s;
 this module adds what the integrate stage needs on top (rapids-singlecell, torch's CUDA).
 """
 
@@ -24,9 +24,9 @@ def _cupy_device() -> bool:
 
 @functools.cache
 def rapids_available() -> bool:
-    """Whether a CUDA device answers through cupy (``atlas._backend``) and rapids-singlecell imports."""
+    """Whether a CUDA device answers through cupy (``atlas.core.backend``) and rapids-singlecell imports."""
     try:
-        from .._backend import gpu_available
+        from ..core.backend import gpu_available
     except ImportError:  # pragma: no cover - the shared backend module is absent
         gpu_available = _cupy_device
     if not gpu_available():
@@ -54,7 +54,7 @@ def resolve_backend(backend: str) -> str:
     AtlasError
         ``backend="gpu"`` without rapids-singlecell and a CUDA device.
     """
-    from ..errors import AtlasError
+    from ..core.errors import AtlasError
 
     if backend == "cpu":
         return "cpu"
@@ -70,7 +70,7 @@ def resolve_backend(backend: str) -> str:
 
 def resolve_accelerator(accelerator: str) -> str:
     """``"auto" | "cpu" | "gpu" | "cuda"`` -> the Lightning accelerator name (``"cpu"`` or ``"gpu"``)."""
-    from ..errors import AtlasError
+    from ..core.errors import AtlasError
 
     if accelerator == "cpu":
         return "cpu"

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ..errors import InputDataError
+from ..core.errors import InputDataError
 
 
 class IntegrateInputError(InputDataError):

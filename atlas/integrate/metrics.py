@@ -23,7 +23,7 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
-from .._progress import track
+from ..core.progress import track
 from ._checks import require_obs_keys
 
 log = logging.getLogger(__name__)

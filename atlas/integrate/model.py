@@ -223,7 +223,7 @@ def _convergence(model, name: str, plan: dict, s: IntegrateSettings, result: Tra
 
 def resolve_settings(settings: IntegrateSettings | None, overrides: dict) -> IntegrateSettings:
     """``settings`` updated by keyword overrides (validated like the config)."""
-    from ..config import validate
+    from ..core.settings import validate
 
     base = settings.model_dump() if settings is not None else {}
     return validate(IntegrateSettings, {**base, **overrides}, "integrate settings")
@@ -280,7 +280,7 @@ def _prepare_labels(adata, s: IntegrateSettings, notes: list[str]) -> None:
 
 def _train(model, s: IntegrateSettings, max_epochs: int | None, notes: list[str]) -> None:
     """``model.train`` on the configured data path and devices."""
-    from .._progress import progress_enabled
+    from ..core.progress import progress_enabled
     from ._device import resolve_accelerator
 
     accelerator = resolve_accelerator(s.accelerator)

@@ -11,7 +11,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from .._config_base import StrictModel
+from ..core.settings import StrictModel
 
 GeneGroup = Literal["mito", "ribo", "heat_shock", "dissociation"]
 

@@ -25,7 +25,7 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
-from ..io.atomic import TMP_PREFIX
+from ..core.atomic import TMP_PREFIX
 
 ENV = "ATLAS_TEST_KILL_AT"
 _armed: dict[str, str | None] = {"rename": None, "spec": None}

@@ -7,9 +7,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..analysis.settings import AnalysisSettings
-from ..config import PipelineConfig, SimulateConfig
+from ..analyse.settings import AnalysisSettings
 from ..integrate.settings import IntegrateSettings
+from ..simulate.settings import SimulateConfig
+from .config import PipelineConfig
 
 #: Sized for 2 CPU cores (see README): 8 data sets, 6 cancer types, human and mouse, three formats.
 DEMO_SIMULATION = SimulateConfig(n_cells=12_000, n_datasets=8, n_genes=15_000, seed=0, chunk_size=20_000)

@@ -34,8 +34,8 @@ from typing import Any
 import yaml
 
 from .. import __version__
-from ..errors import RunDirError
-from ..io.atomic import TMP_PREFIX, write_json, write_text
+from ..core.atomic import TMP_PREFIX, write_json, write_text
+from ..core.errors import RunDirError
 
 log = logging.getLogger(__name__)
 

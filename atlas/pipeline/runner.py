@@ -7,9 +7,10 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from ..config import PipelineConfig, settings_hash
-from ..errors import ConfigError
+from ..core.errors import ConfigError
+from ..core.settings import settings_hash
 from ._killpoints import crash_points
+from .config import PipelineConfig
 from .rundir import RunDir, fingerprint
 from .stages import STAGES, Context
 

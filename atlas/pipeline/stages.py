@@ -11,8 +11,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..config import IngestConfig, PipelineConfig, load_ingest_config
-from ..errors import ConfigError
+from ..core.errors import ConfigError
+from ..ingest.settings import IngestConfig, load_ingest_config
+from .config import PipelineConfig
 from .rundir import RunDir
 
 
@@ -88,7 +89,7 @@ def store_path(ctx: Context) -> Path:
 
 
 def _store_sidecars(ctx: Context) -> list[Path]:
-    from ..io.ingest import side_table_path
+    from ..ingest.stage import side_table_path
 
     return [side_table_path(store_path(ctx), name) for name in ("qc", "genes", "neutrophils")]
 
@@ -103,7 +104,7 @@ def _ingest_inputs(ctx: Context) -> list[Path]:
 
 
 def _run_ingest(ctx: Context) -> None:
-    from ..io.ingest import ingest
+    from ..ingest.stage import ingest
 
     ingest(ingest_config(ctx), store_path(ctx), overwrite=True)
 
@@ -149,7 +150,7 @@ def scores_path(ctx: Context) -> Path:
 
 
 def _run_score(ctx: Context) -> None:
-    from ..tl import score_store
+    from ..score import score_store
 
     s = ctx.config.score
     score_store(store_path(ctx), s.signatures if isinstance(s.signatures, list) else str(s.signatures),
@@ -180,7 +181,7 @@ def _analysis_outputs(ctx: Context) -> list[Path]:
 
 def scoring_options(ctx: Context):
     """How the analysis scores what the score stage did not: the score stage's settings."""
-    from ..analysis.run import ScoringOptions
+    from ..analyse.stage import ScoringOptions
 
     s = ctx.config.score
     if s is None:
@@ -190,7 +191,7 @@ def scoring_options(ctx: Context):
 
 
 def _run_analyse(ctx: Context) -> None:
-    from ..analysis.run import analyse
+    from ..analyse.stage import analyse
 
     scores = scores_path(ctx) if ctx.config.score is not None else None
     analyse(ctx.path, store=store_path(ctx), refdir=refdir_path(ctx), scores=scores, settings=ctx.config.analyse,

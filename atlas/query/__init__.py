@@ -13,8 +13,8 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 _LAZY = {
-    "map_query": ".api",
-    "QueryResult": ".api",
+    "map_query": ".stage",
+    "QueryResult": ".stage",
     "QuerySettings": ".settings",
     "Reference": ".reference",
     "load_reference": ".reference",
@@ -24,9 +24,9 @@ _LAZY = {
 __all__ = ["QueryResult", "QuerySettings", "Reference", "load_reference", "map_query", "transfer_labels"]
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .api import QueryResult, map_query
     from .reference import Reference, load_reference
     from .settings import QuerySettings
+    from .stage import QueryResult, map_query
     from .transfer import transfer_labels
 
 

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from ..errors import AtlasError
+from ..core.errors import AtlasError
 
 __all__ = ["query"]
 
@@ -52,7 +52,7 @@ def query(
     overwrite: Annotated[bool, typer.Option(help="Replace an existing --out.")] = False,
 ) -> None:
     """Map a new data set onto the reference: scArches, labels with uncertainty, UMAP placement, scores, report."""
-    from ..config import read_yaml
+    from ..core.settings import read_yaml
     from . import map_query
 
     settings = {}

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..errors import AtlasError
+from ..core.errors import AtlasError
 
 __all__ = ["composition", "index_summary", "reprogramming_index", "score_query"]
 
@@ -31,8 +31,8 @@ def score_query(store: Path, scoring: dict | None, notes: list[str]) -> tuple[pd
     A bundle without ``atlas_scoring`` (bare bundle) gets the default signatures and settings.
     Signatures that cannot be resolved (e.g. from a custom file) are left out with a note.
     """
-    from ..config import DEFAULT_SIGNATURES
-    from ..tl import score_store
+    from ..score import score_store
+    from ..score.settings import DEFAULT_SIGNATURES
 
     if scoring:
         names = [str(x) for x in np.atleast_1d(scoring.get("signatures", []))]
@@ -49,7 +49,7 @@ def score_query(store: Path, scoring: dict | None, notes: list[str]) -> tuple[pd
         ok = []
         for n in names:
             try:
-                from ..tl import resolve_gene_sets
+                from ..score import resolve_gene_sets
 
                 resolve_gene_sets([n])
                 ok.append(n)
@@ -62,7 +62,7 @@ def score_query(store: Path, scoring: dict | None, notes: list[str]) -> tuple[pd
 
 def reprogramming_index(scores: pd.DataFrame, axis: dict | None, is_neutrophil: np.ndarray) -> np.ndarray:
     """The reference axis applied to the query's neutrophils (NaN for other cells or without an axis)."""
-    from ..analysis import apply_reprogramming_axis
+    from ..analyse import apply_reprogramming_axis
 
     out = np.full(len(scores), np.nan)
     if axis and is_neutrophil.any():

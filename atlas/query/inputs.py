@@ -1,6 +1,6 @@
 """The query's input as an ingest configuration: an ingest YAML, or one file plus options.
 
-Either way the query goes through :func:`atlas.io.ingest.ingest`, so the raw-count check, the gene
+Either way the query goes through :func:`atlas.ingest.stage.ingest`, so the raw-count check, the gene
 harmonisation (Ensembl IDs, outdated symbols, mouse orthologues) and QC are exactly the atlas's.
 QC settings: those of the YAML when it has a ``qc`` section, else the reference's (recorded in a
 run directory's store), else the defaults.
@@ -13,8 +13,9 @@ import re
 from pathlib import Path
 from typing import Any
 
-from ..config import SCHEMA_FIELDS, IngestConfig, load_ingest_config, read_yaml, validate
-from ..errors import InputDataError
+from ..core.errors import InputDataError
+from ..core.settings import read_yaml, validate
+from ..ingest.settings import SCHEMA_FIELDS, IngestConfig, load_ingest_config
 
 __all__ = ["YAML_SUFFIXES", "dataset_id_from_path", "query_ingest_config"]
 
@@ -40,8 +41,8 @@ def dataset_id_from_path(path: Path) -> str:
 
 def _fill_schema(entry: dict[str, Any], notes: list[str]) -> dict[str, Any]:
     """Constants for schema fields the file neither has nor is given (one sample per data set)."""
-    from ..config import DatasetConfig
-    from ..io.readers import open_reader
+    from ..ingest.readers import open_reader
+    from ..ingest.settings import DatasetConfig
 
     ds = validate(DatasetConfig, entry, "query options")
     with open_reader(ds) as reader:
@@ -72,14 +73,14 @@ def query_ingest_config(
     Parameters
     ----------
     query
-        An :class:`~atlas.config.IngestConfig`, an ingest YAML (``.yaml``/``.yml``, one or more data
+        An :class:`~atlas.ingest.settings.IngestConfig`, an ingest YAML (``.yaml``/``.yml``, one or more data
         sets), or one data file/directory in any format ingest reads.
     reference_qc
         The reference's QC settings, used when the query gives none.
     notes
         Collects what was assumed.
     **dataset
-        For a single file: :class:`~atlas.config.DatasetConfig` fields (``id``, ``species``, ``format``,
+        For a single file: :class:`~atlas.ingest.settings.DatasetConfig` fields (``id``, ``species``, ``format``,
         ``counts``, ``obs_path``, ``obs_columns``, ``constants``, ``value_maps``, ``gene_ids``, ...).
         Schema fields neither in the file nor given default to one sample per data set, cancer type
         ``unknown``, tissue ``tumour`` and platform ``unknown`` (noted).

@@ -55,7 +55,7 @@ def map_to_reference(adata, ref: Reference, s: QuerySettings) -> MappingResult:
     """
     import scvi
 
-    from .._progress import progress_enabled
+    from ..core.progress import progress_enabled
     from ..integrate._device import resolve_accelerator
 
     cls = getattr(scvi.model, ref.model_class)

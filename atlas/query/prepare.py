@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from ..errors import InputDataError
+from ..core.errors import InputDataError
 from .reference import Reference
 from .settings import QuerySettings
 

@@ -25,7 +25,7 @@ import numpy as np
 import pandas as pd
 
 from .. import __version__
-from ..errors import InputDataError
+from ..core.errors import InputDataError
 
 __all__ = ["BUNDLE_FILES", "Reference", "check_versions", "load_reference"]
 

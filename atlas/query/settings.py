@@ -11,7 +11,7 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from .._config_base import StrictModel
+from ..core.settings import StrictModel
 
 __all__ = ["QuerySettings"]
 

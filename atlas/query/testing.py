@@ -16,8 +16,9 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 
-from ..config import DEFAULT_SIGNATURES, IngestConfig
+from ..ingest.settings import IngestConfig
 from ..integrate.settings import IntegrateSettings
+from ..score.settings import DEFAULT_SIGNATURES
 
 __all__ = ["annotate_from_truth", "build_reference_run"]
 
@@ -34,8 +35,8 @@ def annotate_from_truth(rundir: Path, scores: pd.DataFrame, signatures: list[str
     """
     import anndata as ad
 
-    from ..analysis import apply_reprogramming_axis, fit_reprogramming_axis
-    from ..io.atomic import write_anndata
+    from ..analyse import apply_reprogramming_axis, fit_reprogramming_axis
+    from ..core.atomic import write_anndata
 
     atlas = ad.read_h5ad(rundir / "reference" / "atlas.h5ad")
     obs = atlas.obs
@@ -83,13 +84,13 @@ def build_reference_run(
     signatures
         Signatures to score (default: the pipeline's defaults).
     annotate
-        ``truth`` (labels from the ground truth) or ``analysis`` (:func:`atlas.analysis.run.analyse`).
+        ``truth`` (labels from the ground truth) or ``analysis`` (:func:`atlas.analyse.stage.analyse`).
     """
     import anndata as ad
 
+    from ..ingest.stage import ingest
     from ..integrate import integrate_store
-    from ..io.ingest import ingest
-    from ..tl import score_store
+    from ..score import score_store
 
     rundir = Path(rundir)
     rundir.mkdir(parents=True, exist_ok=True)
@@ -105,7 +106,7 @@ def build_reference_run(
     kw = {k: v for k, v in SCORING.items() if k != "max_rank"}
     scores = score_store(store, sigs, out_path=rundir / "scores.parquet", max_rank=SCORING["max_rank"], **kw)
     if annotate == "analysis":
-        from ..analysis.run import analyse
+        from ..analyse.stage import analyse
 
         analyse(rundir, store=store, refdir=rundir / "reference", scores=rundir / "scores.parquet",
                 subatlas_base=integrate)  # fmt: skip

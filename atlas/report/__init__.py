@@ -15,7 +15,7 @@ __all__ = ["HtmlReport", "fmt_interval", "fmt_num", "write_report"]
 
 def __getattr__(name: str):  # keep `import atlas.report` light: matplotlib/anndata load on use
     if name == "write_report":
-        from .build import write_report
+        from .stage import write_report
 
         return write_report
     raise AttributeError(name)

@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..io.atomic import atomic_path, write_text
+from ..core.atomic import atomic_path, write_text
 
 __all__ = ["HtmlReport", "fmt_num", "fmt_interval", "MISSING"]
 

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..errors import AtlasError
+from ..core.errors import AtlasError
 
 log = logging.getLogger(__name__)
 

@@ -2,7 +2,7 @@
 
 ``simulate(out_dir, n_cells=..., n_datasets=..., n_genes=..., seed=..., difficulty=...)`` writes data
 sets in several formats, an ``ingest.yaml`` that reads them, and the ground truth (``truth_*`` obs
-columns and ``truth/*``). See :mod:`atlas.simulate.core` for the output layout,
+columns and ``truth/*``). See :mod:`atlas.simulate.stage` for the output layout,
 :mod:`atlas.simulate.biology` for the simulated biology and :mod:`atlas.simulate.difficulty` for the
 difficulty knobs. ``simulate`` and ``SimulationResult`` are imported on first use (numba, pandas),
 so the configuration can import :class:`Difficulty` cheaply.
@@ -15,7 +15,7 @@ __all__ = ["DIFFICULTY_PRESETS", "Difficulty", "SimulationResult", "simulate"]
 
 def __getattr__(name: str):
     if name in ("SimulationResult", "simulate"):
-        from . import core
+        from . import stage
 
-        return getattr(core, name)
+        return getattr(stage, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

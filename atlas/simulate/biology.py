@@ -39,7 +39,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..signatures import load_registry
+from ..catalogue.signatures import load_registry
 from .difficulty import Difficulty
 from .genes import MT_GENES, GeneTable
 

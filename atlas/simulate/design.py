@@ -31,7 +31,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from ..errors import AtlasError
+from ..core.errors import AtlasError
 from . import biology as bio
 from .difficulty import Difficulty
 

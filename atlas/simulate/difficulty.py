@@ -56,8 +56,8 @@ from typing import Any, Literal
 
 from pydantic import ConfigDict, Field, ValidationError
 
-from .._config_base import StrictModel
-from ..errors import ConfigError
+from ..core.errors import ConfigError
+from ..core.settings import StrictModel
 
 
 class Difficulty(StrictModel):

@@ -15,7 +15,7 @@ from functools import cache
 
 import pandas as pd
 
-from ..errors import AtlasError
+from ..core.errors import AtlasError
 
 #: The 13 mitochondrial protein-coding genes.
 MT_GENES: tuple[str, ...] = (
@@ -63,7 +63,7 @@ def _stable_key(name: str) -> str:
 
 def _ensembl_ids(symbols: list[str]) -> list[str]:
     """One Ensembl ID per symbol: the one with a 1:1 mouse orthologue if any, else the smallest."""
-    from ..harmonize.reference import human_genes, one_to_one_orthologues
+    from ..catalogue.genes import human_genes, one_to_one_orthologues
 
     h = human_genes()
     h = h[h["symbol"].isin(symbols)]
@@ -75,7 +75,7 @@ def _ensembl_ids(symbols: list[str]) -> list[str]:
 
 def _outdated_symbols(universe: set[str]) -> dict[str, str]:
     """Current -> outdated symbol, for universe genes whose outdated name is not itself in use."""
-    from ..harmonize.reference import human_genes, previous_symbols
+    from ..catalogue.genes import human_genes, previous_symbols
 
     in_use = set(human_genes()["symbol"])
     out: dict[str, str] = {}
@@ -88,10 +88,10 @@ def _outdated_symbols(universe: set[str]) -> dict[str, str]:
 def required_genes(extra: list[str] | tuple[str, ...] = ()) -> list[str]:
     """Genes that must be simulated: signatures, ``extra`` (markers, state genes), MT and ribosomal genes.
 
-    Only symbols present in :func:`atlas.harmonize.reference.human_genes` are kept.
+    Only symbols present in :func:`atlas.catalogue.genes.human_genes` are kept.
     """
-    from ..harmonize.reference import human_genes
-    from ..signatures import load_registry
+    from ..catalogue.genes import human_genes
+    from ..catalogue.signatures import load_registry
 
     known = set(human_genes()["symbol"])
     wanted: list[str] = []
@@ -127,7 +127,7 @@ def build_gene_table(n_genes: int, extra: tuple[str, ...] = ()) -> GeneTable:
     GeneTable
         Genes sorted by symbol, with Ensembl IDs, mouse orthologues and outdated names.
     """
-    from ..harmonize.reference import human_genes, one_to_one_orthologues
+    from ..catalogue.genes import human_genes, one_to_one_orthologues
 
     req = required_genes(extra)
     if n_genes < len(req):
@@ -202,7 +202,7 @@ def feature_table(table: GeneTable, kind: str) -> pd.DataFrame:
     """10x-style features (id, name, type) for a data set with gene naming ``kind``."""
     names, keep = gene_names(table, kind)
     if kind == "mouse":
-        from ..harmonize.reference import one_to_one_orthologues
+        from ..catalogue.genes import one_to_one_orthologues
 
         ortho = one_to_one_orthologues()
         mid = dict(zip(ortho["mouse_symbol"], ortho["mouse_ensembl_id"], strict=True))

@@ -2,7 +2,7 @@
 
 Each writer takes count chunks (cells x genes CSR, integer values) in order and never holds a whole
 data set, except the csv writer, which is only used for small data sets (csv is dense text).
-Every file is written under a temporary name and renamed when complete (``atlas.io.atomic``).
+Every file is written under a temporary name and renamed when complete (``atlas.core.atomic``).
 Compressed files carry no timestamp, so the same counts give the same bytes.
 """
 
@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from ..io.atomic import atomic_path
+from ..core.atomic import atomic_path
 
 GZIP_LEVEL = 1  # fast; level 4 is ~2x slower for ~15% smaller files
 INDPTR64_AT = 2**31 - 1  # entries from which an h5ad's CSR offsets are switched to 64 bits

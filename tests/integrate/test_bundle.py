@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from atlas.errors import InputDataError, RunDirError
+from atlas.core.errors import InputDataError, RunDirError
 from atlas.integrate import IntegrateSettings, MissingKeyError, NotCountsError, TooSmallError, integrate_store
 
 
@@ -43,7 +43,7 @@ def test_bundle_layout_and_reload(toy_store, tmp_path, fast, monkeypatch):
     import anndata as ad
     import scvi
 
-    from atlas.integrate.bundle import _versions
+    from atlas.integrate.stage import _versions
 
     seen = {}
     _stub_metrics(monkeypatch, seen)
@@ -140,7 +140,7 @@ def test_a_failing_optional_step_is_a_warning_and_the_bundle_stays(
 
     monkeypatch.setattr(metrics, "integration_metrics", broken)
     ref = tmp_path / "ref"
-    with caplog.at_level(logging.WARNING, logger="atlas.integrate.bundle"):
+    with caplog.at_level(logging.WARNING, logger="atlas.integrate.stage"):
         res = integrate_store(
             toy_store, ref, _settings(fast, metrics=True, metrics_label_key="truth_cell_type")
         )
@@ -165,7 +165,7 @@ def test_scvi_behind_harmony_is_a_recorded_warning(toy_store, tmp_path, fast, mo
         )
 
     monkeypatch.setattr(metrics, "integration_metrics", behind)
-    with caplog.at_level(logging.WARNING, logger="atlas.integrate.bundle"):
+    with caplog.at_level(logging.WARNING, logger="atlas.integrate.stage"):
         res = integrate_store(toy_store, tmp_path / "ref", _settings(fast, metrics=True))
     assert "batch correction 0.42 vs Harmony 0.70" in caplog.text
     checks = json.loads((tmp_path / "ref" / "checks.json").read_text())
@@ -189,7 +189,7 @@ def test_scanvi_bundle_loads_as_scanvi(toy, tmp_path, fast):
 
 
 def test_a_failure_leaves_no_bundle_and_no_temporary_files(toy_store, tmp_path, fast, monkeypatch):
-    import atlas.integrate.bundle as bundle
+    import atlas.integrate.stage as bundle
 
     def broken(tmp, *args):
         tmp.mkdir()

@@ -3,7 +3,7 @@ import logging
 import numpy as np
 import pytest
 
-from atlas.errors import ConfigError
+from atlas.core.errors import ConfigError
 from atlas.integrate import IntegrateInputError, MissingKeyError, NotCountsError, TooSmallError, train_scvi
 
 

@@ -1,7 +1,7 @@
 import pytest
 
-from atlas.config import validate
-from atlas.errors import ConfigError
+from atlas.core.errors import ConfigError
+from atlas.core.settings import validate
 from atlas.integrate import IntegrateSettings
 
 

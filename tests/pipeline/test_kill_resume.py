@@ -114,7 +114,7 @@ def test_killed_during_ingest_resumes_to_the_same_store(tmp_path, sim):
 def _same_analysis(a_dir, b_dir):
     """The analyse stage's outputs: exact where analyse is reproducible, near-equal where it is not.
 
-    Known issue (reported, atlas/analysis): analyse on bit-identical inputs is not bit-reproducible from
+    Known issue (reported, atlas/analyse): analyse on bit-identical inputs is not bit-reproducible from
     run to run, with or without an interruption (2 of ~115 neutrophil states and 4 of ~1,400 cell types
     flipped on this data). Columns it takes from the store and the reference bundle must match exactly.
     """

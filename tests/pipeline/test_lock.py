@@ -10,13 +10,13 @@ import textwrap
 import pytest
 import yaml
 
-from atlas.errors import RunDirError
+from atlas.core.errors import RunDirError
 from atlas.pipeline.rundir import RunDir
 
 # A real run_pipeline whose only stage blocks: it holds the run directory's lock until killed.
 HOLDER = textwrap.dedent("""
     import sys, time
-    from atlas.config import load_pipeline_config
+    from atlas.pipeline.config import load_pipeline_config
     from atlas.pipeline import runner, stages
 
     def block(ctx):

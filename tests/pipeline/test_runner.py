@@ -5,11 +5,12 @@ from pathlib import Path
 
 import pytest
 
-from atlas.config import PipelineConfig, SimulateConfig
-from atlas.errors import RunDirError
+from atlas.core.errors import RunDirError
 from atlas.pipeline import rundir as rundir_mod
 from atlas.pipeline import runner, stages
+from atlas.pipeline.config import PipelineConfig
 from atlas.pipeline.rundir import RunDir
+from atlas.simulate.settings import SimulateConfig
 
 
 class Boom(RuntimeError):

@@ -13,7 +13,7 @@ import shutil
 
 import pytest
 
-from atlas.config import load_ingest_config
+from atlas.ingest.settings import load_ingest_config
 from atlas.integrate import IntegrateSettings
 
 TINY_INTEGRATE = {"n_hvgs": 400, "max_epochs": 3, "batch_size": 512, "n_latent": 8, "n_hidden": 32, "n_layers": 1,

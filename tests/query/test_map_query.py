@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 import scipy.sparse as sp
 
-from atlas.errors import InputDataError, RunDirError
+from atlas.core.errors import InputDataError, RunDirError
 from atlas.query import load_reference, map_query
 
 

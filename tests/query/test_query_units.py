@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 import scipy.sparse as sp
 
-from atlas.errors import ConfigError, InputDataError
+from atlas.core.errors import ConfigError, InputDataError
 from atlas.query import QuerySettings
 from atlas.query.inputs import dataset_id_from_path, query_ingest_config
 from atlas.query.prepare import _to_hvgs, check_overlap, gene_overlap, rename_batches

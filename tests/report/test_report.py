@@ -245,7 +245,7 @@ def test_custom_out_and_rerun_replaces(full_run, tmp_path):
 
 
 def test_not_a_run_dir(tmp_path):
-    from atlas.errors import AtlasError
+    from atlas.core.errors import AtlasError
 
     with pytest.raises(AtlasError, match="not an atlas run directory"):
         write_report(tmp_path)

@@ -14,20 +14,22 @@ import scipy.sparse as sp
 import yaml
 from test_simulate_output import load_counts
 
-from atlas.config import SimulateConfig, load_ingest_config, settings_hash, validate
-from atlas.errors import ConfigError, RunDirError
-from atlas.signatures import load_registry
+from atlas.catalogue.signatures import load_registry
+from atlas.core.errors import ConfigError, RunDirError
+from atlas.core.settings import settings_hash, validate
+from atlas.ingest.settings import load_ingest_config
 from atlas.simulate import DIFFICULTY_PRESETS, Difficulty, simulate
 from atlas.simulate import biology as bio
-from atlas.simulate.core import _model
 from atlas.simulate.design import design_datasets, draw_cells
 from atlas.simulate.genes import build_gene_table
 from atlas.simulate.sampler import sample_block
+from atlas.simulate.settings import SimulateConfig
+from atlas.simulate.stage import _model
 
 #: Content digests of simulate(n_cells=1200, n_datasets=7, n_genes=2000, seed=3) computed with the
 #: simulator before the difficulty settings existed (h5ad: matrices, obs and var names; other files:
 #: bytes). The default difficulty must reproduce them exactly. ingest.yaml is compared without its
-#: ``qc`` section, which follows atlas.config.QCConfig's defaults.
+#: ``qc`` section, which follows atlas.ingest.settings.QCConfig's defaults.
 BEFORE = {"n_cells": 1200, "n_datasets": 7, "n_genes": 2000, "seed": 3}
 BEFORE_DIGESTS = {
     "datasets/ds01_PDAC.h5ad": "866c0b75fdc8c2ca",

@@ -12,8 +12,8 @@ import pytest
 import scanpy as sc
 import scipy.sparse as sp
 
-from atlas.config import TISSUES, load_ingest_config
-from atlas.errors import RunDirError
+from atlas.core.errors import RunDirError
+from atlas.ingest.settings import TISSUES, load_ingest_config
 from atlas.simulate import simulate
 from atlas.simulate.biology import CELL_TYPES, PLATFORMS, STATES
 from atlas.simulate.writers import log_normalise
@@ -230,7 +230,7 @@ def test_rerun_rules(sim, tmp_path, small):
 
 
 def test_t3_programme_in_expression(config, datasets):
-    from atlas.signatures import load_registry
+    from atlas.catalogue.signatures import load_registry
 
     reg = load_registry()
     e = next(

@@ -10,8 +10,8 @@ import pytest
 import scipy.io
 import scipy.sparse as sp
 
-from atlas.errors import AtlasError
-from atlas.signatures import load_registry
+from atlas.catalogue.signatures import load_registry
+from atlas.core.errors import AtlasError
 from atlas.simulate import biology as bio
 from atlas.simulate.design import CSV_MAX_CELLS, design_datasets
 from atlas.simulate.genes import MT_GENES, build_gene_table, feature_table, gene_names, required_genes

@@ -1,0 +1,412 @@
+"""Cell types and neutrophils: cluster-level marker evidence on an over-clustering, calibrated confidences.
+
+1. **Evidence.** Each type's markers are scored per cell (scanpy's mean-minus-control score). A
+   cell's *enrichment* for a type is its score above the type's baseline (the lower quartile of
+   the cluster means: what clusters without that type show) in units of the type's per-cell noise
+   (the median within-cluster standard deviation). Both are measured on the cells at hand, so the
+   units follow the depth and marker contrast of the cohort.
+2. **Cluster call.** Clusters of an over-clustering of the integrated graph (Leiden at a high
+   resolution, as CellTypist's majority voting) average out per-cell noise. A cluster's mean
+   enrichment per type gives a winner and a runner-up; the winner is called when the cluster
+   stands clearly above the baseline (``min_effect``) and the runner-up reaches at most
+   ``max_runner_up_ratio`` of the winner's enrichment (a half-neutrophil half-monocyte cluster has
+   two equal enrichments and is ``unknown``; a pure cluster of weak cells has one). Small clusters
+   are ``unknown``. Cells take their cluster's call.
+3. **Demotion.** A cell of a called cluster moves to another called type only when its own
+   evidence for that type (over the cluster's call) is an outlier of the cluster's own spread of
+   that difference (robust z >= ``demote_z``), so it depends on the noise at that depth.
+4. **Calibrated confidence.** Cells with a call are seeds. A multinomial logistic regression on
+   each cell's enrichments learns the seed labels and predicts every cell out of fold (a cell's own
+   fold never trains the model that scores it); each cluster's composition, estimated by EM
+   (Saerens et al. 2002), is that cluster's prior, and the model is refitted ``N_REFITS`` times on
+   its own posteriors so a cluster's contaminants stop teaching it their markers. The posterior of a
+   cell's call is ``cell_type_confidence``; that of neutrophil is ``neutrophil_confidence``. A
+   called cell whose posterior makes another type more likely than not moves there; cells of
+   ``unknown`` clusters take their most likely type when its posterior is at least
+   ``min_confidence`` (else ``unknown``, confidence 0: that call is never right).
+5. ``is_neutrophil`` = called neutrophil. (The analyse stage then runs the second QC pass,
+   :func:`atlas.ingest.qc.second_pass_keep`: low-RNA cells stay only in clusters called neutrophil.)
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+__all__ = [
+    "UNKNOWN",
+    "CellTypeRule",
+    "annotate_cell_types",
+    "auto_resolution",
+    "calibrated_posteriors",
+    "cluster_calls",
+    "cluster_order",
+    "marker_enrichment",
+    "neutrophil_yield",
+    "overcluster",
+    "marker_probabilities",
+    "cluster_posteriors",
+]
+
+log = logging.getLogger(__name__)
+
+UNKNOWN = "unknown"
+N_REFITS = 3  # refits of the marker model on its own posteriors (see calibrated_posteriors)
+BASELINE_QUANTILE = 0.25  # a type's baseline: this quantile of the cluster means (clusters without it)
+EXACT_KNN_MAX_CELLS = 50_000  # above: approximate neighbours for the over-clustering
+
+
+@dataclass(frozen=True)
+class CellTypeRule:
+    """Settings of the cell-type rule (see the module docstring; ``analyse.cell_types`` in the config)."""
+
+    min_cluster_cells: int = 10
+    min_effect: float = 0.5
+    max_runner_up_ratio: float = 0.5
+    demote_z: float = 4.0
+    min_confidence: float = 0.5
+    n_folds: int = 5
+    max_train_cells: int = 50_000
+    seed: int = 0
+
+
+def cluster_order(labels) -> list:
+    """Cluster labels in reading order: numeric labels (Leiden's "0", "1", ..., "10") by number, then the rest."""
+
+    def key(x):
+        t = str(x)
+        return (0, int(t), "") if t.isdigit() else (1, 0, t)
+
+    return sorted(labels, key=key)
+
+
+def _cluster_sums(x: np.ndarray, codes: np.ndarray, n_groups: int) -> np.ndarray:
+    """Column sums of ``x`` per group (one bincount per column: fast at a million cells)."""
+    return np.stack(
+        [np.bincount(codes, weights=x[:, j], minlength=n_groups) for j in range(x.shape[1])], axis=1
+    )
+
+
+def _group_stats(
+    x: np.ndarray, codes: np.ndarray, n_groups: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per group: sizes, means and standard deviations of the columns of ``x``."""
+    sizes = np.bincount(codes, minlength=n_groups).astype(np.float64)
+    s1 = _cluster_sums(x, codes, n_groups)
+    s2 = _cluster_sums(x * x, codes, n_groups)
+    n = np.maximum(sizes, 1)[:, None]
+    mean = s1 / n
+    sd = np.sqrt(np.maximum(s2 / n - mean**2, 0.0))
+    return sizes, mean, sd
+
+
+def marker_enrichment(scores: pd.DataFrame, codes: np.ndarray, min_cluster_cells: int = 10) -> pd.DataFrame:
+    """Per-cell enrichment per type: (score - type baseline) / type per-cell noise.
+
+    Parameters
+    ----------
+    scores
+        Cells x cell types: marker scores.
+    codes
+        Integer cluster code of each cell.
+    min_cluster_cells
+        Clusters at least this large define the baseline and the noise (all clusters if none is).
+
+    Returns
+    -------
+    Cells x types, same index and columns as ``scores``.
+    """
+    x = np.nan_to_num(scores.to_numpy(dtype=np.float64), nan=0.0)
+    sizes, mean, sd = _group_stats(x, codes, int(codes.max()) + 1 if len(codes) else 0)
+    big = sizes >= min_cluster_cells
+    if big.sum() < 2:
+        big = sizes > 0
+    base = np.quantile(mean[big], BASELINE_QUANTILE, axis=0)
+    noise = np.median(sd[big], axis=0)
+    fallback = x.std(axis=0)
+    noise = np.where(noise > 0, noise, np.where(fallback > 0, fallback, 1.0))
+    return pd.DataFrame((x - base) / noise, index=scores.index, columns=scores.columns)
+
+
+def cluster_calls(enrich: pd.DataFrame, codes: np.ndarray, uniques, rule: CellTypeRule) -> pd.DataFrame:
+    """The call of every cluster from its cells' mean enrichment (one row per cluster, in code order).
+
+    Columns: ``cluster``, ``n_cells``, ``winner``, ``winner_effect``, ``runner_up``,
+    ``runner_up_effect``, ``runner_up_ratio``, ``neutrophil_effect`` (when a type), ``call`` (the
+    winner or ``unknown``) and ``rule`` (why).
+    """
+    types = np.asarray(enrich.columns, dtype=object)
+    sizes, mean, _ = _group_stats(enrich.to_numpy(), codes, len(uniques))
+    order = np.argsort(-mean, axis=1, kind="stable")
+    win = mean[np.arange(len(mean)), order[:, 0]]
+    run = mean[np.arange(len(mean)), order[:, 1]] if len(types) > 1 else np.zeros(len(mean))
+    ratio = np.where(win > 0, np.maximum(run, 0.0) / np.where(win > 0, win, 1.0), np.inf)
+    rule_col = np.full(len(mean), "markers", dtype=object)
+    rule_col[ratio > rule.max_runner_up_ratio] = "unknown: mixed (runner-up too close)"
+    rule_col[win < rule.min_effect] = "unknown: no type enriched"
+    rule_col[sizes < rule.min_cluster_cells] = "unknown: too few cells"
+    call = np.where(rule_col == "markers", types[order[:, 0]], UNKNOWN)
+    table = pd.DataFrame(
+        {
+            "cluster": np.asarray(uniques),
+            "n_cells": sizes.astype(int),
+            "winner": types[order[:, 0]],
+            "winner_effect": win,
+            "runner_up": types[order[:, 1]] if len(types) > 1 else "",
+            "runner_up_effect": run,
+            "runner_up_ratio": ratio,
+        }
+    )
+    if "neutrophil" in list(types):
+        table["neutrophil_effect"] = mean[:, list(types).index("neutrophil")]
+    table["call"] = call
+    table["rule"] = rule_col
+    return table
+
+
+def _demote(enrich: np.ndarray, codes: np.ndarray, call_idx: np.ndarray, demote_z: float) -> np.ndarray:
+    """Type index per cell: its cluster's call, or another called type its own evidence clearly favours.
+
+    ``call_idx`` is the called type per cluster (-1 = unknown). For each cell of a called cluster
+    (type A) and each other called type B, the difference ``e_B - e_A`` is compared with the
+    cluster's own distribution of it (median, 1.4826 MAD); a positive difference that is an
+    outlier of at least ``demote_z`` moves the cell to B (the largest such B).
+    """
+    label = call_idx[codes].copy()
+    called_types = np.unique(call_idx[call_idx >= 0])
+    order = np.argsort(codes, kind="stable")
+    bounds = np.searchsorted(codes[order], np.arange(len(call_idx) + 1))
+    for c in np.flatnonzero(call_idx >= 0):
+        rows = order[bounds[c] : bounds[c + 1]]
+        a = call_idx[c]
+        best_z = np.zeros(len(rows))
+        for b in called_types:
+            if b == a:
+                continue
+            diff = enrich[rows, b] - enrich[rows, a]
+            med = np.median(diff)
+            mad = 1.4826 * np.median(np.abs(diff - med))
+            scale = mad if mad > 0 else diff.std()
+            if not scale > 0:
+                continue
+            z = (diff - med) / scale
+            move = (diff > 0) & (z >= demote_z) & (z > best_z)
+            label[rows[move]] = b
+            best_z[move] = z[move]
+    return label
+
+
+def overcluster(latent: np.ndarray, resolution: float, n_neighbors: int = 15, seed: int = 0) -> np.ndarray:
+    """Leiden clusters at ``resolution`` on the kNN graph of ``latent`` (the over-clustering calls are made on).
+
+    Exact kNN with scikit-learn's tree search up to ``EXACT_KNN_MAX_CELLS`` cells (no numba
+    compilation), scanpy's approximate neighbours above; the symmetrised binary graph; Leiden with igraph.
+    """
+    import anndata as ad
+    import scanpy as sc
+    import scipy.sparse as sp
+    from sklearn.neighbors import NearestNeighbors
+
+    x = np.asarray(latent, dtype=np.float32)
+    n = len(x)
+    k = int(min(n_neighbors, max(1, n - 1)))
+    a = ad.AnnData(obs=pd.DataFrame(index=pd.RangeIndex(n).astype(str)))
+    if n > EXACT_KNN_MAX_CELLS:  # approximate neighbours (pynndescent): O(n log n) in any dimension
+        a.obsm["X"] = x
+        sc.pp.neighbors(a, n_neighbors=k + 1, use_rep="X", random_state=seed)
+        adj = a.obsp["distances"].tocsr()
+    else:
+        _, idx = NearestNeighbors(n_neighbors=k + 1).fit(x).kneighbors(x)
+        adj = sp.csr_matrix(
+            (np.ones(n * (k + 1)), (np.repeat(np.arange(n), k + 1), idx.ravel())), shape=(n, n)
+        )
+        adj.setdiag(0)
+        adj.eliminate_zeros()
+    adj = ((adj + adj.T) > 0).astype(np.float64).tocsr()
+    sc.tl.leiden(a, resolution=resolution, random_state=seed, adjacency=adj, flavor="igraph", n_iterations=2,
+                 directed=False)  # fmt: skip
+    return a.obs["leiden"].astype(str).to_numpy()
+
+
+def auto_resolution(n_cells: int) -> float:
+    """CellTypist's over-clustering resolution for ``n_cells`` (5 below 5k cells ... 30 above 200k)."""
+    for limit, res in ((5_000, 5.0), (20_000, 10.0), (40_000, 15.0), (100_000, 20.0), (200_000, 25.0)):
+        if n_cells < limit:
+            return res
+    return 30.0
+
+
+def marker_probabilities(enrich: np.ndarray, targets: np.ndarray, rule: CellTypeRule) -> np.ndarray:
+    """Out-of-fold probability of every type given a cell's own markers only (cells x types).
+
+    A multinomial logistic regression on the enrichments learns the seed cells' (soft) labels; each
+    cell is predicted by the model of the fold it was left out of, so the probabilities are
+    calibrated on cells the model did not see.
+
+    Parameters
+    ----------
+    enrich
+        Cells x types enrichment.
+    targets
+        Cells x types label weights of the seed cells (one-hot or posteriors); all-zero rows are not seeds.
+    rule
+        ``n_folds``, ``max_train_cells``, ``seed``.
+    """
+    from sklearn.linear_model import LogisticRegression
+
+    n, n_types = targets.shape
+    rng = np.random.default_rng(rule.seed)
+    folds = rng.integers(0, rule.n_folds, size=n)
+    seeds = targets.sum(axis=1) > 0
+    prob = np.zeros((n, n_types))
+    classes = np.flatnonzero(targets[seeds].sum(axis=0) > 0)
+    if len(classes) < 2:
+        prob[:, classes] = 1.0
+        return prob
+    for f in range(rule.n_folds):
+        test = folds == f
+        train = np.flatnonzero(seeds & ~test)
+        if len(train) > rule.max_train_cells:
+            train = np.sort(rng.choice(train, rule.max_train_cells, replace=False))
+        rows, cols = np.nonzero(targets[train] > 1e-3)  # one weighted row per (cell, plausible type)
+        if not test.any() or len(np.unique(cols)) < 2:
+            continue
+        model = LogisticRegression(C=1.0, max_iter=500)
+        model.fit(enrich[train[rows]], cols, sample_weight=targets[train[rows], cols])
+        prob[np.ix_(test, model.classes_)] = model.predict_proba(enrich[test])
+    return prob
+
+
+def cluster_posteriors(
+    prob: np.ndarray, prior: np.ndarray, codes: np.ndarray, start: np.ndarray | None = None, n_iter: int = 200
+) -> np.ndarray:
+    """Per-cell type posteriors with each cluster's own composition as the prior (EM, Saerens et al. 2002).
+
+    ``prob`` are probabilities under the global ``prior`` (the training labels' type shares); a
+    cluster's composition (starting at ``start``, clusters x types, else ``prior``) is estimated by
+    EM (posteriors averaged over its cells, re-weighted until stable), so a cell of a pure cluster
+    needs strong evidence to be anything else and a cell of a mixed cluster is judged by its markers.
+    """
+    n_clusters = int(codes.max()) + 1 if len(codes) else 0
+    safe = np.where(prior > 0, prior, 1.0)
+    lik = np.where(prior > 0, prob / safe, 0.0)
+    sizes = np.maximum(np.bincount(codes, minlength=n_clusters), 1)[:, None]
+    comp = np.tile(prior, (n_clusters, 1)) if start is None else start.copy()
+    post = prob
+    for _ in range(n_iter):
+        w = lik * comp[codes]
+        total = w.sum(axis=1, keepdims=True)
+        post = np.divide(w, total, out=np.tile(prior, (len(w), 1)), where=total > 0)
+        new = _cluster_sums(post, codes, n_clusters) / sizes
+        done = np.abs(new - comp).max() < 1e-6
+        comp = new
+        if done:
+            break
+    return post
+
+
+def calibrated_posteriors(enrich: np.ndarray, seed_label: np.ndarray, codes: np.ndarray, n_types: int,
+                          rule: CellTypeRule) -> np.ndarray:  # fmt: skip
+    """Type posteriors per cell: out-of-fold marker model, cluster priors, refitted on its own posteriors.
+
+    The first model learns the seed labels (cluster calls), which are wrong for a cluster's
+    contaminants; it is refitted ``N_REFITS`` times on the seeds' posteriors (soft labels), so the
+    contaminants stop teaching it that their markers mean the cluster's type.
+    """
+    seeds = seed_label >= 0
+    targets = np.zeros((len(seed_label), n_types))
+    targets[np.flatnonzero(seeds), seed_label[seeds]] = 1.0
+    n_clusters = int(codes.max()) + 1 if len(codes) else 0
+    start = _cluster_sums(targets, codes, n_clusters)
+    post = targets
+    for _ in range(1 + N_REFITS):
+        prob = marker_probabilities(enrich, targets, rule)
+        prior = targets[seeds].sum(axis=0) / max(targets[seeds].sum(), 1e-12)
+        counts = start.sum(axis=1, keepdims=True)
+        init = np.where(counts > 0, 0.5 * start / np.maximum(counts, 1e-12) + 0.5 * prior, prior)
+        post = cluster_posteriors(prob, prior, codes, init)
+        targets = np.where(seeds[:, None], post, 0.0)
+    return post
+
+
+def annotate_cell_types(
+    marker_scores: pd.DataFrame,
+    clusters: pd.Series,
+    rule: CellTypeRule | None = None,
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Assign a cell type, a calibrated confidence and a neutrophil call to every cell.
+
+    Parameters
+    ----------
+    marker_scores
+        Cells x cell types: marker scores (column names are the cell types; one must be ``neutrophil``).
+    clusters
+        Cluster of each cell (same index): an over-clustering of the integrated graph.
+    rule
+        :class:`CellTypeRule` (defaults when ``None``).
+
+    Returns
+    -------
+    ``(cells, clusters)``: per cell ``cell_type``, ``cell_type_confidence``, ``is_neutrophil``,
+    ``neutrophil_confidence``, ``cell_type_rule`` (cluster, demoted, propagated, unknown),
+    ``cell_type_cluster`` and one ``marker_z_<type>`` (enrichment) column per type; per cluster
+    the evidence and call of :func:`cluster_calls` plus ``n_demoted``, ``n_propagated`` and
+    ``mean_confidence``.
+    """
+    rule = rule or CellTypeRule()
+    types = list(marker_scores.columns)
+    if "neutrophil" not in types:
+        raise ValueError(f"marker scores have no 'neutrophil' column (types: {types})")
+    codes, uniques = pd.factorize(clusters.astype(str).to_numpy(), sort=True)
+    enrich = marker_enrichment(marker_scores, codes, rule.min_cluster_cells)
+    table = cluster_calls(enrich, codes, uniques, rule)
+    call_idx = np.array([types.index(c) if c != UNKNOWN else -1 for c in table["call"]])
+    e = enrich.to_numpy()
+    label = _demote(e, codes, call_idx, rule.demote_z)
+    post = calibrated_posteriors(e, label, codes, len(types), rule)
+    how = np.where(label < 0, UNKNOWN, np.where(label == call_idx[codes], "cluster", "demoted")).astype(
+        object
+    )
+    best = post.argmax(axis=1)
+    sure = post.max(axis=1) >= rule.min_confidence
+    # a called cell whose calibrated posterior makes another type more likely than not moves there
+    moved = (label >= 0) & (best != label) & (post[np.arange(len(label)), best] >= 0.5)
+    label[moved] = best[moved]
+    how[moved] = "demoted"
+    take = (label < 0) & sure
+    label[take] = best[take]
+    how[take] = "propagated"
+    names = np.asarray([*types, UNKNOWN], dtype=object)
+    conf = np.where(label >= 0, post[np.arange(len(label)), np.maximum(label, 0)], 0.0)
+    neut = types.index("neutrophil")
+    cells = pd.DataFrame(
+        {
+            "cell_type": pd.Categorical(names[label], categories=[*types, UNKNOWN]),
+            "cell_type_confidence": conf,
+            "is_neutrophil": label == neut,
+            "neutrophil_confidence": post[:, neut],
+            "cell_type_rule": pd.Categorical(how, categories=["cluster", "demoted", "propagated", UNKNOWN]),
+            "cell_type_cluster": np.asarray(uniques)[codes],
+        },
+        index=marker_scores.index,
+    )
+    for j, t in enumerate(types):
+        cells[f"marker_z_{t}"] = e[:, j]
+    table["n_demoted"] = np.bincount(codes[how == "demoted"], minlength=len(uniques))
+    table["n_propagated"] = np.bincount(codes[how == "propagated"], minlength=len(uniques))
+    table["mean_confidence"] = np.bincount(codes, weights=conf, minlength=len(uniques)) / np.maximum(
+        table["n_cells"].to_numpy(), 1
+    )
+    table = table.set_index("cluster").loc[cluster_order(uniques)].reset_index().round(4)
+    return cells, table
+
+
+def neutrophil_yield(obs: pd.DataFrame) -> pd.DataFrame:
+    """Neutrophils found per data set and platform (platforms differ a lot in neutrophil capture)."""
+    g = obs.groupby(["dataset_id", "platform"], observed=True, sort=True)
+    out = g.agg(n_cells=("is_neutrophil", "size"), n_neutrophils=("is_neutrophil", "sum")).reset_index()
+    out["neutrophil_fraction"] = out["n_neutrophils"] / out["n_cells"]
+    return out

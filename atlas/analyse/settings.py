@@ -1,0 +1,233 @@
+"""Settings of the neutrophil analysis (``analyse`` stage of ``atlas run``; ``analyse:`` in the config)."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import Field, field_validator, model_validator
+
+from ..core.settings import StrictModel
+
+__all__ = [
+    "DEFAULT_MARKERS",
+    "DEFAULT_STATE_SIGNATURES",
+    "STATES",
+    "AnalysisSettings",
+    "CellTypeOptions",
+    "StatsOptions",
+]
+
+#: Canonical markers per cell type. Neutrophils are called on a panel (FCGR3B/CSF3R/CXCR2 *with*
+#: S100A8/A9/A12 and other granulocyte genes), never on FCGR3B/CXCR2 alone: tumour neutrophils lose
+#: FCGR3B, CXCR2 and SELL (see the science notes, section 3.2).
+DEFAULT_MARKERS: dict[str, list[str]] = {
+    "neutrophil": ["CSF3R", "FCGR3B", "CXCR2", "S100A8", "S100A9", "S100A12", "FPR1", "MNDA", "G0S2", "AQP9",
+                   "CMTM2", "PROK2", "SOD2", "NAMPT"],
+    "monocyte": ["CD14", "LYZ", "CSF1R", "VCAN", "FCN1"],
+    "macrophage": ["C1QA", "C1QB", "C1QC", "APOE", "CD68", "CD163", "MRC1"],
+    "T": ["CD3E", "CD3D", "CD3G", "CD2", "IL7R", "TRAC"],
+    "B": ["MS4A1", "CD79A", "CD79B", "CD19", "BANK1"],
+    "NK": ["NKG7", "GNLY", "KLRD1", "PRF1", "GZMB"],
+    "tumour_epithelial": ["EPCAM", "KRT8", "KRT18", "KRT19", "KRT7"],
+    "fibroblast": ["COL1A1", "COL1A2", "COL3A1", "DCN", "LUM"],
+    "endothelial": ["PECAM1", "VWF", "CDH5", "PLVAP", "CLDN5"],
+}  # fmt: skip
+
+#: Neutrophil states and the registry signatures that define them (mean of the listed scores).
+DEFAULT_STATE_SIGNATURES: dict[str, list[str]] = {
+    "T3": ["T3_proxy"],
+    "mature": ["blood_like"],
+    "immature": ["SchulteSchrepping_immature"],
+    "interferon": ["Wu_IFIT1_ISG15"],
+    "antigen_presenting": ["Wu_HLA_DR_CD74"],
+}
+STATES = ("immature", "mature", "interferon", "antigen_presenting", "T3")
+
+
+class StatsOptions(StrictModel):
+    """Patient-level statistics (cells are never counted as independent)."""
+
+    min_neutrophils_per_patient: int = Field(
+        5,
+        ge=1,
+        description="patient-tissue pairs (samples pooled) with fewer neutrophils leave the fractions",
+    )
+    n_boot: int = Field(2000, ge=100, description="bootstrap resamples of patients (then of their cells)")
+    ci: float = Field(0.95, gt=0.5, lt=1.0, description="interval coverage")
+
+
+class CellTypeOptions(StrictModel):
+    """Cell-type rule: marker evidence per cluster of an over-clustering, calibrated per-cell confidence.
+
+    All thresholds are in units measured on the cells at hand (a type's per-cell noise, a cluster's
+    own spread, a cross-validated probability), not in raw score units tuned to one cohort.
+    """
+
+    resolution: float | Literal["auto"] | None = Field(
+        "auto",
+        description="Leiden resolution of the over-clustering of the scVI graph the calls are made on; auto: "
+        "CellTypist's majority-voting schedule (5 below 5k cells ... 30 above 200k); null: use cluster_key as is",
+    )
+    n_neighbors: int = Field(
+        15, ge=2, le=200, description="neighbours of the kNN graph on X_scVI that is over-clustered"
+    )
+    min_cluster_cells: int = Field(
+        10, ge=1, description="smaller clusters get no call of their own (their cells are propagated)"
+    )
+    min_effect: float = Field(
+        0.5,
+        ge=0,
+        description="a cluster's winning type must stand this many per-cell noise units (the type's median "
+        "within-cluster SD) above the type's baseline (the lower quartile of cluster means)",
+    )
+    max_runner_up_ratio: float = Field(
+        0.5,
+        gt=0,
+        lt=1,
+        description="the runner-up's enrichment may reach at most this fraction of the winner's; above it the "
+        "cluster is a mixture and unknown (a half neutrophil, half monocyte cluster has a ratio near 1)",
+    )
+    demote_z: float = Field(
+        4.0,
+        gt=0,
+        description="a cell leaves its cluster's call for another called type only when its own evidence for it "
+        "is an outlier of at least this robust z in the cluster's own spread of that evidence",
+    )
+    min_confidence: float = Field(
+        0.5,
+        gt=0,
+        lt=1,
+        description="cells of unknown clusters take the propagated type when its calibrated probability is at "
+        "least this (else unknown)",
+    )
+    n_folds: int = Field(5, ge=2, le=20, description="cross-validation folds of the confidence model")
+    max_train_cells: int = Field(
+        50_000, ge=100, description="seed cells the confidence model trains on per fold (a random subset)"
+    )
+
+    @field_validator("resolution")
+    @classmethod
+    def _positive_resolution(cls, v: float | str | None) -> float | str | None:
+        if isinstance(v, (int, float)) and not v > 0:
+            raise ValueError(f"resolution must be > 0, 'auto' or null (got {v})")
+        return v
+
+
+class AnalysisSettings(StrictModel):
+    """Neutrophil identification, sub-atlas, states, reprogramming index, pseudotime and statistics."""
+
+    cell_type_markers: dict[str, list[str]] = Field(
+        default_factory=lambda: {k: list(v) for k, v in DEFAULT_MARKERS.items()},
+        description="markers per cell type (scored per cell, then voted per cluster); must include 'neutrophil'",
+    )
+    cluster_key: str = Field(
+        "leiden",
+        description="clusters of the integrated graph (used as they are when cell_types.resolution is null)",
+    )
+    cell_types: CellTypeOptions = Field(default_factory=lambda: CellTypeOptions())
+    state_signatures: dict[str, list[str]] = Field(
+        default_factory=lambda: {k: list(v) for k, v in DEFAULT_STATE_SIGNATURES.items()},
+        description="state -> registry signatures whose mean score defines it",
+    )
+    state_smoothing_steps: int = Field(
+        1, ge=0, le=5, description="steps of averaging state scores over the neutrophil kNN graph (0 = off)"
+    )
+    state_min_z: float = Field(0.5, description="best state's z (within neutrophils) must reach this")
+    state_min_margin: float = Field(
+        0.25, ge=0, description="and beat the second best by this, else unassigned"
+    )
+    default_state: str | None = Field(
+        "mature",
+        description="state of a neutrophil with no programme above state_min_z: a state name (mature, the blood-like"
+        " baseline of Ng et al., by default), 'auto' = the state with the highest mean z among those neutrophils"
+        " (chosen from the data; unstable when one programme is lifted in many cells, e.g. MHC-II from monocyte"
+        " contamination: on the confounded/hard simulator presets it picked antigen_presenting), or null"
+        " (unassigned)",
+    )
+    reprogramming_up: list[str] = Field(default_factory=lambda: ["T3_proxy"], description="T3-like side")
+    reprogramming_down: list[str] = Field(
+        default_factory=lambda: ["blood_like"], description="blood-like side"
+    )
+    pseudotime_method: Literal["distance_ratio", "harmonic", "dpt"] = Field(
+        "distance_ratio",
+        description="distance_ratio: relative position in the sub-atlas latent between the start cells and the T3-like"
+        " cells, d_start / (d_start + d_end); harmonic: probability that a random walk on the neutrophil graph reaches"
+        " the end before the start; dpt: scanpy's diffusion pseudotime from one start cell",
+    )
+    pseudotime_root: Literal["immature", "blood_like"] = Field(
+        "immature",
+        description="start of the trajectory: the most immature neutrophils (start of the immature -> mature -> T3"
+        " trajectory of Ng et al. 2024), or the most blood-like ones (lowest index) of pseudotime_root_tissue",
+    )
+    pseudotime_root_tissue: str = Field(
+        "blood",
+        description="blood_like start: chosen among this tissue's neutrophils (any tissue when absent)",
+    )
+    pseudotime_end_state: str = Field(
+        "T3", description="distance_ratio: the state whose neutrophils are the end of the trajectory"
+    )
+    pseudotime_anchor_neighbors: int = Field(
+        10,
+        ge=1,
+        le=1000,
+        description="distance_ratio: a cell's distance to the start (end) cells is its mean distance to this many"
+        " of them nearest to it",
+    )
+    pseudotime_start_fraction: float = Field(
+        0.05,
+        gt=0,
+        lt=0.5,
+        description="share of neutrophils that start the trajectory: harmonic always; distance_ratio when fewer than"
+        " 10 are annotated immature, or with pseudotime_root blood_like",
+    )
+    pseudotime_end_fraction: float = Field(
+        0.05,
+        gt=0,
+        lt=0.5,
+        description="share of neutrophils with the highest reprogramming index that end the trajectory: harmonic"
+        " always; distance_ratio when fewer than 10 are annotated pseudotime_end_state",
+    )
+    pseudotime_n_neighbors: int = Field(
+        30, ge=2, le=200, description="harmonic: neighbours of the graph on the sub-atlas latent it runs on"
+    )
+    subatlas: dict[str, Any] = Field(
+        default_factory=dict,
+        description="overrides of the integrate settings for the neutrophil-only scVI (e.g. n_hvgs, max_epochs)",
+    )
+    min_neutrophils_for_subatlas: int = Field(
+        200, ge=20, description="fewer neutrophils: no sub-atlas (the whole-atlas latent is used instead)"
+    )
+    statistics: StatsOptions = Field(default_factory=StatsOptions)
+    seed: int = 0
+
+    @field_validator("cell_type_markers")
+    @classmethod
+    def _has_neutrophil(cls, v: dict[str, list[str]]) -> dict[str, list[str]]:
+        if "neutrophil" not in v:
+            raise ValueError("cell_type_markers must include 'neutrophil'")
+        empty = [k for k, genes in v.items() if not genes]
+        if empty:
+            raise ValueError(f"cell types with no markers: {empty}")
+        return v
+
+    @field_validator("state_signatures")
+    @classmethod
+    def _states_known(cls, v: dict[str, list[str]]) -> dict[str, list[str]]:
+        if not v:
+            raise ValueError("state_signatures is empty")
+        empty = [k for k, sigs in v.items() if not sigs]
+        if empty:
+            raise ValueError(f"states with no signatures: {empty}")
+        return v
+
+    @model_validator(mode="after")
+    def _end_state_known(self) -> AnalysisSettings:
+        if (
+            self.pseudotime_method == "distance_ratio"
+            and self.pseudotime_end_state not in self.state_signatures
+        ):
+            raise ValueError(
+                f"pseudotime_end_state {self.pseudotime_end_state!r} is not a state of state_signatures "
+                f"({sorted(self.state_signatures)}); name one of them, or use pseudotime_method harmonic"
+            )
+        return self

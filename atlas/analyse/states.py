@@ -1,0 +1,228 @@
+"""Neutrophil states: per-cell and per-cluster assignment from state signature scores.
+
+Rule (all thresholds in :class:`atlas.analyse.AnalysisSettings`):
+
+1. A state's score is the mean of its signatures' scores; each is standardised within neutrophils (z),
+   so every threshold is in units of the data's own spread, whatever the depth or scoring method.
+2. The z-scores are averaged over the neutrophil kNN graph (``state_smoothing_steps`` lazy random-walk
+   steps: half the cell, half its neighbours), which tames the dropout of low-UMI neutrophils.
+3. A cell takes its best state when that z reaches ``state_min_z`` and beats the second best by
+   ``state_min_margin`` (rule ``cell``); a cell with no state reaching ``state_min_z`` takes the default
+   state (rule ``default``). The default is ``default_state``; with ``"auto"`` it is chosen from the
+   data: the state with the highest mean z among the cells that reach no threshold (the baseline
+   programme of the neutrophils at hand; mature neutrophils in most tissues).
+4. Cluster evidence settles the rest (two programmes close): their z is shrunk towards their
+   sub-atlas cluster's mean by how much of the within-cluster spread is noise (Kelley's
+   empirical-Bayes estimate), ``e = m_cluster + k (z - m_cluster)`` with
+   ``k = max(0, 1 - f (1 - r) / var_within(z))``, ``r`` the state score's split-half reliability on these
+   neutrophils, ``f`` the share of per-cell noise variance the graph smoothing leaves and ``var_within``
+   the smoothed z's variance within clusters; a reliable score keeps the cell's own value (``k`` ~ 1), a
+   score that is mostly dropout noise at this depth follows the cluster (``k`` ~ 0). A cell whose
+   shrunk evidence passes step 3's test takes that state (rule ``cluster``); the others stay
+   ``unassigned`` (rule ``ambiguous``). Clear cell-level calls are never overridden, so rare states that
+   form no cluster of their own keep their cells.
+5. ``neutrophil_state_rule`` records which rule made each call (``cell``, ``cluster``, ``default``,
+   ``ambiguous``).
+6. A cluster of the neutrophil sub-atlas takes the majority state of its cells (ignoring
+   unassigned), with its share.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+
+from .celltypes import cluster_order
+
+__all__ = [
+    "UNASSIGNED",
+    "assign_states",
+    "cluster_shrinkage",
+    "smooth_on_graph",
+    "smoothing_noise_factor",
+    "state_clusters",
+    "state_scores",
+]
+
+UNASSIGNED = "unassigned"
+
+
+def state_scores(scores: pd.DataFrame, state_signatures: dict[str, list[str]]) -> pd.DataFrame:
+    """Cells x states: the mean of each state's signature score columns."""
+    return pd.DataFrame(
+        {state: scores[list(sigs)].mean(axis=1) for state, sigs in state_signatures.items()},
+        index=scores.index,
+    )
+
+
+def smooth_on_graph(values: np.ndarray, connectivities: sp.spmatrix | None, steps: int) -> np.ndarray:
+    """``steps`` lazy random-walk steps of ``values`` (cells x k) over a kNN graph."""
+    if connectivities is None or steps <= 0:
+        return values
+    w = sp.csr_matrix(connectivities, dtype=np.float64)
+    deg = np.asarray(w.sum(axis=1)).ravel()
+    deg[deg == 0] = 1.0
+    w = sp.diags(1.0 / deg) @ w
+    out = values
+    for _ in range(steps):
+        out = 0.5 * out + 0.5 * (w @ out)
+    return out
+
+
+def smoothing_noise_factor(connectivities: sp.spmatrix | None, steps: int, n: int) -> np.ndarray:
+    """Per cell, the share of independent per-cell noise variance left after :func:`smooth_on_graph`
+    (the row sums of the squared smoothing operator; 1 without smoothing)."""
+    if connectivities is None or steps <= 0:
+        return np.ones(n)
+    w = sp.csr_matrix(connectivities, dtype=np.float64)
+    deg = np.asarray(w.sum(axis=1)).ravel()
+    deg[deg == 0] = 1.0
+    step = 0.5 * sp.identity(n, format="csr") + 0.5 * (sp.diags(1.0 / deg) @ w)
+    op = sp.identity(n, format="csr")
+    for _ in range(steps):
+        op = step @ op
+    return np.asarray(op.multiply(op).sum(axis=1)).ravel()
+
+
+def cluster_shrinkage(
+    z: np.ndarray, clusters: np.ndarray, reliability: np.ndarray, noise_factor: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Kelley shrinkage of ``z`` (cells x states) towards cluster means (see the module notes).
+
+    Parameters
+    ----------
+    z
+        (Smoothed) z-scores to shrink; the unsmoothed z-scores have unit variance over the cells.
+    clusters
+        Cluster label per cell.
+    reliability
+        Per state, the split-half reliability of its score (NaN: no shrinkage for that state).
+    noise_factor
+        Per cell, the share of the unsmoothed noise variance left in ``z``
+        (:func:`smoothing_noise_factor`; ``None``: 1, unsmoothed).
+
+    Returns
+    -------
+    evidence, k
+        The shrunk evidence and the per-state factor ``k`` kept of each cell's own deviation.
+    """
+    codes, _ = pd.factorize(np.asarray(clusters))
+    n_cl = codes.max() + 1
+    counts = np.bincount(codes, minlength=n_cl).astype(np.float64)
+    sums = np.stack([np.bincount(codes, weights=z[:, j], minlength=n_cl) for j in range(z.shape[1])], axis=1)
+    m = (sums / counts[:, None])[codes]
+    var_w = ((z - m) ** 2).mean(axis=0)
+    factor = float(np.mean(noise_factor)) if noise_factor is not None else 1.0
+    noise = (1.0 - np.asarray(reliability, dtype=np.float64)) * factor
+    k = np.ones(z.shape[1])
+    ok = np.isfinite(noise) & (var_w > 0)
+    k[ok] = np.clip(1.0 - noise[ok] / var_w[ok], 0.0, 1.0)
+    return m + k * (z - m), k
+
+
+def _call(z: np.ndarray, states: list[str], min_z: float, min_margin: float):
+    """Best state where it reaches ``min_z`` and beats the second by ``min_margin`` (rule ``cell``);
+    ``default`` where no state reaches ``min_z``; else ``ambiguous``. Also the top two values."""
+    order = np.argsort(-z, axis=1)
+    rows = np.arange(len(z))
+    top = z[rows, order[:, 0]]
+    second = z[rows, order[:, 1]] if len(states) > 1 else np.full(len(z), -np.inf)
+    label = np.full(len(z), UNASSIGNED, dtype=object)
+    rule = np.full(len(z), "ambiguous", dtype=object)
+    clear = (top >= min_z) & (top - second >= min_margin)
+    label[clear] = np.asarray(states, dtype=object)[order[clear, 0]]
+    rule[clear] = "cell"
+    rule[top < min_z] = "default"
+    return label, rule, top, second
+
+
+def assign_states(
+    state_score: pd.DataFrame,
+    *,
+    connectivities: sp.spmatrix | None = None,
+    smoothing_steps: int = 1,
+    min_z: float = 0.5,
+    min_margin: float = 0.25,
+    default_state: str | None = "mature",
+    clusters: pd.Series | np.ndarray | None = None,
+    reliability: dict[str, float] | None = None,
+) -> pd.DataFrame:
+    """Assign a state to each neutrophil (rule in the module notes).
+
+    Parameters
+    ----------
+    state_score
+        Neutrophils x states (:func:`state_scores`).
+    connectivities, smoothing_steps
+        The neutrophil kNN graph and the random-walk steps of smoothing over it.
+    min_z, min_margin
+        The best state's evidence must reach ``min_z`` and beat the second best by ``min_margin``.
+    default_state
+        State of cells with no evidence reaching ``min_z``: a name, ``"auto"`` (chosen from the data)
+        or ``None`` (unassigned).
+    clusters, reliability
+        Cluster label per neutrophil and split-half reliability per state: cluster shrinkage.
+
+    Returns
+    -------
+    pandas.DataFrame
+        ``neutrophil_state``, ``neutrophil_state_confidence``, ``neutrophil_state_rule`` and
+        ``state_z_<state>`` (the smoothed z); ``attrs["default_state"]`` and ``attrs["cluster_weight"]``
+        (per state, ``1 - k``) record the data-dependent parts of the rule.
+    """
+    states = list(state_score.columns)
+    x = state_score.to_numpy(dtype=np.float64)
+    mu, sd = np.nanmean(x, axis=0), np.nanstd(x, axis=0)
+    sd[~(sd > 0)] = 1.0
+    z_raw = np.nan_to_num((x - mu) / sd)
+    z = smooth_on_graph(z_raw, connectivities, smoothing_steps)
+    label, rule, top, second = _call(z, states, min_z, min_margin)
+    k = np.ones(len(states))
+    if clusters is not None and reliability is not None:
+        # cluster evidence settles the cells whose own evidence is ambiguous (two programmes close)
+        rel = np.array([reliability.get(st, np.nan) for st in states], dtype=np.float64)
+        noise = smoothing_noise_factor(connectivities, smoothing_steps, len(z))
+        shrunk, k = cluster_shrinkage(z, np.asarray(clusters), rel, noise)
+        amb = rule == "ambiguous"
+        c_label, c_rule, _, _ = _call(shrunk[amb], states, min_z, min_margin)
+        settled = c_rule == "cell"
+        label[np.flatnonzero(amb)[settled]] = c_label[settled]
+        rule[np.flatnonzero(amb)[settled]] = "cluster"
+    low = rule == "default"
+    if default_state == "auto":
+        default_state = states[int(np.argmax(z[low].mean(axis=0)))] if low.any() else None
+    label[low] = default_state if default_state is not None else UNASSIGNED
+    if default_state is None:
+        rule[low] = "ambiguous"
+    # confidence: the margin of the winner, squashed to 0-1 (0 = tie, ~1 = one clear programme)
+    conf = 1.0 - np.exp(-np.maximum(top - second, 0.0))
+    cats = list(dict.fromkeys([*states, *([default_state] if default_state else []), UNASSIGNED]))
+    out = pd.DataFrame(
+        {"neutrophil_state": pd.Categorical(label, categories=cats), "neutrophil_state_confidence": conf,
+         "neutrophil_state_rule": pd.Categorical(rule, categories=["cell", "cluster", "default", "ambiguous"])},
+        index=state_score.index,
+    )  # fmt: skip
+    for j, st in enumerate(states):
+        out[f"state_z_{st}"] = z[:, j]
+    out.attrs["default_state"] = default_state
+    out.attrs["cluster_weight"] = {st: float(1.0 - k[j]) for j, st in enumerate(states)}
+    return out
+
+
+def state_clusters(states: pd.DataFrame, clusters: pd.Series, state_score: pd.DataFrame) -> pd.DataFrame:
+    """Per cluster: size, majority state (unassigned ignored), its share and the mean state scores."""
+    df = pd.DataFrame(
+        {"cluster": clusters.astype(str).to_numpy(), "state": states["neutrophil_state"].astype(str)}
+    )
+    rows = []
+    groups = dict(list(df.groupby("cluster", sort=False)))
+    for cl in cluster_order(groups):
+        grp = groups[cl]
+        counts = grp.loc[grp["state"] != UNASSIGNED, "state"].value_counts()
+        state = counts.index[0] if len(counts) else UNASSIGNED
+        share = float(counts.iloc[0] / len(grp)) if len(counts) else 0.0
+        row = {"neutrophil_leiden": cl, "n_cells": len(grp), "state": state, "state_fraction": share}
+        row.update({f"mean_{c}": float(state_score.loc[grp.index, c].mean()) for c in state_score.columns})
+        rows.append(row)
+    return pd.DataFrame(rows)

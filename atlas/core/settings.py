@@ -1,0 +1,104 @@
+"""Settings plumbing shared by every stage: the strict base model, YAML reading and validation with
+readable errors, relative-path resolution, the stable settings hash of the stage manifest, and the one
+helper that turns a config section plus command-line flags into validated settings.
+
+Every model forbids unknown fields, so a typo is reported with its path
+(``ingest.datasets[2].obs_colums: unknown field``) instead of being ignored.
+Relative paths in a YAML file are resolved against the folder that holds the file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from .errors import ConfigError
+
+M = TypeVar("M", bound=BaseModel)
+
+
+class StrictModel(BaseModel):
+    """Base for all config models: unknown fields are errors, values are validated on assignment."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+def _format_validation_error(err: ValidationError, source: str) -> str:
+    lines = []
+    for e in err.errors():
+        loc = ""
+        for part in e["loc"]:
+            loc += f"[{part}]" if isinstance(part, int) else (f".{part}" if loc else str(part))
+        msg = "unknown field" if e["type"] == "extra_forbidden" else e["msg"]
+        lines.append(f"  {loc or '(top level)'}: {msg}")
+    return f"invalid configuration in {source}:\n" + "\n".join(lines)
+
+
+def resolve_paths(
+    obj: Any, base: Path, keys: tuple[str, ...] = ("path", "obs_path", "run_dir", "ingest", "signatures")
+) -> Any:
+    """Resolve relative path values (under the given keys) against ``base``."""
+    if isinstance(obj, dict):
+        out = {}
+        for k, v in obj.items():
+            if k in keys and isinstance(v, str) and (k != "signatures" or v.endswith((".gmt", ".yaml", ".yml"))):
+                p = Path(v).expanduser()
+                out[k] = os.path.normpath(p if p.is_absolute() else (base / p))
+            else:
+                out[k] = resolve_paths(v, base, keys)
+        return out
+    if isinstance(obj, list):
+        return [resolve_paths(v, base, keys) for v in obj]
+    return obj
+
+
+def read_yaml(path: str | Path) -> dict:
+    """Read a YAML mapping, with a clear error for a missing or malformed file."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file {path} does not exist; check the path")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as e:
+        raise ConfigError(f"config file {path} is not valid YAML: {e}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {path} must hold a mapping of settings, not {type(data).__name__}")
+    return data
+
+
+def validate(model: type[StrictModel], data: dict, source: str) -> Any:
+    """Validate ``data`` into ``model``, turning pydantic's error into a :class:`ConfigError`."""
+    try:
+        return model.model_validate(data)
+    except ValidationError as e:
+        raise ConfigError(_format_validation_error(e, source)) from None
+
+
+
+def settings_hash(obj: Any) -> str:
+    """A stable hash of settings (pydantic models, dicts, lists, scalars) for the stage manifest."""
+    if isinstance(obj, BaseModel):
+        obj = obj.model_dump(mode="json")
+    blob = json.dumps(obj, sort_keys=True, default=str).encode()
+    return hashlib.sha256(blob).hexdigest()[:16]
+
+
+def settings_with_flags(model: type[M], section: M | dict | None, source: str, **flags: Any) -> M:
+    """Validated settings from a config section (a model, a mapping or ``None`` for the defaults)
+    updated by the flags that are not ``None`` (command-line options, keyword arguments).
+
+    The one way every entry point (CLI, pipeline, Python API) merges "the section, then what the
+    user passed explicitly"; errors name ``source`` and the field.
+    """
+    if isinstance(section, BaseModel):
+        data = section.model_dump(exclude_unset=False)
+    else:
+        data = dict(section or {})
+    data.update({k: v for k, v in flags.items() if v is not None})
+    return validate(model, data, source)

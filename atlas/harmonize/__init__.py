@@ -1,1 +1,0 @@
-"""Harmonisation: gene identifiers, orthologues and the obs metadata schema."""

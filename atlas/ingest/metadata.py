@@ -1,0 +1,240 @@
+"""Per-cell metadata onto the atlas obs schema (:data:`atlas.ingest.settings.SCHEMA_FIELDS`).
+
+For each schema field the value comes from, in order: ``dataset_id`` = the data set id; the
+column named in ``obs_columns``; a column of the same name; ``constants``. ``value_maps`` are
+applied, tissue synonyms are normalised to :data:`atlas.ingest.settings.TISSUES` and ``species`` is the
+configured one (a species column that disagrees is an error). Columns matching ``keep_obs`` glob
+patterns (``truth_*``) are carried unchanged. Cells are renamed ``{dataset_id}:{barcode}``.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from collections.abc import Sequence
+
+import pandas as pd
+
+from ..core.errors import InputDataError
+from .settings import SCHEMA_FIELDS, TISSUES, DatasetConfig
+
+__all__ = ["SPECIES_SYNONYMS", "TISSUE_SYNONYMS", "cell_names", "map_obs", "normalise_tissue"]
+
+#: lower-cased synonyms -> atlas tissue
+TISSUE_SYNONYMS: dict[str, str] = {
+    **{
+        k: "tumour"
+        for k in (
+            "tumour",
+            "tumor",
+            "t",
+            "primary tumour",
+            "primary tumor",
+            "primary",
+            "tumour tissue",
+            "tumor tissue",
+            "cancer",
+            "neoplasm",
+            "malignant",
+        )
+    },
+    **{
+        k: "adjacent_normal"
+        for k in (
+            "adjacent_normal",
+            "adjacent normal",
+            "adjacent-normal",
+            "normal",
+            "n",
+            "nat",
+            "adjacent",
+            "normal adjacent",
+            "normal adjacent tissue",
+            "adjacent normal tissue",
+            "paratumor",
+            "paratumour",
+            "adjacent non-tumour",
+            "adjacent non-tumor",
+            "non-tumour",
+            "non-tumor",
+            "normal tissue",
+        )
+    },
+    **{
+        k: "blood"
+        for k in (
+            "blood",
+            "pbmc",
+            "pbmcs",
+            "peripheral blood",
+            "pb",
+            "whole blood",
+            "peripheral blood mononuclear cells",
+        )
+    },
+}
+
+#: lower-cased synonyms -> atlas species
+SPECIES_SYNONYMS: dict[str, str] = {
+    "human": "human",
+    "homo sapiens": "human",
+    "hs": "human",
+    "hsa": "human",
+    "h. sapiens": "human",
+    "mouse": "mouse",
+    "mus musculus": "mouse",
+    "mm": "mouse",
+    "mmu": "mouse",
+    "m. musculus": "mouse",
+}
+
+
+def cell_names(dataset_id: str, barcodes: pd.Index, *, source: str = "") -> pd.Index:
+    """Unique cell names ``{dataset_id}:{barcode}``; duplicate barcodes are an error.
+
+    Parameters
+    ----------
+    dataset_id
+        The data set.
+    barcodes
+        Its cell barcodes.
+    source
+        File name, for messages.
+    """
+    barcodes = pd.Index(barcodes.astype(str))
+    dup = barcodes[barcodes.duplicated()].unique()
+    if len(dup):
+        where = f" in {source}" if source else ""
+        raise InputDataError(
+            f"data set '{dataset_id}': {len(dup)} cell barcode(s) occur more than once{where} (e.g. "
+            f"{list(dup[:5])}); cells must have unique names. If the file joins several samples, make the "
+            "barcodes unique (e.g. prefix the sample) before ingest"
+        )
+    return pd.Index([f"{dataset_id}:{b}" for b in barcodes])
+
+
+def normalise_tissue(values: pd.Series, *, dataset_id: str, column: str) -> pd.Series:
+    """Map tissue labels (any case, common synonyms) onto :data:`atlas.ingest.settings.TISSUES`.
+
+    Parameters
+    ----------
+    values
+        Tissue labels, after ``value_maps``.
+    dataset_id, column
+        Where they come from, for messages.
+    """
+    uniq = pd.unique(values.astype(str))
+    table = {}
+    unknown = []
+    for v in uniq:
+        key = " ".join(v.strip().lower().split())
+        t = TISSUE_SYNONYMS.get(key) or TISSUE_SYNONYMS.get(key.replace("_", " "))
+        if t is None:
+            unknown.append(v)
+        table[v] = t
+    if unknown:
+        ex = unknown[0]
+        raise InputDataError(
+            f"data set '{dataset_id}': tissue value(s) {unknown[:5]} in {column} are not one of {list(TISSUES)} "
+            f"or a known synonym; map them in its entry, e.g. value_maps: {{tissue: {{'{ex}': tumour}}}}"
+        )
+    return values.astype(str).map(table)
+
+
+def _source_column(field: str, ds: DatasetConfig, obs: pd.DataFrame) -> str | None:
+    if field in ds.obs_columns:
+        col = ds.obs_columns[field]
+        if col not in obs.columns:
+            raise InputDataError(
+                f"data set '{ds.id}': obs_columns maps {field!r} to column {col!r}, which its cell metadata does "
+                f"not have; columns: {list(obs.columns)}"
+            )
+        return col
+    if field in obs.columns:
+        return field
+    return None
+
+
+def map_obs(
+    obs: pd.DataFrame,
+    ds: DatasetConfig,
+    *,
+    keep_obs: Sequence[str] = ("truth_*",),
+    source: str = "",
+) -> pd.DataFrame:
+    """Map one data set's cell metadata onto the schema.
+
+    Parameters
+    ----------
+    obs
+        Its cell metadata, index = barcodes.
+    ds
+        Its configuration entry (``obs_columns``, ``constants``, ``value_maps``, ``species``).
+    keep_obs
+        Glob patterns of columns carried through unchanged.
+    source
+        File name, for messages.
+
+    Returns
+    -------
+    DataFrame indexed by ``{dataset_id}:{barcode}`` with the schema fields as categorical strings,
+    then the carried columns.
+    """
+    index = cell_names(ds.id, obs.index, source=source)
+    out: dict[str, pd.Series] = {}
+    for field in SCHEMA_FIELDS:
+        if field == "dataset_id":
+            out[field] = pd.Series(ds.id, index=obs.index)
+            continue
+        col = _source_column(field, ds, obs)
+        if field == "species":
+            out[field] = _species(ds, obs, col)
+            continue
+        if col is not None:
+            values = obs[col]
+            label = f"column {col!r}"
+            if values.isna().any():
+                raise InputDataError(
+                    f"data set '{ds.id}': {int(values.isna().sum())} cells have no value in {label} (schema field "
+                    f"{field!r}); fill them in, or use value_maps/constants for this field"
+                )
+            values = values.astype(str)
+        elif field in ds.constants:
+            values, label = pd.Series(ds.constants[field], index=obs.index), f"constants.{field}"
+        else:
+            raise InputDataError(
+                f"data set '{ds.id}': no value for schema field {field!r}: its cell metadata has no column "
+                f"{field!r} (columns: {list(obs.columns)}); add obs_columns: {{{field}: <column>}} or "
+                f"constants: {{{field}: <value>}} to its entry"
+            )
+        if field in ds.value_maps:
+            vm = ds.value_maps[field]
+            values = values.map(lambda v, vm=vm: vm.get(v, v))
+        if field == "tissue":
+            values = normalise_tissue(values, dataset_id=ds.id, column=label)
+        out[field] = values
+    df = pd.DataFrame({k: pd.Categorical(v.astype(str).to_numpy()) for k, v in out.items()}, index=index)
+    carried = [c for c in obs.columns if any(fnmatch.fnmatchcase(str(c), p) for p in keep_obs)]
+    clash = [c for c in carried if c in df.columns]
+    if clash:
+        raise InputDataError(
+            f"data set '{ds.id}': keep_obs pattern matches schema field(s) {clash}; narrow it"
+        )
+    for c in carried:
+        df[c] = obs[c].array  # keeps the dtype (categorical, nullable, ...) without aligning on the index
+    return df
+
+
+def _species(ds: DatasetConfig, obs: pd.DataFrame, col: str | None) -> pd.Series:
+    given = []
+    if col is not None:
+        given = [(f"column {col!r}", v) for v in pd.unique(obs[col].dropna().astype(str))]
+    if "species" in ds.constants:
+        given.append(("constants.species", ds.constants["species"]))
+    for label, v in given:
+        v2 = ds.value_maps.get("species", {}).get(v, v)
+        if SPECIES_SYNONYMS.get(v2.strip().lower()) != ds.species:
+            raise InputDataError(
+                f"data set '{ds.id}': {label} says species {v!r} but its entry says species: {ds.species}; "
+                "correct one of them (the entry's species decides how genes are mapped)"
+            )
+    return pd.Series(ds.species, index=obs.index)

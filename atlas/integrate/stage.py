@@ -1,0 +1,426 @@
+"""``integrate_store``: from the ingested store to a reference bundle, written atomically.
+
+Layout of ``REFDIR`` (a temporary sibling renamed into place at the end, so a crash leaves the
+old bundle or none)::
+
+    model/            scvi-tools model (SCVI or SCANVI): SCVI.load("REFDIR/model", adata=atlas)
+    atlas.h5ad        minified atlas: all obs (truth_* carried through), var = HVGs, X an empty CSR
+                      of the right shape (scvi-tools minification: the latent posterior is kept in
+                      obsm scvi_latent_qzm/qzv), obsm X_scVI (X_scANVI), X_umap, obs leiden
+    hvg.txt           the HVGs in model order
+    registry.json     the scvi-tools registry, for humans (the model keeps its own copy)
+    elbo_curve.csv    per-epoch ELBO (train, validation), reconstruction, KL and KL weight, per model
+    config.json       the settings used and what they resolved to (devices, covariates kept)
+    summary.json      cells in and out, batches dropped, epochs, ELBOs, convergence, timings, notes
+    versions.json     package versions
+    signatures.yaml   copy of the signature registry the atlas is scored with
+    metrics.csv/.png  scib-metrics: scVI vs unintegrated PCA and Harmony (when metrics are on)
+    checks.json       convergence (epochs, steps, final ELBOs, plateau reached) and the baseline check
+                      (does scVI beat Harmony on batch correction?), with the warnings raised
+
+Everything up to ``signatures.yaml`` is written (and renamed into place) before the optional steps:
+the scib metrics, their plot and the baseline check run on the finished bundle, and a failure there
+is a logged WARNING (kept in ``summary.json`` notes), never a lost model.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import time
+from dataclasses import asdict, dataclass, field
+from importlib import metadata, resources
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from ..core.atomic import atomic_path, write_json
+from ..core.errors import InputDataError, RunDirError
+from ._checks import counts_matrix, drop_small_batches, refuse_truth, require_obs_keys
+from .errors import TooSmallError
+from .settings import IntegrateSettings
+
+log = logging.getLogger(__name__)
+
+EXTRA_PACKAGES = (
+    "scib-metrics",
+    "jax",
+    "jaxlib",
+    "harmonypy",
+    "leidenalg",
+    "igraph",
+    "umap-learn",
+    "pynndescent",
+    "scikit-misc",
+    "scikit-learn",
+    "matplotlib",
+)
+
+
+@dataclass
+class IntegrateResult:
+    """What :func:`integrate_store` did."""
+
+    refdir: Path
+    n_cells_in: int
+    n_cells: int
+    n_hvgs: int
+    model: str
+    latent_key: str
+    dropped_batches: dict[str, int] = field(default_factory=dict)
+    epochs: dict[str, int] = field(default_factory=dict)
+    history: dict[str, float] = field(default_factory=dict)
+    seconds: dict[str, float] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+    metrics: pd.DataFrame | None = None
+    written: bool = True
+    convergence: dict[str, dict] = field(default_factory=dict)
+    checks: dict[str, Any] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+
+
+def read_store(path: str | Path):
+    """Open an ingested store (``.h5ad`` or ``.zarr``) in memory, with a clear error when it is missing."""
+    import anndata as ad
+
+    path = Path(path)
+    if not path.exists():
+        raise InputDataError(f"store {path} does not exist; run `atlas ingest` first or check the path")
+    try:
+        return ad.read_zarr(path) if path.suffix == ".zarr" or path.is_dir() else ad.read_h5ad(path)
+    except Exception as e:  # h5py / zarr errors on a corrupt or foreign file
+        raise InputDataError(f"cannot read store {path} as AnnData: {e}") from e
+
+
+def check_store(adata, s: IntegrateSettings) -> None:
+    """Fail fast, before any training, on every obs key the settings name and on non-count data."""
+    from .model import _training_keys
+
+    refuse_truth({**_training_keys(s), "hvg_batch_key": s.hvg_batch_key})
+    keys: dict[str, str | None] = {"batch_key": s.batch_key, "hvg_batch_key": s.hvg_batch_key}
+    keys.update({f"categorical_covariates[{i}]": c for i, c in enumerate(s.categorical_covariates)})
+    if s.model == "scanvi":
+        keys["labels_key"] = s.labels_key
+    if s.metrics:
+        keys["metrics_label_key"] = s.metrics_label_key
+        keys.update({f"metrics_batch_keys[{i}]": k for i, k in enumerate(s.metrics_batch_keys)})
+    require_obs_keys(adata, keys)
+    counts_matrix(adata)
+
+
+def _versions() -> dict[str, str]:
+    from ..pipeline.rundir import package_versions
+
+    out = package_versions()
+    for name in EXTRA_PACKAGES:
+        try:
+            out.setdefault(name, metadata.version(name))
+        except metadata.PackageNotFoundError:
+            continue
+    return out
+
+
+def _minify(model, adata, notes: list[str]):
+    """The atlas without counts: scvi-tools minification (the latent posterior is kept), else an empty CSR.
+
+    Minification replaces ``model.adata`` by a new, minified AnnData (obs, obsm, uns carried over),
+    which is returned; ``SCVI.load(dir, adata=...)`` recognises it and reads the latent from it.
+    """
+    import scipy.sparse as sp
+
+    try:
+        qzm, qzv = model.get_latent_representation(give_mean=True, return_dist=True, batch_size=4096)
+        adata.obsm["_atlas_qzm"], adata.obsm["_atlas_qzv"] = qzm, qzv
+        model.minify_adata(use_latent_qzm_key="_atlas_qzm", use_latent_qzv_key="_atlas_qzv")
+        out = model.adata
+    except Exception as e:  # minification is model-specific; the bundle stays usable without it
+        notes.append(f"scvi-tools minification failed ({e}); counts replaced by an empty matrix")
+        log.warning(notes[-1])
+        out = adata
+        out.X = sp.csr_matrix(adata.shape, dtype=np.float32)
+    for a in {id(adata): adata, id(out): out}.values():
+        for key in ("_atlas_qzm", "_atlas_qzv"):
+            a.obsm.pop(key, None)
+    return out
+
+
+def _write_bundle(tmp: Path, adata, train, s: IntegrateSettings, resolved: dict, summary: dict) -> None:
+    """The bundle's required files: everything analyse and query need, written before any optional step."""
+    from .model import registry_summary
+
+    tmp.mkdir(parents=True)
+    train.model.save(str(tmp / "model"), save_anndata=False)
+    (tmp / "hvg.txt").write_text("\n".join(map(str, train.model.adata.var_names)) + "\n")
+    (tmp / "registry.json").write_text(
+        json.dumps(registry_summary(train.model), indent=2, default=str) + "\n"
+    )
+    adata.write_h5ad(tmp / "atlas.h5ad", compression="gzip")
+    curves = [c.assign(model=name) for name, c in train.curves.items() if len(c)]
+    if curves:
+        curve = pd.concat(curves, ignore_index=True)
+        curve[["model", *[c for c in curve.columns if c != "model"]]].to_csv(
+            tmp / "elbo_curve.csv", index=False
+        )
+    config = {"settings": s.model_dump(mode="json"), "resolved": resolved}
+    (tmp / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True, default=str) + "\n")
+    (tmp / "summary.json").write_text(json.dumps(summary, indent=2, sort_keys=True, default=str) + "\n")
+    (tmp / "versions.json").write_text(json.dumps(_versions(), indent=2, sort_keys=True) + "\n")
+    with resources.as_file(resources.files("atlas.catalogue") / "data" / "signatures.yaml") as sig:
+        shutil.copyfile(sig, tmp / "signatures.yaml")
+
+
+def _optional(step: str, refdir: Path, notes: list[str], warnings: list[str], fn, *args, **kwargs):
+    """Run an optional step; a failure becomes a logged WARNING (the bundle is already complete)."""
+    try:
+        return fn(*args, **kwargs)
+    except Exception as e:  # an optional step must never lose the trained model
+        hint = (
+            " (metrics: false skips them; metrics_fast: true leaves out kBET and BRAS)"
+            if "metrics" in step
+            else ""
+        )
+        msg = (
+            f"{step} failed ({type(e).__name__}: {e}); the reference bundle {refdir} is complete and usable "
+            f"without it{hint}"
+        )
+        log.warning(msg)
+        notes.append(msg)
+        warnings.append(msg)
+        return None
+
+
+def _metrics_input(atlas, latents: list[str]):
+    """A light AnnData for the metrics: the atlas's counts (shared, not copied), obs and latent spaces."""
+    import anndata as ad
+
+    return ad.AnnData(X=atlas.X, obs=atlas.obs.copy(), obsm={k: np.asarray(atlas.obsm[k]) for k in latents})
+
+
+def _score(cells, s: IntegrateSettings, train, backend: str, refdir: Path, notes, warnings, seconds):
+    """The optional steps on the written bundle: scib metrics, their plot, the baseline check."""
+    from ..core.atomic import write_table
+    from .metrics import baseline_check, baseline_summary, integration_metrics, plot_metrics
+
+    t = time.perf_counter()
+    metrics_df = _optional(
+        "the integration metrics (scib-metrics)",
+        refdir,
+        notes,
+        warnings,
+        integration_metrics,
+        cells,
+        embeddings=[k for k in ("X_scVI", "X_scANVI") if k in cells.obsm],
+        label_key=s.metrics_label_key,
+        batch_keys=s.metrics_batch_keys,
+        max_cells=s.metrics_max_cells,
+        harmony=s.metrics_harmony,
+        harmony_keys=[k for k in [train.batch_key, *train.categorical_covariates] if k] or None,
+        random_state=s.seed,
+        n_jobs=s.metrics_n_jobs,
+        backend=backend,
+        skip=("kbet_per_label", "bras") if s.metrics_fast else (),
+    )
+    seconds["metrics"] = time.perf_counter() - t
+    if metrics_df is None or metrics_df.empty:
+        return metrics_df, {"checked": False, "passed": None, "reason": "no metrics", "warnings": []}
+    _optional("writing metrics.csv", refdir, notes, warnings, write_table, refdir / "metrics.csv", metrics_df)
+    _optional("the metrics plot", refdir, notes, warnings, plot_metrics, metrics_df, refdir / "metrics.png")
+    check = _optional("the baseline check", refdir, notes, warnings, baseline_check, metrics_df) or {
+        "checked": False,
+        "passed": None,
+        "reason": "the check failed",
+        "warnings": [],
+    }
+    if check["checked"] and not check["passed"]:
+        for w in check["warnings"]:
+            log.warning(w)
+            notes.append(w)
+            warnings.append(w)
+    else:
+        log.info("baseline check: %s", baseline_summary(check))
+    return metrics_df, check
+
+
+def integrate_store(
+    store_path: str | Path,
+    refdir: str | Path,
+    settings: IntegrateSettings | None = None,
+    *,
+    overwrite: bool = False,
+) -> IntegrateResult:
+    """Integrate an ingested store with scVI (scANVI) and write the reference bundle ``refdir``.
+
+    Parameters
+    ----------
+    store_path
+        The ingested store (``.h5ad`` or ``.zarr``) with raw counts in ``X``.
+    refdir
+        Output folder (see the module docstring for its layout); written atomically.
+    settings
+        Integration settings (defaults when ``None``).
+    overwrite
+        Replace an existing ``refdir``; otherwise an existing one is an error.
+
+    Returns
+    -------
+    :class:`IntegrateResult`.
+
+    Raises
+    ------
+    RunDirError
+        ``refdir`` exists and ``overwrite`` is false.
+    InputDataError
+        A missing or unreadable store, a missing obs key, non-count data, too few cells or genes
+        (:mod:`atlas.integrate.errors`).
+    """
+    from ._device import resolve_accelerator, resolve_backend
+    from .graph import compute_graph
+    from .hvg import select_hvgs
+    from .model import MIN_CELLS, train_scvi
+
+    s = settings or IntegrateSettings()
+    refdir = Path(refdir)
+    if refdir.exists() and not overwrite:
+        raise RunDirError(
+            f"{refdir} already exists; pass overwrite=True (--overwrite) or choose another --out"
+        )
+    seconds: dict[str, float] = {}
+    t0 = time.perf_counter()
+    adata = read_store(store_path)
+    seconds["read"] = time.perf_counter() - t0
+    n_in = adata.n_obs
+    log.info("store %s: %d cells x %d genes", store_path, adata.n_obs, adata.n_vars)
+    check_store(adata, s)
+    backend, accelerator = resolve_backend(s.backend), resolve_accelerator(s.accelerator)
+
+    adata, dropped = drop_small_batches(adata, s.batch_key, s.min_cells_per_batch)
+    notes: list[str] = []
+    if dropped:
+        notes.append(
+            f"dropped {sum(dropped.values())} cells of {len(dropped)} {s.batch_key} batches with <= "
+            f"{s.min_cells_per_batch} cells (min_cells_per_batch): {dropped}"
+        )
+    if adata.n_obs < MIN_CELLS:
+        raise TooSmallError(
+            f"{adata.n_obs} cells are left after dropping {len(dropped)} batches of {s.batch_key!r} with <= "
+            f"{s.min_cells_per_batch} cells; integration needs at least {MIN_CELLS} (lower min_cells_per_batch?)"
+        )
+    t = time.perf_counter()
+    hvgs = select_hvgs(
+        adata,
+        n_top_genes=s.n_hvgs,
+        batch_key=s.hvg_batch_key,
+        exclude_groups=s.exclude_gene_groups,
+        exclude_genes=s.exclude_genes,
+        backend=backend,
+    )
+    seconds["hvg"] = time.perf_counter() - t
+    atlas = adata[:, hvgs].copy()
+    del adata
+
+    train = train_scvi(atlas, settings=s, check_counts=False)
+    seconds.update(train.seconds)
+    trainer = getattr(train.model, "trainer", None)
+    if trainer is not None and getattr(trainer, "global_rank", 0) != 0:  # pragma: no cover - DDP only
+        log.info("DDP rank %d: training done; rank 0 writes the bundle", trainer.global_rank)
+        return IntegrateResult(
+            refdir, n_in, atlas.n_obs, len(hvgs), s.model, train.latent_key, dropped, written=False
+        )
+
+    seconds.update(
+        {
+            f"graph_{k}": v
+            for k, v in compute_graph(
+                atlas,
+                use_rep=train.latent_key,
+                n_neighbors=s.n_neighbors,
+                resolution=s.leiden_resolution,
+                min_dist=s.umap_min_dist,
+                random_state=s.seed,
+                backend=backend,
+            ).items()
+        }
+    )
+
+    notes += train.notes
+    warnings = list(train.warnings)
+    latents = [k for k in ("X_scVI", "X_scANVI") if k in atlas.obsm]
+    cells = _metrics_input(atlas, latents) if s.metrics else None  # keeps the counts for the PCA baseline
+    atlas = _minify(train.model, atlas, notes)
+    if not s.store_connectivities:
+        for key in ("connectivities", "distances"):
+            atlas.obsp.pop(key, None)
+        atlas.uns.pop("neighbors", None)
+    resolved = {
+        "backend": backend,
+        "accelerator": accelerator,
+        "batch_key": train.batch_key,
+        "categorical_covariates": train.categorical_covariates,
+        "latent_key": train.latent_key,
+        "n_hvgs": len(hvgs),
+        "store": str(store_path),
+    }
+    summary = {
+        "n_cells_in": n_in,
+        "n_cells": atlas.n_obs,
+        "n_hvgs": len(hvgs),
+        "dropped_batches": dropped,
+        "n_cells_dropped": int(sum(dropped.values())),
+        "epochs": train.epochs,
+        "history": train.history,
+        "convergence": train.convergence,
+        "n_leiden_clusters": int(atlas.obs["leiden"].nunique()),
+        "seconds": seconds,
+        "notes": notes,
+    }
+    t = time.perf_counter()
+    with atomic_path(refdir, overwrite=overwrite) as tmp:
+        _write_bundle(tmp, atlas, train, s, resolved, summary)
+    seconds["write"] = time.perf_counter() - t
+    log.info("reference bundle written to %s (%d cells, %d HVGs)", refdir, atlas.n_obs, len(hvgs))
+
+    # Optional steps, on the finished bundle: a failure is a warning, never a lost model.
+    metrics_df, baselines = (
+        None,
+        {"checked": False, "passed": None, "reason": "metrics: false", "warnings": []},
+    )
+    if cells is not None:
+        metrics_df, baselines = _score(cells, s, train, backend, refdir, notes, warnings, seconds)
+        del cells
+    checks = {"convergence": train.convergence, "baselines": baselines, "warnings": warnings}
+    seconds["total"] = time.perf_counter() - t0
+    _optional("writing checks.json", refdir, notes, warnings, write_json, refdir / "checks.json", checks)
+    _optional("updating summary.json", refdir, notes, warnings, write_json, refdir / "summary.json", summary)
+    log.info(
+        "integrate done in %.0f s%s",
+        seconds["total"],
+        f" with {len(warnings)} warning(s) (see {refdir / 'checks.json'})" if warnings else "",
+    )
+    return IntegrateResult(
+        refdir=refdir,
+        n_cells_in=n_in,
+        n_cells=atlas.n_obs,
+        n_hvgs=len(hvgs),
+        model=s.model,
+        latent_key=train.latent_key,
+        dropped_batches=dropped,
+        epochs=train.epochs,
+        history=train.history,
+        seconds=seconds,
+        notes=notes,
+        metrics=metrics_df,
+        convergence=train.convergence,
+        checks=checks,
+        warnings=warnings,
+    )
+
+
+def result_dict(result: IntegrateResult) -> dict[str, Any]:
+    """A JSON-able view of an :class:`IntegrateResult` (without the metrics table)."""
+    out = asdict(result)
+    out.pop("metrics", None)
+    out["refdir"] = str(result.refdir)
+    return out

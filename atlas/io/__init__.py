@@ -1,1 +1,0 @@
-"""Reading data sets, writing outputs atomically, and the on-disk store."""

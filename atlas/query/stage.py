@@ -1,0 +1,333 @@
+"""``map_query``: a new data set mapped onto the reference, labelled, scored and compared.
+
+Steps: check the reference -> ingest the query (same machinery as the atlas) -> gene overlap ->
+prepare (HVGs, zero-fill, batch names) -> scArches surgery -> label transfer and UMAP placement ->
+scores and reprogramming index -> tables, ``query.h5ad``, ``report.html``. The output folder is
+built under a temporary name and renamed at the end, so a failure leaves no partial ``DIR``; inputs
+are only read.
+
+Layout of ``DIR``::
+
+    query.h5ad            cells x reference HVGs (raw counts, zero-filled); obs: the query's metadata,
+                          predicted_cell_type, prediction_uncertainty (vote_/distance_uncertainty),
+                          predicted_state, state_uncertainty, reprogramming_index, one column per
+                          score; obsm X_scVI (query latent in the reference space), X_umap (placement)
+    store.h5ad            the ingested query (all genes) with store.{qc,genes,neutrophils}.csv
+    tables/               gene_overlap.csv, gene_overlap_summary.csv, batch_renames.csv, predictions.csv,
+                          cell_type_composition.csv, state_composition.csv, reprogramming_index.csv,
+                          score_means.csv
+    model/                the query model (scvi-tools; load with adata=query.h5ad)
+    report.html, figures/ the query report
+    query.json            settings, reference, overlap, timings, notes, versions
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from .. import __version__
+from ..core.atomic import atomic_path
+from ..core.errors import InputDataError, RunDirError
+from .compare import composition, index_summary, reprogramming_index, score_query
+from .inputs import query_ingest_config
+from .prepare import check_overlap, gene_overlap, prepare_query
+from .reference import Reference, load_reference
+from .settings import QuerySettings
+from .transfer import transfer_labels
+
+__all__ = ["QueryResult", "map_query"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class QueryResult:
+    """What :func:`map_query` wrote and found."""
+
+    out_dir: Path
+    n_cells: int
+    overlap: float
+    predictions: dict[str, int]
+    unknown_fraction: float
+    seconds: dict[str, float] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+
+def _settings(settings: QuerySettings | dict | None, overrides: dict) -> QuerySettings:
+    from ..core.settings import validate
+
+    base = settings.model_dump() if isinstance(settings, QuerySettings) else dict(settings or {})
+    return validate(QuerySettings, {**base, **overrides}, "query settings")
+
+
+def _plain(obj: Any, drop_none: bool = True) -> Any:
+    """Nested dicts/lists of plain values for h5ad ``uns`` (None dropped) and JSON (``drop_none=False``)."""
+    if isinstance(obj, dict):
+        return {str(k): _plain(v, drop_none) for k, v in obj.items() if v is not None or not drop_none}
+    if isinstance(obj, list | tuple):
+        return [_plain(v, drop_none) for v in obj if v is not None or not drop_none]
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, np.ndarray):
+        return _plain(obj.tolist(), drop_none)
+    if isinstance(obj, Path):
+        return str(obj)
+    if isinstance(obj, float) and not np.isfinite(obj) and not drop_none:
+        return None  # JSON has no NaN
+    return obj
+
+
+def _transfer(q, latent: np.ndarray, ref: Reference, s: QuerySettings, notes: list[str]) -> None:
+    """predicted_cell_type / predicted_state with uncertainties, and the UMAP placement, into ``q``."""
+    obs = ref.atlas.obs
+    labels = obs[ref.label_key].astype(object)
+    ok = labels.notna().to_numpy()
+    common = {"k": s.n_neighbors, "unknown": s.unknown_label, "seed": s.seed}
+    table, umap = transfer_labels(
+        ref.latent()[ok], labels[ok].astype(str).to_numpy(), latent, threshold=s.uncertainty_threshold,
+        distance_uncertainty=s.distance_uncertainty, distance_quantile=s.distance_quantile,
+        calibration_cells=s.calibration_cells, ref_umap=ref.umap()[ok], **common,
+    )  # fmt: skip
+    cats = sorted(set(labels[ok].astype(str))) + ([s.unknown_label] if s.unknown_label not in set(labels[ok]) else [])
+    q.obs["predicted_cell_type"] = pd.Categorical(table["label"].to_numpy(), categories=cats)
+    q.obs["prediction_uncertainty"] = table["uncertainty"].to_numpy()
+    q.obs["vote_uncertainty"] = table["vote_uncertainty"].to_numpy()
+    q.obs["distance_uncertainty"] = table["distance_uncertainty"].to_numpy()
+    q.obsm["X_umap"] = umap
+
+    state = np.full(q.n_obs, None, dtype=object)
+    state_u = np.full(q.n_obs, np.nan)
+    is_neut = (q.obs["predicted_cell_type"].astype(str) == s.neutrophil_label).to_numpy()
+    if ref.state_key is not None:
+        ref_neut = ok & (labels.astype(str) == s.neutrophil_label).to_numpy() & obs[ref.state_key].notna().to_numpy()
+        if ref_neut.any() and is_neut.any():
+            st, _ = transfer_labels(
+                ref.latent()[ref_neut], obs[ref.state_key][ref_neut].astype(str).to_numpy(), latent[is_neut],
+                threshold=s.state_uncertainty_threshold, distance_uncertainty=False, **common,
+            )  # fmt: skip
+            state[is_neut], state_u[is_neut] = st["label"].to_numpy(), st["vote_uncertainty"].to_numpy()
+        elif not ref_neut.any():
+            notes.append(f"the reference has no {s.neutrophil_label} with a {ref.state_key}: no states transferred")
+            log.warning(notes[-1])
+    q.obs["predicted_state"] = pd.Categorical(state)
+    q.obs["state_uncertainty"] = state_u
+
+
+def _predictions(obs: pd.DataFrame) -> pd.DataFrame:
+    g = obs.groupby(["dataset_id", "predicted_cell_type"], observed=True, sort=True)
+    out = g.agg(n_cells=("prediction_uncertainty", "size"),
+                mean_uncertainty=("prediction_uncertainty", "mean")).reset_index()  # fmt: skip
+    out["fraction"] = out["n_cells"] / out.groupby("dataset_id", observed=True)["n_cells"].transform("sum")
+    if "scanvi_prediction" in obs:
+        agree = obs["scanvi_prediction"].astype(str) == obs["predicted_cell_type"].astype(str)
+        out["scanvi_agreement"] = (agree.groupby([obs["dataset_id"], obs["predicted_cell_type"]], observed=True)
+                                   .mean().reindex(pd.MultiIndex.from_frame(out[["dataset_id", "predicted_cell_type"]]))
+                                   .to_numpy())  # fmt: skip
+    return out
+
+
+def _check_out(out: Path, refdir: Path, overwrite: bool) -> None:
+    if out.exists() and not overwrite:
+        raise RunDirError(f"{out} already exists; pass --overwrite (overwrite=True) or choose another --out")
+    o, r = out.resolve(), refdir.resolve()
+    if o == r or r in o.parents and out.exists() or o in r.parents:
+        raise RunDirError(f"--out {out} would overwrite the reference {refdir}; choose a folder outside it")
+
+
+def _check_inputs(out: Path, cfg) -> None:
+    """An existing ``out`` replaced by the output must not be or hold a query input."""
+    o = out.resolve()
+    for ds in cfg.datasets:
+        for p in (ds.path, ds.obs_path):
+            if p is not None and (Path(p).resolve() == o or o in Path(p).resolve().parents):
+                raise RunDirError(f"--out {out} holds the query input {p}; choose another output folder")
+
+
+def map_query(
+    refdir: str | Path,
+    query: Any,
+    out: str | Path,
+    *,
+    settings: QuerySettings | dict | None = None,
+    overwrite: bool = False,
+    dataset_id: str | None = None,
+    species: str | None = None,
+    format: str | None = None,
+    counts: str | None = None,
+    obs_path: str | Path | None = None,
+    obs_columns: dict[str, str] | None = None,
+    constants: dict[str, str] | None = None,
+    value_maps: dict[str, dict[str, str]] | None = None,
+    gene_ids: str | None = None,
+    **overrides: Any,
+) -> QueryResult:
+    """Map a query onto a reference atlas: labels with uncertainty, UMAP placement, scores, comparison.
+
+    Parameters
+    ----------
+    refdir
+        A run directory of ``atlas run`` (annotated atlas) or a reference bundle of ``atlas integrate``
+        (then give ``label_key``).
+    query
+        An ingest YAML (one or more data sets), an :class:`~atlas.ingest.settings.IngestConfig`, or one data file or
+        10x directory in any format ingest reads.
+    out
+        Output folder (see the module docstring); written atomically.
+    settings
+        :class:`QuerySettings` (or a dict of its fields).
+    overwrite
+        Replace an existing ``out``.
+    dataset_id, species, format, counts, obs_path, obs_columns, constants, value_maps, gene_ids
+        For a single data file: its :class:`~atlas.ingest.settings.DatasetConfig` entry (as in an ingest YAML).
+    **overrides
+        :class:`QuerySettings` fields replacing those of ``settings`` (``max_epochs=20``,
+        ``label_key="cell_type"``, ``uncertainty_threshold=0.4``, ...).
+
+    Returns
+    -------
+    :class:`QueryResult`.
+
+    Raises
+    ------
+    InputDataError
+        A damaged or incompatible reference, unreadable or normalised query data, too little gene overlap.
+    RunDirError
+        ``out`` exists and ``overwrite`` is false.
+    """
+    import anndata as ad
+
+    from ..ingest.stage import ingest
+    from ..pipeline.rundir import package_versions
+
+    t0 = time.perf_counter()
+    seconds: dict[str, float] = {}
+    s = _settings(settings, overrides)
+    refdir, out = Path(refdir), Path(out)
+    _check_out(out, refdir, overwrite)
+    ref = load_reference(refdir, label_key=s.label_key, state_key=s.state_key)
+    notes = list(ref.notes)
+    dataset = {"id": dataset_id, "species": species, "format": format, "counts": counts, "obs_path": obs_path,
+               "obs_columns": obs_columns, "constants": constants, "value_maps": value_maps, "gene_ids": gene_ids}
+    cfg = query_ingest_config(query, reference_qc=ref.qc, notes=notes, **dataset)
+    _check_inputs(out, cfg)
+    seconds["reference"] = time.perf_counter() - t0
+
+    with atomic_path(out, overwrite=overwrite) as tmp:
+        tmp.mkdir(parents=True)
+        t = time.perf_counter()
+        store = tmp / "store.h5ad"
+        ingested = ingest(cfg, store)
+        adata = ad.read_h5ad(store)
+        seconds["ingest"] = time.perf_counter() - t
+
+        t = time.perf_counter()
+        genes, overlap = gene_overlap(adata, ref.hvgs)
+        check_overlap(overlap, s, notes)
+        if adata.n_obs == 0:
+            qc = ingested.qc[["cells_in", "cells_out"]].to_dict("index")
+            raise InputDataError(f"no query cell passed QC ({qc}); check the data and the QC thresholds (an ingest "
+                                 "YAML with a qc: section)")
+        q, renames = prepare_query(adata, ref, notes)
+        seconds["prepare"] = time.perf_counter() - t
+
+        from .mapping import map_to_reference
+
+        t = time.perf_counter()
+        mapping = map_to_reference(q, ref, s)
+        seconds["mapping"] = time.perf_counter() - t
+        q.obsm["X_scVI"] = mapping.latent
+        if ref.latent_key != "X_scVI":
+            q.obsm[ref.latent_key] = mapping.latent
+        if mapping.scanvi is not None:
+            for c in mapping.scanvi.columns:
+                q.obs[c] = mapping.scanvi[c].to_numpy()
+
+        t = time.perf_counter()
+        _transfer(q, mapping.latent, ref, s, notes)
+        seconds["transfer"] = time.perf_counter() - t
+
+        t = time.perf_counter()
+        scoring_used: dict = {}
+        scores = pd.DataFrame(index=q.obs_names)
+        if s.score:
+            scores, scoring_used = score_query(store, ref.scoring, notes)
+            scores = scores.loc[q.obs_names]
+            for c in scores.columns:
+                q.obs[c] = scores[c].to_numpy()
+        is_neut = (q.obs["predicted_cell_type"].astype(str) == s.neutrophil_label).to_numpy()
+        q.obs["reprogramming_index"] = (reprogramming_index(scores, ref.axis, is_neut) if s.score and len(scores.columns)
+                                        else np.nan)  # fmt: skip
+        seconds["score"] = time.perf_counter() - t
+
+        ref_obs = ref.atlas.obs
+        tables = {
+            "gene_overlap": genes,
+            "gene_overlap_summary": overlap,
+            "batch_renames": renames,
+            "predictions": _predictions(q.obs),
+            "cell_type_composition": composition(q.obs, ref_obs, "predicted_cell_type", ref.label_key, "cell_type"),
+        }
+        if ref.state_key is not None:
+            tables["state_composition"] = composition(q.obs, ref_obs, "predicted_state", ref.state_key,
+                                                      "neutrophil_state")
+            tables["reprogramming_index"] = index_summary(q.obs, ref_obs)
+        if len(scores.columns):
+            tables["score_means"] = (q.obs.groupby("predicted_cell_type", observed=True)[list(scores.columns)]
+                                     .mean().reset_index())  # fmt: skip
+        (tmp / "tables").mkdir()
+        for name, df in tables.items():
+            df.to_csv(tmp / "tables" / f"{name}.csv", index=False)
+
+        pred_counts = q.obs["predicted_cell_type"].astype(str).value_counts().to_dict()
+        summary = {
+            "reference": {"path": str(refdir), "kind": ref.kind, "model_class": ref.model_class, "n_cells": ref.atlas.n_obs,
+                          "n_hvgs": len(ref.hvgs), "latent_key": ref.latent_key, "label_key": ref.label_key,
+                          "state_key": ref.state_key, "versions": ref.versions},
+            "datasets": [d.id for d in cfg.datasets],
+            "n_cells_in": int(ingested.qc["cells_in"].sum()), "n_cells": q.n_obs,
+            "overlap": overlap.drop(columns="missing").to_dict("records"),
+            "batch_renames": renames.to_dict("records"),
+            "mapping": {"epochs": mapping.epochs, "history": mapping.history, "seconds": mapping.seconds},
+            "predictions": pred_counts,
+            "unknown_fraction": float((q.obs["predicted_cell_type"].astype(str) == s.unknown_label).mean()),
+            "settings": s.model_dump(mode="json"), "scoring": scoring_used,
+            "seconds": seconds, "notes": notes, "atlas_version": __version__,
+            "packages": package_versions(),
+        }  # fmt: skip
+        q.uns["query"] = _plain({k: v for k, v in summary.items() if k not in ("overlap", "batch_renames")})
+        if ref.axis:
+            q.uns["reprogramming_axis"] = _plain(ref.axis)
+        if scoring_used:
+            q.uns["atlas_scoring"] = _plain(scoring_used)
+        # scvi-tools' registration slots: SCVI.load(DIR/model, adata=query.h5ad) registers the data again
+        q.obs = q.obs.drop(columns=[c for c in q.obs.columns if str(c).startswith("_scvi")])
+        for slot in (q.obsm, q.uns):
+            for key in [k for k in slot.keys() if str(k).startswith("_scvi")]:
+                del slot[key]
+        if s.save_model:
+            mapping.model.save(str(tmp / "model"), save_anndata=False)
+        q.write_h5ad(tmp / "query.h5ad", compression="gzip")
+
+        seconds["total"] = time.perf_counter() - t0
+        if s.report:
+            from .report import write_query_report
+
+            t = time.perf_counter()
+            tables["qc"] = ingested.qc.reset_index()
+            write_query_report(tmp, ref=ref, q=q, tables=tables, summary=summary)
+            seconds["report"] = time.perf_counter() - t
+        seconds["total"] = time.perf_counter() - t0
+        (tmp / "query.json").write_text(json.dumps(_plain(summary, drop_none=False), indent=2, sort_keys=True,
+                                                  default=str) + "\n")
+
+    log.info("query mapped: %d cells, %s; written to %s in %.0f s", q.n_obs, pred_counts, out, seconds["total"])
+    return QueryResult(out_dir=out, n_cells=q.n_obs, overlap=float(overlap.iloc[-1]["fraction"]), predictions=pred_counts,
+                       unknown_fraction=summary["unknown_fraction"], seconds=seconds, notes=notes)  # fmt: skip

@@ -1,0 +1,37 @@
+"""Settings of the score stage (``atlas score``, the pipeline's ``score`` section and ``analyse``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+
+from ..core.settings import StrictModel
+
+DEFAULT_SIGNATURES = [
+    "T3_proxy", "blood_like", "HALLMARK_HYPOXIA", "HALLMARK_GLYCOLYSIS", "HALLMARK_ANGIOGENESIS",
+    "Zilionis_hN1", "Zilionis_hN2", "Zilionis_hN3", "Zilionis_hN4", "Zilionis_hN5",
+    "SchulteSchrepping_immature", "neutrophil_identity_JITC2022", "Wu_HLA_DR_CD74", "Wu_IFIT1_ISG15",
+]
+
+
+class ScoreConfig(StrictModel):
+    """Signature scoring of the store (``atlas score`` and the pipeline's score stage)."""
+
+    signatures: list[str] | Path = Field(
+        default_factory=lambda: list(DEFAULT_SIGNATURES),
+        description="registry names (see `atlas signatures list`) or a GMT/YAML file of gene sets",
+    )
+    method: Literal["scanpy", "aucell", "ucell", "mean"] = Field(
+        "scanpy", description="scanpy = mean minus control genes (sc.tl.score_genes); aucell/ucell = rank based"
+    )
+    backend: Literal["auto", "cpu", "gpu"] = Field("auto", description="gpu needs cupy and a CUDA device")
+    chunk_size: int = Field(50_000, ge=100, description="cells per chunk streamed from the store")
+    normalize: Literal["auto"] | bool = Field(
+        "auto", description="counts per 10k + log1p fused into the pass; auto = when the matrix holds counts"
+    )
+    ctrl_size: int = Field(50, ge=1)
+    n_bins: int = Field(25, ge=1)
+    max_rank: int = Field(1500, ge=10, description="UCell max rank / AUCell top genes")
+    random_state: int = 0

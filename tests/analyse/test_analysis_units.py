@@ -1,0 +1,289 @@
+"""Cell types, states, reprogramming axis and pseudotime root on small hand-made inputs."""
+
+import numpy as np
+import pandas as pd
+import pytest
+import scipy.sparse as sp
+
+from atlas.analyse import ReprogrammingAxis, apply_reprogramming_axis, fit_reprogramming_axis
+from atlas.analyse.celltypes import annotate_cell_types, cluster_order, neutrophil_yield
+from atlas.analyse.pseudotime import (
+    DIRECT_SOLVE_MAX,
+    MIN_ANCHOR_CELLS,
+    choose_root,
+    distance_ratio_pseudotime,
+    extreme_cells,
+    harmonic_pseudotime,
+    reprogramming_pseudotime,
+)
+from atlas.analyse.settings import AnalysisSettings
+from atlas.analyse.states import UNASSIGNED, assign_states, smooth_on_graph, state_clusters
+from atlas.core.errors import AtlasError
+
+
+def _marker_scores(rng, n_per=100):
+    types = ["neutrophil", "monocyte", "T"]
+    rows, truth = [], []
+    for j, t in enumerate(types):
+        x = rng.normal(0, 0.3, (n_per, len(types)))
+        x[:, j] += 2.0
+        rows.append(x)
+        truth += [t] * n_per
+    df = pd.DataFrame(np.vstack(rows), columns=types, index=[f"c{i}" for i in range(len(truth))])
+    return df, pd.Series(truth, index=df.index)
+
+
+def test_cell_types_follow_markers_and_clusters():
+    rng = np.random.default_rng(0)
+    scores, truth = _marker_scores(rng)
+    clusters = truth.map({"neutrophil": "0", "monocyte": "1", "T": "2"})
+    cells, table = annotate_cell_types(scores, clusters)
+    assert (cells["cell_type"].astype(str) == truth).all()
+    assert (cells["is_neutrophil"] == (truth == "neutrophil")).all()
+    assert set(table["call"]) == {"neutrophil", "monocyte", "T"}
+
+
+def test_neutrophil_yield_per_dataset_and_platform():
+    obs = pd.DataFrame(
+        {
+            "dataset_id": ["a", "a", "b", "b", "b"],
+            "platform": ["x", "x", "y", "y", "y"],
+            "is_neutrophil": [True, False, True, True, False],
+        }
+    )
+    y = neutrophil_yield(obs).set_index("dataset_id")
+    assert y.loc["a", "n_neutrophils"] == 1 and y.loc["b", "neutrophil_fraction"] == pytest.approx(2 / 3)
+
+
+def test_states_rule_default_and_unassigned():
+    idx = [f"n{i}" for i in range(6)]
+    s = pd.DataFrame({"T3": [3, 0, 0, 2.0, 0, 0], "interferon": [0, 3, 0, 2.0, 0, 0]}, index=idx)
+    out = assign_states(s, smoothing_steps=0, min_z=0.5, min_margin=0.25, default_state="mature")
+    st = out["neutrophil_state"].astype(str).tolist()
+    assert st[0] == "T3" and st[1] == "interferon"
+    assert st[3] == UNASSIGNED  # two programmes equally high
+    assert st[2] == "mature" and st[4] == "mature"  # nothing stands out: the default
+    none = assign_states(s, smoothing_steps=0, default_state=None)
+    assert none["neutrophil_state"].astype(str).iloc[2] == UNASSIGNED
+
+
+def test_smoothing_averages_neighbours():
+    v = np.array([[1.0], [0.0], [0.0]])
+    g = sp.csr_matrix(np.array([[0, 1, 0], [1, 0, 0], [0, 0, 0]], dtype=float))
+    out = smooth_on_graph(v, g, 1)
+    np.testing.assert_allclose(out.ravel(), [0.5, 0.5, 0.0])
+    assert smooth_on_graph(v, None, 3) is v
+
+
+def test_state_clusters_majority_ignores_unassigned():
+    states = pd.DataFrame({"neutrophil_state": ["T3", "T3", UNASSIGNED, "mature"]}, index=list("abcd"))
+    scores = pd.DataFrame({"T3": [1.0, 2, 3, 4]}, index=list("abcd"))
+    t = state_clusters(states, pd.Series(["0", "0", "0", "1"], index=list("abcd")), scores)
+    assert t.set_index("neutrophil_leiden").loc["0", "state"] == "T3"
+    assert t.set_index("neutrophil_leiden").loc["0", "mean_T3"] == pytest.approx(2.0)
+
+
+def test_cluster_tables_in_numeric_order():
+    assert cluster_order(["10", "2", "0", "x", "1"]) == ["0", "1", "2", "10", "x"]
+    rng = np.random.default_rng(4)
+    scores, truth = _marker_scores(rng, n_per=40)
+    clusters = pd.Series([str(i % 12) for i in range(len(truth))], index=truth.index)
+    _, table = annotate_cell_types(scores, clusters)
+    assert list(table["cluster"]) == [str(i) for i in range(12)]
+    states = pd.DataFrame({"neutrophil_state": ["mature"] * len(truth)}, index=truth.index)
+    t = state_clusters(states, clusters, pd.DataFrame({"T3": 0.0}, index=truth.index))
+    assert list(t["neutrophil_leiden"]) == [str(i) for i in range(12)]
+
+
+def test_reprogramming_axis_fit_apply_roundtrip():
+    rng = np.random.default_rng(2)
+    scores = pd.DataFrame({"T3_proxy": rng.normal(size=500), "blood_like": rng.normal(size=500)})
+    axis = fit_reprogramming_axis(scores)
+    idx = apply_reprogramming_axis(scores, axis)
+    assert np.quantile(idx, 0.01) == pytest.approx(0.0, abs=1e-9)
+    assert np.quantile(idx, 0.99) == pytest.approx(1.0, abs=1e-9)
+    again = apply_reprogramming_axis(scores, ReprogrammingAxis.from_dict(axis.to_dict()))
+    np.testing.assert_allclose(idx, again)
+    with pytest.raises(AtlasError, match="blood_like"):
+        apply_reprogramming_axis(scores[["T3_proxy"]], axis)
+
+
+def test_root_is_blood_like_and_falls_back_without_blood():
+    index = np.array([0.5, 0.1, -1.0, 0.2])
+    tissue = pd.Series(["blood", "blood", "tumour", "tumour"])
+    assert choose_root(index, tissue, "blood") == 1
+    assert choose_root(index, pd.Series(["tumour"] * 4), "blood") == 2
+
+
+def _path_graph(n):
+    i = np.arange(n - 1)
+    return sp.coo_matrix((np.ones(n - 1), (i, i + 1)), shape=(n, n)).tocsr()
+
+
+def test_harmonic_pseudotime_is_linear_on_a_path_and_ignores_side_branches():
+    # a trunk 0..10 with a side branch of 5 cells leaving at trunk cell 4
+    n_trunk, n_side = 11, 5
+    w = sp.lil_matrix((n_trunk + n_side, n_trunk + n_side))
+    w[: n_trunk, : n_trunk] = _path_graph(n_trunk)
+    w[4, n_trunk] = 1.0
+    for k in range(n_trunk, n_trunk + n_side - 1):
+        w[k, k + 1] = 1.0
+    pt = harmonic_pseudotime(w.tocsr(), start=[0], end=[10])
+    np.testing.assert_allclose(pt[:n_trunk], np.linspace(0, 1, n_trunk), atol=1e-12)
+    # every side-branch cell gets the value where its branch leaves the trunk (diffusion distance would grow)
+    np.testing.assert_allclose(pt[n_trunk:], pt[4], atol=1e-12)
+
+
+def test_harmonic_pseudotime_nan_without_start_or_end_and_refuses_empty_ends():
+    w = sp.block_diag([_path_graph(5), _path_graph(4)]).tocsr()
+    pt = harmonic_pseudotime(w, start=[0], end=[4, 6])  # cell 6 is the only boundary of its component
+    np.testing.assert_allclose(pt[:5], [0, 0.25, 0.5, 0.75, 1.0])
+    assert np.isnan(pt[5:]).all()
+    with pytest.raises(AtlasError, match="start and one end"):
+        harmonic_pseudotime(w, start=[0], end=[0])
+
+
+def test_harmonic_pseudotime_iterative_solve_matches_direct(monkeypatch):
+    rng = np.random.default_rng(0)
+    n = 400
+    w = sp.random(n, n, density=0.03, random_state=1, data_rvs=lambda k: rng.uniform(0.1, 1, k)) + _path_graph(n)
+    direct = harmonic_pseudotime(w, start=[0, 1], end=[n - 1])
+    monkeypatch.setattr("atlas.analyse.pseudotime.DIRECT_SOLVE_MAX", 10)
+    iterative = harmonic_pseudotime(w, start=[0, 1], end=[n - 1])
+    assert DIRECT_SOLVE_MAX > 10
+    np.testing.assert_allclose(iterative, direct, atol=1e-6)
+    assert 0 < np.median(direct) < 1
+
+
+def test_extreme_cells_take_a_share_of_a_pool_and_skip_nan():
+    v = np.array([5.0, np.nan, 1.0, 3.0, 4.0, 2.0])
+    assert list(extreme_cells(v, 0.4, highest=True)) == [0, 4]
+    assert list(extreme_cells(v, 0.01, highest=False)) == [2]
+    assert list(extreme_cells(v, 0.5, highest=False, pool=np.array([0, 1, 3, 4]))) == [3, 4]
+    assert extreme_cells(np.array([np.nan]), 0.5, highest=True).size == 0
+
+
+def test_distance_ratio_is_the_relative_position_between_start_and_end():
+    x = np.linspace(0, 1, 11)
+    pt = distance_ratio_pseudotime(x[:, None], start=[0], end=[10], n_anchor_neighbors=1)
+    np.testing.assert_allclose(pt, x, atol=1e-12)  # on the segment: d_start / (d_start + d_end) = x
+    # a side state off the trunk keeps its order, and lies between the ends, pulled towards the middle
+    side = np.column_stack([np.linspace(0.1, 0.4, 4), np.full(4, 0.5)])
+    z = np.vstack([np.column_stack([x, np.zeros_like(x)]), side])
+    pt = distance_ratio_pseudotime(z, start=[0], end=[10], n_anchor_neighbors=1)
+    assert np.all(np.diff(pt[11:]) > 0) and np.all((pt[11:] > side[:, 0]) & (pt[11:] < 0.5))
+    # the distance to a population is the mean over its nearest cells
+    pt = distance_ratio_pseudotime(x[:, None], start=[0, 1], end=[9, 10], n_anchor_neighbors=2)
+    assert np.all(np.diff(pt) >= 0) and pt[0] == 0 and pt[-1] == 1
+
+
+def test_distance_ratio_subsamples_large_populations_without_losing_the_order():
+    from scipy.stats import spearmanr
+
+    rng = np.random.default_rng(2)
+    t = rng.uniform(0, 1, 2000)
+    z = np.column_stack([t * 5, rng.normal(0, 0.2, (2000, 3))])
+    start, end = np.flatnonzero(t < 0.2), np.flatnonzero(t > 0.7)
+    full = distance_ratio_pseudotime(z, start, end)
+    sub = distance_ratio_pseudotime(z, start, end, max_anchor_cells=50, seed=1)
+    assert not np.allclose(full, sub) and spearmanr(full, sub).statistic > 0.99
+    np.testing.assert_array_equal(sub, distance_ratio_pseudotime(z, start, end, max_anchor_cells=50, seed=1))
+
+
+def test_distance_ratio_nan_for_a_non_finite_latent_and_refuses_empty_populations():
+    z = np.linspace(0, 1, 6)[:, None].repeat(2, axis=1)
+    z[3, 0] = np.nan
+    pt = distance_ratio_pseudotime(z, start=[0], end=[5])
+    assert np.isnan(pt[3]) and np.isfinite(np.delete(pt, 3)).all()
+    with pytest.raises(AtlasError, match="one start and one end"):
+        distance_ratio_pseudotime(z, start=[0], end=[0])
+    with pytest.raises(AtlasError, match="one start and one end"):
+        distance_ratio_pseudotime(z, start=[3], end=[5])
+    with pytest.raises(AtlasError, match="latent"):
+        distance_ratio_pseudotime(z[:, 0], start=[0], end=[5])
+
+
+def _latent_trajectory(rng, n=600):
+    """Neutrophils on a 1-D trajectory in a 5-D latent, with an interferon side state offset off it."""
+    import anndata as ad
+
+    t = rng.uniform(0, 1, n)
+    side = rng.random(n) < 0.15
+    z = np.column_stack([t * 6, np.sin(t * 3), rng.normal(0, 0.15, (n, 3))])
+    z[side, 2] += 4.0  # the side programme: far from the trunk, not later along it
+    state = np.select([t < 0.08, t > 0.75, side], ["immature", "T3", "interferon"], "mature")
+    obs = pd.DataFrame({"reprogramming_index": t + rng.normal(0, 0.05, n),
+                        "state_z_immature": -t + rng.normal(0, 0.05, n),
+                        "neutrophil_state": state,
+                        "tissue": np.where(t < 0.3, "blood", "tumour")},
+                       index=[f"n{i}" for i in range(n)])  # fmt: skip
+    a = ad.AnnData(np.zeros((n, 1), np.float32), obs=obs.copy())
+    a.obsm["X_scVI"] = z
+    return a, obs, t, side
+
+
+@pytest.mark.parametrize("method", ["distance_ratio", "harmonic"])
+@pytest.mark.parametrize("root", ["immature", "blood_like"])
+def test_reprogramming_pseudotime_follows_the_trajectory_with_side_states(root, method):
+    from scipy.stats import spearmanr
+
+    rng = np.random.default_rng(3)
+    a, obs, t, side = _latent_trajectory(rng)
+    s = AnalysisSettings(pseudotime_root=root, pseudotime_method=method)
+    pt, summary, notes = reprogramming_pseudotime(a, obs, s)
+    assert summary["method"] == method and notes == []
+    if method == "distance_ratio":  # the annotated states, except a blood-like start (the lowest index)
+        assert summary["end_cells"] == "state T3" and summary["n_end_cells"] == int((obs.neutrophil_state == "T3").sum())
+        assert summary["start_cells"] == ("state immature" if root == "immature" else "lowest 5% reprogramming_index (blood)")
+    else:  # harmonic: shares of cells
+        assert summary["n_end_cells"] == 30 and summary["end_cells"] == "top 5% reprogramming_index"
+    assert spearmanr(pt, t).statistic > 0.95
+    assert spearmanr(pt[side], t[side]).statistic > 0.9  # side-state cells keep their order along the trunk
+    assert np.nanmin(pt) == 0 and np.nanmax(pt) == 1
+    assert "pseudotime_connectivities" not in a.obsp  # no graph is left behind
+
+
+def test_distance_ratio_falls_back_to_shares_when_a_state_is_too_rare():
+    rng = np.random.default_rng(5)
+    a, obs, t, _ = _latent_trajectory(rng, n=300)
+    rare = obs.assign(neutrophil_state=np.where(np.argsort(np.argsort(-t)) < MIN_ANCHOR_CELLS - 1, "T3", "mature"))
+    pt, summary, notes = reprogramming_pseudotime(a, rare, AnalysisSettings())
+    assert summary["end_cells"] == "top 5% reprogramming_index" and summary["n_end_cells"] == 15
+    assert summary["start_cells"] == "top 5% state_z_immature"
+    assert len(notes) == 2 and "annotated 'T3'" in notes[1] and "end cells are the top 5%" in notes[1]
+    assert np.isfinite(pt).all()
+    with pytest.raises(ValueError, match="pseudotime_end_state 'T9'"):
+        AnalysisSettings(pseudotime_end_state="T9")
+
+
+def test_reprogramming_pseudotime_dpt_and_notes():
+    import scanpy as sc
+
+    rng = np.random.default_rng(4)
+    a, obs, t, _ = _latent_trajectory(rng, n=300)
+    sc.pp.neighbors(a, use_rep="X_scVI", n_neighbors=15)
+    pt, summary, _ = reprogramming_pseudotime(a, obs, AnalysisSettings(pseudotime_method="dpt"))
+    assert summary["method"] == "dpt" and summary["root_cell"] in obs.index
+    assert np.nanmin(pt) == 0 and np.nanmax(pt) == 1
+    pt, _, notes = reprogramming_pseudotime(a, obs.drop(columns="state_z_immature"), AnalysisSettings())
+    assert np.isfinite(pt).all() and "most blood-like" in notes[0]
+    pt, _, notes = reprogramming_pseudotime(a[:3].copy(), obs.iloc[:3], AnalysisSettings())
+    assert np.isnan(pt).all() and "3 or fewer" in notes[0]
+
+
+def test_settings_refuse_incomplete_markers():
+    with pytest.raises(ValueError, match="neutrophil"):
+        AnalysisSettings(cell_type_markers={"T": ["CD3E"]})
+    with pytest.raises(ValueError, match="no markers"):
+        AnalysisSettings(cell_type_markers={"neutrophil": ["CSF3R"], "T": []})
+
+
+def test_unknown_state_signature_fails_before_any_work():
+    from atlas.analyse.stage import _check_signature_names
+    from atlas.core.errors import InputDataError
+
+    s = AnalysisSettings(state_signatures={"T3": ["T3_proxy"], "odd": ["NOT_A_SIGNATURE"]})
+    with pytest.raises(InputDataError, match=r"state_signatures\['odd'\].*NOT_A_SIGNATURE"):
+        _check_signature_names(s, None)
+    # a user's own gene set already scored (a column of scores.parquet) is accepted
+    _check_signature_names(s, pd.DataFrame(columns=["NOT_A_SIGNATURE"]))

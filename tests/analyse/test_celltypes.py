@@ -1,0 +1,147 @@
+"""Cell-type rule on hand-made marker scores: cluster calls, unknown mixtures, demotion, calibration, second QC pass."""
+
+import anndata as ad
+import numpy as np
+import pandas as pd
+import pytest
+
+from atlas.analyse.celltypes import UNKNOWN, CellTypeRule, annotate_cell_types, auto_resolution
+from atlas.analyse.settings import AnalysisSettings
+from atlas.analyse.stage import _second_qc_pass
+
+TYPES = ["neutrophil", "monocyte", "T"]
+
+
+def _cohort(rng, spec, noise=1.0):
+    """Cells x TYPES scores; ``spec``: list of (cluster, true type, n cells, signal of its own markers)."""
+    rows, truth, clusters = [], [], []
+    for cluster, cell_type, n, signal in spec:
+        x = rng.normal(0, noise, (n, len(TYPES)))
+        x[:, TYPES.index(cell_type)] += signal
+        rows.append(x)
+        truth += [cell_type] * n
+        clusters += [cluster] * n
+    idx = [f"c{i}" for i in range(len(truth))]
+    scores = pd.DataFrame(np.vstack(rows), columns=TYPES, index=idx)
+    return scores, pd.Series(truth, index=idx), pd.Series(clusters, index=idx)
+
+
+def test_pure_cluster_of_weak_cells_is_called():
+    rng = np.random.default_rng(0)
+    # neutrophils at low depth: their markers stand only 0.7 noise SD above the rest
+    spec = [
+        ("0", "neutrophil", 300, 0.7),
+        ("1", "monocyte", 300, 4.0),
+        ("2", "T", 300, 4.0),
+        ("3", "T", 300, 4.0),
+    ]
+    scores, truth, clusters = _cohort(rng, spec)
+    own_best = (scores.idxmax(axis=1) == truth)[truth == "neutrophil"].mean()
+    assert own_best < 0.8  # per cell, the markers alone are often wrong
+    cells, table = annotate_cell_types(scores, clusters)
+    assert table.set_index("cluster").loc["0", "call"] == "neutrophil"
+    assert cells.loc[truth == "neutrophil", "is_neutrophil"].mean() > 0.97
+    assert not cells.loc[truth != "neutrophil", "is_neutrophil"].any()
+    assert (cells["cell_type"].astype(str) == truth).mean() > 0.97
+
+
+def test_mixed_cluster_is_unknown_not_forced():
+    rng = np.random.default_rng(1)
+    spec = [("0", "neutrophil", 200, 3.0), ("0", "monocyte", 200, 3.0), ("1", "neutrophil", 300, 3.0),
+            ("2", "monocyte", 300, 3.0), ("3", "T", 300, 3.0)]  # fmt: skip
+    scores, truth, clusters = _cohort(rng, spec)
+    cells, table = annotate_cell_types(scores, clusters)
+    row = table.set_index("cluster").loc["0"]
+    assert row["call"] == UNKNOWN and row["rule"].startswith("unknown: mixed")
+    assert row["runner_up_ratio"] > 0.5
+    assert table.set_index("cluster").loc["1", "call"] == "neutrophil"
+    # the mixed cluster's cells are not forced into its winner: they follow their own (clear) markers
+    mixed = clusters == "0"
+    assert (cells.loc[mixed, "cell_type"].astype(str) == truth[mixed]).mean() > 0.9
+    assert (cells.loc[mixed, "cell_type_rule"].astype(str) == "propagated").mean() > 0.95
+
+
+def test_clear_monocyte_in_neutrophil_cluster_is_demoted_weak_neutrophils_are_not():
+    rng = np.random.default_rng(2)
+    spec = [("0", "neutrophil", 400, 1.0), ("1", "monocyte", 300, 4.0), ("2", "T", 300, 4.0)]
+    scores, truth, clusters = _cohort(rng, spec)
+    mono, weak = scores.index[0], scores.index[1]
+    scores.loc[mono] = [0.0, 8.0, 0.0]  # a monocyte that landed in the neutrophil cluster
+    scores.loc[weak] = [-0.5, 0.5, 0.0]  # a neutrophil with almost no evidence
+    cells, _ = annotate_cell_types(scores, clusters)
+    assert cells.loc[mono, "cell_type"] == "monocyte" and cells.loc[mono, "cell_type_rule"] == "demoted"
+    assert not cells.loc[mono, "is_neutrophil"]
+    assert cells.loc[weak, "is_neutrophil"] and cells.loc[weak, "cell_type_rule"] == "cluster"
+    # per-cell noise in pure clusters relabels (almost) nobody
+    assert (cells["cell_type_rule"].astype(str) == "demoted").sum() <= 3
+
+
+def test_confidence_is_calibrated():
+    rng = np.random.default_rng(3)
+    # clusters with 15 % contamination by another type and overlapping markers: many calls are wrong
+    rows = []
+    for k, main in enumerate(["neutrophil", "monocyte", "T"] * 2):
+        other = TYPES[(TYPES.index(main) + 1) % 3]
+        rows += [(str(k), main, 340, 1.5), (str(k), other, 60, 1.5)]
+    scores, truth, clusters = _cohort(rng, rows)
+    cells, _ = annotate_cell_types(scores, clusters)
+    right = (cells["cell_type"].astype(str) == truth).to_numpy()
+    conf = cells["cell_type_confidence"].to_numpy()
+    assert 0.8 < right.mean() < 0.98  # not trivial
+    assert conf.mean() == pytest.approx(right.mean(), abs=0.05)
+    bins = np.digitize(conf, [0.5, 0.8, 0.95])
+    ece = sum(
+        abs(conf[bins == b].mean() - right[bins == b].mean()) * (bins == b).mean() for b in np.unique(bins)
+    )
+    assert ece < 0.06
+    is_neut = (truth == "neutrophil").to_numpy()
+    assert (
+        cells["neutrophil_confidence"].to_numpy()[is_neut].mean()
+        > cells["neutrophil_confidence"].to_numpy()[~is_neut].mean() + 0.5
+    )
+
+
+def test_no_type_enriched_means_no_neutrophils():
+    rng = np.random.default_rng(4)
+    scores, _, clusters = _cohort(rng, [("0", "neutrophil", 200, 0.0), ("1", "T", 200, 0.0)])
+    cells, table = annotate_cell_types(scores, clusters, rule=CellTypeRule(min_effect=100.0))
+    assert (table["call"] == UNKNOWN).all() and not cells["is_neutrophil"].any()
+    assert (cells["cell_type_confidence"] == 0).all()
+
+
+def test_second_pass_keeps_low_rna_neutrophils_of_neutrophil_clusters_only(tmp_path):
+    rng = np.random.default_rng(5)
+    spec = [("0", "neutrophil", 200, 3.0), ("1", "T", 200, 3.0), ("2", "monocyte", 200, 3.0)]
+    scores, truth, clusters = _cohort(rng, spec)
+    cells, table = annotate_cell_types(scores, clusters)
+    low = np.zeros(len(cells), bool)
+    neut_low, t_low = (
+        scores.index[0],
+        scores.index[250],
+    )  # a low-RNA neutrophil, a low-RNA cell of the T cluster
+    low[[0, 250]] = True
+    atlas = ad.AnnData(obs=pd.DataFrame({"dataset_id": "d1", "qc_low_rna": low}, index=scores.index))
+    keep, qc = _second_qc_pass(atlas, None, cells, table)
+    assert keep[0] and not keep[250] and keep.sum() == len(keep) - 1
+    assert cells.loc[neut_low, "is_neutrophil"] and not cells.loc[t_low, "is_neutrophil"]
+    t_row = qc.set_index("cell_type").loc["T"]
+    assert t_row["flagged_low_rna"] == 1 and t_row["removed_second_pass"] == 1
+    # the flag read from the store's obs when the atlas lacks it; no flag anywhere: everyone passes
+    bare = ad.AnnData(obs=atlas.obs[["dataset_id"]].copy())
+    atlas.write_h5ad(tmp_path / "store.h5ad")
+    keep_store, _ = _second_qc_pass(bare, tmp_path / "store.h5ad", cells.copy(), table)
+    assert (keep_store == keep).all()
+    bare.write_h5ad(tmp_path / "noflag.h5ad")
+    keep_all, _ = _second_qc_pass(bare, tmp_path / "noflag.h5ad", cells.copy(), table)
+    assert keep_all.all()
+
+
+def test_settings_validate_and_resolution_schedule():
+    assert AnalysisSettings().cell_types.resolution == "auto"
+    with pytest.raises(ValueError):
+        AnalysisSettings.model_validate({"cluster_weight": 0.5})  # the old rule's settings are gone
+    with pytest.raises(ValueError):
+        AnalysisSettings.model_validate({"cell_types": {"max_runner_up_ratio": 1.5}})
+    with pytest.raises(ValueError):
+        AnalysisSettings.model_validate({"cell_types": {"resolution": 0}})
+    assert auto_resolution(3000) == 5 and auto_resolution(1_000_000) == 30

@@ -1,0 +1,179 @@
+"""Reliability-weighted reprogramming index, cluster-shrunk states and pseudotime anchor checks."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import anndata as ad
+import numpy as np
+import pandas as pd
+import pytest
+import scipy.sparse as sp
+from sklearn.metrics import roc_auc_score
+
+from atlas.analyse.pseudotime import anchor_enrichment, check_anchors, reprogramming_pseudotime
+from atlas.analyse.reprogramming import (
+    ReprogrammingAxis,
+    apply_reprogramming_axis,
+    fit_reprogramming_axis,
+    signature_reliabilities,
+    signature_reliability,
+)
+from atlas.analyse.states import assign_states
+
+
+def _counts(rng, n_cells: int, t3: np.ndarray, *, down_signal: float, up_signal: float = 1.5, depth: float = 400.0):
+    """Poisson counts of 20 'up' genes (rising with ``t3``), 8 'down' genes and 200 background genes."""
+    base = np.full(228, 1.0)
+    rate = np.tile(base, (n_cells, 1))
+    rate[:, :20] *= np.exp(up_signal * t3)[:, None]
+    rate[:, 20:28] *= np.exp(-down_signal * t3)[:, None]
+    rate /= rate.sum(axis=1, keepdims=True)
+    lib = rng.lognormal(np.log(depth), 0.4, n_cells)
+    x = rng.poisson(rate * lib[:, None]).astype(np.float32)
+    genes = [f"U{i}" for i in range(20)] + [f"D{i}" for i in range(8)] + [f"B{i}" for i in range(200)]
+    return ad.AnnData(sp.csr_matrix(x), var=pd.DataFrame(index=genes))
+
+
+def _scores(a: ad.AnnData) -> pd.DataFrame:
+    x = a.X.toarray()
+    lx = np.log1p(x / x.sum(axis=1, keepdims=True) * 1e4)
+    ctrl = lx[:, 28:].mean(axis=1)
+    return pd.DataFrame({"T3_proxy": lx[:, :20].mean(axis=1) - ctrl, "blood_like": lx[:, 20:28].mean(axis=1) - ctrl})
+
+
+def test_reliability_separates_signal_from_noise():
+    rng = np.random.default_rng(0)
+    t3 = (rng.random(1500) < 0.3).astype(float)
+    a = _counts(rng, 1500, t3, down_signal=0.0)
+    rel = signature_reliabilities(a, {"up": [f"U{i}" for i in range(20)], "down": [f"D{i}" for i in range(8)],
+                                      "few": ["U0", "nope"]})  # fmt: skip
+    assert rel["up"] > 0.5
+    assert rel["down"] < 0.15  # noise only: its genes do not co-vary once depth is regressed out
+    assert np.isnan(rel["few"])  # fewer than 2 genes in the data
+    assert np.isnan(signature_reliability(np.ones((10, 4))))
+
+
+@pytest.mark.parametrize("seed", [1, 2])
+def test_noise_down_signature_does_not_hurt_the_index(seed):
+    rng = np.random.default_rng(seed)
+    t3 = (rng.random(2000) < 0.3).astype(float)
+    a = _counts(rng, 2000, t3, down_signal=0.0)
+    scores = _scores(a)
+    rel = signature_reliabilities(a, {"T3_proxy": [f"U{i}" for i in range(20)],
+                                      "blood_like": [f"D{i}" for i in range(8)]})  # fmt: skip
+    axis = fit_reprogramming_axis(scores, reliability=rel)
+    assert axis.extra["weighting"] == "reliability"
+    index = apply_reprogramming_axis(scores, axis)
+    up_alone = roc_auc_score(t3, scores["T3_proxy"])
+    assert roc_auc_score(t3, index) >= up_alone - 0.002
+    # the legacy unweighted difference is worse: the noise is subtracted at full weight
+    legacy = apply_reprogramming_axis(scores, fit_reprogramming_axis(scores))
+    assert roc_auc_score(t3, legacy) < up_alone
+
+
+def test_informative_down_signature_is_used():
+    rng = np.random.default_rng(3)
+    t3 = (rng.random(2000) < 0.3).astype(float)
+    a = _counts(rng, 2000, t3, down_signal=0.8, up_signal=0.4)
+    scores = _scores(a)
+    rel = signature_reliabilities(a, {"T3_proxy": [f"U{i}" for i in range(20)],
+                                      "blood_like": [f"D{i}" for i in range(8)]})  # fmt: skip
+    axis = fit_reprogramming_axis(scores, reliability=rel)
+    assert axis.extra["signatures"]["blood_like"]["disattenuated_corr_with_up"] > 0.5
+    assert roc_auc_score(t3, apply_reprogramming_axis(scores, axis)) > roc_auc_score(t3, scores["T3_proxy"])
+
+
+def test_axis_roundtrip_and_old_axes_without_weights():
+    rng = np.random.default_rng(4)
+    scores = pd.DataFrame({"T3_proxy": rng.normal(size=300), "blood_like": rng.normal(size=300)})
+    axis = fit_reprogramming_axis(scores, reliability={"T3_proxy": 0.6, "blood_like": 0.3})
+    back = ReprogrammingAxis.from_dict(axis.to_dict())
+    np.testing.assert_allclose(apply_reprogramming_axis(scores, back), apply_reprogramming_axis(scores, axis))
+    old = {"up": ["T3_proxy"], "down": ["blood_like"], "loc": 0.0, "scale": 2.0, "method": "scanpy", "extra": {}}
+    want = (scores["T3_proxy"] - scores["blood_like"]).to_numpy() / 2.0
+    np.testing.assert_allclose(apply_reprogramming_axis(scores, old), want)
+    # no reliability for a column: the plain difference, and the fit says why
+    plain = fit_reprogramming_axis(scores, reliability={"T3_proxy": 0.6, "blood_like": np.nan})
+    assert plain.weights == {} and "blood_like" in plain.extra["reason"]
+
+
+def _blobs(rng, n_per: int = 100):
+    """Three latent compartments along one axis: 0 (start), 1 (middle), 2 (end)."""
+    centres = np.array([[0.0, 0.0], [5.0, 0.0], [10.0, 0.0]])
+    lab = np.repeat([0, 1, 2], n_per)
+    return centres[lab] + rng.normal(0, 0.7, (lab.size, 2)), lab
+
+
+def test_anchor_check_flags_scattered_and_misplaced_anchors():
+    rng = np.random.default_rng(5)
+    z, lab = _blobs(rng)
+    index = lab + rng.normal(0, 0.3, lab.size)
+    start, end = np.flatnonzero(lab == 0), np.flatnonzero(lab == 2)
+    assert anchor_enrichment(z, end) > 2.0
+    assert check_anchors(start, end, index, z) == {"start": [], "end": []}
+    scattered = np.sort(rng.choice(lab.size, 30, replace=False))
+    assert any("scattered" in r for r in check_anchors(start, scattered, index, z)["end"])
+    swapped = check_anchors(end, start, index, z)
+    assert any("not below" in r for r in swapped["end"] + swapped["start"])
+    assert any("more than" in r for r in check_anchors(start, np.arange(100, lab.size), index, z)["end"])
+
+
+def _settings(**kw):
+    base = dict(pseudotime_method="distance_ratio", pseudotime_root="immature", pseudotime_root_tissue="blood",
+                pseudotime_end_state="T3", pseudotime_start_fraction=0.05, pseudotime_end_fraction=0.05,
+                pseudotime_anchor_neighbors=10, pseudotime_n_neighbors=15, seed=0)  # fmt: skip
+    return SimpleNamespace(**(base | kw))
+
+
+def test_pseudotime_falls_back_to_index_extremes_and_says_so():
+    rng = np.random.default_rng(6)
+    z, lab = _blobs(rng)
+    index = lab + rng.normal(0, 0.3, lab.size)
+    adata = ad.AnnData(np.zeros((lab.size, 1)), obsm={"X_scVI": z})
+    good = np.where(lab == 0, "immature", np.where(lab == 2, "T3", "mature"))
+    obs = pd.DataFrame({"reprogramming_index": index, "tissue": "tumour", "neutrophil_state": good,
+                        "state_z_immature": (lab == 0).astype(float)}, index=[f"c{i}" for i in range(lab.size)])
+    pt, summary, notes = reprogramming_pseudotime(adata, obs, _settings())
+    assert summary["anchor_check"] == "passed" and not notes
+    assert summary["end_cells"] == "state T3"
+    # wrong states: 'T3' calls scattered over the start compartment and elsewhere
+    bad = good.copy()
+    bad[:] = "mature"
+    bad[lab == 0] = "immature"
+    bad[rng.choice(lab.size, 40, replace=False)] = "T3"
+    obs["neutrophil_state"] = bad
+    pt2, summary2, notes2 = reprogramming_pseudotime(adata, obs, _settings())
+    assert summary2["end_cells"].startswith("top 5% reprogramming_index")
+    assert any("failed the anchor check" in n and "end cells" in n for n in notes2)
+    rho = pd.Series(pt2).corr(pd.Series(lab.astype(float)), method="spearman")
+    assert rho > 0.8
+
+
+def test_states_follow_the_data_spread_and_clusters():
+    rng = np.random.default_rng(7)
+    truth = np.repeat(["mature", "interferon", "T3"], [400, 100, 100])
+    clusters = np.repeat(["0", "1", "2"], [400, 100, 100])
+    signal = pd.DataFrame({"mature": (truth == "mature") * 1.0, "interferon": (truth == "interferon") * 1.0,
+                           "T3": (truth == "T3") * 1.0})  # fmt: skip
+    noisy = signal + rng.normal(0, 0.6, signal.shape)
+    # the units of the scores do not matter: thresholds are in the neutrophils' own spread
+    a = assign_states(noisy, smoothing_steps=0, default_state="mature")
+    b = assign_states(noisy * 1000.0 - 5.0, smoothing_steps=0, default_state="mature")
+    assert (a["neutrophil_state"] == b["neutrophil_state"]).all()
+    rel = {c: 0.3 for c in signal}
+    shrunk = assign_states(noisy, smoothing_steps=0, default_state="auto", clusters=clusters, reliability=rel)
+    assert shrunk.attrs["default_state"] == "mature"  # chosen from the data
+    rule = shrunk["neutrophil_state_rule"].astype(str)
+    assert set(rule) <= {"cell", "cluster", "default", "ambiguous"}
+    # clear cell-level calls are kept; ambiguous cells are settled by their cluster, mostly rightly
+    cell = (rule == "cell").to_numpy()
+    assert (shrunk["neutrophil_state"].to_numpy()[cell] == a["neutrophil_state"].to_numpy()[cell]).all()
+    settled = (rule == "cluster").to_numpy()
+    assert settled.sum() > 0
+    assert (shrunk["neutrophil_state"].astype(str).to_numpy()[settled] == truth[settled]).mean() > 0.8
+    assert (a["neutrophil_state"].astype(str) == "unassigned").sum() > (shrunk["neutrophil_state"].astype(str)
+                                                                         == "unassigned").sum()  # fmt: skip
+    # a reliable score keeps the cell's own value: little shrinkage
+    kept = assign_states(noisy, smoothing_steps=0, clusters=clusters, reliability={c: 0.95 for c in signal})
+    assert kept.attrs["cluster_weight"]["T3"] < 0.2

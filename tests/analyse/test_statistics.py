@@ -1,0 +1,123 @@
+import warnings
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from atlas.analyse.statistics import (
+    StatsSettings,
+    paired_tissue_comparison,
+    per_group,
+    per_patient,
+    per_sample,
+    rank_cancers,
+    sparse_groups,
+)
+
+
+def _cells(rng, fractions, n_patients=5, cells=(40, 400)):
+    """Neutrophils of patients with known T3 fractions per cancer; blood is never T3."""
+    rows = []
+    for cancer, f in fractions.items():
+        for p in range(n_patients):
+            pf = f * np.exp(rng.normal(0, 0.15))
+            for tissue, frac in (("tumour", pf), ("blood", 0.0)):
+                n = int(rng.integers(*cells))
+                t3 = rng.random(n) < frac
+                rows.append(
+                    pd.DataFrame(
+                        {
+                            "dataset_id": "d1",
+                            "cancer_type": cancer,
+                            "patient_id": f"{cancer}_{p}",
+                            "tissue": tissue,
+                            "sample_id": f"{cancer}_{p}_{tissue}",
+                            "is_t3": t3,
+                            "reprogramming_index": np.where(t3, 1.0, 0.0) + rng.normal(0, 0.1, n),
+                        }
+                    )
+                )
+    return pd.concat(rows, ignore_index=True)
+
+
+def test_hand_computed_small_case():
+    cells = pd.DataFrame(
+        {
+            "dataset_id": "d",
+            "cancer_type": "PDAC",
+            "tissue": "tumour",
+            "patient_id": ["p1"] * 10 + ["p2"] * 20,
+            "sample_id": ["s1"] * 10 + ["s2"] * 20,
+            "is_t3": [True] * 5 + [False] * 5 + [True] * 5 + [False] * 15,
+            "reprogramming_index": [1.0] * 10 + [0.0] * 20,
+        }
+    )
+    pats = per_patient(per_sample(cells))
+    assert pats["t3_fraction"].tolist() == [0.5, 0.25]
+    grp = per_group(pats)
+    # the mean over patients (0.375), not over cells (10/30)
+    assert grp["t3_fraction"].iloc[0] == pytest.approx(0.375)
+    assert grp["n_patients"].iloc[0] == 2
+
+
+def test_intervals_cover_truth_and_ranking_is_right():
+    rng = np.random.default_rng(0)
+    truth = {"PDAC": 0.45, "HCC": 0.3, "CRC": 0.15, "melanoma": 0.03}
+    groups = per_group(per_patient(per_sample(_cells(rng, truth))), StatsSettings(n_boot=500))
+    ranked = rank_cancers(groups)
+    assert ranked["cancer_type"].tolist() == list(truth)
+    covered = [
+        r["t3_fraction_lo"] <= truth[r["cancer_type"]] <= r["t3_fraction_hi"] for _, r in ranked.iterrows()
+    ]
+    assert sum(covered) >= 3, ranked
+    blood = groups[groups["tissue"] == "blood"]
+    assert (blood["t3_fraction"] == 0).all()
+
+
+def test_single_patient_gets_no_interval_and_small_samples_are_dropped():
+    rng = np.random.default_rng(1)
+    cells = _cells(rng, {"BRCA": 0.1}, n_patients=1)
+    groups = per_group(per_patient(per_sample(cells)))
+    assert groups["t3_fraction_lo"].isna().all() and groups["note"].str.contains("single patient").all()
+    tiny = _cells(rng, {"BRCA": 0.1}, n_patients=3, cells=(2, 5))
+    assert per_patient(per_sample(tiny), StatsSettings(min_neutrophils_per_patient=10)).empty
+
+
+def test_paired_tumour_vs_blood():
+    rng = np.random.default_rng(2)
+    pats = per_patient(per_sample(_cells(rng, {"PDAC": 0.45, "BRCA": 0.08}, n_patients=6)))
+    cmp = paired_tissue_comparison(pats).set_index("cancer_type")
+    assert cmp.loc["PDAC", "median_difference"] > 0.3
+    assert cmp.loc["PDAC", "p_value"] < 0.05
+    assert cmp.loc["PDAC", "n_patients"] == 6
+
+
+def test_paired_comparison_skips_cancer_types_without_paired_patients():
+    pats = pd.DataFrame({
+        "cancer_type": pd.Categorical(["A", "A", "A", "A", "B"], categories=["A", "B", "C"]),
+        "patient_id": ["p1", "p1", "p2", "p2", "p3"],
+        "tissue": ["tumour", "blood", "tumour", "blood", "tumour"],
+        "t3_fraction": [0.5, 0.0, 0.3, 0.0, 0.2],
+    })  # fmt: skip
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no empty-group means, no pandas observed= deprecation
+        cmp = paired_tissue_comparison(pats)
+    assert list(cmp["cancer_type"]) == ["A"]
+    assert cmp["n_patients"].tolist() == [2] and cmp["median_difference"].tolist() == [pytest.approx(0.4)]
+
+
+def test_a_cancer_with_no_qualifying_patient_is_reported_pooled_with_a_note():
+    rng = np.random.default_rng(2)
+    cells = pd.concat([_cells(rng, {"PDAC": 0.4}), _cells(rng, {"NSCLC": 0.5}, n_patients=4, cells=(1, 4))])
+    settings = StatsSettings(min_neutrophils_per_patient=5)
+    samples = per_sample(cells)
+    groups = per_group(per_patient(samples, settings), settings)
+    assert set(groups["cancer_type"]) == {"PDAC"}  # NSCLC's patients all have < 5 neutrophils
+    sparse = sparse_groups(samples, groups, settings)
+    nsclc = sparse[sparse["tissue"] == "tumour"].iloc[0]
+    sub = samples[(samples["cancer_type"] == "NSCLC") & (samples["tissue"] == "tumour")]
+    assert nsclc["n_patients"] == 0 and nsclc["n_neutrophils"] == sub["n_neutrophils"].sum()
+    assert nsclc["t3_fraction"] == pytest.approx(sub["n_t3"].sum() / sub["n_neutrophils"].sum())
+    assert np.isnan(nsclc["t3_fraction_lo"]) and "pooled over" in nsclc["note"]
+    assert list(sparse.columns) == list(groups.columns)
+    assert sparse_groups(samples[samples["cancer_type"] == "PDAC"], groups, settings).empty

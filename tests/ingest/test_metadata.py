@@ -1,0 +1,91 @@
+"""Cell metadata onto the obs schema."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+
+from atlas.core.errors import InputDataError
+from atlas.ingest.metadata import map_obs
+from atlas.ingest.settings import SCHEMA_FIELDS, DatasetConfig
+
+
+def _obs():
+    return pd.DataFrame(
+        {
+            "Sample": ["s1", "s1", "s2", "s2"],
+            "patient_id": ["p1", "p1", "p2", "p2"],
+            "Tissue": ["Tumor", "NAT", "PBMC", "primary tumour"],
+            "tech": ["10X", "10X", "10X", "10X"],
+            "truth_state": [0, 1, 2, 1],
+            "other": [1, 2, 3, 4],
+        },
+        index=["a", "b", "c", "d"],
+    )
+
+
+def _ds(**kw):
+    base = dict(
+        id="lung1",
+        path="x.h5ad",
+        obs_columns={"sample_id": "Sample", "tissue": "Tissue", "platform": "tech"},
+        constants={"cancer_type": "LUAD"},
+        value_maps={"platform": {"10X": "10x_3prime"}},
+    )
+    base.update(kw)
+    return DatasetConfig(**base)
+
+
+def test_schema_mapping():
+    df = map_obs(_obs(), _ds())
+    assert list(df.columns) == [*SCHEMA_FIELDS, "truth_state"]
+    assert list(df.index) == ["lung1:a", "lung1:b", "lung1:c", "lung1:d"]
+    assert list(df["tissue"]) == ["tumour", "adjacent_normal", "blood", "tumour"]
+    assert set(df["platform"]) == {"10x_3prime"} and set(df["cancer_type"]) == {"LUAD"}
+    assert set(df["species"]) == {"human"} and set(df["dataset_id"]) == {"lung1"}
+    assert list(df["sample_id"]) == ["s1", "s1", "s2", "s2"]
+    for f in SCHEMA_FIELDS:
+        assert isinstance(df[f].dtype, pd.CategoricalDtype)
+    assert df["truth_state"].tolist() == [0, 1, 2, 1]
+
+
+def test_missing_field_names_columns():
+    ds = _ds(constants={})
+    with pytest.raises(InputDataError, match=r"'lung1'.*'cancer_type'.*Sample.*obs_columns.*constants"):
+        map_obs(_obs(), ds)
+
+
+def test_configured_column_absent():
+    ds = _ds(obs_columns={"sample_id": "sample_name"})
+    with pytest.raises(InputDataError, match=r"'lung1'.*'sample_name'.*columns: \['Sample'"):
+        map_obs(_obs(), ds)
+
+
+def test_unknown_tissue_says_how_to_map():
+    obs = _obs()
+    obs.loc["a", "Tissue"] = "lymph node"
+    with pytest.raises(InputDataError, match=r"'lung1'.*\['lymph node'\].*value_maps: \{tissue"):
+        map_obs(obs, _ds())
+    ds = _ds(value_maps={"tissue": {"lymph node": "tumour"}})
+    assert map_obs(obs, ds)["tissue"].iloc[0] == "tumour"
+
+
+def test_species_column_must_agree():
+    obs = _obs().assign(species="Mus musculus")
+    with pytest.raises(InputDataError, match=r"'lung1'.*'Mus musculus'.*species: human"):
+        map_obs(obs, _ds())
+    assert set(map_obs(obs.assign(species="Homo sapiens"), _ds())["species"]) == {"human"}
+
+
+def test_duplicate_barcodes():
+    obs = _obs()
+    obs.index = ["a", "b", "a", "c"]
+    with pytest.raises(InputDataError, match=r"'lung1'.*\['a'\]"):
+        map_obs(obs, _ds())
+
+
+def test_missing_values_in_column():
+    obs = _obs()
+    obs.loc["b", "Sample"] = None
+    with pytest.raises(InputDataError, match=r"'lung1'.*1 cells have no value in column 'Sample'"):
+        map_obs(obs, _ds())
