@@ -112,7 +112,7 @@ def check_store(adata, s: IntegrateSettings) -> None:
 
 
 def _versions() -> dict[str, str]:
-    from ..pipeline.rundir import package_versions
+    from ..core.provenance import package_versions
 
     out = package_versions()
     for name in EXTRA_PACKAGES:

