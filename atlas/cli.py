@@ -138,15 +138,14 @@ def integrate(
     overwrite: Annotated[bool, typer.Option(help="Replace an existing bundle at --out.")] = False,
 ) -> None:
     """Integrate data sets with scVI (scvi-tools): HVGs, model, UMAP/Leiden, scib-metrics, and a reference bundle."""
-    from .core.settings import read_yaml, validate
+    from .core.settings import read_yaml, settings_with_flags
     from .integrate.settings import IntegrateSettings
 
     data = read_yaml(config) if config is not None else {}
-    data = data.get("integrate", data)
-    overrides = {"max_epochs": max_epochs, "batch_size": batch_size, "n_hvgs": n_hvgs,
-                 "data_loader": data_loader, "accelerator": accelerator}
-    data.update({k: v for k, v in overrides.items() if v is not None})
-    settings = validate(IntegrateSettings, data, str(config or "command-line options"))
+    source = str(config or "command-line options")
+    settings = settings_with_flags(IntegrateSettings, data.get("integrate", data), source, max_epochs=max_epochs,
+                                   batch_size=batch_size, n_hvgs=n_hvgs, data_loader=data_loader,
+                                   accelerator=accelerator)  # fmt: skip
     if not store.exists():
         raise AtlasError(f"store {store} does not exist; create one with `atlas ingest CONFIG --out {store}`")
     from .integrate import integrate_store
@@ -164,17 +163,18 @@ def score(
     signatures: Annotated[list[str] | None, typer.Option(
         "--signatures", "-s",
         help="Registry name or GMT/YAML file (repeatable); default: the T3 proxy, hallmarks and neutrophil states.")] = None,
-    method: Annotated[str, typer.Option(help="scanpy (score_genes), aucell, ucell or mean.")] = "scanpy",
-    backend: Annotated[str, typer.Option(help="auto, cpu or gpu (gpu never falls back silently).")] = "auto",
-    chunk_size: Annotated[int, typer.Option(help="Cells per chunk streamed from disk.", min=100)] = 50_000,
+    method: Annotated[str | None, typer.Option(help="scanpy (score_genes, the default), aucell, ucell or mean.")] = None,
+    backend: Annotated[str | None, typer.Option(help="auto (default), cpu or gpu (gpu never falls back silently).")] = None,
+    chunk_size: Annotated[int | None, typer.Option(help="Cells per chunk streamed from disk (default 50,000).", min=100)] = None,
     layer: Annotated[str | None, typer.Option(help="Score layers/<LAYER> instead of X.")] = None,
-    random_state: Annotated[int, typer.Option(help="Seed of the control-gene draw (scanpy method).")] = 0,
-    max_rank: Annotated[int, typer.Option(help="UCell max rank / AUCell top genes.", min=10)] = 1500,
+    random_state: Annotated[int | None, typer.Option(help="Seed of the control-gene draw (scanpy method; default 0).")] = None,
+    max_rank: Annotated[int | None, typer.Option(help="UCell max rank / AUCell top genes (default 1,500).", min=10)] = None,
     overwrite: Annotated[bool, typer.Option(help="Replace an existing --out.")] = False,
 ) -> None:
     """Score gene signatures on every cell of a store, all signatures in one pass, out of core (CPU or GPU)."""
     from .core.errors import RunDirError
-    from .score.settings import DEFAULT_SIGNATURES
+    from .core.settings import settings_with_flags
+    from .score.settings import ScoreConfig
 
     if out.suffix != ".parquet":
         raise AtlasError(f"--out {out}: write the scores to a .parquet file")
@@ -184,9 +184,9 @@ def score(
         raise AtlasError(f"store {store} does not exist; create one with `atlas ingest CONFIG --out {store}`")
     from .score import score_store
 
-    sigs = signatures or list(DEFAULT_SIGNATURES)
-    table = score_store(store, sigs, method=method, backend=backend, chunk_size=chunk_size, out_path=out,
-                        layer=layer, random_state=random_state, max_rank=max_rank)
+    s = settings_with_flags(ScoreConfig, None, "command-line options", signatures=signatures or None, method=method,
+                            backend=backend, chunk_size=chunk_size, random_state=random_state, max_rank=max_rank)
+    table = score_store(store, s.signature_arg(), out_path=out, layer=layer, **s.kwargs())
     typer.echo(f"{table.shape[1]} signature scores for {table.shape[0]:,} cells written to {out}")
 
 
@@ -243,12 +243,13 @@ def analyse(
     """Find neutrophils, re-integrate them, assign states, reprogramming index and pseudotime, patient statistics."""
     from .analyse.settings import AnalysisSettings
     from .analyse.stage import analyse as run_analysis
-    from .core.settings import read_yaml, validate
+    from .core.layout import RunLayout
+    from .core.settings import read_yaml, settings_with_flags, validate
     from .pipeline.config import PipelineConfig
     from .pipeline.rundir import RunDir
     from .pipeline.stages import Context, refdir_path, scores_path, scoring_options, store_path
 
-    resolved = rundir / "config.resolved.yaml"
+    resolved = RunLayout(rundir).config_resolved
     if not resolved.exists():
         raise AtlasError(f"{rundir} is not an atlas run directory ({resolved.name} is missing); "
                          "run `atlas run CONFIG` first")
@@ -256,7 +257,7 @@ def analyse(
     cfg.run_dir = rundir
     if config is not None:
         data = read_yaml(config)
-        cfg.analyse = validate(AnalysisSettings, data.get("analyse", data), str(config))
+        cfg.analyse = settings_with_flags(AnalysisSettings, data.get("analyse", data), str(config))
     ctx = Context(config=cfg)
     for needed in (store_path(ctx), refdir_path(ctx)):
         if not needed.exists():
@@ -299,7 +300,9 @@ def _print_run(result) -> None:
     if result.skipped:
         typer.echo(f"skipped (unchanged): {', '.join(result.skipped)}")
     typer.echo(f"run directory: {result.run_dir}")
-    report = Path(result.run_dir) / "report.html"
+    from .core.layout import RunLayout
+
+    report = RunLayout(result.run_dir).report
     if report.exists():
         typer.echo(f"report: {report.resolve()}")
 

@@ -12,6 +12,10 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+# The synthetic data of the tests (tests/helpers: toy atlas, reference runs) serve the benchmarks too;
+# appended, so nothing under tests/ shadows an installed module.
+if str(REPO / "tests") not in sys.path:
+    sys.path.append(str(REPO / "tests"))
 
 
 def machine() -> str:

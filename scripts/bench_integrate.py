@@ -51,7 +51,7 @@ def simulated_store(workdir: Path, n_cells: int, n_datasets: int, n_genes: int, 
     workdir.mkdir(parents=True, exist_ok=True)
     t = time.perf_counter()
     if toy:
-        from atlas.integrate.testing import toy_atlas
+        from helpers.integrate_fixtures import toy_atlas
 
         toy_atlas(
             n_cells, n_genes, n_types=9, n_datasets=n_datasets, samples_per_dataset=6, seed=seed
@@ -457,7 +457,7 @@ def main(argv: list[str] | None = None) -> None:
 
     command = "python scripts/bench_integrate.py " + shlex.join(sys.argv[1:] if argv is None else argv)
     source = (
-        "toy generator (atlas.integrate.testing.toy_atlas)"
+        "toy generator (tests/helpers/integrate_fixtures.py: toy_atlas)"
         if args.toy
         else "atlas.simulate + atlas.ingest.stage"
     )

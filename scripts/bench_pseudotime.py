@@ -54,7 +54,7 @@ def main() -> None:
 
     cfg = load_pipeline_config(args.run_dir / "config.resolved.yaml")
     s = cfg.analyse
-    overrides = dict(s.subatlas)
+    overrides = s.subatlas.model_dump()  # only the fields the config set
     for item in filter(None, args.subatlas.split(",")):
         key, value = item.split("=")
         overrides[key] = int(value) if value.lstrip("-").isdigit() else value

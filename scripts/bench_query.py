@@ -55,8 +55,9 @@ def build_reference(args, work: Path) -> tuple[Path, str]:
     """The reference run directory (reused when built with the same parameters) and how it was annotated."""
     from atlas.ingest.settings import load_ingest_config
     from atlas.integrate import IntegrateSettings
-    from atlas.query.testing import build_reference_run
     from atlas.simulate import simulate
+
+    from helpers.query_fixtures import build_reference_run
 
     stamp = {k: getattr(args, k) for k in ("n_cells", "n_datasets", "seed", "hold", "drop", "ref_epochs", "annotate")}
     run = work / "run"
@@ -82,8 +83,9 @@ def build_reference(args, work: Path) -> tuple[Path, str]:
                 raise
             log.warning("analysis stage failed (%s: %s); reference labels copied from the ground truth instead",
                         type(e).__name__, e)  # fmt: skip
-            from atlas.query.testing import annotate_from_truth
             from atlas.score.settings import DEFAULT_SIGNATURES
+
+            from helpers.query_fixtures import annotate_from_truth
 
             annotate_from_truth(run, pd.read_parquet(run / "scores.parquet"), list(DEFAULT_SIGNATURES))
     else:

@@ -49,3 +49,10 @@ def test_gpu_packages_are_not_core_dependencies():
     core = " ".join(_pyproject()["project"]["dependencies"])
     assert "cupy" not in core and "rapids" not in core
     assert any(d.startswith("pynndescent") and "<0.7" in d for d in _pyproject()["project"]["dependencies"])
+
+
+def test_test_fixtures_live_under_tests_not_in_the_package():
+    shipped = sorted(str(p.relative_to(REPO)) for p in (REPO / "atlas").rglob("testing.py"))
+    assert shipped == [], f"test fixtures belong in tests/helpers, not the wheel: {shipped}"
+    assert "tests" in _pyproject()["tool"]["pytest"]["ini_options"]["pythonpath"]
+    assert (REPO / "tests" / "helpers" / "__init__.py").exists()

@@ -100,7 +100,7 @@ def row_scales(indptr, base, data, mode, target):
 def weighted_sum(indptr, base, indices, data, slot, table, mode, target, block):
     """``out = f(X_chunk) @ W`` with the rows of ``W`` that are not empty given densely.
 
-    ``slot``/``table`` come from :func:`atlas.score.engine.dense_weights`; ``f`` is the fused
+    ``slot``/``table`` come from :func:`atlas.score.rowkernel.dense_weights`; ``f`` is the fused
     normalisation. Per row, one loop sums the values (float64, stored order; a non-finite total
     sends the row to a count of its non-finite values) and gathers the *hits*, the stored values
     whose gene has weights (about a third of them for 20 scanpy signatures) without a branch.

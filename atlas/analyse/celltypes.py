@@ -215,6 +215,9 @@ def overcluster(latent: np.ndarray, resolution: float, n_neighbors: int = 15, se
     k = int(min(n_neighbors, max(1, n - 1)))
     a = ad.AnnData(obs=pd.DataFrame(index=pd.RangeIndex(n).astype(str)))
     if n > EXACT_KNN_MAX_CELLS:  # approximate neighbours (pynndescent): O(n log n) in any dimension
+        from ..core.jit import cache_graph_kernels
+
+        cache_graph_kernels()
         a.obsm["X"] = x
         sc.pp.neighbors(a, n_neighbors=k + 1, use_rep="X", random_state=seed)
         adj = a.obsp["distances"].tocsr()

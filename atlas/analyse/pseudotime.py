@@ -423,6 +423,9 @@ def reprogramming_pseudotime(
 
     import scanpy as sc
 
+    from ..core.jit import cache_graph_kernels
+
+    cache_graph_kernels()
     sc.pp.neighbors(neut_adata, use_rep="X_scVI", n_neighbors=min(settings.pseudotime_n_neighbors, n - 1),
                     random_state=settings.seed, key_added="pseudotime")  # fmt: skip
     pt = harmonic_pseudotime(neut_adata.obsp.pop("pseudotime_connectivities"), start, end)

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, ValidationError, field_validator, model_serializer, model_validator
 
 from ..core.settings import StrictModel
+from ..integrate.settings import GeneGroup, IntegrateSettings
 
 __all__ = [
     "DEFAULT_MARKERS",
@@ -15,6 +16,7 @@ __all__ = [
     "AnalysisSettings",
     "CellTypeOptions",
     "StatsOptions",
+    "SubatlasSettings",
 ]
 
 #: Canonical markers per cell type. Neutrophils are called on a panel (FCGR3B/CSF3R/CXCR2 *with*
@@ -113,6 +115,107 @@ class CellTypeOptions(StrictModel):
         return v
 
 
+#: Sub-atlas settings with a default of their own; every other field left unset takes the atlas's integrate value.
+SUBATLAS_OWN_DEFAULTS = (
+    "n_hvgs", "batch_key", "hvg_batch_key", "categorical_covariates", "min_cells_per_batch", "model", "labels_key",
+    "n_neighbors",
+)  # fmt: skip
+_INHERITED = "; unset: the atlas's integrate value"
+
+
+class SubatlasSettings(StrictModel):
+    """The neutrophil-only scVI (``analyse.subatlas``): the integrate settings it changes (same names and meaning).
+
+    Fields with a default of their own differ from the whole atlas because neutrophils of one sample are
+    few: the batch is the data set and no batch is dropped for size. Every other field, left unset, takes
+    the atlas's integrate value. Only the fields set here are serialised (the settings hash of a config
+    without ``subatlas`` does not change).
+    """
+
+    # ---------------------------------------------------------------- own defaults
+    n_hvgs: int = Field(2000, ge=10, description="highly variable genes of the neutrophils the model is trained on")
+    batch_key: str = Field("dataset_id", description="obs column scVI corrects for (the data set: few neutrophils"
+                           " per sample)")  # fmt: skip
+    hvg_batch_key: str | None = Field(None, description="obs column HVGs are ranked within; None = all neutrophils")
+    categorical_covariates: list[str] = Field(
+        default_factory=list, description="further categorical obs columns scVI conditions on"
+    )
+    min_cells_per_batch: int = Field(0, ge=0, description="batches this small or smaller are dropped; 0 keeps all")
+    model: Literal["scvi", "scanvi"] = Field("scvi", description="scvi, or scanvi (needs labels_key)")
+    labels_key: str | None = Field(None, description="obs column of cell labels for scANVI")
+    n_neighbors: int = Field(15, ge=2, description="neighbours of the neutrophil kNN graph on the sub-atlas latent")
+
+    # ---------------------------------------------------------------- unset: the atlas's integrate value
+    exclude_gene_groups: list[GeneGroup] | None = Field(None, description="gene groups never HVGs" + _INHERITED)
+    exclude_genes: list[str] | None = Field(None, description="further genes never HVGs" + _INHERITED)
+    unlabeled_category: str | None = Field(None, description="labels_key value of unlabelled cells" + _INHERITED)
+    n_latent: int | None = Field(None, ge=2, le=256, description="latent dimensions" + _INHERITED)
+    n_hidden: int | None = Field(None, ge=8, description="units per hidden layer" + _INHERITED)
+    n_layers: int | None = Field(None, ge=1, le=8, description="hidden layers" + _INHERITED)
+    gene_likelihood: Literal["nb", "zinb", "poisson"] | None = Field(
+        None, description="count distribution of the decoder" + _INHERITED
+    )
+    dropout_rate: float | None = Field(None, ge=0, lt=1, description="dropout rate" + _INHERITED)
+    scarches_architecture: bool | None = Field(None, description="scArches reference architecture" + _INHERITED)
+    max_epochs: int | Literal["auto"] | None = Field(
+        None, description="scVI epochs (auto, a number, or null = scvi-tools' rule)" + _INHERITED
+    )
+    train_steps: int | None = Field(None, ge=1, description="gradient steps max_epochs: auto aims at" + _INHERITED)
+    plateau_window: float | None = Field(None, gt=0, le=0.5, description="convergence check window" + _INHERITED)
+    plateau_tolerance: float | None = Field(None, gt=0, description="convergence check tolerance" + _INHERITED)
+    scanvi_max_epochs: int | None = Field(
+        None, ge=1, description="scANVI epochs (null = scvi-tools' default)" + _INHERITED
+    )
+    batch_size: int | None = Field(None, ge=16, description="cells per mini-batch" + _INHERITED)
+    learning_rate: float | None = Field(None, gt=0, description="Adam learning rate" + _INHERITED)
+    train_size: float | None = Field(None, gt=0, le=1, description="share of cells trained on" + _INHERITED)
+    early_stopping: bool | None = Field(None, description="stop when the validation ELBO stops improving" + _INHERITED)
+    early_stopping_patience: int | None = Field(
+        None, ge=1, description="epochs without improvement before stopping" + _INHERITED
+    )
+    data_loader: Literal["scvi", "fast"] | None = Field(None, description="training data path" + _INHERITED)
+    device_chunk_cells: int | None = Field(
+        None, ge=1024, description="fast loader: stream chunks of this many cells (null = whole matrix)" + _INHERITED
+    )
+    accelerator: Literal["auto", "cpu", "gpu", "cuda"] | None = Field(
+        None, description="torch device for training" + _INHERITED
+    )
+    devices: int | list[int] | Literal["auto"] | None = Field(None, description="GPUs to train on" + _INHERITED)
+    strategy: str | None = Field(None, description="Lightning strategy" + _INHERITED)
+    backend: Literal["auto", "cpu", "gpu"] | None = Field(
+        None, description="HVGs, neighbours, UMAP, Leiden on GPU or CPU" + _INHERITED
+    )
+    leiden_resolution: float | None = Field(
+        None, gt=0, description="Leiden resolution of neutrophil_leiden" + _INHERITED
+    )
+    umap_min_dist: float | None = Field(None, ge=0, description="UMAP min_dist" + _INHERITED)
+    seed: int | None = Field(None, description="seeds scVI, UMAP and Leiden" + _INHERITED)
+
+    def integrate_overrides(self) -> dict[str, Any]:
+        """What the sub-atlas changes in the atlas's integrate settings: its own defaults, then every field set."""
+        keep = {*SUBATLAS_OWN_DEFAULTS, *self.model_fields_set}
+        return {k: getattr(self, k) for k in type(self).model_fields if k in keep}
+
+    @model_serializer(mode="wrap")
+    def _only_set_fields(self, handler: Any) -> dict[str, Any]:
+        data = handler(self)
+        return {k: v for k, v in data.items() if k in self.model_fields_set}
+
+    @model_validator(mode="after")
+    def _valid_integrate_settings(self) -> SubatlasSettings:
+        try:  # cross-field rules (scanvi needs labels_key, ...) on the default atlas plus these overrides
+            IntegrateSettings.model_validate({**IntegrateSettings().model_dump(), **self.integrate_overrides()})
+        except ValidationError as e:
+            raise ValueError("; ".join(_error_text(err) for err in e.errors())) from None
+        return self
+
+
+def _error_text(err: Any) -> str:
+    """One pydantic error as ``field: message`` (no "Value error, " prefix: the outer error adds its own)."""
+    msg = str(err["ctx"]["error"]) if err["type"] == "value_error" else err["msg"]
+    return f"{'.'.join(map(str, err['loc']))}: {msg}" if err["loc"] else msg
+
+
 class AnalysisSettings(StrictModel):
     """Neutrophil identification, sub-atlas, states, reprogramming index, pseudotime and statistics."""
 
@@ -190,9 +293,10 @@ class AnalysisSettings(StrictModel):
     pseudotime_n_neighbors: int = Field(
         30, ge=2, le=200, description="harmonic: neighbours of the graph on the sub-atlas latent it runs on"
     )
-    subatlas: dict[str, Any] = Field(
-        default_factory=dict,
-        description="overrides of the integrate settings for the neutrophil-only scVI (e.g. n_hvgs, max_epochs)",
+    subatlas: SubatlasSettings = Field(
+        default_factory=lambda: SubatlasSettings(),
+        description="the neutrophil-only scVI: integrate settings it changes (e.g. n_hvgs, max_epochs); unknown "
+        "fields are errors",
     )
     min_neutrophils_for_subatlas: int = Field(
         200, ge=20, description="fewer neutrophils: no sub-atlas (the whole-atlas latent is used instead)"

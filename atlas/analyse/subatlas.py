@@ -16,29 +16,25 @@ from typing import Any
 import numpy as np
 
 from ..integrate.settings import IntegrateSettings
+from .settings import SubatlasSettings
 
 __all__ = ["SUBATLAS_DEFAULTS", "build_subatlas", "read_store_rows", "subatlas_settings"]
 
 log = logging.getLogger(__name__)
 
-SUBATLAS_DEFAULTS: dict[str, Any] = {
-    "n_hvgs": 2000,
-    "batch_key": "dataset_id",
-    "hvg_batch_key": None,
-    "categorical_covariates": [],
-    "min_cells_per_batch": 0,
-    "model": "scvi",
-    "labels_key": None,
-    "metrics": False,
-    "n_neighbors": 15,
-}
+#: What the sub-atlas changes in the atlas's integrate settings when ``analyse.subatlas`` sets nothing
+#: (:class:`~atlas.analyse.settings.SubatlasSettings`' own defaults; no integration metrics).
+SUBATLAS_DEFAULTS: dict[str, Any] = {**SubatlasSettings().integrate_overrides(), "metrics": False}
 
 
-def subatlas_settings(base: IntegrateSettings | None, overrides: dict[str, Any]) -> IntegrateSettings:
+def subatlas_settings(
+    base: IntegrateSettings | None, overrides: SubatlasSettings | dict[str, Any] | None = None
+) -> IntegrateSettings:
     """The sub-atlas settings: the atlas's integrate settings, the sub-atlas defaults, then the user's."""
+    sub = overrides if isinstance(overrides, SubatlasSettings) else SubatlasSettings.model_validate(overrides or {})
     data = (base or IntegrateSettings()).model_dump()
     data.update(SUBATLAS_DEFAULTS)
-    data.update(overrides)
+    data.update(sub.integrate_overrides())
     return IntegrateSettings.model_validate(data)
 
 

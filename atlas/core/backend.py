@@ -8,7 +8,14 @@ array type (numpy/scipy on the host, cupy/cupyx on the device), never a hidden g
 * ``"cpu"`` with data already on the GPU raises too: we do not move data between host and device
   behind the user's back.
 
-cupy is imported inside functions only, so ``import atlas`` stays light.
+The device probes live here, one function per question, each cached per process, cheap after the
+first call, never raising and saying why not:
+
+* :func:`gpu_status` / :func:`gpu_available`: can cupy use a CUDA GPU (scoring kernels, rapids-singlecell,
+  the ``gpu`` test marker)?
+* :func:`torch_cuda_status` / :func:`torch_cuda_available`: can torch train on CUDA (scVI, scArches)?
+
+cupy and torch are imported inside functions only, so ``import atlas`` stays light.
 """
 
 from __future__ import annotations
@@ -26,8 +33,11 @@ BACKENDS: tuple[str, ...] = ("auto", "cpu", "gpu")
 
 
 @cache
-def _gpu_probe() -> tuple[bool, str]:
-    """Whether cupy imports and at least one CUDA device answers, with the reason when not."""
+def gpu_status() -> tuple[bool, str]:
+    """``(usable, why)``: whether cupy imports and at least one CUDA device answers, and the reason.
+
+    Cached per process; never raises (a missing or broken cupy/CUDA install is a ``False`` with its error).
+    """
     try:
         import cupy
     except Exception as err:  # ImportError, or a broken CUDA install raising at import
@@ -42,8 +52,32 @@ def _gpu_probe() -> tuple[bool, str]:
 
 
 def gpu_available() -> bool:
-    """True when cupy imports and a CUDA device answers (cached per process)."""
-    return _gpu_probe()[0]
+    """True when cupy imports and a CUDA device answers (cached per process; see :func:`gpu_status`)."""
+    return gpu_status()[0]
+
+
+@cache
+def torch_cuda_status() -> tuple[bool, str]:
+    """``(usable, why)``: whether torch sees a CUDA device to train on, and the reason.
+
+    Cached per process; imports torch; never raises.
+    """
+    try:
+        import torch
+    except Exception as err:
+        return False, f"torch is not importable ({type(err).__name__}: {err})"
+    try:
+        n = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    except Exception as err:
+        return False, f"torch's CUDA check failed ({type(err).__name__}: {err})"
+    if n < 1:
+        return False, f"torch {torch.__version__} (CUDA build {torch.version.cuda}) sees no CUDA device"
+    return True, f"{n} CUDA device(s)"
+
+
+def torch_cuda_available() -> bool:
+    """True when torch sees a CUDA device (cached per process; see :func:`torch_cuda_status`)."""
+    return torch_cuda_status()[0]
 
 
 def is_device_array(x: Any) -> bool:
@@ -82,7 +116,7 @@ def resolve_backend(backend: str, data: Any = None) -> Literal["cpu", "gpu"]:
                 "to the host silently: pass backend='gpu' (or 'auto'), or call .get() on the matrix first"
             )
         return "cpu"
-    ok, why = _gpu_probe()
+    ok, why = gpu_status()
     if backend == "gpu":
         if not ok:
             raise AtlasError(
@@ -103,7 +137,7 @@ def resolve_backend(backend: str, data: Any = None) -> Literal["cpu", "gpu"]:
 
 def get_cupy():
     """Import and return cupy, with an :class:`AtlasError` naming the fix when it is missing."""
-    ok, why = _gpu_probe()
+    ok, why = gpu_status()
     if not ok:
         raise AtlasError(f"the GPU backend needs cupy and a CUDA device: {why}")
     import cupy

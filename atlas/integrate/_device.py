@@ -1,8 +1,8 @@
 """Where the integrate stage runs: one place decides between the GPU and the CPU.
 
 ``backend`` (rapids-singlecell vs scanpy) and ``accelerator`` (torch) are decided here once; later
-code dispatches on the result, never on a hidden global. The GPU probe is ``atlas.core.backend``'s;
-this module adds what the integrate stage needs on top (rapids-singlecell, torch's CUDA).
+code dispatches on the result, never on a hidden global. The device probes are ``atlas.core.backend``'s
+(cupy's GPU, torch's CUDA); this module adds what the integrate stage needs on top (rapids-singlecell).
 """
 
 from __future__ import annotations
@@ -10,25 +10,14 @@ from __future__ import annotations
 import functools
 import logging
 
+from ..core.backend import gpu_available, torch_cuda_status
+
 log = logging.getLogger(__name__)
-
-
-def _cupy_device() -> bool:
-    try:
-        import cupy
-
-        return cupy.cuda.runtime.getDeviceCount() > 0
-    except Exception:  # ImportError, CUDARuntimeError, driver errors
-        return False
 
 
 @functools.cache
 def rapids_available() -> bool:
     """Whether a CUDA device answers through cupy (``atlas.core.backend``) and rapids-singlecell imports."""
-    try:
-        from ..core.backend import gpu_available
-    except ImportError:  # pragma: no cover - the shared backend module is absent
-        gpu_available = _cupy_device
     if not gpu_available():
         return False
     try:
@@ -37,13 +26,6 @@ def rapids_available() -> bool:
         log.info("a CUDA device answers but rapids-singlecell does not import: scanpy on the CPU")
         return False
     return True
-
-
-def torch_cuda_available() -> bool:
-    """Whether torch sees a CUDA device (imports torch)."""
-    import torch
-
-    return bool(torch.cuda.is_available())
 
 
 def resolve_backend(backend: str) -> str:
@@ -74,10 +56,11 @@ def resolve_accelerator(accelerator: str) -> str:
 
     if accelerator == "cpu":
         return "cpu"
-    if torch_cuda_available():
+    ok, why = torch_cuda_status()
+    if ok:
         return "gpu"
     if accelerator in ("gpu", "cuda"):
         raise AtlasError(
-            f"accelerator={accelerator!r} but torch sees no CUDA device; set accelerator: auto or cpu"
+            f"accelerator={accelerator!r} but torch cannot train on CUDA: {why}; set accelerator: auto or cpu"
         )
     return "cpu"

@@ -64,6 +64,9 @@ def compute_graph(
     else:
         import scanpy as sc
 
+        from ..core.jit import cache_graph_kernels
+
+        cache_graph_kernels()
         pp, tl = sc.pp, sc.tl
         leiden_kwargs = {"flavor": "igraph", "n_iterations": 2, "directed": False}
     seconds = {}

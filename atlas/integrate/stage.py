@@ -199,11 +199,156 @@ def _metrics_input(atlas, latents: list[str]):
     return ad.AnnData(X=atlas.X, obs=atlas.obs.copy(), obsm={k: np.asarray(atlas.obsm[k]) for k in latents})
 
 
-def _score(cells, s: IntegrateSettings, train, backend: str, refdir: Path, notes, warnings, seconds):
+@dataclass
+class _Trail:
+    """What the steps record on the way: timings, notes (``summary.json``) and warnings (``checks.json``)."""
+
+    t0: float
+    seconds: dict[str, float] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+
+def _check_refdir(refdir: Path, overwrite: bool) -> None:
+    """An existing bundle is replaced only with ``overwrite``."""
+    if refdir.exists() and not overwrite:
+        raise RunDirError(
+            f"{refdir} already exists; pass overwrite=True (--overwrite) or choose another --out"
+        )
+
+
+def _read_checked(store_path: str | Path, s: IntegrateSettings, trail: _Trail):
+    """The store in memory, checked against the settings before any training."""
+    adata = read_store(store_path)
+    trail.seconds["read"] = time.perf_counter() - trail.t0
+    log.info("store %s: %d cells x %d genes", store_path, adata.n_obs, adata.n_vars)
+    check_store(adata, s)
+    return adata
+
+
+def _drop_batches(adata, s: IntegrateSettings, notes: list[str]):
+    """The store without batches of <= ``min_cells_per_batch`` cells (noted); too few cells left is an error."""
+    from .model import MIN_CELLS
+
+    adata, dropped = drop_small_batches(adata, s.batch_key, s.min_cells_per_batch)
+    if dropped:
+        notes.append(
+            f"dropped {sum(dropped.values())} cells of {len(dropped)} {s.batch_key} batches with <= "
+            f"{s.min_cells_per_batch} cells (min_cells_per_batch): {dropped}"
+        )
+    if adata.n_obs < MIN_CELLS:
+        raise TooSmallError(
+            f"{adata.n_obs} cells are left after dropping {len(dropped)} batches of {s.batch_key!r} with <= "
+            f"{s.min_cells_per_batch} cells; integration needs at least {MIN_CELLS} (lower min_cells_per_batch?)"
+        )
+    return adata, dropped
+
+
+def _hvg_atlas(adata, s: IntegrateSettings, backend: str, seconds: dict[str, float]):
+    """The HVGs, and the cells restricted to them (a copy, so the full store can be released)."""
+    from .hvg import select_hvgs
+
+    t = time.perf_counter()
+    hvgs = select_hvgs(
+        adata,
+        n_top_genes=s.n_hvgs,
+        batch_key=s.hvg_batch_key,
+        exclude_groups=s.exclude_gene_groups,
+        exclude_genes=s.exclude_genes,
+        backend=backend,
+    )
+    seconds["hvg"] = time.perf_counter() - t
+    return adata[:, hvgs].copy(), hvgs
+
+
+def _writes_bundle(train) -> bool:
+    """False on a DDP rank other than 0 (rank 0 writes the bundle)."""
+    trainer = getattr(train.model, "trainer", None)
+    if trainer is not None and getattr(trainer, "global_rank", 0) != 0:  # pragma: no cover - DDP only
+        log.info("DDP rank %d: training done; rank 0 writes the bundle", trainer.global_rank)
+        return False
+    return True
+
+
+def _embed(atlas, latent_key: str, s: IntegrateSettings, backend: str, seconds: dict[str, float]) -> None:
+    """The kNN graph, Leiden clusters and UMAP of the latent space, into ``atlas``."""
+    from .graph import compute_graph
+
+    timings = compute_graph(
+        atlas,
+        use_rep=latent_key,
+        n_neighbors=s.n_neighbors,
+        resolution=s.leiden_resolution,
+        min_dist=s.umap_min_dist,
+        random_state=s.seed,
+        backend=backend,
+    )
+    seconds.update({f"graph_{k}": v for k, v in timings.items()})
+
+
+def _atlas_to_write(atlas, train, s: IntegrateSettings, notes: list[str]):
+    """The atlas as written (minified; the graph only with ``store_connectivities``) and the metrics' input.
+
+    The metrics' input (``None`` unless metrics are on) is taken before minification: it keeps the counts
+    for the PCA baseline.
+    """
+    latents = [k for k in ("X_scVI", "X_scANVI") if k in atlas.obsm]
+    cells = _metrics_input(atlas, latents) if s.metrics else None
+    atlas = _minify(train.model, atlas, notes)
+    if not s.store_connectivities:
+        for key in ("connectivities", "distances"):
+            atlas.obsp.pop(key, None)
+        atlas.uns.pop("neighbors", None)
+    return atlas, cells
+
+
+def _resolved(train, backend: str, accelerator, hvgs, store_path: str | Path) -> dict[str, Any]:
+    """What the settings resolved to, for ``config.json``."""
+    return {
+        "backend": backend,
+        "accelerator": accelerator,
+        "batch_key": train.batch_key,
+        "categorical_covariates": train.categorical_covariates,
+        "latent_key": train.latent_key,
+        "n_hvgs": len(hvgs),
+        "store": str(store_path),
+    }
+
+
+def _summary(n_in: int, atlas, hvgs, dropped: dict[str, int], train, trail: _Trail) -> dict[str, Any]:
+    """``summary.json``; it shares ``trail``'s timings and notes, so its rewrite at the end has them all."""
+    return {
+        "n_cells_in": n_in,
+        "n_cells": atlas.n_obs,
+        "n_hvgs": len(hvgs),
+        "dropped_batches": dropped,
+        "n_cells_dropped": int(sum(dropped.values())),
+        "epochs": train.epochs,
+        "history": train.history,
+        "convergence": train.convergence,
+        "n_leiden_clusters": int(atlas.obs["leiden"].nunique()),
+        "seconds": trail.seconds,
+        "notes": trail.notes,
+    }
+
+
+def _write(
+    refdir: Path, overwrite: bool, atlas, train, s, resolved: dict, summary: dict, seconds: dict
+) -> None:
+    """The bundle's required files, written under a temporary name and renamed into place."""
+    t = time.perf_counter()
+    with atomic_path(refdir, overwrite=overwrite) as tmp:
+        _write_bundle(tmp, atlas, train, s, resolved, summary)
+    seconds["write"] = time.perf_counter() - t
+    log.info("reference bundle written to %s (%d cells, %d HVGs)", refdir, atlas.n_obs, summary["n_hvgs"])
+
+
+def _score(cells, s: IntegrateSettings, train, backend: str, refdir: Path, trail: _Trail):
     """The optional steps on the written bundle: scib metrics, their plot, the baseline check."""
     from ..core.atomic import write_table
     from .metrics import baseline_check, baseline_summary, integration_metrics, plot_metrics
 
+    notes, warnings, seconds = trail.notes, trail.warnings, trail.seconds
     t = time.perf_counter()
     metrics_df = _optional(
         "the integration metrics (scib-metrics)",
@@ -244,6 +389,28 @@ def _score(cells, s: IntegrateSettings, train, backend: str, refdir: Path, notes
     return metrics_df, check
 
 
+def _metrics_steps(cells, s: IntegrateSettings, train, backend: str, refdir: Path, trail: _Trail):
+    """The optional scib metrics, their plot and the baseline check (or why they did not run)."""
+    if cells is None:
+        return None, {"checked": False, "passed": None, "reason": "metrics: false", "warnings": []}
+    return _score(cells, s, train, backend, refdir, trail)
+
+
+def _finish(refdir: Path, convergence: dict, baselines: dict, summary: dict, trail: _Trail) -> dict[str, Any]:
+    """``checks.json`` and the final ``summary.json`` (both optional: a failure is a warning); the checks."""
+    notes, warnings = trail.notes, trail.warnings
+    checks = {"convergence": convergence, "baselines": baselines, "warnings": warnings}
+    trail.seconds["total"] = time.perf_counter() - trail.t0
+    _optional("writing checks.json", refdir, notes, warnings, write_json, refdir / "checks.json", checks)
+    _optional("updating summary.json", refdir, notes, warnings, write_json, refdir / "summary.json", summary)
+    log.info(
+        "integrate done in %.0f s%s",
+        trail.seconds["total"],
+        f" with {len(warnings)} warning(s) (see {refdir / 'checks.json'})" if warnings else "",
+    )
+    return checks
+
+
 def integrate_store(
     store_path: str | Path,
     refdir: str | Path,
@@ -252,6 +419,9 @@ def integrate_store(
     overwrite: bool = False,
 ) -> IntegrateResult:
     """Integrate an ingested store with scVI (scANVI) and write the reference bundle ``refdir``.
+
+    Steps: read and check the store -> drop small batches -> select HVGs -> train -> graph, Leiden
+    and UMAP -> minify -> write the bundle atomically -> the optional metrics, plot and checks.
 
     Parameters
     ----------
@@ -277,128 +447,38 @@ def integrate_store(
         (:mod:`atlas.integrate.errors`).
     """
     from ._device import resolve_accelerator, resolve_backend
-    from .graph import compute_graph
-    from .hvg import select_hvgs
-    from .model import MIN_CELLS, train_scvi
+    from .model import train_scvi
 
     s = settings or IntegrateSettings()
     refdir = Path(refdir)
-    if refdir.exists() and not overwrite:
-        raise RunDirError(
-            f"{refdir} already exists; pass overwrite=True (--overwrite) or choose another --out"
-        )
-    seconds: dict[str, float] = {}
-    t0 = time.perf_counter()
-    adata = read_store(store_path)
-    seconds["read"] = time.perf_counter() - t0
+    _check_refdir(refdir, overwrite)
+    trail = _Trail(t0=time.perf_counter())
+    adata = _read_checked(store_path, s, trail)
     n_in = adata.n_obs
-    log.info("store %s: %d cells x %d genes", store_path, adata.n_obs, adata.n_vars)
-    check_store(adata, s)
     backend, accelerator = resolve_backend(s.backend), resolve_accelerator(s.accelerator)
-
-    adata, dropped = drop_small_batches(adata, s.batch_key, s.min_cells_per_batch)
-    notes: list[str] = []
-    if dropped:
-        notes.append(
-            f"dropped {sum(dropped.values())} cells of {len(dropped)} {s.batch_key} batches with <= "
-            f"{s.min_cells_per_batch} cells (min_cells_per_batch): {dropped}"
-        )
-    if adata.n_obs < MIN_CELLS:
-        raise TooSmallError(
-            f"{adata.n_obs} cells are left after dropping {len(dropped)} batches of {s.batch_key!r} with <= "
-            f"{s.min_cells_per_batch} cells; integration needs at least {MIN_CELLS} (lower min_cells_per_batch?)"
-        )
-    t = time.perf_counter()
-    hvgs = select_hvgs(
-        adata,
-        n_top_genes=s.n_hvgs,
-        batch_key=s.hvg_batch_key,
-        exclude_groups=s.exclude_gene_groups,
-        exclude_genes=s.exclude_genes,
-        backend=backend,
-    )
-    seconds["hvg"] = time.perf_counter() - t
-    atlas = adata[:, hvgs].copy()
+    adata, dropped = _drop_batches(adata, s, trail.notes)
+    atlas, hvgs = _hvg_atlas(adata, s, backend, trail.seconds)
     del adata
 
     train = train_scvi(atlas, settings=s, check_counts=False)
-    seconds.update(train.seconds)
-    trainer = getattr(train.model, "trainer", None)
-    if trainer is not None and getattr(trainer, "global_rank", 0) != 0:  # pragma: no cover - DDP only
-        log.info("DDP rank %d: training done; rank 0 writes the bundle", trainer.global_rank)
+    trail.seconds.update(train.seconds)
+    if not _writes_bundle(train):  # pragma: no cover - DDP only
         return IntegrateResult(
             refdir, n_in, atlas.n_obs, len(hvgs), s.model, train.latent_key, dropped, written=False
         )
+    _embed(atlas, train.latent_key, s, backend, trail.seconds)
+    trail.notes += train.notes
+    trail.warnings = list(train.warnings)
+    atlas, cells = _atlas_to_write(atlas, train, s, trail.notes)
 
-    seconds.update(
-        {
-            f"graph_{k}": v
-            for k, v in compute_graph(
-                atlas,
-                use_rep=train.latent_key,
-                n_neighbors=s.n_neighbors,
-                resolution=s.leiden_resolution,
-                min_dist=s.umap_min_dist,
-                random_state=s.seed,
-                backend=backend,
-            ).items()
-        }
-    )
-
-    notes += train.notes
-    warnings = list(train.warnings)
-    latents = [k for k in ("X_scVI", "X_scANVI") if k in atlas.obsm]
-    cells = _metrics_input(atlas, latents) if s.metrics else None  # keeps the counts for the PCA baseline
-    atlas = _minify(train.model, atlas, notes)
-    if not s.store_connectivities:
-        for key in ("connectivities", "distances"):
-            atlas.obsp.pop(key, None)
-        atlas.uns.pop("neighbors", None)
-    resolved = {
-        "backend": backend,
-        "accelerator": accelerator,
-        "batch_key": train.batch_key,
-        "categorical_covariates": train.categorical_covariates,
-        "latent_key": train.latent_key,
-        "n_hvgs": len(hvgs),
-        "store": str(store_path),
-    }
-    summary = {
-        "n_cells_in": n_in,
-        "n_cells": atlas.n_obs,
-        "n_hvgs": len(hvgs),
-        "dropped_batches": dropped,
-        "n_cells_dropped": int(sum(dropped.values())),
-        "epochs": train.epochs,
-        "history": train.history,
-        "convergence": train.convergence,
-        "n_leiden_clusters": int(atlas.obs["leiden"].nunique()),
-        "seconds": seconds,
-        "notes": notes,
-    }
-    t = time.perf_counter()
-    with atomic_path(refdir, overwrite=overwrite) as tmp:
-        _write_bundle(tmp, atlas, train, s, resolved, summary)
-    seconds["write"] = time.perf_counter() - t
-    log.info("reference bundle written to %s (%d cells, %d HVGs)", refdir, atlas.n_obs, len(hvgs))
+    resolved = _resolved(train, backend, accelerator, hvgs, store_path)
+    summary = _summary(n_in, atlas, hvgs, dropped, train, trail)
+    _write(refdir, overwrite, atlas, train, s, resolved, summary, trail.seconds)
 
     # Optional steps, on the finished bundle: a failure is a warning, never a lost model.
-    metrics_df, baselines = (
-        None,
-        {"checked": False, "passed": None, "reason": "metrics: false", "warnings": []},
-    )
-    if cells is not None:
-        metrics_df, baselines = _score(cells, s, train, backend, refdir, notes, warnings, seconds)
-        del cells
-    checks = {"convergence": train.convergence, "baselines": baselines, "warnings": warnings}
-    seconds["total"] = time.perf_counter() - t0
-    _optional("writing checks.json", refdir, notes, warnings, write_json, refdir / "checks.json", checks)
-    _optional("updating summary.json", refdir, notes, warnings, write_json, refdir / "summary.json", summary)
-    log.info(
-        "integrate done in %.0f s%s",
-        seconds["total"],
-        f" with {len(warnings)} warning(s) (see {refdir / 'checks.json'})" if warnings else "",
-    )
+    metrics_df, baselines = _metrics_steps(cells, s, train, backend, refdir, trail)
+    del cells
+    checks = _finish(refdir, train.convergence, baselines, summary, trail)
     return IntegrateResult(
         refdir=refdir,
         n_cells_in=n_in,
@@ -409,12 +489,12 @@ def integrate_store(
         dropped_batches=dropped,
         epochs=train.epochs,
         history=train.history,
-        seconds=seconds,
-        notes=notes,
+        seconds=trail.seconds,
+        notes=trail.notes,
         metrics=metrics_df,
         convergence=train.convergence,
         checks=checks,
-        warnings=warnings,
+        warnings=trail.warnings,
     )
 
 

@@ -1,12 +1,16 @@
 """The pipeline configuration: one ``atlas run`` with the settings of each stage (each stage's
-settings model lives beside its stage; this file only assembles them)."""
+settings model lives beside its stage; this file only assembles them).
+
+The top-level ``seed`` is every stage's seed unless the stage's section sets its own (see
+:func:`apply_seed`); provenance records each stage's effective seed (:func:`stage_seeds`).
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Literal, TypeVar
 
-from pydantic import Field, model_validator
+from pydantic import BaseModel, Field, model_validator
 
 from ..analyse.settings import AnalysisSettings
 from ..core.settings import StrictModel, read_yaml, resolve_paths, validate
@@ -15,13 +19,19 @@ from ..integrate.settings import IntegrateSettings
 from ..score.settings import ScoreConfig
 from ..simulate.settings import SimulateConfig
 
+M = TypeVar("M", bound=BaseModel)
+
+#: The seed field of each stage's section; the top-level ``seed`` is its default. Ingest's is
+#: ``qc.doublet_random_state`` (see :func:`seeded_ingest`).
+STAGE_SEED_FIELDS = {"simulate": "seed", "integrate": "seed", "score": "random_state", "analyse": "seed"}
+
 
 class PipelineConfig(StrictModel):
     """A whole ``atlas run``: where it goes and the settings of each stage."""
 
     name: str = Field(..., min_length=1, description="run name; a run directory holds one named run")
     run_dir: Path = Field(..., description="where outputs, manifest and provenance go")
-    seed: int = 0
+    seed: int = Field(0, description="every stage's seed, unless the stage's own section sets one")
     simulate: SimulateConfig | None = Field(
         None, description="generate input data first (demo); ingest then defaults to the simulator's ingest.yaml"
     )
@@ -47,6 +57,64 @@ class PipelineConfig(StrictModel):
             raise ValueError("'analyse' needs the integrated atlas: set 'integrate' or set 'analyse: null'")
         return self
 
+    @model_validator(mode="after")
+    def _seed_stages(self) -> PipelineConfig:
+        return apply_seed(self)
+
+
+def _seeded(section: M, field: str, seed: int) -> M:
+    """``section`` with ``field = seed``, unless the user set ``field``.
+
+    A copy (a section may be shared, e.g. the demo's module-level settings) in which ``field`` stays
+    unset, so a later change of the top-level seed still reaches it.
+    """
+    if field in section.model_fields_set or getattr(section, field) == seed:
+        return section
+    out = section.model_copy()
+    out.__dict__[field] = seed  # not an assignment: that would mark the field as set by the user
+    return out
+
+
+def seeded_ingest(ingest: IngestConfig, seed: int) -> IngestConfig:
+    """``ingest`` with ``seed`` as its QC's doublet seed, unless its ``qc`` sets ``doublet_random_state``."""
+    qc = _seeded(ingest.qc, "doublet_random_state", seed)
+    if qc is ingest.qc:
+        return ingest
+    out = ingest.model_copy()
+    out.__dict__["qc"] = qc
+    return out
+
+
+def apply_seed(cfg: PipelineConfig) -> PipelineConfig:
+    """Make ``cfg.seed`` the seed of every stage whose section does not set its own (in place).
+
+    Run by the config's validator, and again by :func:`load_pipeline_config` once an ``ingest`` given as
+    a path is loaded. Sections are replaced, never changed: they may be shared.
+    """
+    # cfg.__dict__, not assignment: assigning would rerun this validator (validate_assignment)
+    for name, field in STAGE_SEED_FIELDS.items():
+        section = getattr(cfg, name)
+        if section is not None:
+            cfg.__dict__[name] = _seeded(section, field, cfg.seed)
+    if isinstance(cfg.ingest, IngestConfig):
+        cfg.__dict__["ingest"] = seeded_ingest(cfg.ingest, cfg.seed)
+    return cfg
+
+
+def stage_seeds(cfg: PipelineConfig) -> dict[str, int]:
+    """The effective seed of each enabled stage, in run order (for ``provenance.json``).
+
+    Ingest's is its QC's doublet seed: the run's seed when ingest reads the simulator's ``ingest.yaml``.
+    """
+    seeds = {"simulate": cfg.simulate.seed} if cfg.simulate is not None else {}
+    ingest = load_ingest_config(cfg.ingest) if isinstance(cfg.ingest, Path) else cfg.ingest
+    seeds["ingest.qc"] = seeded_ingest(ingest, cfg.seed).qc.doublet_random_state if ingest is not None else cfg.seed
+    for name in ("integrate", "score", "analyse"):
+        section = getattr(cfg, name)
+        if section is not None:
+            seeds[name] = getattr(section, STAGE_SEED_FIELDS[name])
+    return seeds
+
 
 def load_pipeline_config(path: str | Path) -> PipelineConfig:
     """Load a pipeline YAML; an ``ingest`` given as a path is loaded and validated too."""
@@ -55,5 +123,5 @@ def load_pipeline_config(path: str | Path) -> PipelineConfig:
     cfg = validate(PipelineConfig, data, str(path))
     if isinstance(cfg.ingest, Path):
         cfg.ingest = load_ingest_config(cfg.ingest)
-    return cfg
+    return apply_seed(cfg)  # the loaded ingest section too
 

@@ -1,10 +1,12 @@
 """The run directory: provenance, the stage manifest, and the lock that keeps one run at a time.
 
-Layout of ``RUN_DIR``::
+Bookkeeping files of ``RUN_DIR`` (paths: :class:`atlas.core.layout.RunLayout`; stage outputs:
+``docs/run_directory.md``)::
 
     run.json              name of the run held here, atlas version, creation time
     config.resolved.yaml  the validated config with every default filled in (rewritten each run)
-    provenance.json       package versions, seeds, python, platform, command line (rewritten each run)
+    provenance.json       package versions, each stage's seed, python, platform, command line (rewritten
+                          each run)
     manifest.json         one record per finished stage: settings hash, input and output fingerprints
     .lock                 held (flock) while a run is in progress, released by the OS even on SIGKILL;
                           holds the pid, host and start time of the holder for the refusal message
@@ -35,13 +37,12 @@ import yaml
 from .. import __version__
 from ..core.atomic import TMP_PREFIX, write_json, write_text
 from ..core.errors import RunDirError
+from ..core.layout import RunLayout
 from ..core.provenance import package_versions
 
 log = logging.getLogger(__name__)
 
-RUN_FILE = "run.json"
-LOCK_FILE = ".lock"
-MANIFEST_FILE = "manifest.json"
+
 def fingerprint(path: str | os.PathLike) -> dict[str, Any] | None:
     """A cheap fingerprint of a file or directory: sizes and modification times (None if absent).
 
@@ -59,9 +60,9 @@ def fingerprint(path: str | os.PathLike) -> dict[str, Any] | None:
     return {"files": len(files), "size": total, "mtime_ns": newest}
 
 
-def _ours(name: str) -> bool:
+def _ours(path: Path, layout: RunLayout) -> bool:
     """Files a run directory may hold before its run.json exists: the lock and temporaries."""
-    return name == LOCK_FILE or name.startswith(TMP_PREFIX)
+    return path == layout.lock or path.name.startswith(TMP_PREFIX)
 
 
 def _holder(lock: Path) -> str:
@@ -112,6 +113,7 @@ class RunDir:
 
     def __init__(self, path: str | os.PathLike, name: str):
         self.path = Path(path)
+        self.layout = RunLayout(self.path)  # the bookkeeping files only: the store format does not matter here
         self.name = name
         self._lock_fd: int | None = None
 
@@ -128,7 +130,7 @@ class RunDir:
         self._acquire_lock()
         try:
             self._refuse_foreign()  # again: another process may have written here before we held the lock
-            run_file = self.path / RUN_FILE
+            run_file = self.layout.run_json
             if not run_file.exists():
                 write_json(run_file, {"name": self.name, "atlas_version": __version__, "created": time.time()})
             removed = remove_temporaries(self.path)
@@ -141,7 +143,7 @@ class RunDir:
 
     def _refuse_foreign(self) -> None:
         """Refuse a directory that holds another named run, or files but no atlas run."""
-        run_file = self.path / RUN_FILE
+        run_file = self.layout.run_json
         if run_file.exists():
             held = json.loads(run_file.read_text()).get("name")
             if held != self.name:
@@ -149,9 +151,9 @@ class RunDir:
                     f"run directory {self.path} already holds the run {held!r}, not {self.name!r}; "
                     "choose another run_dir, or delete that directory if its run is no longer needed"
                 )
-        elif self.path.is_dir() and any(not _ours(p.name) for p in self.path.iterdir()):
+        elif self.path.is_dir() and any(not _ours(p, self.layout) for p in self.path.iterdir()):
             raise RunDirError(
-                f"run directory {self.path} is not empty and holds no atlas run ({RUN_FILE} missing); "
+                f"run directory {self.path} is not empty and holds no atlas run ({run_file.name} missing); "
                 "choose an empty or new directory for run_dir so nothing there is overwritten"
             )
 
@@ -170,7 +172,7 @@ class RunDir:
 
     def _acquire_lock(self) -> None:
         """Hold an exclusive flock on ``.lock`` (the OS drops it when the process dies, even by SIGKILL)."""
-        lock = self.path / LOCK_FILE
+        lock = self.layout.lock
         fd = os.open(lock, os.O_CREAT | os.O_RDWR, 0o644)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -190,9 +192,9 @@ class RunDir:
     def write_provenance(self, config: Any, seeds: dict[str, int]) -> None:
         """Record the resolved config, package versions, seeds and the command line."""
         cfg = config.model_dump(mode="json") if hasattr(config, "model_dump") else config
-        write_text(self.path / "config.resolved.yaml", yaml.safe_dump(cfg, sort_keys=False))
+        write_text(self.layout.config_resolved, yaml.safe_dump(cfg, sort_keys=False))
         write_json(
-            self.path / "provenance.json",
+            self.layout.provenance,
             {
                 "atlas_version": __version__,
                 "packages": package_versions(),
@@ -207,7 +209,7 @@ class RunDir:
     # ------------------------------------------------------------------------------ manifest
     def manifest(self) -> dict[str, dict[str, Any]]:
         """The stage records (empty when no stage has finished yet)."""
-        f = self.path / MANIFEST_FILE
+        f = self.layout.manifest
         return json.loads(f.read_text()) if f.exists() else {}
 
     def is_current(self, stage: str, settings_hash: str, inputs: dict[str, Any]) -> tuple[bool, str]:
@@ -236,10 +238,10 @@ class RunDir:
             "started": started,
             "finished": time.time(),
         }
-        write_json(self.path / MANIFEST_FILE, man)
+        write_json(self.layout.manifest, man)
 
     def forget(self, stage: str) -> None:
         """Drop a stage's record so it reruns."""
         man = self.manifest()
         if man.pop(stage, None) is not None:
-            write_json(self.path / MANIFEST_FILE, man)
+            write_json(self.layout.manifest, man)

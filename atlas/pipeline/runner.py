@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from ..core.errors import ConfigError
 from ..core.settings import settings_hash
 from ._killpoints import crash_points
-from .config import PipelineConfig
+from .config import PipelineConfig, stage_seeds
 from .rundir import RunDir, fingerprint
 from .stages import STAGES, Context
 
@@ -49,9 +49,7 @@ def run_pipeline(config: PipelineConfig, *, force: Sequence[str] = (), until: st
         if n not in names and n != "all":
             raise ConfigError(f"unknown stage {n!r}; the stages are {', '.join(names)}")
     result = RunResult(run_dir=str(config.run_dir))
-    seeds = {"pipeline": config.seed}
-    if config.simulate is not None:
-        seeds["simulate"] = config.simulate.seed
+    seeds = {"pipeline": config.seed, **stage_seeds(config)}
     with RunDir(config.run_dir, config.name) as rundir:
         rundir.write_provenance(config, seeds)
         ctx = Context(config=config, rundir=rundir)

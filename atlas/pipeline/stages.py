@@ -12,8 +12,10 @@ from pathlib import Path
 from typing import Any
 
 from ..core.errors import ConfigError
+from ..core.layout import RunLayout
 from ..ingest.settings import IngestConfig, load_ingest_config
-from .config import PipelineConfig
+from ..score.settings import ScoreConfig
+from .config import PipelineConfig, seeded_ingest
 from .rundir import RunDir
 
 
@@ -28,6 +30,11 @@ class Context:
     @property
     def path(self) -> Path:
         return self.rundir.path if self.rundir is not None else Path(self.config.run_dir)
+
+    @property
+    def layout(self) -> RunLayout:
+        """Where each file of the run directory is."""
+        return RunLayout(self.path, self.config.store_format)
 
 
 @dataclass(frozen=True)
@@ -45,7 +52,7 @@ class Stage:
 
 # --------------------------------------------------------------------------------------- simulate
 def _sim_dir(ctx: Context) -> Path:
-    return ctx.path / "data"
+    return ctx.layout.data
 
 
 def _run_simulate(ctx: Context) -> None:
@@ -73,25 +80,24 @@ def ingest_config(ctx: Context) -> IngestConfig:
     if "ingest_config" not in ctx.artifacts:
         cfg = ctx.config.ingest
         if cfg is None:
-            yaml_path = _sim_dir(ctx) / "ingest.yaml"
+            yaml_path = ctx.layout.ingest_yaml
             if not yaml_path.exists():
                 raise ConfigError(f"{yaml_path} is missing: the simulate stage must run before ingest")
             cfg = load_ingest_config(yaml_path)
+            cfg.qc.doublet_random_state = ctx.config.seed  # the simulator writes QC defaults, not a choice of seed
         elif isinstance(cfg, Path):
-            cfg = load_ingest_config(cfg)
+            cfg = seeded_ingest(load_ingest_config(cfg), ctx.config.seed)
         ctx.artifacts["ingest_config"] = cfg
     return ctx.artifacts["ingest_config"]
 
 
 def store_path(ctx: Context) -> Path:
     """Where the ingested store lives in the run directory."""
-    return ctx.path / f"store.{ctx.config.store_format}"
+    return ctx.layout.store
 
 
 def _store_sidecars(ctx: Context) -> list[Path]:
-    from ..ingest.stage import side_table_path
-
-    return [side_table_path(store_path(ctx), name) for name in ("qc", "genes", "neutrophils")]
+    return ctx.layout.store_tables
 
 
 def _ingest_inputs(ctx: Context) -> list[Path]:
@@ -123,7 +129,7 @@ INGEST = Stage(
 # -------------------------------------------------------------------------------------- integrate
 def refdir_path(ctx: Context) -> Path:
     """Where the reference bundle (model, HVGs, minified atlas, metrics) goes."""
-    return ctx.path / "reference"
+    return ctx.layout.reference
 
 
 def _run_integrate(ctx: Context) -> None:
@@ -146,17 +152,14 @@ INTEGRATE = Stage(
 # ------------------------------------------------------------------------------------------ score
 def scores_path(ctx: Context) -> Path:
     """Where the signature scores of every cell go."""
-    return ctx.path / "scores.parquet"
+    return ctx.layout.scores
 
 
 def _run_score(ctx: Context) -> None:
     from ..score import score_store
 
     s = ctx.config.score
-    score_store(store_path(ctx), s.signatures if isinstance(s.signatures, list) else str(s.signatures),
-                method=s.method, backend=s.backend, chunk_size=s.chunk_size, out_path=scores_path(ctx),
-                normalize=s.normalize, ctrl_size=s.ctrl_size, n_bins=s.n_bins, max_rank=s.max_rank,
-                random_state=s.random_state)
+    score_store(store_path(ctx), s.signature_arg(), out_path=scores_path(ctx), **s.kwargs())
 
 
 SCORE = Stage(
@@ -174,20 +177,15 @@ SCORE = Stage(
 
 # ---------------------------------------------------------------------------------------- analyse
 def _analysis_outputs(ctx: Context) -> list[Path]:
-    out = [ctx.path / "atlas.h5ad", ctx.path / "tables", ctx.path / "analysis.json"]
-    neut = ctx.path / "neutrophils.h5ad"
+    out = [ctx.layout.atlas, ctx.layout.tables, ctx.layout.analysis_json]
+    neut = ctx.layout.neutrophils
     return out + ([neut] if neut.exists() else [])
 
 
-def scoring_options(ctx: Context):
-    """How the analysis scores what the score stage did not: the score stage's settings."""
-    from ..analyse.stage import ScoringOptions
-
-    s = ctx.config.score
-    if s is None:
-        return ScoringOptions(random_state=ctx.config.seed)
-    return ScoringOptions(method=s.method, ctrl_size=s.ctrl_size, n_bins=s.n_bins, random_state=s.random_state,
-                          normalize=s.normalize, backend=s.backend, chunk_size=s.chunk_size, max_rank=s.max_rank)  # fmt: skip
+def scoring_options(ctx: Context) -> ScoreConfig:
+    """How the analysis scores what the score stage did not: the score stage's settings (defaults with
+    the run's seed when the score stage is off)."""
+    return ctx.config.score or ScoreConfig(random_state=ctx.config.seed)
 
 
 def _run_analyse(ctx: Context) -> None:
@@ -226,9 +224,9 @@ REPORT = Stage(
     description="report.html with figures and tables (self-contained, opens offline)",
     enabled=lambda ctx: ctx.config.report,
     settings=lambda ctx: {"report": True},
-    inputs=lambda ctx: [p for p in (ctx.path / "tables", ctx.path / "atlas.h5ad", refdir_path(ctx) / "metrics.csv",
-                                    ctx.path / "store.qc.csv") if p.exists()],  # fmt: skip
-    outputs=lambda ctx: [ctx.path / "report.html", ctx.path / "figures"],
+    inputs=lambda ctx: [p for p in (ctx.layout.tables, ctx.layout.atlas, ctx.layout.reference_metrics,
+                                    ctx.layout.store_table("qc")) if p.exists()],  # fmt: skip
+    outputs=lambda ctx: [ctx.layout.report, ctx.layout.figures],
     run=_run_report,
 )
 

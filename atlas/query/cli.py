@@ -52,16 +52,15 @@ def query(
     overwrite: Annotated[bool, typer.Option(help="Replace an existing --out.")] = False,
 ) -> None:
     """Map a new data set onto the reference: scArches, labels with uncertainty, UMAP placement, scores, report."""
-    from ..core.settings import read_yaml
+    from ..core.settings import read_yaml, settings_with_flags
     from . import map_query
+    from .settings import QuerySettings
 
-    settings = {}
-    if config is not None:
-        data = read_yaml(config)
-        settings = data.get("query", data)
-    flags = {"label_key": label_key, "max_epochs": max_epochs, "batch_size": batch_size, "min_overlap": min_overlap,
-             "uncertainty_threshold": uncertainty_threshold, "accelerator": accelerator, "seed": seed}  # fmt: skip
-    settings.update({k: v for k, v in flags.items() if v is not None})
+    data = read_yaml(config) if config is not None else {}
+    settings = settings_with_flags(QuerySettings, data.get("query", data), str(config or "command-line options"),
+                                   label_key=label_key, max_epochs=max_epochs, batch_size=batch_size,
+                                   min_overlap=min_overlap, uncertainty_threshold=uncertainty_threshold,
+                                   accelerator=accelerator, seed=seed)  # fmt: skip
     res = map_query(refdir, query_input, out, settings=settings, overwrite=overwrite, dataset_id=dataset_id,
                     species=species, format=format, counts=counts, obs_path=obs_path,
                     obs_columns=_pairs(obs_column, "--obs-column"), constants=_pairs(constant, "--constant"),

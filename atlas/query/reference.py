@@ -26,6 +26,7 @@ import pandas as pd
 
 from .. import __version__
 from ..core.errors import InputDataError
+from ..core.layout import RunLayout
 
 __all__ = ["BUNDLE_FILES", "Reference", "check_versions", "load_reference"]
 
@@ -133,8 +134,9 @@ def _locate(refdir: Path) -> tuple[Path, str]:
             f"reference {refdir} does not exist or is not a directory; give a run directory of `atlas run` "
             "or a reference bundle of `atlas integrate`"
         )
-    if (refdir / "reference").is_dir():
-        return refdir / "reference", "run"
+    layout = RunLayout(refdir)
+    if layout.reference.is_dir():
+        return layout.reference, "run"
     if (refdir / "model").exists() or (refdir / "hvg.txt").exists():
         return refdir, "bundle"
     raise InputDataError(
@@ -169,20 +171,56 @@ def _batch_categories(registry: dict) -> list[str]:
     return [str(x) for x in mapping]
 
 
-def _run_qc(refdir: Path) -> dict | None:
-    """The reference's ingest QC settings, from the run's store (``uns/atlas/config_json``)."""
-    import h5py
+def _run_qc(rundir: Path) -> dict | None:
+    """The reference run's ingest QC settings (None when the run records none: the query uses the defaults).
 
-    store = refdir / "store.h5ad"
-    if not store.is_file():
+    Those its store records (``uns/atlas/config_json``), whatever the store's format, else the ``ingest.qc``
+    of its ``config.resolved.yaml``.
+    """
+    layout = RunLayout.of(rundir)
+    qc = _store_qc(layout)
+    if qc is None:
+        qc = _resolved_qc(layout.config_resolved)
+    if qc is None:
+        log.warning("%s records no ingest QC settings (no readable %s); the query uses the default QC",
+                    rundir, layout.store.name)  # fmt: skip
+    return qc
+
+
+def _store_qc(layout: RunLayout) -> dict | None:
+    """The ``qc`` of the ingest config that the store at ``layout.store`` records."""
+    from anndata.io import read_elem
+
+    store, key = layout.store, "uns/atlas/config_json"
+    if not store.exists():
         return None
     try:
-        with h5py.File(store, "r") as f:
-            raw = f["uns/atlas/config_json"][()]
-        raw = raw.decode() if isinstance(raw, bytes) else str(raw)
-        return json.loads(raw).get("qc")
-    except Exception:  # an older or foreign store: fall back to the defaults
+        if layout.store_format == "zarr":
+            import zarr
+
+            raw = read_elem(zarr.open_group(str(store), mode="r")[key])
+        else:
+            import h5py
+
+            with h5py.File(store, "r") as f:
+                raw = read_elem(f[key])
+        qc = json.loads(raw).get("qc")
+    except Exception as e:  # an older or foreign store
+        log.debug("no ingest config in %s: %s: %s", store, type(e).__name__, e)
         return None
+    return qc if isinstance(qc, dict) else None
+
+
+def _resolved_qc(path: Path) -> dict | None:
+    """``ingest.qc`` of a run's ``config.resolved.yaml`` (None when the run's ingest was not spelled out)."""
+    import yaml
+
+    try:
+        ingest = (yaml.safe_load(path.read_text()) or {}).get("ingest")
+    except (OSError, yaml.YAMLError, AttributeError):
+        return None
+    qc = ingest.get("qc") if isinstance(ingest, dict) else None
+    return qc if isinstance(qc, dict) else None
 
 
 def _uns_dict(value) -> dict | None:
@@ -232,7 +270,7 @@ def load_reference(refdir: str | Path, *, label_key: str | None = None, state_ke
         )
     latent_key = config.get("resolved", {}).get("latent_key") or ("X_scANVI" if model_class == "SCANVI" else "X_scVI")
 
-    atlas_path = refdir / "atlas.h5ad" if kind == "run" else bundle / "atlas.h5ad"
+    atlas_path = RunLayout(refdir).atlas if kind == "run" else bundle / "atlas.h5ad"
     if kind == "run" and not atlas_path.is_file():
         raise InputDataError(
             f"run directory {refdir} has no annotated atlas.h5ad; run the analysis stage first (atlas run), or "

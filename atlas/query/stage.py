@@ -85,16 +85,20 @@ def _plain(obj: Any, drop_none: bool = True) -> Any:
     return obj
 
 
-def _transfer(q, latent: np.ndarray, ref: Reference, s: QuerySettings, notes: list[str]) -> None:
-    """predicted_cell_type / predicted_state with uncertainties, and the UMAP placement, into ``q``."""
-    obs = ref.atlas.obs
-    labels = obs[ref.label_key].astype(object)
-    ok = labels.notna().to_numpy()
-    common = {"k": s.n_neighbors, "unknown": s.unknown_label, "seed": s.seed}
+def _reference_labels(ref: Reference) -> tuple[pd.Series, np.ndarray]:
+    """The reference's cell-type labels (as objects) and which cells have one."""
+    labels = ref.atlas.obs[ref.label_key].astype(object)
+    return labels, labels.notna().to_numpy()
+
+
+def _transfer_cell_types(q, latent: np.ndarray, ref: Reference, s: QuerySettings) -> None:
+    """predicted_cell_type with its uncertainties, and the placement on the reference UMAP, into ``q``."""
+    labels, ok = _reference_labels(ref)
     table, umap = transfer_labels(
         ref.latent()[ok], labels[ok].astype(str).to_numpy(), latent, threshold=s.uncertainty_threshold,
         distance_uncertainty=s.distance_uncertainty, distance_quantile=s.distance_quantile,
-        calibration_cells=s.calibration_cells, ref_umap=ref.umap()[ok], **common,
+        calibration_cells=s.calibration_cells, ref_umap=ref.umap()[ok], k=s.n_neighbors, unknown=s.unknown_label,
+        seed=s.seed,
     )  # fmt: skip
     cats = sorted(set(labels[ok].astype(str))) + ([s.unknown_label] if s.unknown_label not in set(labels[ok]) else [])
     q.obs["predicted_cell_type"] = pd.Categorical(table["label"].to_numpy(), categories=cats)
@@ -103,15 +107,21 @@ def _transfer(q, latent: np.ndarray, ref: Reference, s: QuerySettings, notes: li
     q.obs["distance_uncertainty"] = table["distance_uncertainty"].to_numpy()
     q.obsm["X_umap"] = umap
 
+
+def _transfer_states(q, latent: np.ndarray, ref: Reference, s: QuerySettings, notes: list[str]) -> None:
+    """predicted_state and state_uncertainty into ``q``: from the reference's neutrophils to the query's."""
     state = np.full(q.n_obs, None, dtype=object)
     state_u = np.full(q.n_obs, np.nan)
     is_neut = (q.obs["predicted_cell_type"].astype(str) == s.neutrophil_label).to_numpy()
     if ref.state_key is not None:
+        obs = ref.atlas.obs
+        labels, ok = _reference_labels(ref)
         ref_neut = ok & (labels.astype(str) == s.neutrophil_label).to_numpy() & obs[ref.state_key].notna().to_numpy()
         if ref_neut.any() and is_neut.any():
             st, _ = transfer_labels(
                 ref.latent()[ref_neut], obs[ref.state_key][ref_neut].astype(str).to_numpy(), latent[is_neut],
-                threshold=s.state_uncertainty_threshold, distance_uncertainty=False, **common,
+                threshold=s.state_uncertainty_threshold, distance_uncertainty=False, k=s.n_neighbors,
+                unknown=s.unknown_label, seed=s.seed,
             )  # fmt: skip
             state[is_neut], state_u[is_neut] = st["label"].to_numpy(), st["vote_uncertainty"].to_numpy()
         elif not ref_neut.any():
@@ -149,6 +159,178 @@ def _check_inputs(out: Path, cfg) -> None:
         for p in (ds.path, ds.obs_path):
             if p is not None and (Path(p).resolve() == o or o in Path(p).resolve().parents):
                 raise RunDirError(f"--out {out} holds the query input {p}; choose another output folder")
+
+
+@dataclass
+class _Run:
+    """What every step reads (the reference, the settings) and adds to (timings, notes)."""
+
+    ref: Reference
+    s: QuerySettings
+    t0: float
+    notes: list[str]
+    seconds: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class _Prepared:
+    """The query ready to map (``q``: its cells on the reference's HVGs) and what ingesting and preparing found."""
+
+    ingested: Any  # IngestResult: its qc table has cells_in / cells_out per data set
+    q: Any  # AnnData
+    genes: pd.DataFrame
+    overlap: pd.DataFrame
+    renames: pd.DataFrame
+
+
+def _ingest(cfg, store: Path, seconds: dict[str, float]):
+    """The query ingested into ``store`` (QC and gene harmonisation as for the atlas), and read back."""
+    import anndata as ad
+
+    from ..ingest.stage import ingest
+
+    t = time.perf_counter()
+    ingested = ingest(cfg, store)
+    adata = ad.read_h5ad(store)
+    seconds["ingest"] = time.perf_counter() - t
+    return ingested, adata
+
+
+def _prepare(adata, ingested, run: _Run) -> _Prepared:
+    """The gene overlap (checked), then the query on the reference's HVGs with its batches renamed."""
+    t = time.perf_counter()
+    genes, overlap = gene_overlap(adata, run.ref.hvgs)
+    check_overlap(overlap, run.s, run.notes)
+    if adata.n_obs == 0:
+        qc = ingested.qc[["cells_in", "cells_out"]].to_dict("index")
+        raise InputDataError(f"no query cell passed QC ({qc}); check the data and the QC thresholds (an ingest "
+                             "YAML with a qc: section)")
+    q, renames = prepare_query(adata, run.ref, run.notes)
+    run.seconds["prepare"] = time.perf_counter() - t
+    return _Prepared(ingested, q, genes, overlap, renames)
+
+
+def _map(q, run: _Run):
+    """scArches surgery: the query's latent in the reference space (and scANVI's predictions) into ``q``."""
+    from .mapping import map_to_reference
+
+    t = time.perf_counter()
+    mapping = map_to_reference(q, run.ref, run.s)
+    run.seconds["mapping"] = time.perf_counter() - t
+    q.obsm["X_scVI"] = mapping.latent
+    if run.ref.latent_key != "X_scVI":
+        q.obsm[run.ref.latent_key] = mapping.latent
+    if mapping.scanvi is not None:
+        for c in mapping.scanvi.columns:
+            q.obs[c] = mapping.scanvi[c].to_numpy()
+    return mapping
+
+
+def _transfer(q, latent: np.ndarray, run: _Run) -> None:
+    """Labels by kNN in the latent space: cell types with the UMAP placement, then neutrophil states."""
+    t = time.perf_counter()
+    _transfer_cell_types(q, latent, run.ref, run.s)
+    _transfer_states(q, latent, run.ref, run.s, run.notes)
+    run.seconds["transfer"] = time.perf_counter() - t
+
+
+def _score(q, store: Path, run: _Run) -> tuple[pd.DataFrame, dict]:
+    """The reference's scores (computed on the store, all genes) and the reprogramming index, into ``q.obs``."""
+    ref, s = run.ref, run.s
+    t = time.perf_counter()
+    scoring_used: dict = {}
+    scores = pd.DataFrame(index=q.obs_names)
+    if s.score:
+        scores, scoring_used = score_query(store, ref.scoring, run.notes)
+        scores = scores.loc[q.obs_names]
+        for c in scores.columns:
+            q.obs[c] = scores[c].to_numpy()
+    is_neut = (q.obs["predicted_cell_type"].astype(str) == s.neutrophil_label).to_numpy()
+    q.obs["reprogramming_index"] = (reprogramming_index(scores, ref.axis, is_neut) if s.score and len(scores.columns)
+                                    else np.nan)  # fmt: skip
+    run.seconds["score"] = time.perf_counter() - t
+    return scores, scoring_used
+
+
+def _tables(prep: _Prepared, scores: pd.DataFrame, ref: Reference) -> dict[str, pd.DataFrame]:
+    """The tables of ``tables/``: gene overlap, batch renames, predictions, compositions, index, score means."""
+    q_obs, ref_obs = prep.q.obs, ref.atlas.obs
+    tables = {
+        "gene_overlap": prep.genes,
+        "gene_overlap_summary": prep.overlap,
+        "batch_renames": prep.renames,
+        "predictions": _predictions(q_obs),
+        "cell_type_composition": composition(q_obs, ref_obs, "predicted_cell_type", ref.label_key, "cell_type"),
+    }
+    if ref.state_key is not None:
+        tables["state_composition"] = composition(q_obs, ref_obs, "predicted_state", ref.state_key, "neutrophil_state")
+        tables["reprogramming_index"] = index_summary(q_obs, ref_obs)
+    if len(scores.columns):
+        tables["score_means"] = (q_obs.groupby("predicted_cell_type", observed=True)[list(scores.columns)]
+                                 .mean().reset_index())  # fmt: skip
+    return tables
+
+
+def _write_tables(tmp: Path, tables: dict[str, pd.DataFrame]) -> None:
+    """Each table as ``tables/NAME.csv``."""
+    (tmp / "tables").mkdir()
+    for name, df in tables.items():
+        df.to_csv(tmp / "tables" / f"{name}.csv", index=False)
+
+
+def _summary(refdir: Path, cfg, prep: _Prepared, mapping, scoring_used: dict, run: _Run) -> dict[str, Any]:
+    """``query.json`` (and, less overlap and renames, ``uns['query']``); it shares the run's timings and notes."""
+    from ..core.provenance import package_versions
+
+    ref, s, q = run.ref, run.s, prep.q
+    return {
+        "reference": {"path": str(refdir), "kind": ref.kind, "model_class": ref.model_class, "n_cells": ref.atlas.n_obs,
+                      "n_hvgs": len(ref.hvgs), "latent_key": ref.latent_key, "label_key": ref.label_key,
+                      "state_key": ref.state_key, "versions": ref.versions},
+        "datasets": [d.id for d in cfg.datasets],
+        "n_cells_in": int(prep.ingested.qc["cells_in"].sum()), "n_cells": q.n_obs,
+        "overlap": prep.overlap.drop(columns="missing").to_dict("records"),
+        "batch_renames": prep.renames.to_dict("records"),
+        "mapping": {"epochs": mapping.epochs, "history": mapping.history, "seconds": mapping.seconds},
+        "predictions": q.obs["predicted_cell_type"].astype(str).value_counts().to_dict(),
+        "unknown_fraction": float((q.obs["predicted_cell_type"].astype(str) == s.unknown_label).mean()),
+        "settings": s.model_dump(mode="json"), "scoring": scoring_used,
+        "seconds": run.seconds, "notes": run.notes, "atlas_version": __version__,
+        "packages": package_versions(),
+    }  # fmt: skip
+
+
+def _write_query(tmp: Path, q, mapping, summary: dict, scoring_used: dict, run: _Run) -> None:
+    """``query.h5ad`` (the summary, axis and scoring in ``uns``) and, with ``save_model``, the query model."""
+    q.uns["query"] = _plain({k: v for k, v in summary.items() if k not in ("overlap", "batch_renames")})
+    if run.ref.axis:
+        q.uns["reprogramming_axis"] = _plain(run.ref.axis)
+    if scoring_used:
+        q.uns["atlas_scoring"] = _plain(scoring_used)
+    # scvi-tools' registration slots: SCVI.load(DIR/model, adata=query.h5ad) registers the data again
+    q.obs = q.obs.drop(columns=[c for c in q.obs.columns if str(c).startswith("_scvi")])
+    for slot in (q.obsm, q.uns):
+        for key in [k for k in slot.keys() if str(k).startswith("_scvi")]:
+            del slot[key]
+    if run.s.save_model:
+        mapping.model.save(str(tmp / "model"), save_anndata=False)
+    q.write_h5ad(tmp / "query.h5ad", compression="gzip")
+
+
+def _finish(tmp: Path, prep: _Prepared, tables: dict[str, pd.DataFrame], summary: dict, run: _Run) -> None:
+    """The report (unless ``report: false``), then ``query.json`` with the final timings."""
+    seconds = run.seconds
+    seconds["total"] = time.perf_counter() - run.t0
+    if run.s.report:
+        from .report import write_query_report
+
+        t = time.perf_counter()
+        tables["qc"] = prep.ingested.qc.reset_index()
+        write_query_report(tmp, ref=run.ref, q=prep.q, tables=tables, summary=summary)
+        seconds["report"] = time.perf_counter() - t
+    seconds["total"] = time.perf_counter() - run.t0
+    (tmp / "query.json").write_text(json.dumps(_plain(summary, drop_none=False), indent=2, sort_keys=True,
+                                              default=str) + "\n")
 
 
 def map_query(
@@ -202,132 +384,34 @@ def map_query(
     RunDirError
         ``out`` exists and ``overwrite`` is false.
     """
-    import anndata as ad
-
-    from ..core.provenance import package_versions
-    from ..ingest.stage import ingest
-
     t0 = time.perf_counter()
-    seconds: dict[str, float] = {}
     s = _settings(settings, overrides)
     refdir, out = Path(refdir), Path(out)
     _check_out(out, refdir, overwrite)
     ref = load_reference(refdir, label_key=s.label_key, state_key=s.state_key)
-    notes = list(ref.notes)
+    run = _Run(ref, s, t0, notes=list(ref.notes))
     dataset = {"id": dataset_id, "species": species, "format": format, "counts": counts, "obs_path": obs_path,
                "obs_columns": obs_columns, "constants": constants, "value_maps": value_maps, "gene_ids": gene_ids}
-    cfg = query_ingest_config(query, reference_qc=ref.qc, notes=notes, **dataset)
+    cfg = query_ingest_config(query, reference_qc=ref.qc, notes=run.notes, **dataset)
     _check_inputs(out, cfg)
-    seconds["reference"] = time.perf_counter() - t0
+    run.seconds["reference"] = time.perf_counter() - t0
 
     with atomic_path(out, overwrite=overwrite) as tmp:
         tmp.mkdir(parents=True)
-        t = time.perf_counter()
         store = tmp / "store.h5ad"
-        ingested = ingest(cfg, store)
-        adata = ad.read_h5ad(store)
-        seconds["ingest"] = time.perf_counter() - t
+        ingested, adata = _ingest(cfg, store, run.seconds)
+        prep = _prepare(adata, ingested, run)
+        mapping = _map(prep.q, run)
+        _transfer(prep.q, mapping.latent, run)
+        scores, scoring_used = _score(prep.q, store, run)
+        tables = _tables(prep, scores, ref)
+        _write_tables(tmp, tables)
+        summary = _summary(refdir, cfg, prep, mapping, scoring_used, run)
+        _write_query(tmp, prep.q, mapping, summary, scoring_used, run)
+        _finish(tmp, prep, tables, summary, run)
 
-        t = time.perf_counter()
-        genes, overlap = gene_overlap(adata, ref.hvgs)
-        check_overlap(overlap, s, notes)
-        if adata.n_obs == 0:
-            qc = ingested.qc[["cells_in", "cells_out"]].to_dict("index")
-            raise InputDataError(f"no query cell passed QC ({qc}); check the data and the QC thresholds (an ingest "
-                                 "YAML with a qc: section)")
-        q, renames = prepare_query(adata, ref, notes)
-        seconds["prepare"] = time.perf_counter() - t
-
-        from .mapping import map_to_reference
-
-        t = time.perf_counter()
-        mapping = map_to_reference(q, ref, s)
-        seconds["mapping"] = time.perf_counter() - t
-        q.obsm["X_scVI"] = mapping.latent
-        if ref.latent_key != "X_scVI":
-            q.obsm[ref.latent_key] = mapping.latent
-        if mapping.scanvi is not None:
-            for c in mapping.scanvi.columns:
-                q.obs[c] = mapping.scanvi[c].to_numpy()
-
-        t = time.perf_counter()
-        _transfer(q, mapping.latent, ref, s, notes)
-        seconds["transfer"] = time.perf_counter() - t
-
-        t = time.perf_counter()
-        scoring_used: dict = {}
-        scores = pd.DataFrame(index=q.obs_names)
-        if s.score:
-            scores, scoring_used = score_query(store, ref.scoring, notes)
-            scores = scores.loc[q.obs_names]
-            for c in scores.columns:
-                q.obs[c] = scores[c].to_numpy()
-        is_neut = (q.obs["predicted_cell_type"].astype(str) == s.neutrophil_label).to_numpy()
-        q.obs["reprogramming_index"] = (reprogramming_index(scores, ref.axis, is_neut) if s.score and len(scores.columns)
-                                        else np.nan)  # fmt: skip
-        seconds["score"] = time.perf_counter() - t
-
-        ref_obs = ref.atlas.obs
-        tables = {
-            "gene_overlap": genes,
-            "gene_overlap_summary": overlap,
-            "batch_renames": renames,
-            "predictions": _predictions(q.obs),
-            "cell_type_composition": composition(q.obs, ref_obs, "predicted_cell_type", ref.label_key, "cell_type"),
-        }
-        if ref.state_key is not None:
-            tables["state_composition"] = composition(q.obs, ref_obs, "predicted_state", ref.state_key,
-                                                      "neutrophil_state")
-            tables["reprogramming_index"] = index_summary(q.obs, ref_obs)
-        if len(scores.columns):
-            tables["score_means"] = (q.obs.groupby("predicted_cell_type", observed=True)[list(scores.columns)]
-                                     .mean().reset_index())  # fmt: skip
-        (tmp / "tables").mkdir()
-        for name, df in tables.items():
-            df.to_csv(tmp / "tables" / f"{name}.csv", index=False)
-
-        pred_counts = q.obs["predicted_cell_type"].astype(str).value_counts().to_dict()
-        summary = {
-            "reference": {"path": str(refdir), "kind": ref.kind, "model_class": ref.model_class, "n_cells": ref.atlas.n_obs,
-                          "n_hvgs": len(ref.hvgs), "latent_key": ref.latent_key, "label_key": ref.label_key,
-                          "state_key": ref.state_key, "versions": ref.versions},
-            "datasets": [d.id for d in cfg.datasets],
-            "n_cells_in": int(ingested.qc["cells_in"].sum()), "n_cells": q.n_obs,
-            "overlap": overlap.drop(columns="missing").to_dict("records"),
-            "batch_renames": renames.to_dict("records"),
-            "mapping": {"epochs": mapping.epochs, "history": mapping.history, "seconds": mapping.seconds},
-            "predictions": pred_counts,
-            "unknown_fraction": float((q.obs["predicted_cell_type"].astype(str) == s.unknown_label).mean()),
-            "settings": s.model_dump(mode="json"), "scoring": scoring_used,
-            "seconds": seconds, "notes": notes, "atlas_version": __version__,
-            "packages": package_versions(),
-        }  # fmt: skip
-        q.uns["query"] = _plain({k: v for k, v in summary.items() if k not in ("overlap", "batch_renames")})
-        if ref.axis:
-            q.uns["reprogramming_axis"] = _plain(ref.axis)
-        if scoring_used:
-            q.uns["atlas_scoring"] = _plain(scoring_used)
-        # scvi-tools' registration slots: SCVI.load(DIR/model, adata=query.h5ad) registers the data again
-        q.obs = q.obs.drop(columns=[c for c in q.obs.columns if str(c).startswith("_scvi")])
-        for slot in (q.obsm, q.uns):
-            for key in [k for k in slot.keys() if str(k).startswith("_scvi")]:
-                del slot[key]
-        if s.save_model:
-            mapping.model.save(str(tmp / "model"), save_anndata=False)
-        q.write_h5ad(tmp / "query.h5ad", compression="gzip")
-
-        seconds["total"] = time.perf_counter() - t0
-        if s.report:
-            from .report import write_query_report
-
-            t = time.perf_counter()
-            tables["qc"] = ingested.qc.reset_index()
-            write_query_report(tmp, ref=ref, q=q, tables=tables, summary=summary)
-            seconds["report"] = time.perf_counter() - t
-        seconds["total"] = time.perf_counter() - t0
-        (tmp / "query.json").write_text(json.dumps(_plain(summary, drop_none=False), indent=2, sort_keys=True,
-                                                  default=str) + "\n")
-
-    log.info("query mapped: %d cells, %s; written to %s in %.0f s", q.n_obs, pred_counts, out, seconds["total"])
-    return QueryResult(out_dir=out, n_cells=q.n_obs, overlap=float(overlap.iloc[-1]["fraction"]), predictions=pred_counts,
-                       unknown_fraction=summary["unknown_fraction"], seconds=seconds, notes=notes)  # fmt: skip
+    n_cells, pred_counts = prep.q.n_obs, summary["predictions"]
+    log.info("query mapped: %d cells, %s; written to %s in %.0f s", n_cells, pred_counts, out, run.seconds["total"])
+    return QueryResult(out_dir=out, n_cells=n_cells, overlap=float(prep.overlap.iloc[-1]["fraction"]),
+                       predictions=pred_counts, unknown_fraction=summary["unknown_fraction"], seconds=run.seconds,
+                       notes=run.notes)  # fmt: skip

@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 
 from ..core.errors import AtlasError
+from ..core.layout import RunLayout
 
 log = logging.getLogger(__name__)
 
@@ -79,6 +80,11 @@ class RunInputs:
     metrics_png: Path | None = None
     missing: list[str] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
+
+    @property
+    def layout(self) -> RunLayout:
+        """Where each file of the run directory is."""
+        return RunLayout(self.rundir)
 
     def table(self, name: str) -> pd.DataFrame | None:
         """An analysis table, or ``None`` when it is missing or empty."""
@@ -171,13 +177,14 @@ def load_run(rundir: str | Path) -> RunInputs:
     rundir = Path(rundir)
     if not rundir.is_dir():
         raise NotARunDirError(f"{rundir} is not a directory; give the run directory of `atlas run` or `atlas demo`")
-    if not (rundir / "run.json").exists():
+    layout = RunLayout(rundir)
+    if not layout.run_json.exists():
         raise NotARunDirError(
-            f"{rundir} is not an atlas run directory (no run.json); run `atlas run CONFIG` or `atlas demo` first "
-            "and pass its run directory")
+            f"{rundir} is not an atlas run directory (no {layout.run_json.name}); run `atlas run CONFIG` or "
+            "`atlas demo` first and pass its run directory")
     inputs = RunInputs(rundir=rundir)
-    inputs.run_info = _read_json(rundir / "run.json", inputs)
-    cfg = rundir / "config.resolved.yaml"
+    inputs.run_info = _read_json(layout.run_json, inputs)
+    cfg = layout.config_resolved
     if cfg.exists():
         import yaml
 
@@ -185,14 +192,21 @@ def load_run(rundir: str | Path) -> RunInputs:
         try:
             inputs.config = yaml.safe_load(inputs.config_text) or {}
         except yaml.YAMLError as e:
-            inputs.problems.append(f"config.resolved.yaml: {e}")
+            inputs.problems.append(f"{cfg.name}: {e}")
     else:
-        inputs.missing.append("config.resolved.yaml")
-    inputs.provenance = _read_json(rundir / "provenance.json", inputs)
-    inputs.versions = _read_json(rundir / "reference" / "versions.json", inputs)
-    inputs.analysis = _read_json(rundir / "analysis.json", inputs)
+        inputs.missing.append(cfg.name)
+    inputs.provenance = _read_json(layout.provenance, inputs)
+    inputs.versions = _read_json(layout.reference_versions, inputs)
+    inputs.analysis = _read_json(layout.analysis_json, inputs)
+    _read_cells(layout, inputs)
+    _read_tables(layout, inputs)
+    return inputs
 
-    for path, analysed in ((rundir / "atlas.h5ad", True), (rundir / "reference" / "atlas.h5ad", False)):
+
+def _read_cells(layout: RunLayout, inputs: RunInputs) -> None:
+    """The annotated atlas (else the bundle's), its scores, and the neutrophil sub-atlas."""
+    rundir = layout.root
+    for path, analysed in ((layout.atlas, True), (layout.reference_atlas, False)):
         if path.exists():
             try:
                 inputs.atlas = read_cells(path)
@@ -201,35 +215,36 @@ def load_run(rundir: str | Path) -> RunInputs:
             except Exception as e:  # a truncated file: say so, try the next
                 inputs.problems.append(f"{path.relative_to(rundir)}: {type(e).__name__}: {e}")
     if inputs.atlas is None:
-        inputs.missing.append("atlas.h5ad")
-    elif (rundir / "scores.parquet").exists():
-        _attach_scores(inputs.atlas, rundir / "scores.parquet", inputs)
-    sub = rundir / "neutrophils.h5ad"
+        inputs.missing.append(layout.atlas.name)
+    elif layout.scores.exists():
+        _attach_scores(inputs.atlas, layout.scores, inputs)
+    sub = layout.neutrophils
     if sub.exists():
         try:
             inputs.neutrophils = read_cells(sub)
         except Exception as e:
-            inputs.problems.append(f"neutrophils.h5ad: {type(e).__name__}: {e}")
+            inputs.problems.append(f"{sub.name}: {type(e).__name__}: {e}")
     else:
-        inputs.missing.append("neutrophils.h5ad")
+        inputs.missing.append(sub.name)
 
+
+def _read_tables(layout: RunLayout, inputs: RunInputs) -> None:
+    """The analysis tables, ingest's QC tables beside the store, and the integration metrics."""
     for name in (*TABLES, *OPTIONAL_TABLES):
         for suffix in (".csv", ".parquet"):
-            p = rundir / "tables" / f"{name}{suffix}"
+            p = layout.table(name, suffix)
             if p.exists():
                 inputs.tables[name] = _read_table(p, inputs)
                 break
         else:
             inputs.tables[name] = None
             if name not in OPTIONAL_TABLES:
-                inputs.missing.append(f"tables/{name}.csv")
+                inputs.missing.append(str(layout.table(name).relative_to(layout.root)))
 
-    qc = sorted(rundir.glob("*.qc.csv"))
-    inputs.qc = _read_table(qc[0], inputs) if qc else None
-    nt = sorted(rundir.glob("*.neutrophils.csv"))
-    inputs.qc_neutrophils = _read_table(nt[0], inputs) if nt else None
-    m = rundir / "reference" / "metrics.csv"
+    qc, nt = layout.store_table("qc"), layout.store_table("neutrophils")
+    inputs.qc = _read_table(qc, inputs) if qc.exists() else None
+    inputs.qc_neutrophils = _read_table(nt, inputs) if nt.exists() else None
+    m = layout.reference_metrics
     inputs.metrics = _read_table(m, inputs) if m.exists() else None
-    png = rundir / "reference" / "metrics.png"
+    png = layout.reference_metrics_png
     inputs.metrics_png = png if png.exists() else None
-    return inputs

@@ -87,7 +87,7 @@ def _no_analysis_note(rep: HtmlReport, inputs: RunInputs, what: str, *tables: st
 
     That is: the analysis has not run, it found no neutrophils, or all of ``tables`` are missing.
     """
-    if not inputs.atlas_is_analysed and not (inputs.rundir / "tables").is_dir():
+    if not inputs.atlas_is_analysed and not inputs.layout.tables.is_dir():
         rep.note(f"The analysis stage has not run (no annotated atlas.h5ad, no tables/), so there is no {what}. "
                  "Run the pipeline to the end (`atlas run CONFIG`), then `atlas report RUNDIR`.", "warn")
         return True

@@ -7,6 +7,7 @@ import logging
 import time
 from pathlib import Path
 
+from ..core.layout import RunLayout
 from .html import HtmlReport
 from .inputs import load_run
 from .sections import SECTIONS, summary
@@ -29,7 +30,7 @@ def write_report(rundir: str | Path, *, out: str | Path | None = None) -> Path:
     """
     t0 = time.perf_counter()
     inputs = load_run(rundir)
-    out = Path(out) if out is not None else inputs.rundir / "report.html"
+    out = Path(out) if out is not None else RunLayout(inputs.rundir).report
     name = (inputs.run_info or {}).get("name") or inputs.rundir.name
     rep = HtmlReport(
         "Pan-cancer neutrophil atlas: which cancers reprogram their neutrophils",

@@ -1,7 +1,9 @@
-"""Scoring dask arrays: row blocks scored where they live (``map_blocks``), the path beyond one machine.
+"""Dask executor: row blocks scored where they live (``map_blocks``), the path beyond one machine.
 
-A dask array of scipy CSR (or numpy) row blocks is scored block by block with the same kernels as
-the in-memory path (numba on the workers; cupy blocks use the CUDA kernels). Passes:
+A dask array of scipy CSR or numpy row blocks (host) or of cupyx CSR blocks (device) is scored block
+by block by the executor it is given (:mod:`atlas.score.exec_cpu` or :mod:`atlas.score.exec_gpu`,
+chosen once by :func:`atlas.score.executors.resolve_backend`), with the same signatures as they
+have. Passes:
 
 * row kernels (scores): ``map_blocks`` over row blocks, embarrassingly parallel;
 * stored values per gene (AUCell): per-block counts summed;
@@ -15,60 +17,63 @@ Works with any scheduler (threaded, ``distributed.Client``).
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
 
+from ..core.backend import is_device_array
 from ..core.errors import AtlasError
-from .engine import RowKernel, _raise_bad, _threads, cpu_rows, fold_chunk
+from .rowkernel import RowKernel
+from .sources import RowSource, as_source
 
 logger = logging.getLogger(__name__)
 
 
-def _block_csr(block: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def blocks_on_device(x: Any) -> bool:
+    """Whether a dask array's blocks are cupy arrays (read from its meta; no block is computed)."""
+    return is_device_array(getattr(x, "_meta", None))
+
+
+def _block_source(block: Any) -> RowSource:
+    """One block as a quiet :class:`RowSource` (host CSR canonicalised silently, as scipy sums it)."""
     if sp.issparse(block):
-        m = block.tocsr()
-    elif type(block).__module__.startswith("cupy"):
-        m = block
-    else:
-        m = sp.csr_matrix(np.asarray(block))
-    if sp.issparse(m) and not m.has_canonical_format:
+        block = block.tocsr()
+        if not block.has_canonical_format:
+            block = block.copy()
+            block.sum_duplicates()
+    src = as_source(block)
+    src.quiet = True
+    return src
+
+
+def _first_values(block: Any, n_values: int) -> np.ndarray:
+    if is_device_array(block):
+        block = block.get()
+    m = block.tocsr() if sp.issparse(block) else sp.csr_matrix(np.asarray(block))
+    if not m.has_canonical_format:
         m = m.copy()
         m.sum_duplicates()
-    return m.indptr.astype(np.int64), m.indices, m.data
+    return np.asarray(m.data[:n_values])
 
 
-def _rows_block(block: Any, kern: RowKernel) -> np.ndarray:
-    if type(block).__module__.startswith("cupy"):
-        from .exec_gpu import run_rows
-        from .sources import as_source
-
-        out = np.empty((block.shape[0], kern.n_out))
-        run_rows(as_source(block), kern, max(1, block.shape[0]), out)
-        return out
-    indptr, indices, data = _block_csr(block)
-    out, bad = cpu_rows(kern, indptr, indices, data)
-    _raise_bad(int(bad))
-    return out
+def _rows_block(block: Any, run_rows: Callable, kern: RowKernel, chunk_size: int) -> np.ndarray:
+    return run_rows(_block_source(block), kern, chunk_size)
 
 
-def _fold_block(acc: np.ndarray, block: Any, mode: int, target: float) -> np.ndarray:
-    acc = acc.copy()
-    indptr, indices, data = _block_csr(block)
-    _raise_bad(fold_chunk(indptr, indices, data, mode, target, acc))
-    return acc
+def _fold_block(
+    acc: np.ndarray, block: Any, run_fold: Callable, chunk_size: int, mode: int, target: float, dtype
+) -> np.ndarray:
+    return run_fold(_block_source(block), chunk_size, mode, target, dtype, acc)[0]
 
 
-def _counts_block(block: Any, n_cols: int) -> np.ndarray:
-    from .._kernels import cpu
-
-    _, indices, _ = _block_csr(block)
-    return cpu.col_counts(indices, n_cols, _threads())[None, :]
+def _counts_block(block: Any, run_col_counts: Callable, chunk_size: int) -> np.ndarray:
+    return run_col_counts(_block_source(block), chunk_size)[None, :]
 
 
 class DaskSource:
-    """A dask array seen by :func:`atlas.score.score_matrix`: runs every pass with dask."""
+    """A dask array seen by :func:`atlas.score.score_matrix` (the passes are run by :class:`DaskExecutor`)."""
 
     dense = False
 
@@ -86,39 +91,50 @@ class DaskSource:
 
     def first_values(self, n_values: int = 1_000_000) -> np.ndarray:
         """Stored values of the first row block (for the counts/normalised check)."""
-        block = self.x.blocks[0].compute()
-        if type(block).__module__.startswith("cupy"):
-            block = block.get()
-        _, _, data = _block_csr(block)
-        return np.asarray(data[:n_values])
+        return _first_values(self.x.blocks[0].compute(), n_values)
 
-    def run_rows(self, kern: RowKernel) -> np.ndarray:
+
+class DaskExecutor:
+    """Runs every pass with dask; each block is run by ``blocks`` (:mod:`~atlas.score.exec_cpu` or
+    :mod:`~atlas.score.exec_gpu`), with the same signatures as theirs."""
+
+    def __init__(self, blocks: Any) -> None:
+        self.blocks = blocks
+        self.NAME = blocks.NAME
+
+    def run_rows(self, src: DaskSource, kern: RowKernel, chunk_size: int) -> np.ndarray:
         """Row kernel over all blocks (``map_blocks``)."""
-        out = self.x.map_blocks(
+        out = src.x.map_blocks(
             _rows_block,
+            self.blocks.run_rows,
             kern,
+            chunk_size,
             dtype=np.float64,
-            chunks=(self.x.chunks[0], (kern.n_out,)),
+            chunks=(src.x.chunks[0], (kern.n_out,)),
             meta=np.empty((0, 0)),
         )
         return np.asarray(out.compute())
 
-    def run_col_counts(self) -> np.ndarray:
+    def run_fold(
+        self, src: DaskSource, chunk_size: int, mode: int, target: float, dtype, acc: np.ndarray | None = None
+    ) -> tuple[np.ndarray, None]:
+        """Gene sums folded block after block (scanpy's row order); stored values are not counted."""
+        import dask
+
+        dtype = np.dtype(dtype)
+        run = dask.delayed(np.zeros)(src.n_cols, dtype=dtype) if acc is None else np.array(acc, dtype=dtype)
+        for block in src.x.to_delayed().ravel():
+            run = dask.delayed(_fold_block)(run, block, self.blocks.run_fold, chunk_size, mode, target, dtype)
+        return np.asarray(dask.compute(run)[0]), None
+
+    def run_col_counts(self, src: DaskSource, chunk_size: int) -> np.ndarray:
         """Stored values per gene, summed over blocks."""
-        parts = self.x.map_blocks(
+        parts = src.x.map_blocks(
             _counts_block,
-            self.n_cols,
+            self.blocks.run_col_counts,
+            chunk_size,
             dtype=np.int64,
-            chunks=((1,) * len(self.x.chunks[0]), (self.n_cols,)),
+            chunks=((1,) * len(src.x.chunks[0]), (src.n_cols,)),
             meta=np.empty((0, 0), np.int64),
         )
         return np.asarray(parts.sum(axis=0).compute()).ravel()
-
-    def run_fold(self, mode: int, target: float, dtype: np.dtype) -> np.ndarray:
-        """Gene sums folded block after block (scanpy's row order)."""
-        import dask
-
-        acc = dask.delayed(np.zeros)(self.n_cols, dtype=dtype)
-        for block in self.x.to_delayed().ravel():
-            acc = dask.delayed(_fold_block)(acc, block, mode, target)
-        return np.asarray(acc.compute())

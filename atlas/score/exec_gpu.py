@@ -1,9 +1,10 @@
-"""GPU executor: the passes of :mod:`atlas.score.engine` on the device.
+"""GPU executor: the scoring passes with the CUDA kernels (cupy), row chunk by row chunk.
 
-Data already on the device (cupyx CSR) are processed in place in row chunks. Host data (in memory
-or on disk) are streamed to the device in row chunks through pinned buffers on two CUDA streams
-(:func:`atlas._kernels.gpu.stream_chunks`), so data larger than GPU memory work and copies overlap
-compute. Imported only when the GPU backend runs.
+Peer of :mod:`atlas.score.exec_cpu` (same functions, same signatures, same results up to float64
+rounding of the gene sums). Data already on the device (cupyx CSR) are processed in place in row
+chunks. Host data (in memory or on disk) are streamed to the device in row chunks through pinned
+buffers on two CUDA streams (:func:`atlas._kernels.gpu.stream_chunks`), so data larger than GPU
+memory work and copies overlap compute. Imported only when the GPU backend runs.
 """
 
 from __future__ import annotations
@@ -13,10 +14,11 @@ import logging
 import numpy as np
 
 from ..core.backend import get_cupy
-from .engine import RowKernel, _raise_bad
+from .rowkernel import RowKernel, raise_bad
 from .sources import RowSource, plan_chunks
 
 logger = logging.getLogger(__name__)
+NAME = "gpu"
 
 
 def _device_chunks(src: RowSource, chunk_size: int):
@@ -49,11 +51,12 @@ def _device_arrays(kern: RowKernel) -> dict:
     return {k: cp.asarray(v) for k, v in kern.arrays.items()}
 
 
-def run_rows(src: RowSource, kern: RowKernel, chunk_size: int, out: np.ndarray) -> None:
-    """Fill ``out`` with ``kern`` over all rows on the GPU (same results as the CPU twin)."""
+def run_rows(src: RowSource, kern: RowKernel, chunk_size: int) -> np.ndarray:
+    """``(n_rows, n_out)`` results of ``kern`` over all rows on the GPU (same results as the CPU twin)."""
     from .._kernels import gpu
 
     cp = get_cupy()
+    out = np.empty((src.n_rows, kern.n_out), order="F")
     a = _device_arrays(kern)
     p = kern.params
     bads = []
@@ -90,15 +93,20 @@ def run_rows(src: RowSource, kern: RowKernel, chunk_size: int, out: np.ndarray) 
 
     for start, stop, res in _each_chunk(src, chunk_size, work):
         out[start:stop] = res
-    _raise_bad(int(sum(int(b.get()[0]) for b in bads)))
+    raise_bad(int(sum(int(b.get()[0]) for b in bads)))
+    return out
 
 
-def run_fold(src: RowSource, chunk_size: int, mode: int, target: float, dtype: np.dtype) -> np.ndarray:
-    """Per-gene sums in row order on the GPU; chunks are folded strictly in order across streams."""
+def run_fold(
+    src: RowSource, chunk_size: int, mode: int, target: float, dtype, acc: np.ndarray | None = None
+) -> tuple[np.ndarray, None]:
+    """Per-gene sums in row order on the GPU (continuing from ``acc`` when given) and ``None``: the
+    GPU does not count stored values. Chunks are folded strictly in order across streams."""
     from .._kernels import gpu
 
     cp = get_cupy()
-    acc = cp.zeros(src.n_cols, dtype=dtype)
+    dtype = np.dtype(dtype)
+    acc = cp.zeros(src.n_cols, dtype=dtype) if acc is None else cp.array(acc, dtype=dtype)
     bads = []
     state = {"event": None}
 
@@ -113,12 +121,12 @@ def run_fold(src: RowSource, chunk_size: int, mode: int, target: float, dtype: n
     for _ in _each_chunk(src, chunk_size, work):
         pass
     cp.cuda.Device().synchronize()
-    _raise_bad(int(sum(int(b.get()[0]) for b in bads)))
-    return acc.get()
+    raise_bad(int(sum(int(b.get()[0]) for b in bads)))
+    return acc.get(), None
 
 
 def run_col_counts(src: RowSource, chunk_size: int) -> np.ndarray:
-    """Stored values per gene on the GPU."""
+    """Stored values per gene over all cells, on the GPU."""
     cp = get_cupy()
     parts = []
 

@@ -13,23 +13,27 @@ pass, whatever the number of signatures); ``"aucell"`` needs the count of stored
 (decoupler drops genes never stored); ``"ucell"`` and ``"mean"`` are one pass. Given a
 ``gene_stats`` cache (:class:`atlas.ingest.genestats.GeneStatsCache`, which :func:`atlas.score.score_store`
 passes), both first passes are read from it when it is valid, and a fresh first pass is saved to it.
+
+Layout: :func:`score_matrix` checks its inputs, chooses the executor once
+(:func:`atlas.score.executors.plan`), prepares a :class:`ScorePass` and dispatches to one plain
+function per method (:data:`METHOD_FUNCTIONS`).
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import numpy as np
 import scipy.sparse as sp
 
-from ..core.backend import is_dask_array, resolve_backend
 from ..core.errors import AtlasError
-from .engine import RowKernel, run_col_counts, run_fold, run_rows
+from .executors import Executor, plan
+from .rowkernel import RowKernel
 from .scanpy_compat import control_sets, finalize_gene_means, fold_dtype
-from .sources import as_source, looks_like_counts
+from .sources import looks_like_counts
 
 logger = logging.getLogger(__name__)
 
@@ -158,7 +162,8 @@ def score_matrix(
         ``"auto"`` normalises integer counts (counts per ``target_sum``, log1p) on the fly and uses
         other data as they are; ``True``/``False`` force it. Ignored by the rank methods.
     backend
-        ``"auto"``, ``"cpu"`` or ``"gpu"`` (see :mod:`atlas.core.backend`).
+        ``"auto"``, ``"cpu"`` or ``"gpu"`` (see :func:`atlas.score.executors.resolve_backend`; the
+        backend that ran is ``details.backend``).
     chunk_size
         Cells per row chunk (bounds memory).
     ctrl_size, n_bins, random_state
@@ -192,116 +197,160 @@ def score_matrix(
     sets = [np.unique(np.asarray(g, dtype=np.int64)) for g in gene_sets]
     for j, g in enumerate(sets):
         if g.size == 0:
-            raise AtlasError(f"signature {names[j] if names else j!r} has no genes in the matrix")
-    if is_dask_array(X):
-        from .exec_dask import DaskSource
-
-        src = DaskSource(X)
-        be = resolve_backend(backend)
-    else:
-        src = as_source(X)
-        be = resolve_backend(backend, X)
+            raise AtlasError(f"signature {_label(names, j)!r} has no genes in the matrix")
+    run = plan(X, backend)
     if chunk_size < 1:
         raise AtlasError(f"chunk_size must be >= 1, got {chunk_size}")
-    n_genes = src.n_cols
+    n_genes = run.src.n_cols
     for j, g in enumerate(sets):
         if g.size and (g[0] < 0 or g[-1] >= n_genes):
-            raise AtlasError(
-                f"signature {names[j] if names else j!r}: gene index out of range 0..{n_genes - 1}"
-            )
-    mode = decide_normalization(src.first_values(), src.dtype, normalize, method)
-    details = ScoreDetails(method=method, backend=be, normalized=mode != 0)
-    kw = {"backend": be, "chunk_size": chunk_size}
-    S = len(sets)
+            raise AtlasError(f"signature {_label(names, j)!r}: gene index out of range 0..{n_genes - 1}")
+    mode = decide_normalization(run.src.first_values(), run.src.dtype, normalize, method)
+    p = ScorePass(
+        src=run.src,
+        executor=run.executor,
+        chunk_size=chunk_size,
+        sets=sets,
+        mode=mode,
+        target_sum=float(target_sum),
+        names=list(names) if names else None,
+        gene_stats=gene_stats,
+        details=ScoreDetails(method=method, backend=run.backend, normalized=mode != 0),
+    )
+    params = MethodParams(ctrl_size, n_bins, random_state, max_rank, n_up, n_missing)
+    return METHOD_FUNCTIONS[method](p, params), p.details
 
-    if method == "mean":
-        kern = RowKernel(
-            "weighted_sum",
-            S,
-            membership(sets, n_genes, [1.0 / g.size for g in sets]),
-            {"mode": mode, "target": float(target_sum)},
-        )
-        return src_rows(src, kern, kw), details
 
-    if method == "scanpy":
-        dtype = fold_dtype(src.dtype, mode)
-        sums = None if gene_stats is None else gene_stats.sums(mode, float(target_sum), dtype)
-        if sums is None:
-            sums, nnz = src_fold(src, kw, mode, target_sum, dtype)
-            if gene_stats is not None:
-                from ..ingest.genestats import GeneStats
+@dataclass
+class ScorePass:
+    """What every method shares: the matrix (source + executor), the gene sets and the normalisation."""
 
-                gene_stats.save(GeneStats(sums, nnz, src.n_rows, mode, float(target_sum)))
-        else:
-            logger.info("gene means from the cache %s (one pass over the matrix)", gene_stats.path)
-        means = finalize_gene_means(sums, src.n_rows, dense=src.dense)
-        ctrls = control_sets(
-            means,
-            sets,
-            ctrl_size=ctrl_size,
-            n_bins=n_bins,
-            random_state=random_state,
-            names=list(names) if names else None,
-        )
-        details.n_controls = [int(c.size) for c in ctrls]
-        # set genes and control genes are disjoint: one signed column per signature
-        weights = [1.0 / g.size for g in sets] + [-1.0 / c.size for c in ctrls]
-        w = membership([*sets, *ctrls], n_genes, weights, columns=[*range(S), *range(S)], n_out=S)
-        kern = RowKernel("weighted_sum", S, w, {"mode": mode, "target": float(target_sum)})
-        return src_rows(src, kern, kw), details
+    src: Any
+    executor: Executor
+    chunk_size: int
+    sets: list[np.ndarray]
+    mode: int
+    target_sum: float
+    names: list[str] | None
+    gene_stats: Any
+    details: ScoreDetails
 
-    if method == "ucell":
-        if max_rank < 1:
-            raise AtlasError(f"max_rank must be >= 1, got {max_rank}")
-        tb = np.arange(n_genes, dtype=np.int64)
-        arrays = _rank_arrays(sets, n_genes, tb, tb)
-        kern = RowKernel("rank", S, arrays, {"mode": 1, "cap": int(max_rank), "nvar": n_genes})
-        out = src_rows(src, kern, kw)
-        miss = np.zeros(S) if n_missing is None else np.asarray(n_missing, dtype=np.float64)
-        return ucell_finalize(out, np.array([g.size for g in sets]) + miss, max_rank), details
+    @property
+    def n_genes(self) -> int:
+        return self.src.n_cols
 
-    # aucell
-    counts = None if gene_stats is None else gene_stats.nnz()
+    def rows(self, name: str, arrays: dict[str, np.ndarray], params: dict[str, Any]) -> np.ndarray:
+        """Run one row kernel with one output column per signature over every cell."""
+        kern = RowKernel(name, len(self.sets), arrays, params)
+        return self.executor.run_rows(self.src, kern, self.chunk_size)
+
+
+@dataclass(frozen=True)
+class MethodParams:
+    """The method-specific parameters of :func:`score_matrix` (each method reads its own)."""
+
+    ctrl_size: int
+    n_bins: int
+    random_state: int | np.random.RandomState | None
+    max_rank: int
+    n_up: int | None
+    n_missing: Sequence[int] | None
+
+
+def score_mean(p: ScorePass, o: MethodParams) -> np.ndarray:
+    """Mean of each signature's genes."""
+    w = membership(p.sets, p.n_genes, [1.0 / g.size for g in p.sets])
+    return p.rows("weighted_sum", w, {"mode": p.mode, "target": p.target_sum})
+
+
+def score_scanpy(p: ScorePass, o: MethodParams) -> np.ndarray:
+    """``sc.tl.score_genes``: mean of the set minus mean of its control genes."""
+    ctrls = control_sets(
+        gene_means(p),
+        p.sets,
+        ctrl_size=o.ctrl_size,
+        n_bins=o.n_bins,
+        random_state=o.random_state,
+        names=p.names,
+    )
+    p.details.n_controls = [int(c.size) for c in ctrls]
+    # set genes and control genes are disjoint: one signed column per signature
+    S = len(p.sets)
+    weights = [1.0 / g.size for g in p.sets] + [-1.0 / c.size for c in ctrls]
+    w = membership([*p.sets, *ctrls], p.n_genes, weights, columns=[*range(S), *range(S)], n_out=S)
+    return p.rows("weighted_sum", w, {"mode": p.mode, "target": p.target_sum})
+
+
+def score_ucell(p: ScorePass, o: MethodParams) -> np.ndarray:
+    """pyUCell's U statistic over each cell's top ``max_rank`` genes."""
+    if o.max_rank < 1:
+        raise AtlasError(f"max_rank must be >= 1, got {o.max_rank}")
+    tb = np.arange(p.n_genes, dtype=np.int64)
+    out = p.rows(
+        "rank",
+        _rank_arrays(p.sets, p.n_genes, tb, tb),
+        {"mode": 1, "cap": int(o.max_rank), "nvar": p.n_genes},
+    )
+    miss = np.zeros(len(p.sets)) if o.n_missing is None else np.asarray(o.n_missing, dtype=np.float64)
+    return ucell_finalize(out, np.array([g.size for g in p.sets]) + miss, o.max_rank)
+
+
+def score_aucell(p: ScorePass, o: MethodParams) -> np.ndarray:
+    """decoupler's AUCell over the genes stored in at least one cell."""
+    counts = None if p.gene_stats is None else p.gene_stats.nnz()
     if counts is None:
-        counts = src_col_counts(src, kw)
+        counts = src_col_counts(p)
     universe = np.flatnonzero(counts > 0)
     nvar = int(universe.size)
-    details.n_genes_ranked = nvar
-    kept = [np.intersect1d(g, universe) for g in sets]
-    details.dropped_unexpressed = [np.setdiff1d(g, universe) for g in sets]
+    p.details.n_genes_ranked = nvar
+    kept = [np.intersect1d(g, universe) for g in p.sets]
+    p.details.dropped_unexpressed = [np.setdiff1d(g, universe) for g in p.sets]
     for j, g in enumerate(kept):
         if g.size == 0:
-            raise AtlasError(
-                f"signature {names[j] if names else j!r}: none of its genes is expressed in any cell"
-            )
-    n_up = aucell_n_up(nvar, n_up)
-    details.n_up = n_up
-    tb, tb_inv = aucell_tie_order(n_genes, universe, random_state)
-    arrays = _rank_arrays(kept, n_genes, tb, tb_inv)
-    kern = RowKernel("rank", S, arrays, {"mode": 0, "cap": n_up, "nvar": nvar})
-    out = src_rows(src, kern, kw)
-    return aucell_finalize(out, np.array([g.size for g in kept]), n_up), details
+            raise AtlasError(f"signature {_label(p.names, j)!r}: none of its genes is expressed in any cell")
+    n_up = aucell_n_up(nvar, o.n_up)
+    p.details.n_up = n_up
+    tb, tb_inv = aucell_tie_order(p.n_genes, universe, o.random_state)
+    out = p.rows("rank", _rank_arrays(kept, p.n_genes, tb, tb_inv), {"mode": 0, "cap": n_up, "nvar": nvar})
+    return aucell_finalize(out, np.array([g.size for g in kept]), n_up)
 
 
-def src_rows(src, kern, kw):
-    """Row pass on any source (dask sources run their own executor)."""
-    if hasattr(src, "run_rows"):
-        return src.run_rows(kern)
-    return run_rows(src, kern, **kw)
+#: One plain function per method; :func:`score_matrix` prepares a :class:`ScorePass` and dispatches.
+METHOD_FUNCTIONS: dict[str, Callable[[ScorePass, MethodParams], np.ndarray]] = {
+    "scanpy": score_scanpy,
+    "aucell": score_aucell,
+    "ucell": score_ucell,
+    "mean": score_mean,
+}
 
 
-def src_fold(src, kw, mode, target, dtype):
-    """Gene-sum pass on any source: ``(sums, stored values per gene or None)``."""
-    if hasattr(src, "run_fold"):
-        return src.run_fold(mode, float(target), np.dtype(dtype)), None
-    return run_fold(src, mode=mode, target=float(target), dtype=dtype, **kw)
+def gene_means(p: ScorePass) -> np.ndarray:
+    """Gene means as scanpy computes them: from the cache when valid, else one pass (then cached)."""
+    dtype = fold_dtype(p.src.dtype, p.mode)
+    sums = None if p.gene_stats is None else p.gene_stats.sums(p.mode, p.target_sum, dtype)
+    if sums is None:
+        sums, nnz = src_fold(p, dtype)
+        if p.gene_stats is not None:
+            from ..ingest.genestats import GeneStats
+
+            p.gene_stats.save(GeneStats(sums, nnz, p.src.n_rows, p.mode, p.target_sum))
+    else:
+        logger.info("gene means from the cache %s (one pass over the matrix)", p.gene_stats.path)
+    return finalize_gene_means(sums, p.src.n_rows, dense=p.src.dense)
 
 
-def src_col_counts(src, kw):
-    """Stored-values-per-gene pass on any source."""
-    if hasattr(src, "run_col_counts"):
-        return src.run_col_counts()
-    return run_col_counts(src, **kw)
+def src_fold(p: ScorePass, dtype) -> tuple[np.ndarray, np.ndarray | None]:
+    """The gene-sum pass: ``(sums, stored values per gene or None)``."""
+    return p.executor.run_fold(p.src, p.chunk_size, p.mode, p.target_sum, np.dtype(dtype))
+
+
+def src_col_counts(p: ScorePass) -> np.ndarray:
+    """The stored-values-per-gene pass."""
+    return p.executor.run_col_counts(p.src, p.chunk_size)
+
+
+def _label(names: Sequence[str] | None, j: int) -> str | int:
+    return names[j] if names else j
 
 
 def _rank_arrays(sets, n_genes, tb, tb_inv) -> dict[str, np.ndarray]:

@@ -1,9 +1,11 @@
-"""Settings of the score stage (``atlas score``, the pipeline's ``score`` section and ``analyse``)."""
+"""The one model of scoring settings: ``atlas score``, the pipeline's ``score`` section, the signatures
+``analyse`` scores itself and the keyword arguments of :func:`atlas.score.score_store` all go through
+:class:`ScoreConfig` (YAML field names are its field names)."""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field
 
@@ -17,7 +19,10 @@ DEFAULT_SIGNATURES = [
 
 
 class ScoreConfig(StrictModel):
-    """Signature scoring of the store (``atlas score`` and the pipeline's score stage)."""
+    """How signatures are scored on a store (``atlas score``, the pipeline's score stage, ``analyse``).
+
+    The lower bounds are the scorer's own; the CLI's options keep sensible minimums for stores.
+    """
 
     signatures: list[str] | Path = Field(
         default_factory=lambda: list(DEFAULT_SIGNATURES),
@@ -27,11 +32,21 @@ class ScoreConfig(StrictModel):
         "scanpy", description="scanpy = mean minus control genes (sc.tl.score_genes); aucell/ucell = rank based"
     )
     backend: Literal["auto", "cpu", "gpu"] = Field("auto", description="gpu needs cupy and a CUDA device")
-    chunk_size: int = Field(50_000, ge=100, description="cells per chunk streamed from the store")
+    chunk_size: int = Field(50_000, ge=1, description="cells per chunk streamed from the store")
     normalize: Literal["auto"] | bool = Field(
         "auto", description="counts per 10k + log1p fused into the pass; auto = when the matrix holds counts"
     )
     ctrl_size: int = Field(50, ge=1)
     n_bins: int = Field(25, ge=1)
-    max_rank: int = Field(1500, ge=10, description="UCell max rank / AUCell top genes")
+    max_rank: int = Field(1500, ge=1, description="UCell max rank / AUCell top genes")
     random_state: int = 0
+
+    def kwargs(self) -> dict[str, Any]:
+        """Keyword arguments of :func:`atlas.score.score_store` (every setting but the signatures)."""
+        return {"method": self.method, "ctrl_size": self.ctrl_size, "n_bins": self.n_bins,
+                "random_state": self.random_state, "normalize": self.normalize, "backend": self.backend,
+                "chunk_size": self.chunk_size, "max_rank": self.max_rank}  # fmt: skip
+
+    def signature_arg(self) -> list[str] | str:
+        """``signatures`` as :func:`atlas.score.score_store` takes them (a file as a path string)."""
+        return list(self.signatures) if isinstance(self.signatures, list) else str(self.signatures)

@@ -7,7 +7,7 @@ so kernels index the chunk's arrays with ``indptr[i] - indptr[0]`` in 64-bit ari
 Supported: scipy CSR (views, no copy) and CSC (converted once, logged), numpy arrays, cupyx CSR
 on the GPU, backed sparse datasets (``anndata.io.sparse_dataset`` on an h5py/zarr group, or the
 group itself; h5py groups are read by :mod:`atlas.score.h5rows`: memory-mapped or read ahead on a
-thread), and dense h5py/zarr arrays. Dask arrays take their own path (``exec_dask.py``). A chunk's
+thread), and dense h5py/zarr arrays. Dask arrays are wrapped by ``exec_dask.DaskSource``. A chunk's
 arrays are valid until the next chunk is requested (buffers are reused).
 """
 
@@ -22,6 +22,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from ..core.errors import AtlasError
+from ..core.progress import track
 
 logger = logging.getLogger(__name__)
 
@@ -63,6 +64,12 @@ class RowSource:
     kind: str
     _obj: Any = None
     _indptr: np.ndarray | None = None
+    quiet: bool = False  # no progress bar (a block scored inside a Dask task)
+
+    def tracked_chunks(self, chunk_size: int, description: str) -> Iterator[Chunk]:
+        """:meth:`chunks` with a progress bar unless the source is ``quiet``."""
+        chunks = self.chunks(chunk_size)
+        return chunks if self.quiet else track(chunks, description)
 
     def chunks(self, chunk_size: int) -> Iterator[Chunk]:
         """Yield ``(start, stop, indptr, indices, data)`` row chunks in order."""
@@ -100,8 +107,11 @@ class RowSource:
                 stop = min(self.n_rows, start + chunk_size)
                 block = sp.csr_matrix(np.ascontiguousarray(np.asarray(x[start:stop])))
                 yield start, stop, block.indptr.astype(np.int64), block.indices, block.data
-        else:  # pragma: no cover - device sources are iterated by the GPU executor
-            raise AtlasError(f"a {self.kind} matrix cannot be read in host chunks")
+        else:  # device sources are iterated by the GPU executor
+            raise AtlasError(
+                "the CPU backend was given a matrix on the GPU (cupy); pass backend='gpu' (or 'auto'), "
+                "or move it to the host first (.get(); for a dask array x.map_blocks(lambda b: b.get()))"
+            )
 
     def first_values(self, n_values: int = 1_000_000) -> np.ndarray:
         """Up to ``n_values`` stored values from the first rows (for the counts/normalised check)."""

@@ -25,6 +25,7 @@ from ..ingest.genestats import GeneStatsCache
 from .adata import prepare_sets
 from .gene_sets import resolve_gene_sets
 from .matrix import DEFAULT_CHUNK_SIZE, Method, score_matrix
+from .settings import ScoreConfig
 
 logger = logging.getLogger(__name__)
 
@@ -108,7 +109,10 @@ def score_store(
         AnnData store on disk (CSR ``X`` or ``layers/<layer>``; dense matrices work too).
     signatures
         As in :func:`atlas.score.score_signatures`.
-    method, backend, chunk_size, normalize, ctrl_size, n_bins, random_state, max_rank, n_up, species, target_sum
+    method, backend, chunk_size, normalize, ctrl_size, n_bins, random_state, max_rank
+        As in :func:`atlas.score.score_signatures`; validated by :class:`~atlas.score.settings.ScoreConfig`
+        (a :class:`~atlas.core.errors.ConfigError` names a bad one).
+    n_up, species, target_sum
         As in :func:`atlas.score.score_signatures`.
     out_path
         Parquet file to write atomically (cells x signatures, index ``obs_names``); not written when None.
@@ -125,6 +129,14 @@ def score_store(
     """
     from anndata.io import sparse_dataset
 
+    from ..core.settings import validate
+
+    opts = validate(
+        ScoreConfig,
+        {"method": method, "backend": backend, "chunk_size": chunk_size, "normalize": normalize,
+         "ctrl_size": ctrl_size, "n_bins": n_bins, "random_state": random_state, "max_rank": max_rank},
+        "score_store() arguments",
+    ).kwargs()  # fmt: skip
     store_path = Path(store_path)
     with _open_store(store_path) as root:
         key = "X" if layer is None else f"layers/{layer}"
@@ -151,19 +163,12 @@ def score_store(
             key,
             len(obs_names),
             len(var_names),
-            method,
+            opts["method"],
         )
         scores, details = score_matrix(
             X,
             idx,
-            method=method,
-            normalize=normalize,
-            backend=backend,
-            chunk_size=chunk_size,
-            ctrl_size=ctrl_size,
-            n_bins=n_bins,
-            random_state=random_state,
-            max_rank=max_rank,
+            **opts,
             n_up=n_up,
             target_sum=target_sum,
             names=names,
@@ -172,7 +177,7 @@ def score_store(
     df = pd.DataFrame(scores, index=obs_names, columns=names, copy=False)
     df.index.name = "obs_names"
     df.attrs["report"] = {
-        "method": method,
+        "method": opts["method"],
         "store": str(store_path),
         "matrix": key,
         "signatures": reports,

@@ -18,6 +18,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from ..core.layout import RunLayout
+
 __all__ = [
     "CELL_TYPES",
     "cancer_figures",
@@ -66,7 +68,7 @@ def _supervised_ceiling(rundir: Path) -> float:
     """:func:`supervised_ceiling` of the run's neutrophil sub-atlas latent (NaN without one)."""
     import anndata as ad
 
-    path = rundir / "neutrophils.h5ad"
+    path = RunLayout(rundir).neutrophils
     if not path.exists():
         return float("nan")
     sub = ad.read_h5ad(path)
@@ -84,7 +86,8 @@ def evaluate_run(rundir: str | Path) -> dict[str, float | pd.DataFrame]:
     from sklearn.metrics import f1_score, precision_score, recall_score
 
     rundir = Path(rundir)
-    obs = ad.read_h5ad(rundir / "atlas.h5ad", backed="r").obs
+    lay = RunLayout(rundir)
+    obs = ad.read_h5ad(lay.atlas, backed="r").obs
     truth_type = obs["truth_cell_type"].astype(str).to_numpy()
     is_true = truth_type == "neutrophil"
     called = obs["is_neutrophil"].to_numpy(bool)
@@ -120,10 +123,10 @@ def evaluate_run(rundir: str | Path) -> dict[str, float | pd.DataFrame]:
 
     out["pseudotime_spearman_supervised_ceiling"] = _supervised_ceiling(rundir)
 
-    est = pd.read_csv(rundir / "tables" / "cancer_types.csv")
+    est = pd.read_csv(lay.table("cancer_types"))
     est = est[est["tissue"] == "tumour"]
-    truth = pd.read_csv(rundir / "data" / "truth" / "cancer_types.csv")
-    patients = pd.read_csv(rundir / "data" / "truth" / "patients.csv")
+    truth = pd.read_csv(lay.truth / "cancer_types.csv")
+    patients = pd.read_csv(lay.truth / "patients.csv")
     # the mean over this cohort's patients of their realised tumour fractions (what the estimate targets)
     cohort = (
         patients.dropna(subset=["realised_t3_fraction"]).groupby("cancer_type")["realised_t3_fraction"].mean()
@@ -413,10 +416,10 @@ def evaluate_robustness(rundir: str | Path, truth_input: pd.DataFrame | None = N
     """
     import anndata as ad
 
-    rundir = Path(rundir)
+    lay = RunLayout(rundir)
     if truth_input is None:
-        truth_input = input_truth(rundir / "data")
-    obs = ad.read_h5ad(rundir / "atlas.h5ad", backed="r").obs
+        truth_input = input_truth(lay.data)
+    obs = ad.read_h5ad(lay.atlas, backed="r").obs
     passed = obs["passed_qc"].to_numpy(bool) if "passed_qc" in obs else np.ones(len(obs), bool)
     called = obs["is_neutrophil"].to_numpy(bool)
     out: dict = {"n_cells": float(passed.sum())}
@@ -425,7 +428,7 @@ def evaluate_robustness(rundir: str | Path, truth_input: pd.DataFrame | None = N
     ct, reliability = cell_type_figures(q["truth_cell_type"].to_numpy(), q["cell_type"].to_numpy(),
                                         q["cell_type_confidence"].to_numpy(float))  # fmt: skip
     out.update(ct)
-    metrics = rundir / "reference" / "metrics.csv"
+    metrics = lay.reference_metrics
     out.update(integration_figures(pd.read_csv(metrics) if metrics.exists() else pd.DataFrame()))
 
     sub = q[(q["truth_cell_type"].astype(str) == "neutrophil").to_numpy() & q["is_neutrophil"].to_numpy(bool)]
@@ -438,10 +441,8 @@ def evaluate_robustness(rundir: str | Path, truth_input: pd.DataFrame | None = N
     out["pseudotime_spearman"] = _spearman(sub["reprogramming_pseudotime"].to_numpy(float),
                                            sub["truth_pseudotime"].to_numpy(float))  # fmt: skip
 
-    est = pd.read_csv(rundir / "tables" / "cancer_types.csv")
-    cf, table = cancer_figures(
-        est[est["tissue"] == "tumour"], pd.read_csv(rundir / "data" / "truth" / "cancer_types.csv")
-    )
+    est = pd.read_csv(lay.table("cancer_types"))
+    cf, table = cancer_figures(est[est["tissue"] == "tumour"], pd.read_csv(lay.truth / "cancer_types.csv"))
     out.update(cf)
     out["reliability"] = reliability
     out["cancer_types"] = table

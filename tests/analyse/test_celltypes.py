@@ -7,7 +7,7 @@ import pytest
 
 from atlas.analyse.celltypes import UNKNOWN, CellTypeRule, annotate_cell_types, auto_resolution
 from atlas.analyse.settings import AnalysisSettings
-from atlas.analyse.stage import _second_qc_pass
+from atlas.analyse.steps import _second_qc_pass
 
 TYPES = ["neutrophil", "monocyte", "T"]
 

@@ -28,7 +28,7 @@ def fast():
 
 @pytest.fixture(scope="session")
 def _toy_base():
-    from atlas.integrate.testing import toy_atlas
+    from helpers.integrate_fixtures import toy_atlas
 
     return toy_atlas(1500, 300, n_types=4, n_datasets=3, samples_per_dataset=2, seed=0)
 

@@ -10,8 +10,11 @@ pytestmark = pytest.mark.gpu
 def _cuda():
     import torch
 
-    if not torch.cuda.is_available():
-        pytest.skip("torch sees no CUDA device")
+    from atlas.core.backend import torch_cuda_status
+
+    ok, why = torch_cuda_status()
+    if not ok:
+        pytest.skip(f"torch sees no CUDA device: {why}")
     return torch.device("cuda")
 
 

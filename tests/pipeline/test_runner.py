@@ -50,7 +50,8 @@ def test_rerun_skips_unchanged_stages(tmp_path, toy_stages):
     assert r1.ran == ["first", "second"] and r2.skipped == ["first", "second"]
     assert toy_stages == {"first": 1, "second": 1, "crash_second": False}
     prov = json.loads((tmp_path / "run" / "provenance.json").read_text())
-    assert prov["seeds"] == {"pipeline": 0, "simulate": 0} and "numpy" in prov["packages"]
+    assert prov["seeds"] == {"pipeline": 0, "simulate": 0, "ingest.qc": 0, "integrate": 0, "score": 0, "analyse": 0}
+    assert "numpy" in prov["packages"]
     assert (tmp_path / "run" / "config.resolved.yaml").read_text().startswith("name: toy")
 
 

@@ -72,7 +72,7 @@ def mouse_cfg(ingest_cfg):
 @pytest.fixture(scope="session")
 def ref_run(tmp_path_factory, ingest_cfg):
     """A reference run directory (ds03-ds06, no B cells), annotated from the ground truth."""
-    from atlas.query.testing import build_reference_run
+    from helpers.query_fixtures import build_reference_run
 
     cfg = _subset(ingest_cfg, {"ds03_NSCLC", "ds04_CRC", "ds05_BRCA", "ds06_melanoma"})
     return build_reference_run(cfg, tmp_path_factory.mktemp("qref") / "run", IntegrateSettings(**TINY_INTEGRATE),

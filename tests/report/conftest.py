@@ -1,6 +1,6 @@
 """Fixtures of the report tests: synthetic run directories (docs/run_directory.md) and their reports.
 
-The run directories come from :func:`atlas.report.testing.synthetic_run_dir` (fake cells, tables
+The run directories come from :func:`helpers.report_fixtures.synthetic_run_dir` (fake cells, tables
 computed from them, QC, metrics, provenance); each variant's report is built once per session.
 """
 
@@ -12,7 +12,7 @@ import shutil
 import pandas as pd
 import pytest
 
-from atlas.report.testing import synthetic_run_dir
+from helpers.report_fixtures import synthetic_run_dir
 
 
 @pytest.fixture(scope="session")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
-from atlas.report.testing import synthetic_run_dir
+from helpers.report_fixtures import synthetic_run_dir
 
 
 def _atlas(*args):

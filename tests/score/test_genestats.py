@@ -12,7 +12,7 @@ import pytest
 import atlas.score as atlas_score
 from atlas.ingest.genestats import GeneStatsCache, sidecar_path
 from atlas.score import matrix
-from atlas.score.engine import run_fold
+from atlas.score.exec_cpu import run_fold
 from atlas.score.sources import as_source
 
 pytestmark = pytest.mark.filterwarnings("ignore")
@@ -41,9 +41,7 @@ def test_cache_written_then_used_with_identical_scores(store, sets, adata, monke
     assert side.name == "store.genestats.parquet" and side.is_file()
     # bit-identical to the first pass (float32 sums in scanpy's row order) and to the stored counts
     with h5py.File(store) as f:
-        sums, nnz = run_fold(
-            as_source(f["X"]), backend="cpu", chunk_size=50, mode=1, target=1e4, dtype=np.float32
-        )
+        sums, nnz = run_fold(as_source(f["X"]), chunk_size=50, mode=1, target=1e4, dtype=np.float32)
     cached = GeneStatsCache(store).load()
     np.testing.assert_array_equal(cached.sums, sums)
     np.testing.assert_array_equal(cached.nnz, np.bincount(adata.X.indices, minlength=adata.n_vars))

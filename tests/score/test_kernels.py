@@ -13,8 +13,9 @@ import atlas.score as tl
 from atlas._kernels import cpu, kernel_sources
 from atlas.core.backend import gpu_available, resolve_backend
 from atlas.core.errors import AtlasError
-from atlas.score.engine import RowKernel, cpu_rows
+from atlas.score.exec_cpu import rows_chunk as cpu_rows
 from atlas.score.matrix import _rank_arrays, membership
+from atlas.score.rowkernel import RowKernel
 from atlas.score.sources import plan_chunks
 
 pytestmark = pytest.mark.filterwarnings("ignore")
@@ -154,18 +155,16 @@ def test_gpu_fold_matches_cpu_fold(counts):
     import cupy as cp
     import cupyx.scipy.sparse as csp
 
-    from atlas.score.engine import run_fold
+    from atlas.score import exec_cpu, exec_gpu
     from atlas.score.sources import as_source
 
     for mode in (0, 1, 2):
         dt = np.float64 if mode == 2 else np.float32
-        ref, _ = run_fold(as_source(counts), backend="cpu", chunk_size=50, mode=mode, target=1e4, dtype=dt)
-        got, _ = run_fold(
-            as_source(csp.csr_matrix(counts)), backend="gpu", chunk_size=50, mode=mode, target=1e4, dtype=dt
+        ref, _ = exec_cpu.run_fold(as_source(counts), chunk_size=50, mode=mode, target=1e4, dtype=dt)
+        got, _ = exec_gpu.run_fold(
+            as_source(csp.csr_matrix(counts)), chunk_size=50, mode=mode, target=1e4, dtype=dt
         )
-        streamed, _ = run_fold(
-            as_source(counts), backend="gpu", chunk_size=50, mode=mode, target=1e4, dtype=dt
-        )
+        streamed, _ = exec_gpu.run_fold(as_source(counts), chunk_size=50, mode=mode, target=1e4, dtype=dt)
         cp.cuda.Device().synchronize()
         np.testing.assert_allclose(got, ref, rtol=1e-13, atol=0)
         np.testing.assert_allclose(streamed, ref, rtol=1e-13, atol=0)

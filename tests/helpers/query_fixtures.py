@@ -16,9 +16,9 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 
-from ..ingest.settings import IngestConfig
-from ..integrate.settings import IntegrateSettings
-from ..score.settings import DEFAULT_SIGNATURES
+from atlas.ingest.settings import IngestConfig
+from atlas.integrate.settings import IntegrateSettings
+from atlas.score.settings import DEFAULT_SIGNATURES
 
 __all__ = ["annotate_from_truth", "build_reference_run"]
 
@@ -35,8 +35,8 @@ def annotate_from_truth(rundir: Path, scores: pd.DataFrame, signatures: list[str
     """
     import anndata as ad
 
-    from ..analyse import apply_reprogramming_axis, fit_reprogramming_axis
-    from ..core.atomic import write_anndata
+    from atlas.analyse import apply_reprogramming_axis, fit_reprogramming_axis
+    from atlas.core.atomic import write_anndata
 
     atlas = ad.read_h5ad(rundir / "reference" / "atlas.h5ad")
     obs = atlas.obs
@@ -88,9 +88,9 @@ def build_reference_run(
     """
     import anndata as ad
 
-    from ..ingest.stage import ingest
-    from ..integrate import integrate_store
-    from ..score import score_store
+    from atlas.ingest.stage import ingest
+    from atlas.integrate import integrate_store
+    from atlas.score import score_store
 
     rundir = Path(rundir)
     rundir.mkdir(parents=True, exist_ok=True)
@@ -106,7 +106,7 @@ def build_reference_run(
     kw = {k: v for k, v in SCORING.items() if k != "max_rank"}
     scores = score_store(store, sigs, out_path=rundir / "scores.parquet", max_rank=SCORING["max_rank"], **kw)
     if annotate == "analysis":
-        from ..analyse.stage import analyse
+        from atlas.analyse.stage import analyse
 
         analyse(rundir, store=store, refdir=rundir / "reference", scores=rundir / "scores.parquet",
                 subatlas_base=integrate)  # fmt: skip

@@ -16,6 +16,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from atlas.core.layout import RunLayout
+
 __all__ = ["synthetic_run_dir"]
 
 CELL_TYPES = ["neutrophil", "monocyte", "macrophage", "T", "B", "NK", "tumour_epithelial", "fibroblast",
@@ -203,7 +205,8 @@ def synthetic_run_dir(path: str | Path, *, n_cells: int = 3000, seed: int = 0, w
     import yaml
 
     run = Path(path)
-    (run / "reference").mkdir(parents=True, exist_ok=True)
+    lay = RunLayout(run)
+    lay.reference.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
     obs = _annotate(_cells(n_cells, rng, with_neutrophils), rng)
     umap = _umap(obs, rng)
@@ -218,9 +221,9 @@ def synthetic_run_dir(path: str | Path, *, n_cells: int = 3000, seed: int = 0, w
 
     schema = ["dataset_id", "sample_id", "patient_id", "cancer_type", "tissue", "platform", "species",
               "truth_cell_type", "truth_state", "truth_pseudotime", "leiden"]
-    adata(obs[schema].copy(), umap, latent).write_h5ad(run / "reference" / "atlas.h5ad")
+    adata(obs[schema].copy(), umap, latent).write_h5ad(lay.reference_atlas)
     scores = obs[SCORES].astype(np.float32)
-    scores.to_parquet(run / "scores.parquet")
+    scores.to_parquet(lay.scores)
 
     # ingest side tables
     qc = obs.groupby("dataset_id", observed=True).size().rename("cells_out").reset_index()
@@ -231,10 +234,10 @@ def synthetic_run_dir(path: str | Path, *, n_cells: int = 3000, seed: int = 0, w
     qc["kept_by_neutrophil_floor"] = 7
     qc["qc_enabled"] = True
     qc["min_counts"], qc["min_genes"], qc["max_pct_mito"] = 500, 200, 20.0
-    qc.to_csv(run / "store.qc.csv", index=False)
+    qc.to_csv(lay.store_table("qc"), index=False)
     nt = qc[["dataset_id"]].assign(evidence_cells_in=120, evidence_cells_out=110, evidence_cells_removed=10,
                                    kept_by_neutrophil_floor=7)
-    nt.to_csv(run / "store.neutrophils.csv", index=False)
+    nt.to_csv(lay.store_table("neutrophils"), index=False)
 
     # reference bundle extras
     if metrics:
@@ -244,47 +247,47 @@ def synthetic_run_dir(path: str | Path, *, n_cells: int = 3000, seed: int = 0, w
             "Batch correction": [0.3147582, 0.7286895, 0.6239461], "Bio conservation": [0.8587502, 0.8993394, 0.9561071],
             "Total": [0.6411535, 0.8310794, 0.8232427], "n_cells": len(obs), "batch_key": "dataset_id",
             "label_key": "truth_cell_type"})
-        m.to_csv(run / "reference" / "metrics.csv", index=False)
+        m.to_csv(lay.reference_metrics, index=False)
         fig, ax = plt.subplots(figsize=(4, 2.5))
         ax.barh(m["method"], m["Total"])
-        fig.savefig(run / "reference" / "metrics.png")
+        fig.savefig(lay.reference_metrics_png)
         plt.close(fig)
-    (run / "reference" / "versions.json").write_text(json.dumps({"anndata": version("anndata"), "scvi-tools": "1.4.2",
+    lay.reference_versions.write_text(json.dumps({"anndata": version("anndata"), "scvi-tools": "1.4.2",
                                                                 "numpy": np.__version__}, indent=2))
-    (run / "reference" / "summary.json").write_text(json.dumps({"n_cells": len(obs), "notes": []}))
+    (lay.reference / "summary.json").write_text(json.dumps({"n_cells": len(obs), "notes": []}))
 
     # run identity, config, provenance
-    (run / "run.json").write_text(json.dumps({"atlas_version": "0.1.0", "created": 0.0, "name": "synthetic"}))
+    lay.run_json.write_text(json.dumps({"atlas_version": "0.1.0", "created": 0.0, "name": "synthetic"}))
     cfg = {"name": "synthetic", "run_dir": str(run), "seed": seed, "score": {"method": "scanpy"},
            "analyse": {"statistics": {"ci": 0.95, "n_boot": 300, "min_cells_per_sample": 10}, "seed": seed}}
-    (run / "config.resolved.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
-    (run / "provenance.json").write_text(json.dumps({
+    lay.config_resolved.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    lay.provenance.write_text(json.dumps({
         "atlas_version": "0.1.0", "command": ["atlas", "run", "synthetic.yaml"], "python": "3.11",
         "platform": "Linux", "packages": {"numpy": np.__version__, "pandas": pd.__version__},
         "seeds": {"pipeline": seed, "simulate": seed}, "time": "2026-01-01T00:00:00+0000"}, indent=2))
-    (run / "manifest.json").write_text(json.dumps({"stages": {}}))
+    lay.manifest.write_text(json.dumps({"stages": {}}))
     if not analysis:
         return run
 
     tables = _tables(obs, rng)
-    (run / "tables").mkdir(exist_ok=True)
+    lay.tables.mkdir(exist_ok=True)
     for name, df in tables.items():
-        df.to_csv(run / "tables" / f"{name}.csv", index=False)
+        df.to_csv(lay.table(name), index=False)
     full = adata(obs, umap, latent)
     full.uns["reprogramming_axis"] = {"up": ["T3_proxy"], "down": ["blood_like"]}
     full.uns["atlas_scoring"] = {"method": "scanpy", "signatures": SCORES, "ctrl_size": 50, "n_bins": 25,
                                  "random_state": 0, "normalize": True}
     full.uns["state_rule"] = {"min_z": 0.5, "min_margin": 0.25, "default_state": "mature"}
-    full.write_h5ad(run / "atlas.h5ad")
+    full.write_h5ad(lay.atlas)
     neut = obs[obs["is_neutrophil"]].copy()
     if subatlas and len(neut):
         pt = neut["reprogramming_pseudotime"].to_numpy()
         sub_xy = np.c_[pt * 10, np.sin(pt * 4) * 2].astype(np.float32) + rng.normal(0, 0.5, (len(neut), 2)).astype(np.float32)
         neut["neutrophil_leiden"] = pd.Categorical((pt * 5).astype(int).astype(str))
-        adata(neut, sub_xy, latent[obs["is_neutrophil"].to_numpy()]).write_h5ad(run / "neutrophils.h5ad")
+        adata(neut, sub_xy, latent[obs["is_neutrophil"].to_numpy()]).write_h5ad(lay.neutrophils)
     counts = {"cells": len(obs), "neutrophils": int(obs["is_neutrophil"].sum()),
               "states": {k: int(v) for k, v in obs["neutrophil_state"].value_counts().items()}}
     notes = [] if len(neut) else ["no neutrophils found: no states, index or per-cancer statistics"]
-    (run / "analysis.json").write_text(json.dumps({"counts": counts, "settings": cfg["analyse"], "notes": notes},
+    lay.analysis_json.write_text(json.dumps({"counts": counts, "settings": cfg["analyse"], "notes": notes},
                                                   indent=2))
     return run

@@ -1,0 +1,389 @@
+"""The steps of the ``analyse`` stage (:func:`atlas.analyse.stage.analyse` runs them in this order).
+
+1. :func:`identify_neutrophils`: cell types on an over-clustering, then the second QC pass;
+2. :func:`neutrophil_subatlas`: the neutrophils' own scVI, graph and clusters (and signature reliabilities);
+3. :func:`assign_neutrophil_states`: states from the state scores, shrunk to the sub-atlas clusters;
+4. :func:`reprogramming_index` and :func:`neutrophil_pseudotime`: the index and the trajectory along the sub-atlas;
+5. :func:`neutrophil_tables`: compositions and patient-level statistics.
+
+:func:`analyse_neutrophils` runs steps 2 to 5. Steps take and return values; the ones that annotate
+the atlas write their columns into ``atlas.obs`` (or the neutrophils' obs) in place.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from ..core.errors import InputDataError
+from . import statistics as st
+from .celltypes import (
+    UNKNOWN,
+    CellTypeRule,
+    annotate_cell_types,
+    auto_resolution,
+    neutrophil_yield,
+    overcluster,
+)
+from .pseudotime import reprogramming_pseudotime
+from .reprogramming import ReprogrammingAxis, apply_reprogramming_axis, fit_reprogramming_axis
+from .settings import AnalysisSettings
+from .states import assign_states, state_clusters, state_scores
+
+__all__ = [
+    "CellTypeCalls",
+    "NeutrophilAnalysis",
+    "SubAtlas",
+    "analyse_neutrophils",
+    "assign_neutrophil_states",
+    "cell_type_tables",
+    "identify_neutrophils",
+    "init_neutrophil_columns",
+    "neutrophil_subatlas",
+    "neutrophil_pseudotime",
+    "neutrophil_tables",
+    "plain",
+    "reprogramming_index",
+    "timed",
+]
+
+log = logging.getLogger(__name__)
+
+#: Per-neutrophil columns of the atlas (NaN outside neutrophils).
+NEUTROPHIL_COLUMNS = ("neutrophil_state", "neutrophil_state_confidence", "reprogramming_index",
+                      "reprogramming_pseudotime")  # fmt: skip
+_CELL_TYPE_COLUMNS = ("cell_type", "cell_type_confidence", "is_neutrophil", "neutrophil_confidence", "cell_type_rule",
+                      "cell_type_cluster")  # fmt: skip
+
+
+@contextmanager
+def timed(seconds: dict[str, float], key: str) -> Iterator[None]:
+    """Record the wall time of the ``with`` block as ``seconds[key]``."""
+    t = time.perf_counter()
+    yield
+    seconds[key] = time.perf_counter() - t
+
+
+def _note(notes: list[str], text: str, level: int = logging.WARNING) -> None:
+    notes.append(text)
+    log.log(level, text)
+
+
+# ------------------------------------------------------------------------------ 1. cell types and neutrophils
+@dataclass
+class CellTypeCalls:
+    """What :func:`identify_neutrophils` found (its per-cell columns are in ``atlas.obs``)."""
+
+    passed: np.ndarray  # keep mask of the second QC pass
+    clusters: pd.DataFrame  # the call per cluster of the over-clustering
+    qc_by_cell_type: pd.DataFrame
+    notes: list[str] = field(default_factory=list)
+
+
+def identify_neutrophils(
+    atlas, markers: pd.DataFrame, store: Path, s: AnalysisSettings, atlas_path: Path
+) -> CellTypeCalls:
+    """Cell types from the marker scores on the clusters, then the second QC pass (low-RNA cells only in
+    neutrophil clusters); writes the cell-type columns and ``passed_qc`` into ``atlas.obs``."""
+    clusters = _cell_type_clusters(atlas, s, atlas_path)
+    cells, cluster_table = annotate_cell_types(markers, clusters, _cell_type_rule(s))
+    passed, qc_cell_types = _second_qc_pass(atlas, store, cells, cluster_table)
+    for col in _CELL_TYPE_COLUMNS:
+        atlas.obs[col] = cells[col]
+    atlas.obs["passed_qc"] = passed
+    notes: list[str] = []
+    if (~passed).any():
+        _note(notes, f"second QC pass: {int((~passed).sum())} low-RNA cells outside neutrophil clusters left out",
+              logging.INFO)  # fmt: skip
+    return CellTypeCalls(passed, cluster_table, qc_cell_types, notes)
+
+
+def cell_type_tables(obs: pd.DataFrame, calls: CellTypeCalls) -> dict[str, pd.DataFrame]:
+    """The cell-level tables (cells that passed QC): neutrophil yield, cell-type composition, clusters, QC."""
+    return {
+        "neutrophil_yield": neutrophil_yield(obs[calls.passed]),
+        "cell_type_composition": _composition(obs[calls.passed], "cell_type"),
+        "cell_type_clusters": calls.clusters,
+        "qc_by_cell_type": calls.qc_by_cell_type,
+    }
+
+
+def init_neutrophil_columns(atlas, s: AnalysisSettings) -> None:
+    """The per-neutrophil columns of ``atlas.obs``, empty (NaN) until the neutrophils are analysed."""
+    default = [s.default_state] if s.default_state not in (None, "auto") else []
+    state_cats = [*s.state_signatures, *default, "unassigned"]
+    atlas.obs["neutrophil_state"] = pd.Categorical(
+        [np.nan] * atlas.n_obs, categories=list(dict.fromkeys(state_cats))
+    )
+    for col in NEUTROPHIL_COLUMNS[1:]:
+        atlas.obs[col] = np.nan
+
+
+def _cell_type_rule(s: AnalysisSettings) -> CellTypeRule:
+    o = s.cell_types
+    return CellTypeRule(min_cluster_cells=o.min_cluster_cells, min_effect=o.min_effect,
+                        max_runner_up_ratio=o.max_runner_up_ratio, demote_z=o.demote_z,
+                        min_confidence=o.min_confidence, n_folds=o.n_folds, max_train_cells=o.max_train_cells,
+                        seed=s.seed)  # fmt: skip
+
+
+def _cell_type_clusters(atlas, s: AnalysisSettings, atlas_path: Path) -> pd.Series:
+    """The clusters cell types are called on: an over-clustering of the scVI graph, or ``cluster_key`` as is."""
+    o = s.cell_types
+    if o.resolution is None:
+        return atlas.obs[s.cluster_key]
+    if "X_scVI" not in atlas.obsm:
+        raise InputDataError(f"{atlas_path} has no obsm['X_scVI'] to over-cluster; rerun the integrate stage, or "
+                             "set analyse.cell_types.resolution: null to call types on analyse.cluster_key")  # fmt: skip
+    res = auto_resolution(atlas.n_obs) if o.resolution == "auto" else float(o.resolution)
+    labels = overcluster(np.asarray(atlas.obsm["X_scVI"]), res, o.n_neighbors, s.seed)
+    log.info("cell types: %d clusters of the scVI graph at Leiden resolution %g", len(set(labels)), res)
+    return pd.Series(labels, index=atlas.obs_names)
+
+
+def _low_rna_flags(atlas, store: Path) -> np.ndarray | None:
+    """The ingest stage's ``qc_low_rna`` flag per atlas cell (atlas obs, else the store's obs); None if absent."""
+    col = "qc_low_rna"
+    if col in atlas.obs:
+        return atlas.obs[col].fillna(False).to_numpy(bool)
+    from anndata.io import read_elem
+
+    if store.suffix == ".h5ad":
+        import h5py
+
+        with h5py.File(store, "r") as f:
+            obs = read_elem(f["obs"]) if col in f["obs"] else None
+    else:
+        import zarr
+
+        g = zarr.open(str(store), mode="r")
+        obs = read_elem(g["obs"]) if col in g["obs"] else None
+    if obs is None:
+        return None
+    return obs[col].reindex(atlas.obs_names).fillna(False).to_numpy(bool)
+
+
+def _second_qc_pass(atlas, store: Path, cells: pd.DataFrame, clusters: pd.DataFrame) -> tuple[np.ndarray, pd.DataFrame]:
+    """Keep mask of the second QC pass (low-RNA cells only in clusters called neutrophil) and its table.
+
+    Cells that fail are not neutrophils (a propagated neutrophil call becomes unknown, confidence 0).
+    """
+    from ..ingest.qc import qc_by_cell_type, second_pass_keep
+
+    low = _low_rna_flags(atlas, store)
+    call = dict(zip(clusters["cluster"].astype(str), clusters["call"].astype(str), strict=True))
+    neut_cluster = cells["cell_type_cluster"].astype(str).map(call).eq("neutrophil").to_numpy()
+    keep = np.ones(len(cells), bool) if low is None else second_pass_keep(low, neut_cluster)
+    drop = ~keep
+    cells.loc[drop, "is_neutrophil"] = False
+    relabel = drop & (cells["cell_type"].astype(str) == "neutrophil").to_numpy()
+    cells.loc[relabel, "cell_type"] = UNKNOWN
+    cells.loc[relabel, "cell_type_confidence"] = 0.0
+    obs = pd.DataFrame({"dataset_id": atlas.obs["dataset_id"].to_numpy(), "cell_type": cells["cell_type"].to_numpy(),
+                        "qc_low_rna": low if low is not None else False}, index=atlas.obs_names)  # fmt: skip
+    return keep, qc_by_cell_type(obs, keep, "cell_type")
+
+
+# ------------------------------------------------------------------------------ 2. the neutrophil sub-atlas
+@dataclass
+class SubAtlas:
+    """The neutrophils' own atlas (or, with too few neutrophils, their part of the whole atlas)."""
+
+    adata: Any  # neutrophils (x their HVGs): obsm X_scVI, obs neutrophil_leiden, obsp connectivities
+    summary: dict[str, Any]
+    reliability: dict[str, float]  # split-half reliability of each state and index signature on the neutrophils
+    notes: list[str] = field(default_factory=list)
+
+
+def neutrophil_subatlas(atlas, store: Path, s: AnalysisSettings, subatlas_base=None) -> SubAtlas:
+    """Read the neutrophils' counts once: the signature reliabilities, then their own scVI, graph and clusters
+    (``analyse.subatlas``); below ``min_neutrophils_for_subatlas`` the whole-atlas latent gives the graph."""
+    from .subatlas import build_subatlas, read_store_rows, subatlas_settings
+
+    is_neut = atlas.obs["is_neutrophil"].to_numpy(bool)
+    n_neut = int(is_neut.sum())
+    counts = read_store_rows(store, atlas.obs_names[is_neut])
+    reliability = _signature_reliabilities(counts, [*s.reprogramming_up, *s.reprogramming_down, *(
+        x for sigs in s.state_signatures.values() for x in sigs)], s.seed)  # fmt: skip
+    notes: list[str] = []
+    if n_neut >= s.min_neutrophils_for_subatlas:
+        adata, summary = build_subatlas(counts, subatlas_settings(subatlas_base, s.subatlas))
+    else:
+        import scanpy as sc
+
+        from ..core.jit import cache_graph_kernels
+
+        cache_graph_kernels()
+        _note(notes, f"{n_neut} neutrophils < min_neutrophils_for_subatlas={s.min_neutrophils_for_subatlas}: "
+                     "the whole-atlas latent is used for their graph")  # fmt: skip
+        adata = atlas[is_neut].copy()
+        sc.pp.neighbors(adata, use_rep="X_scVI", n_neighbors=min(15, max(2, n_neut - 1)))
+        adata.obs["neutrophil_leiden"] = "0"
+        summary = {"n_cells": n_neut, "fallback": "whole-atlas latent"}
+    return SubAtlas(adata, summary, reliability, notes)
+
+
+def _signature_reliabilities(counts, names: list[str], seed: int) -> dict[str, float]:
+    """Split-half reliability of each registry signature in ``names`` on the neutrophils' ``counts`` (NaN for
+    signatures outside the registry or with fewer than 2 genes in the store)."""
+    from ..catalogue.signatures import load_registry
+    from .reprogramming import signature_reliabilities
+
+    reg = load_registry()
+    sets = {n: list(reg[n].genes) for n in dict.fromkeys(names) if n in reg}
+    out = dict.fromkeys(names, float("nan"))
+    if not sets:
+        return out
+    out.update(signature_reliabilities(counts, sets, seed=seed))
+    return out
+
+
+# ------------------------------------------------------------------------------ 3. states
+def assign_neutrophil_states(
+    neut_obs: pd.DataFrame, scores: pd.DataFrame, sub: SubAtlas, s: AnalysisSettings
+) -> tuple[dict[str, Any], pd.DataFrame]:
+    """States of the neutrophils (evidence shrunk to the sub-atlas clusters by each score's reliability);
+    writes the state columns into ``neut_obs``. Returns the fitted rule's facts and the per-cluster table."""
+    sscore = state_scores(scores, s.state_signatures)
+    state_rel = {state: float(np.mean([sub.reliability.get(x, np.nan) for x in sigs]))
+                 for state, sigs in s.state_signatures.items()}  # fmt: skip
+    states = assign_states(sscore, connectivities=sub.adata.obsp.get("connectivities"),
+                           smoothing_steps=s.state_smoothing_steps, min_z=s.state_min_z,
+                           min_margin=s.state_min_margin, default_state=s.default_state,
+                           clusters=neut_obs["neutrophil_leiden"].to_numpy(), reliability=state_rel)  # fmt: skip
+    state_fit = {"default_state_used": states.attrs.get("default_state") or "unassigned",
+                 "reliability": state_rel, "cluster_weight": states.attrs.get("cluster_weight", {})}  # fmt: skip
+    for col in states.columns:
+        neut_obs[col] = states[col]
+    return state_fit, state_clusters(states, neut_obs["neutrophil_leiden"], sscore)
+
+
+# ------------------------------------------------------------------------------ 4. index and pseudotime
+def reprogramming_index(
+    neut_obs: pd.DataFrame, scores: pd.DataFrame, reliability: dict[str, float], s: AnalysisSettings, method: str
+) -> ReprogrammingAxis:
+    """Fit the reprogramming axis on the neutrophils (``method``: how the scores were computed) and write
+    ``reprogramming_index`` into ``neut_obs``."""
+    axis = fit_reprogramming_axis(scores, up=s.reprogramming_up, down=s.reprogramming_down, method=method,
+                                  reliability=reliability)  # fmt: skip
+    log.info("reprogramming index weights (%s): %s", axis.extra.get("weighting"), axis.weights)
+    neut_obs["reprogramming_index"] = apply_reprogramming_axis(scores, axis)
+    return axis
+
+
+def neutrophil_pseudotime(neut_obs: pd.DataFrame, sub: SubAtlas, s: AnalysisSettings) -> tuple[dict[str, Any], list[str]]:
+    """Write ``reprogramming_pseudotime`` into ``neut_obs``; returns the method's summary and its notes."""
+    pt, summary, pt_notes = reprogramming_pseudotime(sub.adata, neut_obs, s)
+    neut_obs["reprogramming_pseudotime"] = pt
+    notes: list[str] = []
+    for note in pt_notes:
+        _note(notes, note)
+    return summary, notes
+
+
+def _index_vs_pseudotime(neut_obs: pd.DataFrame, pt_summary: dict[str, Any]) -> pd.DataFrame:
+    from scipy.stats import spearmanr
+
+    ok = neut_obs[["reprogramming_index", "reprogramming_pseudotime"]].dropna()
+    rho = float(spearmanr(ok.iloc[:, 0], ok.iloc[:, 1]).statistic) if len(ok) > 2 else float("nan")
+    return pd.DataFrame([{"spearman": rho, "n_cells": len(ok), **pt_summary}])
+
+
+# ------------------------------------------------------------------------------ 5. tables and statistics
+def neutrophil_tables(neut_obs: pd.DataFrame, s: AnalysisSettings) -> dict[str, pd.DataFrame]:
+    """State composition and the patient-level statistics (cells are never counted as independent)."""
+    return {"state_composition": _composition(neut_obs, "neutrophil_state"), **_statistics(neut_obs, s)}
+
+
+def _statistics(neut: pd.DataFrame, s: AnalysisSettings) -> dict[str, pd.DataFrame]:
+    stats = st.StatsSettings(
+        min_neutrophils_per_patient=s.statistics.min_neutrophils_per_patient, n_boot=s.statistics.n_boot, ci=s.statistics.ci,
+        random_state=s.seed,
+    )  # fmt: skip
+    cells = neut.assign(is_t3=neut["neutrophil_state"].astype(str) == "T3")
+    samples = st.per_sample(cells)
+    patients = st.per_patient(samples, stats)
+    groups = st.per_group(patients, stats)
+    sparse = st.sparse_groups(samples, groups, stats)
+    if len(sparse):
+        log.warning("%s", "; ".join(f"{r.cancer_type} {r.tissue}: {r.note}" for r in sparse.itertuples()))
+        groups = pd.concat([groups, sparse], ignore_index=True).sort_values(["cancer_type", "tissue"])
+        groups = groups.reset_index(drop=True)
+    comparisons = [st.paired_tissue_comparison(patients, "tumour", b) for b in ("blood", "adjacent_normal")]
+    return {
+        "samples": samples,
+        "patients": patients,
+        "cancer_types": groups,
+        "tissue_comparison": pd.concat(comparisons, ignore_index=True),
+        "ranking": st.rank_cancers(groups) if len(groups) else groups,
+    }
+
+
+def _composition(obs: pd.DataFrame, column: str) -> pd.DataFrame:
+    g = obs.groupby(["cancer_type", "tissue", column], observed=True, sort=True).size().rename("n_cells")
+    out = g.reset_index()
+    out["fraction"] = out["n_cells"] / out.groupby(["cancer_type", "tissue"], observed=True)[
+        "n_cells"
+    ].transform("sum")
+    return out
+
+
+# ------------------------------------------------------------------------------ steps 2 to 5
+@dataclass
+class NeutrophilAnalysis:
+    """What :func:`analyse_neutrophils` found (its per-neutrophil columns are in ``atlas.obs``)."""
+
+    adata: Any  # the sub-atlas file's content: neutrophils with all the atlas's annotations
+    axis: ReprogrammingAxis
+    state_fit: dict[str, Any]
+    tables: dict[str, pd.DataFrame]
+    notes: list[str]
+    seconds: dict[str, float]
+
+
+def analyse_neutrophils(
+    atlas, scores: pd.DataFrame, store: Path, s: AnalysisSettings, method: str, subatlas_base=None
+) -> NeutrophilAnalysis:
+    """Sub-atlas -> states -> reprogramming index and pseudotime -> statistics, on the atlas's neutrophils.
+
+    ``scores``: the atlas's signature scores (all cells); ``method``: how they were computed.
+    """
+    seconds: dict[str, float] = {}
+    with timed(seconds, "subatlas"):
+        sub = neutrophil_subatlas(atlas, store, s, subatlas_base)
+    names = atlas.obs_names[atlas.obs["is_neutrophil"].to_numpy(bool)]
+    neut_obs = atlas.obs.loc[names].copy()
+    neut_obs["neutrophil_leiden"] = sub.adata.obs["neutrophil_leiden"].astype(str).to_numpy()
+    neut_scores = scores.loc[names]
+    state_fit, state_table = assign_neutrophil_states(neut_obs, neut_scores, sub, s)
+    axis = reprogramming_index(neut_obs, neut_scores, sub.reliability, s, method)
+    with timed(seconds, "pseudotime"):
+        pt_summary, pt_notes = neutrophil_pseudotime(neut_obs, sub, s)
+    tables = {"state_clusters": state_table, "index_vs_pseudotime": _index_vs_pseudotime(neut_obs, pt_summary)}
+    for col in NEUTROPHIL_COLUMNS:
+        values = neut_obs[col].astype(str) if col == "neutrophil_state" else neut_obs[col]
+        atlas.obs.loc[names, col] = values.to_numpy()
+    tables |= neutrophil_tables(neut_obs, s)
+    sub.adata.obs = neut_obs  # the sub-atlas file: its own latent and UMAP, all the atlas's annotations
+    sub.adata.uns["sub_atlas"] = plain(sub.summary)
+    sub.adata.obsp.pop("distances", None)
+    return NeutrophilAnalysis(sub.adata, axis, state_fit, tables, [*sub.notes, *pt_notes], seconds)
+
+
+def plain(obj: Any) -> Any:
+    """Nested dicts/lists of plain values (AnnData's uns writer refuses None and tuples)."""
+    if isinstance(obj, dict):
+        return {str(k): plain(v) for k, v in obj.items() if v is not None}
+    if isinstance(obj, (list, tuple)):
+        return [plain(v) for v in obj]
+    if isinstance(obj, (np.floating, np.integer)):
+        return obj.item()
+    return obj

@@ -1,0 +1,100 @@
+"""``analyse.subatlas``: a strict settings model (a typo fails validation, not the run), same YAML keys,
+same sub-atlas settings and the same settings hash as the free mapping it replaced."""
+
+import subprocess
+import sys
+
+import pytest
+import yaml
+
+from atlas.analyse.settings import SUBATLAS_OWN_DEFAULTS, AnalysisSettings, SubatlasSettings
+from atlas.analyse.subatlas import SUBATLAS_DEFAULTS, subatlas_settings
+from atlas.core.errors import ConfigError
+from atlas.core.settings import settings_hash
+from atlas.integrate.settings import IntegrateSettings
+from atlas.pipeline.config import load_pipeline_config
+
+BAD = {"n_hvgs": 500, "typo_field": 1}
+
+
+def _config(tmp_path, subatlas):
+    path = tmp_path / "run.yaml"
+    path.write_text(yaml.safe_dump({"name": "x", "run_dir": "r", "simulate": {"n_cells": 500},
+                                    "analyse": {"subatlas": subatlas}}))  # fmt: skip
+    return path
+
+
+def test_a_typo_fails_validation_naming_the_field(tmp_path):
+    with pytest.raises(ConfigError, match=r"analyse\.subatlas\.typo_field: unknown field"):
+        load_pipeline_config(_config(tmp_path, BAD))
+    cfg = load_pipeline_config(_config(tmp_path, {"n_hvgs": 500, "max_epochs": 5}))
+    assert (cfg.analyse.subatlas.n_hvgs, cfg.analyse.subatlas.max_epochs) == (500, 5)
+
+
+def test_atlas_validate_refuses_a_typo(tmp_path):
+    res = subprocess.run([sys.executable, "-m", "atlas.cli", "validate", str(_config(tmp_path, BAD))],
+                         capture_output=True, text=True)  # fmt: skip
+    assert res.returncode != 0
+    assert "analyse.subatlas.typo_field: unknown field" in res.stderr and "Traceback" not in res.stderr
+
+
+@pytest.mark.parametrize(
+    ("subatlas", "message"),
+    [({"n_latent": 1}, r"subatlas\.n_latent"), ({"max_epochs": "many"}, r"subatlas\.max_epochs"),
+     ({"model": "scanvi"}, "needs labels_key"), ({"n_latent": None}, "n_latent: Input should be a valid integer")],
+)  # fmt: skip
+def test_bad_values_fail_validation(subatlas, message):
+    with pytest.raises(ValueError, match=message):
+        AnalysisSettings(subatlas=subatlas)
+
+
+def test_settings_hash_unchanged():
+    # computed on the tree before subatlas became a model (commit 15a602b, a free dict); a change reruns analyse
+    assert settings_hash(AnalysisSettings()) == "9e58ef2dc511d2bb"
+    assert settings_hash(AnalysisSettings(subatlas={"n_hvgs": 500, "max_epochs": 5})) == "8c05b719cdcdb947"
+    assert AnalysisSettings().model_dump(mode="json")["subatlas"] == {}
+
+
+def test_only_the_fields_set_are_serialised_and_round_trip():
+    s = AnalysisSettings(subatlas={"max_epochs": None, "batch_size": 256})
+    assert s.model_dump()["subatlas"] == {"max_epochs": None, "batch_size": 256}
+    again = AnalysisSettings.model_validate(s.model_dump())
+    assert again == s and again.subatlas.model_fields_set == {"max_epochs", "batch_size"}
+    s.subatlas.seed = 3
+    assert s.model_dump()["subatlas"]["seed"] == 3
+
+
+def _former_subatlas_settings(base, overrides):
+    """The free-mapping version this model replaced."""
+    former_defaults = {"n_hvgs": 2000, "batch_key": "dataset_id", "hvg_batch_key": None, "categorical_covariates": [],
+                       "min_cells_per_batch": 0, "model": "scvi", "labels_key": None, "metrics": False,
+                       "n_neighbors": 15}  # fmt: skip
+    data = (base or IntegrateSettings()).model_dump()
+    data.update(former_defaults)
+    data.update(overrides)
+    return IntegrateSettings.model_validate(data)
+
+
+@pytest.mark.parametrize("base", [None, IntegrateSettings(n_hvgs=300, max_epochs=8, batch_size=512, seed=3,
+                                                          exclude_genes=["XIST"], backend="cpu")])  # fmt: skip
+@pytest.mark.parametrize(
+    "overrides",
+    [{}, {"n_hvgs": 300, "max_epochs": 5}, {"max_epochs": None, "batch_size": 256, "seed": 4},
+     {"model": "scanvi", "labels_key": "cell_type", "categorical_covariates": ["platform"]}],
+)  # fmt: skip
+def test_subatlas_settings_as_before(base, overrides):
+    model = AnalysisSettings(subatlas=overrides).subatlas
+    expected = _former_subatlas_settings(base, overrides)
+    assert subatlas_settings(base, model) == expected
+    assert subatlas_settings(base, overrides) == expected  # a mapping still works (scripts)
+    if base is not None and "seed" not in overrides:  # unset: the atlas's integrate value
+        assert (expected.seed, expected.exclude_genes, expected.backend) == (3, ["XIST"], "cpu")
+
+
+def test_fields_are_the_integrate_settings_the_subatlas_reads():
+    never_read = {"store_connectivities", *(f for f in IntegrateSettings.model_fields if f.startswith("metrics"))}
+    assert set(SubatlasSettings.model_fields) == set(IntegrateSettings.model_fields) - never_read
+    assert all(SubatlasSettings.model_fields[f].description for f in SubatlasSettings.model_fields)
+    own = SubatlasSettings().integrate_overrides()
+    assert list(own) == list(SUBATLAS_OWN_DEFAULTS)
+    assert SUBATLAS_DEFAULTS == {**own, "metrics": False}
