@@ -85,16 +85,22 @@ def _bootstrap_mean(
 def _bootstrap_fraction(
     n_t3: np.ndarray, n: np.ndarray, rng: np.random.Generator, n_boot: int, ci: float
 ) -> tuple[float, float]:
-    """Two-stage bootstrap of the mean patient fraction: resample patients, then their cells (binomial).
+    """Two-stage bootstrap of the mean patient fraction: resample patients, then each patient's fraction.
 
     The second stage carries each patient's sampling noise (few neutrophils -> wide), which a
-    patients-only bootstrap would ignore.
+    patients-only bootstrap would ignore. It draws the fraction from its Jeffreys posterior
+    Beta(k + 1/2, n - k + 1/2) rather than re-sampling cells at the observed fraction: a plug-in binomial
+    draw at k/n = 0 is always 0, so a cancer type whose patients show no T3-like cell got the interval
+    [0, 0], which excludes any true fraction above zero; the Jeffreys draw keeps an upper bound that
+    shrinks with the number of neutrophils observed.
     """
     if len(n) < 2:
         return float("nan"), float("nan")
     idx = rng.integers(0, len(n), size=(n_boot, len(n)))
-    draws = rng.binomial(n[idx], n_t3[idx] / n[idx]) / n[idx]
-    return _interval(draws.mean(axis=1), ci)
+    draws = rng.beta(n_t3[idx] + 0.5, n[idx] - n_t3[idx] + 0.5)
+    lo, hi = _interval(draws.mean(axis=1), ci)
+    # Jeffreys' convention at the edges: no T3-like cell at all -> the interval starts at 0 (all -> ends at 1)
+    return (0.0 if not n_t3.any() else lo), (1.0 if (n_t3 == n).all() else hi)
 
 
 def per_group(
@@ -102,7 +108,7 @@ def per_group(
     settings: StatsSettings = StatsSettings(),
     by: tuple[str, ...] = ("cancer_type", "tissue"),
 ) -> pd.DataFrame:
-    """Per cancer type and tissue: the mean over patients with a two-stage (patients, then cells) bootstrap interval.
+    """Per cancer type and tissue: the mean over patients with a two-stage bootstrap interval (patients, then each one's fraction).
 
     Each patient counts once, whatever its neutrophil yield. A group with a single patient gets
     no interval (NaN bounds) and ``note = "single patient: no interval"``.
