@@ -7,6 +7,7 @@ paragraph and exit with status 2; ``--verbose`` adds the traceback. Unexpected f
 from __future__ import annotations
 
 import logging
+import os
 import sys
 import textwrap
 import traceback
@@ -32,12 +33,28 @@ _state = {"verbose": False}
 log = logging.getLogger("atlas")
 
 
+class _StderrHandler(logging.StreamHandler):
+    """Writes to whatever ``sys.stderr`` is at the time of each record (as rich's handler does)."""
+
+    @property
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _value) -> None:
+        pass
+
+
 def _configure_logging(level: int) -> None:
     from rich.console import Console
     from rich.logging import RichHandler
 
-    handler = RichHandler(console=Console(stderr=True), show_path=False, rich_tracebacks=False,
-                          log_time_format="[%X]")
+    if sys.stderr.isatty():
+        handler: logging.Handler = RichHandler(console=Console(stderr=True), show_path=False,
+                                               rich_tracebacks=False, log_time_format="[%X]")
+    else:  # a log file or a batch job's log: one unwrapped, dated line per record
+        handler = _StderrHandler()
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)-7s %(message)s", "%Y-%m-%d %H:%M:%S"))
     root = logging.getLogger("atlas")
     root.handlers[:] = [handler]
     root.setLevel(level)
@@ -151,6 +168,10 @@ def integrate(
     from .integrate import integrate_store
 
     res = integrate_store(store, out, settings, overwrite=overwrite)
+    if not res.written:  # a DDP worker other than rank 0
+        rank = os.environ.get("RANK") or os.environ.get("LOCAL_RANK", "?")
+        typer.echo(f"DDP worker (rank {rank}): trained; rank 0 writes the bundle to {res.refdir}")
+        return
     typer.echo(f"reference bundle written to {res.refdir}: {res.n_cells:,} cells, {res.n_hvgs:,} HVGs, "
                f"model {res.model}")
 
@@ -295,6 +316,8 @@ app.command(name="query")(_query)
 
 # -------------------------------------------------------------------------------------------- run
 def _print_run(result) -> None:
+    if result.stages:  # per-stage time and peak memory (also in provenance.json's run_summary)
+        typer.echo(result.table())
     if result.ran:
         typer.echo(f"ran: {', '.join(f'{s} ({result.seconds[s]:.1f} s)' for s in result.ran)}")
     if result.skipped:

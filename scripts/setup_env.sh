@@ -4,6 +4,8 @@
 # - torch: the CPU build on a machine without an NVIDIA GPU (never the multi-GB CUDA wheels);
 #   the default CUDA build when `nvidia-smi -L` lists a GPU. Override with ATLAS_TORCH=cpu|cuda.
 # - GPU extras (cupy, rapids-singlecell) only with ATLAS_EXTRAS=test,gpu.
+# - Object storage: the test extra brings s3fs and moto[server] (tests/cloud runs a local S3 server);
+#   gs:// inputs need gcsfs too: ATLAS_EXTRAS=test,cloud.
 # Re-running is cheap: the install is skipped while pyproject.toml is unchanged.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."

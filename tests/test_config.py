@@ -80,6 +80,14 @@ def test_pipeline_needs_input(tmp_path):
         load_pipeline_config(_write(tmp_path, {"name": "x", "run_dir": "r"}))
 
 
+@pytest.mark.parametrize("integrate", [{"devices": 2, "strategy": "ddp"}, {"num_nodes": 2}, {"strategy": "ddp"}])
+def test_pipeline_refuses_multi_process_training(tmp_path, integrate):
+    # DDP relaunches the command per device: inside `atlas run` the second process would rerun the pipeline
+    cfg = {"name": "x", "run_dir": "r", "ingest": _ingest(), "integrate": integrate}
+    with pytest.raises(ConfigError, match="atlas integrate STORE"):
+        load_pipeline_config(_write(tmp_path, cfg))
+
+
 def test_demo_yaml_equals_builtin_demo():
     from_file = load_pipeline_config(REPO / "configs" / "demo.yaml")
     builtin = demo_config(REPO / "atlas_demo")

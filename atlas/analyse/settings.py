@@ -182,6 +182,7 @@ class SubatlasSettings(StrictModel):
     )
     devices: int | list[int] | Literal["auto"] | None = Field(None, description="GPUs to train on" + _INHERITED)
     strategy: str | None = Field(None, description="Lightning strategy" + _INHERITED)
+    num_nodes: int | None = Field(None, ge=1, description="machines of a multi-node DDP job" + _INHERITED)
     backend: Literal["auto", "cpu", "gpu"] | None = Field(
         None, description="HVGs, neighbours, UMAP, Leiden on GPU or CPU" + _INHERITED
     )

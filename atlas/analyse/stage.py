@@ -217,7 +217,7 @@ def _check_signature_names(s: AnalysisSettings, existing: pd.DataFrame | None) -
 def _h5ad_safe(adata):
     """Object obs columns as categories (h5ad stores them compactly and keeps NaN as missing)."""
     for col in adata.obs.columns:
-        if adata.obs[col].dtype == object:
+        if pd.api.types.is_string_dtype(adata.obs[col].dtype):  # object (pandas 2) or str (pandas 3)
             adata.obs[col] = adata.obs[col].astype("category")
     adata.uns = plain(dict(adata.uns))
     return adata

@@ -19,6 +19,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from .errors import ConfigError
+from .storage import is_url
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -43,11 +44,14 @@ def _format_validation_error(err: ValidationError, source: str) -> str:
 def resolve_paths(
     obj: Any, base: Path, keys: tuple[str, ...] = ("path", "obs_path", "run_dir", "ingest", "signatures")
 ) -> Any:
-    """Resolve relative path values (under the given keys) against ``base``."""
+    """Resolve relative path values (under the given keys) against ``base``; URLs (``s3://...``) stay as they are."""
     if isinstance(obj, dict):
         out = {}
         for k, v in obj.items():
             if k in keys and isinstance(v, str) and (k != "signatures" or v.endswith((".gmt", ".yaml", ".yml"))):
+                if is_url(v):  # s3://, gs://, ...: kept as written (a Path would collapse '//')
+                    out[k] = v
+                    continue
                 p = Path(v).expanduser()
                 out[k] = os.path.normpath(p if p.is_absolute() else (base / p))
             else:

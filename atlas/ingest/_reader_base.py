@@ -3,17 +3,17 @@
 from __future__ import annotations
 
 import contextlib
-import gzip
 import logging
 from collections.abc import Iterator
-from pathlib import Path
 
 import h5py
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
+from ..core import storage
 from ..core.errors import AtlasError, InputDataError
+from ..core.storage import Location
 from .counts import round_counts
 from .settings import DatasetConfig
 
@@ -26,17 +26,17 @@ def _strip_gz(name: str) -> str:
     return name[:-3] if name.endswith(".gz") else name
 
 
-def _sep(path: Path) -> str:
-    return "," if _strip_gz(path.name.lower()).endswith(".csv") else "\t"
+def _sep(path: Location) -> str:
+    return "," if _strip_gz(storage.name(path).lower()).endswith(".csv") else "\t"
 
 
-def read_obs_file(path: Path, barcodes: pd.Index, *, dataset_id: str, matrix_path: Path) -> pd.DataFrame:
+def read_obs_file(path: Location, barcodes: pd.Index, *, dataset_id: str, matrix_path: Location) -> pd.DataFrame:
     """Read per-cell metadata (first column = cell id) and align it to ``barcodes``.
 
     Parameters
     ----------
     path
-        csv/tsv(.gz) file; the separator follows the suffix (``.csv`` comma, else tab).
+        csv/tsv(.gz) file (path or URL); the separator follows the suffix (``.csv`` comma, else tab).
     barcodes
         Cell ids of the count matrix, in matrix order.
     dataset_id
@@ -48,10 +48,11 @@ def read_obs_file(path: Path, barcodes: pd.Index, *, dataset_id: str, matrix_pat
     -------
     The metadata, one row per barcode in matrix order.
     """
-    if not path.is_file():
-        raise InputDataError(f"data set '{dataset_id}': obs_path {path} does not exist; check the path")
+    what = f"data set '{dataset_id}': obs_path "
+    storage.require(path, what, "check the path")
     try:
-        df = pd.read_csv(path, sep=_sep(path), index_col=0)
+        with storage.translating(path, what):  # pandas streams URLs through fsspec itself
+            df = pd.read_csv(path, sep=_sep(path), index_col=0)
     except (OSError, ValueError, pd.errors.ParserError) as e:
         raise InputDataError(
             f"data set '{dataset_id}': cannot read the cell metadata file {path}: {e}"
@@ -68,7 +69,7 @@ def read_obs_file(path: Path, barcodes: pd.Index, *, dataset_id: str, matrix_pat
         raise InputDataError(
             f"data set '{dataset_id}': {len(missing)} of {len(barcodes)} cells of {matrix_path} have no row in "
             f"the cell metadata file {path} (e.g. {list(missing[:5])}; its first ids are "
-            f"{list(df.index[:3])}); the first column of {path.name} must hold the matrix's cell barcodes"
+            f"{list(df.index[:3])}); the first column of {storage.name(path)} must hold the matrix's cell barcodes"
         )
     return df.reindex(barcodes)
 
@@ -84,13 +85,12 @@ class Reader:
 
     def __init__(self, ds: DatasetConfig):
         self.ds = ds
-        self.path = Path(ds.path)
+        self.path: Location = storage.location(ds.path)
         self.obs: pd.DataFrame
         self.var: pd.DataFrame
         self.where = "the matrix"  # where in the file the counts are, for messages
         self._files: list = []
-        if not self.path.exists():
-            raise InputDataError(f"data set '{ds.id}': {self.path} does not exist; check 'path' in its entry")
+        storage.require(self.path, f"data set '{ds.id}': ", "check 'path' in its entry")
         if ds.counts != "X" and self.format != "h5ad":
             raise InputDataError(
                 f"data set '{ds.id}': counts={ds.counts!r} only applies to h5ad files, but {self.path} is "
@@ -103,7 +103,7 @@ class Reader:
             self.var.index = pd.Index(self.var.index.astype(str), name=None)
             if ds.obs_path is not None:
                 extra = read_obs_file(
-                    Path(ds.obs_path), self.obs.index, dataset_id=ds.id, matrix_path=self.path
+                    storage.location(ds.obs_path), self.obs.index, dataset_id=ds.id, matrix_path=self.path
                 )
                 keep = self.obs.drop(columns=[c for c in extra.columns if c in self.obs.columns])
                 self.obs = pd.concat([keep, extra], axis=1)
@@ -190,7 +190,8 @@ class Reader:
     def _reading(self, what: str):
         """Turn low-level read errors into an :class:`InputDataError` naming data set and file."""
         try:
-            yield
+            with storage.translating(self.path, f"data set '{self.ds.id}' (reading {what}): ", any_oserror=False):
+                yield
         except AtlasError:
             raise
         except (OSError, KeyError, ValueError, TypeError, IndexError, EOFError, pd.errors.ParserError) as e:
@@ -200,9 +201,9 @@ class Reader:
                 "downloading) and of the format given; set 'format:' in its entry if the guess is wrong"
             ) from None
 
-    def _h5(self, path: Path) -> h5py.File:
-        f = h5py.File(path, "r")
-        self._files.append(f)
+    def _h5(self, path: Location) -> h5py.File:
+        f, closers = storage.open_h5(path)  # a URL: a block-cached fsspec file object under h5py
+        self._files.extend([f, *closers])
         return f
 
 
@@ -222,5 +223,6 @@ def _decode(a) -> np.ndarray:
     return a.astype(str).astype(object)
 
 
-def _open_text(path: Path):
-    return gzip.open(path, "rt") if path.name.endswith(".gz") else open(path)  # noqa: SIM115
+def _open_text(path: Location):
+    """A text handle on a local or remote file, ``.gz`` decompressed."""
+    return storage.open_input(path, "rt")

@@ -1,17 +1,22 @@
-"""Readers of text formats: 10x mtx folders (streamed when sorted by cell) and csv/tsv tables."""
+"""Readers of text formats: 10x mtx folders (streamed when sorted by cell) and csv/tsv tables.
+
+Paths may be URLs: pandas streams them through fsspec (compression from the name), folders are listed
+with :func:`atlas.core.storage.glob`.
+"""
 
 from __future__ import annotations
 
 import csv
 import logging
 from collections.abc import Iterator
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
+from ..core import storage
 from ..core.errors import InputDataError
+from ..core.storage import Location
 from ._reader_base import Reader, _open_text
 from .settings import DatasetConfig
 
@@ -30,14 +35,16 @@ _MTX_ENTRIES_PER_CHUNK = 8_000_000
 
 
 # --------------------------------------------------------------------------------------- 10x mtx
-def _find_one(folder: Path, patterns: list[str], what: str, ds_id: str, required: bool = True) -> Path | None:
+def _find_one(
+    folder: Location, patterns: list[str], what: str, ds_id: str, required: bool = True
+) -> Location | None:
     for pattern in patterns:
-        hits = sorted(folder.glob(pattern))
+        hits = storage.glob(folder, pattern)
         if len(hits) == 1:
             return hits[0]
         if len(hits) > 1:
             raise InputDataError(
-                f"data set '{ds_id}': {folder} holds several {what} files ({[h.name for h in hits]}); "
+                f"data set '{ds_id}': {folder} holds several {what} files ({[storage.name(h) for h in hits]}); "
                 "keep one data set per folder"
             )
     if required:
@@ -54,10 +61,11 @@ class MtxReader(Reader):
     format = "10x_mtx"
 
     def _open(self) -> None:
-        folder = self.path if self.path.is_dir() else self.path.parent
+        is_dir = storage.isdir(self.path)
+        folder = self.path if is_dir else storage.parent(self.path)
         self._mtx = (
             self.path
-            if self.path.is_file()
+            if not is_dir
             else _find_one(
                 folder, ["matrix.mtx.gz", "matrix.mtx", "*matrix.mtx.gz", "*matrix.mtx"], "matrix", self.ds.id
             )
@@ -115,8 +123,8 @@ class MtxReader(Reader):
             self._cell_col = 0
         else:
             raise InputDataError(
-                f"data set '{self.ds.id}': {self._mtx} is {n_rows} x {n_cols} but {feat.name} lists {len(ids)} "
-                f"features and {bc.name} {len(barcodes)} barcodes; the files do not belong together"
+                f"data set '{self.ds.id}': {self._mtx} is {n_rows} x {n_cols} but {storage.name(feat)} lists "
+                f"{len(ids)} features and {storage.name(bc)} {len(barcodes)} barcodes; the files do not belong together"
             )
         self.path = self._mtx
         self._n_features = len(ids)
@@ -169,7 +177,8 @@ class MtxReader(Reader):
                 self.ds.id,
                 self._mtx,
             )
-            coo = mmread(str(self._mtx)).tocoo()
+            with storage.open_input(self._mtx, "rb") as fh:  # decompressed when .gz
+                coo = mmread(fh).tocoo()
             cells, genes = (coo.col, coo.row) if self._cell_col == 1 else (coo.row, coo.col)
             whole = sp.csr_matrix((coo.data.astype(np.float32), (cells, genes)), shape=(n, self._n_features))
             whole = whole if self._ge is None else whole[:, self._ge]

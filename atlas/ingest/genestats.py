@@ -18,10 +18,12 @@ never used; a sidecar that cannot be written (read-only folder) only costs the e
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,7 +32,33 @@ import numpy as np
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["GeneStats", "GeneStatsAccumulator", "GeneStatsCache", "sidecar_path", "store_fingerprint"]
+__all__ = [
+    "GeneStats",
+    "GeneStatsAccumulator",
+    "GeneStatsCache",
+    "sidecar_path",
+    "sparse_sum_dtype",
+    "store_fingerprint",
+]
+
+
+@functools.cache
+def sparse_sum_dtype() -> np.dtype:
+    """The dtype ``sc.tl.score_genes`` sums a sparse float32 matrix's gene means in (the cached sums follow it).
+
+    float64 with scanpy >= 1.12 (its one-pass nanmean) or, before, with SciPy >= 1.18 (``sum(dtype=float64)``
+    accumulates in float64); float32 with scanpy 1.11 on older SciPy (summed in float32, then cast).
+    """
+    from importlib.metadata import version
+
+    import scipy.sparse as sp
+
+    major, minor = (int(v) for v in re.match(r"(\d+)\.(\d+)", version("scanpy")).groups())
+    if (major, minor) >= (1, 12):
+        return np.dtype(np.float64)
+    tiny = np.float32(2.0**-24)  # lost when added to 1 in float32, kept in float64
+    probe = sp.csr_matrix(np.array([[1.0], [tiny], [tiny]], np.float32)).sum(axis=0, dtype=np.float64)
+    return np.dtype(np.float64 if float(probe[0, 0]) > 1.0 else np.float32)
 
 _META_KEY = b"atlas.genestats"
 _FORMAT = 1
@@ -204,7 +232,8 @@ class GeneStatsAccumulator:
     """Gene statistics of raw-count rows appended in order (what ingest writes beside the store).
 
     Sums are taken under the normalisation scoring applies to float32 counts by default (counts
-    per ``target_sum``, log1p, scanpy's float32 rounding), so ``score_store`` finds them.
+    per ``target_sum``, log1p, scanpy's float32 rounding) in :func:`sparse_sum_dtype`, so ``score_store``
+    finds them.
 
     Parameters
     ----------
@@ -219,7 +248,7 @@ class GeneStatsAccumulator:
 
         self.mode = NORM_F32
         self.target_sum = float(target_sum)
-        self.sums = np.zeros(n_genes, np.float32)
+        self.sums = np.zeros(n_genes, sparse_sum_dtype())
         self.nnz = np.zeros(n_genes, np.int64)
         self.n_cells = 0
 

@@ -10,6 +10,8 @@ Formats
 ``h5ad``
     counts from ``X``, ``raw`` (``raw/X``) or ``layers/<name>``; CSR is sliced on disk with
     :func:`anndata.io.sparse_dataset`, dense ``X`` by rows; a CSC matrix is read whole (logged).
+``zarr``
+    an AnnData zarr store (``.zarr`` directory), read like h5ad through zarr.
 ``10x_h5``
     CellRanger v3 (``matrix`` group) or v2 (one group per genome); only ``Gene Expression``
     features are kept. The CSC genes x cells layout is CSR cells x genes, sliced by ``indptr``.
@@ -21,6 +23,9 @@ Formats
     GEO style genes x cells (read whole) or cells x genes (streamed by rows).
 
 Per-cell metadata for formats without it come from ``obs_path`` (first column = cell id).
+
+Every path may be a URL (``s3://``, ``gs://``, any fsspec URL; :mod:`atlas.core.storage`): HDF5 files are
+streamed through a block-cached file object, zarr through zarr's fsspec store, text through fsspec.
 """
 
 from __future__ import annotations
@@ -28,14 +33,15 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import Iterator
-from pathlib import Path
 
 import h5py
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
+from ..core import storage
 from ..core.errors import InputDataError
+from ..core.storage import Location
 from ._reader_base import Reader, _decode, _strip_gz, read_obs_file
 from ._text_readers import CsvReader, MtxReader
 from .settings import DatasetConfig
@@ -48,27 +54,30 @@ __all__ = [
     "MtxReader",
     "Reader",
     "TenxH5Reader",
+    "ZarrReader",
     "detect_format",
     "open_reader",
     "read_obs_file",
 ]
 
 
-def detect_format(path: Path) -> str:
+def detect_format(path: Location) -> str:
     """Guess the format of ``path`` from its suffix (and, for ``.h5``, its content).
 
     Parameters
     ----------
     path
-        File or directory of one data set.
+        File or directory of one data set (local path or URL).
 
     Returns
     -------
-    One of ``h5ad``, ``10x_h5``, ``10x_mtx``, ``csv``, ``tsv``.
+    One of ``h5ad``, ``zarr``, ``10x_h5``, ``10x_mtx``, ``csv``, ``tsv``.
     """
-    if path.is_dir():
+    name = _strip_gz(storage.name(path).lower())
+    if name.endswith(".zarr"):
+        return "zarr"
+    if storage.isdir(path):
         return "10x_mtx"
-    name = _strip_gz(path.name.lower())
     if name.endswith(".h5ad"):
         return "h5ad"
     if name.endswith(".mtx"):
@@ -78,13 +87,18 @@ def detect_format(path: Path) -> str:
     if name.endswith((".tsv", ".txt")):
         return "tsv"
     if name.endswith((".h5", ".hdf5")):
-        with contextlib.suppress(OSError), h5py.File(path, "r") as f:
-            if "obs" in f and "var" in f:
-                return "h5ad"
+        with contextlib.suppress(OSError):
+            f, closers = storage.open_h5(path)
+            try:
+                if "obs" in f and "var" in f:
+                    return "h5ad"
+            finally:
+                for c in (f, *closers):
+                    c.close()
         return "10x_h5"
     raise InputDataError(
         f"cannot tell the format of {path} from its name; set 'format:' in its data set entry "
-        "(h5ad, 10x_h5, 10x_mtx, csv or tsv)"
+        "(h5ad, zarr, 10x_h5, 10x_mtx, csv or tsv)"
     )
 
 
@@ -94,10 +108,13 @@ class H5adReader(Reader):
 
     format = "h5ad"
 
+    def _file(self):
+        return self._h5(self.path)
+
     def _open(self) -> None:
         from anndata.io import read_elem
 
-        f = self._h5(self.path)
+        f = self._file()
         loc = self.ds.counts
         if loc == "X":
             elem, var_key = f.get("X"), "var"
@@ -117,7 +134,7 @@ class H5adReader(Reader):
         self.var = read_elem(f[var_key])
         self._elem = elem
         enc = elem.attrs.get("encoding-type", "")
-        if isinstance(elem, h5py.Dataset):
+        if isinstance(elem, h5py.Dataset) or not hasattr(elem, "keys"):  # an h5py Dataset or a zarr Array
             self._kind = "dense"
         elif enc in ("csr_matrix", "csc_matrix") or "h5sparse_format" in elem.attrs:
             from anndata.io import sparse_dataset
@@ -150,6 +167,15 @@ class H5adReader(Reader):
                 yield start, sp.csr_matrix(np.asarray(self._elem[start:stop], dtype=np.float32))
             else:
                 yield start, self._sparse[start:stop]
+
+
+class ZarrReader(H5adReader):
+    """AnnData zarr store (a ``.zarr`` directory, local or in object storage); read like an h5ad file."""
+
+    format = "zarr"
+
+    def _file(self):
+        return storage.open_zarr(self.path)
 
 
 # ---------------------------------------------------------------------------------------- 10x h5
@@ -227,12 +253,14 @@ def open_reader(ds: DatasetConfig) -> Reader:
     -------
     A :class:`Reader`; use it as a context manager so files are closed.
     """
-    path = Path(ds.path)
-    if not path.exists():
-        raise InputDataError(f"data set '{ds.id}': {path} does not exist; check 'path' in its entry")
-    fmt = detect_format(path) if ds.format == "auto" else ds.format
+    path = storage.location(ds.path)
+    with storage.translating(path, f"data set '{ds.id}': "):
+        storage.require(path, f"data set '{ds.id}': ", "check 'path' in its entry")
+        fmt = detect_format(path) if ds.format == "auto" else ds.format
     if fmt == "h5ad":
         return H5adReader(ds)
+    if fmt == "zarr":
+        return ZarrReader(ds)
     if fmt == "10x_h5":
         return TenxH5Reader(ds)
     if fmt == "10x_mtx":

@@ -11,6 +11,7 @@ from typing import Literal
 from pydantic import Field, field_validator, model_validator
 
 from ..core.settings import StrictModel, read_yaml, resolve_paths, validate
+from ..core.storage import PathOrURL
 
 #: The obs schema every data set is mapped onto at ingest.
 SCHEMA_FIELDS: tuple[str, ...] = (
@@ -161,13 +162,18 @@ class DatasetConfig(StrictModel):
     """One input data set and how to map it onto the atlas schema."""
 
     id: str = Field(..., min_length=1, pattern=r"^[A-Za-z0-9_.-]+$", description="data set id, becomes obs['dataset_id']")
-    path: Path = Field(..., description="h5ad file, 10x h5 file, 10x mtx directory, or csv/tsv(.gz) file")
-    format: Literal["auto", "h5ad", "10x_h5", "10x_mtx", "csv", "tsv"] = "auto"
+    path: PathOrURL = Field(
+        ..., description="h5ad file, AnnData zarr store, 10x h5 file, 10x mtx directory, or csv/tsv(.gz) file; "
+        "a local path or a URL (s3://, gs://, any fsspec URL; see atlas.core.storage)"
+    )
+    format: Literal["auto", "h5ad", "zarr", "10x_h5", "10x_mtx", "csv", "tsv"] = "auto"
     species: str = Field("human", description="human or mouse (mouse genes are mapped to human orthologues)")
     counts: str = Field(
         "X", description="where raw counts are: 'X', 'raw' (adata.raw.X) or 'layers/<name>' (h5ad only)"
     )
-    obs_path: Path | None = Field(None, description="csv/tsv of per-cell metadata (for mtx/csv inputs); first column = cell id")
+    obs_path: PathOrURL | None = Field(
+        None, description="csv/tsv of per-cell metadata (for mtx/csv inputs); first column = cell id; path or URL"
+    )
     obs_columns: dict[str, str] = Field(
         default_factory=dict, description="schema field -> column of this data set's obs holding it"
     )

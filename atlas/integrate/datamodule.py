@@ -244,6 +244,15 @@ class FastDataModule(pl.LightningDataModule):
             mode = f"streaming chunks of {self.chunk_cells} cells, rows gathered by torch"
         verb = "referenced on" if device.type == "cpu" else "copied to"
         log.info("fast data path: %.3f GB %s %s (%s)", moved / 1e9, verb, device, mode)
+        if self._world > 1:
+            log.info(
+                "fast data path: DDP rank %d of %d takes %d of %d training cells per epoch (%d batches)",
+                self._rank,
+                self._world,
+                self._n_rows("train"),
+                self.n_train,
+                self._n_batches("train"),
+            )
 
     def teardown(self, stage: str | None = None) -> None:
         """Free the device copies (inference afterwards uses scvi-tools' own loader)."""

@@ -8,12 +8,25 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import numpy as np
 
+from ..core.progress import format_duration
 from .errors import missing_key
 
 log = logging.getLogger(__name__)
+
+
+@contextmanager
+def _timed(step: str, size: str, seconds: dict[str, float], key: str) -> Iterator[None]:
+    """Log a start line with the size and a done line with the seconds (one library call, no progress inside)."""
+    log.info("%s: started (%s)", step, size)
+    t = time.perf_counter()
+    yield
+    seconds[key] = time.perf_counter() - t
+    log.info("%s: done in %s", step, format_duration(seconds[key]))
 
 
 def compute_graph(
@@ -70,15 +83,13 @@ def compute_graph(
         pp, tl = sc.pp, sc.tl
         leiden_kwargs = {"flavor": "igraph", "n_iterations": 2, "directed": False}
     seconds = {}
-    t = time.perf_counter()
-    pp.neighbors(adata, n_neighbors=n_neighbors, use_rep=use_rep, random_state=random_state)
-    seconds["neighbors"] = time.perf_counter() - t
-    t = time.perf_counter()
-    tl.umap(adata, min_dist=min_dist, random_state=random_state)
-    seconds["umap"] = time.perf_counter() - t
-    t = time.perf_counter()
-    tl.leiden(adata, resolution=resolution, random_state=random_state, key_added=key_added, **leiden_kwargs)
-    seconds["leiden"] = time.perf_counter() - t
+    size = f"{adata.n_obs} cells x {adata.obsm[use_rep].shape[1]} dims, {backend}"
+    with _timed("neighbours", f"{n_neighbors} per cell, {size}", seconds, "neighbors"):
+        pp.neighbors(adata, n_neighbors=n_neighbors, use_rep=use_rep, random_state=random_state)
+    with _timed("UMAP", size, seconds, "umap"):
+        tl.umap(adata, min_dist=min_dist, random_state=random_state)
+    with _timed("Leiden", f"resolution {resolution:g}, {adata.n_obs} cells, {backend}", seconds, "leiden"):
+        tl.leiden(adata, resolution=resolution, random_state=random_state, key_added=key_added, **leiden_kwargs)
     adata.obsm["X_umap"] = np.asarray(adata.obsm["X_umap"], dtype=np.float32)
     log.info(
         "graph on %s (%s): %d Leiden clusters at resolution %g; %s",

@@ -9,8 +9,9 @@ Devices. ``accelerator: auto`` trains on CUDA when torch sees a GPU. ``data_load
 scvi-tools a :class:`~atlas.integrate.datamodule.FastDataModule` (``model.train(datamodule=...)``);
 ``scvi`` uses scvi-tools' own loader. Both use scvi-tools' train/validation split and seed.
 
-Multi-GPU (Lightning DDP through scvi-tools; not run in CI): set ``accelerator: gpu``,
-``devices: 4`` (or a list of ids) and ``strategy: ddp_find_unused_parameters_true``. Run it as a
+Multi-GPU (Lightning DDP through scvi-tools; run in CI on two CPU processes, tests/integrate/test_ddp.py,
+see docs/multi_process.md): set ``accelerator: gpu``, ``devices: 4`` (or a list of ids) and
+``strategy: ddp`` (run as ``ddp_find_unused_parameters_true``, :func:`lightning_strategy`). Run it as a
 command (``atlas integrate``), not in a notebook: Lightning's launcher starts one process per GPU,
 each re-running the command; every rank trains on its share of each epoch (the fast loader shards
 one seeded permutation, scvi-tools' loader uses a distributed sampler), the effective batch size is
@@ -83,11 +84,34 @@ def _n_devices(devices) -> int:
     return devices if isinstance(devices, int) and devices > 0 else 1
 
 
+def _scratch_dir(prefix: str) -> str:
+    """A temporary folder removed when the process ends."""
+    import atexit
+    import shutil
+    import tempfile
+
+    path = tempfile.mkdtemp(prefix=prefix)
+    atexit.register(shutil.rmtree, path, ignore_errors=True)
+    return path
+
+
+def lightning_strategy(strategy: str) -> str:
+    """The Lightning strategy for ``strategy``: plain ``ddp``/``ddp_spawn`` find unused parameters.
+
+    scVI has parameters that never enter the loss (the library-size encoder when the observed library
+    size is used, the per-cell dispersion head when the dispersion is per gene), so DDP's default reducer
+    stops at the first step; ``ddp`` becomes ``ddp_find_unused_parameters_true`` (same for ``ddp_spawn``, ``ddp_notebook``).
+    """
+    if strategy in ("ddp", "ddp_spawn", "ddp_notebook"):
+        return f"{strategy}_find_unused_parameters_true"
+    return strategy
+
+
 def plan_epochs(n_obs: int, s: IntegrateSettings) -> tuple[int | None, dict[str, Any]]:
     """scVI's ``max_epochs`` for ``n_obs`` cells, and how it was chosen.
 
     ``max_epochs: auto`` trains for ``train_steps`` gradient steps: ``ceil(train_steps / steps per
-    epoch)`` epochs, bounded to [1, 400], where an epoch is ``ceil(n_train / (batch_size x devices))``
+    epoch)`` epochs, bounded to [1, 400], where an epoch is ``ceil(n_train / (batch_size x devices x num_nodes))``
     steps. A fixed number is used as given; ``None`` leaves the choice to scvi-tools.
 
     Parameters
@@ -103,7 +127,7 @@ def plan_epochs(n_obs: int, s: IntegrateSettings) -> tuple[int | None, dict[str,
     JSON-able record (``rule``, ``steps_per_epoch``, ``epochs_planned``, ``steps_planned``).
     """
     n_train = max(1, math.floor(n_obs * s.train_size))
-    per_epoch = max(1, math.ceil(n_train / (s.batch_size * _n_devices(s.devices))))
+    per_epoch = max(1, math.ceil(n_train / (s.batch_size * _n_devices(s.devices) * s.num_nodes)))
     if s.max_epochs == "auto":
         rule = f"auto: {s.train_steps} steps at batch {s.batch_size}"
         epochs = int(min(AUTO_MAX_EPOCHS, max(AUTO_MIN_EPOCHS, math.ceil(s.train_steps / per_epoch))))
@@ -172,6 +196,8 @@ def plateau_check(values, window: float = 0.2, tolerance: float = 0.005) -> dict
 
 def _convergence(model, name: str, plan: dict, s: IntegrateSettings, result: TrainResult) -> None:
     """Record the convergence and ELBO curve of a trained model in ``result``; warn when it has not levelled off."""
+    if getattr(getattr(model, "trainer", None), "global_rank", 0):
+        return  # DDP rank > 0: the metrics are logged (and the bundle written) on rank 0
     curve = elbo_curve(model)
     key = (
         "elbo_validation"
@@ -282,6 +308,7 @@ def _train(model, s: IntegrateSettings, max_epochs: int | None, notes: list[str]
     """``model.train`` on the configured data path and devices."""
     from ..core.progress import progress_enabled
     from ._device import resolve_accelerator
+    from .progress_log import epoch_logger
 
     accelerator = resolve_accelerator(s.accelerator)
     # 0.9 = scvi-tools' default split, which also moves a tail of < 3 cells to validation.
@@ -299,11 +326,16 @@ def _train(model, s: IntegrateSettings, max_epochs: int | None, notes: list[str]
         "early_stopping": early_stopping,
         "early_stopping_patience": s.early_stopping_patience,
         "enable_progress_bar": progress_enabled(),
+        "callbacks": epoch_logger("integrate"),  # progress lines off a terminal
         # the validation ELBO every epoch: the convergence check and the recorded curve need it
         "check_val_every_n_epoch": 1,
     }
     if s.strategy:
-        kwargs["strategy"] = s.strategy
+        kwargs["strategy"] = lightning_strategy(s.strategy)
+        if s.strategy.startswith("ddp"):  # scvi-tools then keeps its history on disk: not in the user's folder
+            kwargs["log_save_dir"] = _scratch_dir("atlas-scvi-log-")
+    if s.num_nodes > 1:
+        kwargs["num_nodes"] = s.num_nodes
     if s.data_loader == "fast":
         from .datamodule import FastDataModule
 

@@ -126,7 +126,11 @@ class IntegrateSettings(StrictModel):
     )
     strategy: str | None = Field(
         None,
-        description="Lightning strategy; 'ddp_find_unused_parameters_true' with devices > 1 for multi-GPU",
+        description="Lightning strategy; 'ddp' with devices > 1 (one process per device; run it as a command, "
+        "`atlas integrate`; it becomes ddp_find_unused_parameters_true, which scVI needs), see docs/multi_process.md",
+    )
+    num_nodes: int = Field(
+        1, ge=1, description="machines of a multi-node DDP job (Lightning num_nodes; devices is per machine)"
     )
     backend: Literal["auto", "cpu", "gpu"] = Field(
         "auto",

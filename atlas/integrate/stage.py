@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import shutil
 import time
 from dataclasses import asdict, dataclass, field
@@ -261,6 +262,35 @@ def _hvg_atlas(adata, s: IntegrateSettings, backend: str, seconds: dict[str, flo
     return adata[:, hvgs].copy(), hvgs
 
 
+class _RankTag(logging.Filter):
+    """Prefixes every log line of this process with its DDP rank (``[rank 1] ...``)."""
+
+    def __init__(self, tag: str) -> None:
+        super().__init__()
+        self.tag = tag
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not getattr(record, "_atlas_rank", False):
+            record.msg, record._atlas_rank = f"[{self.tag}] {record.msg}", True
+        return True
+
+
+def _tag_rank_logs() -> None:
+    """On a process a DDP launcher started for rank > 0, tag its log lines with the rank.
+
+    Lightning's launcher gives its children ``LOCAL_RANK`` (and ``NODE_RANK``); torchrun gives ``RANK``.
+    Rank 0 (the command that was run) logs untagged.
+    """
+    env = os.environ
+    node, local = env.get("NODE_RANK", "0"), env.get("LOCAL_RANK")
+    tag = env.get("RANK") or (local if node == "0" else f"{node}.{local}" if local else None)
+    if tag in (None, "0"):
+        return
+    for handler in {*logging.getLogger().handlers, *logging.getLogger("atlas").handlers}:
+        if not any(isinstance(f, _RankTag) for f in handler.filters):
+            handler.addFilter(_RankTag(f"rank {tag}"))
+
+
 def _writes_bundle(train) -> bool:
     """False on a DDP rank other than 0 (rank 0 writes the bundle)."""
     trainer = getattr(train.model, "trainer", None)
@@ -451,6 +481,7 @@ def integrate_store(
 
     s = settings or IntegrateSettings()
     refdir = Path(refdir)
+    _tag_rank_logs()
     _check_refdir(refdir, overwrite)
     trail = _Trail(t0=time.perf_counter())
     adata = _read_checked(store_path, s, trail)

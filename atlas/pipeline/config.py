@@ -55,11 +55,22 @@ class PipelineConfig(StrictModel):
             raise ValueError("give 'ingest' (data sets to read) or 'simulate' (generate demo data)")
         if self.analyse is not None and self.integrate is None:
             raise ValueError("'analyse' needs the integrated atlas: set 'integrate' or set 'analyse: null'")
+        if self.integrate is not None and _multi_process(self.integrate):
+            raise ValueError(
+                "integrate: multi-process training (devices > 1, num_nodes > 1 or a ddp strategy) relaunches the "
+                "command once per device, so it cannot run inside `atlas run`; run the integrate stage as "
+                "`atlas integrate STORE --out REFDIR -c CONFIG` (see docs/multi_process.md), or train on one device")
         return self
 
     @model_validator(mode="after")
     def _seed_stages(self) -> PipelineConfig:
         return apply_seed(self)
+
+
+def _multi_process(s: IntegrateSettings) -> bool:
+    """Whether ``s`` trains in several processes (Lightning DDP launches one per device)."""
+    several = (isinstance(s.devices, int) and s.devices > 1) or (isinstance(s.devices, list) and len(s.devices) > 1)
+    return several or s.num_nodes > 1 or (s.strategy or "").startswith("ddp")
 
 
 def _seeded(section: M, field: str, seed: int) -> M:

@@ -6,7 +6,8 @@ Bookkeeping files of ``RUN_DIR`` (paths: :class:`atlas.core.layout.RunLayout`; s
     run.json              name of the run held here, atlas version, creation time
     config.resolved.yaml  the validated config with every default filled in (rewritten each run)
     provenance.json       package versions, each stage's seed, python, platform, command line (rewritten
-                          each run)
+                          each run); run_summary: each stage's status, seconds and peak memory
+                          (rewritten after every stage)
     manifest.json         one record per finished stage: settings hash, input and output fingerprints
     .lock                 held (flock) while a run is in progress, released by the OS even on SIGKILL;
                           holds the pid, host and start time of the holder for the refusal message
@@ -39,6 +40,8 @@ from ..core.atomic import TMP_PREFIX, write_json, write_text
 from ..core.errors import RunDirError
 from ..core.layout import RunLayout
 from ..core.provenance import package_versions
+from ..core.storage import fingerprint as url_fingerprint
+from ..core.storage import is_url
 
 log = logging.getLogger(__name__)
 
@@ -46,8 +49,11 @@ log = logging.getLogger(__name__)
 def fingerprint(path: str | os.PathLike) -> dict[str, Any] | None:
     """A cheap fingerprint of a file or directory: sizes and modification times (None if absent).
 
-    Contents are not hashed: inputs can be many gigabytes. Any rewrite changes the mtime.
+    Contents are not hashed: inputs can be many gigabytes. Any rewrite changes the mtime. A URL
+    (``s3://...``) gets its objects' sizes and ETags (:func:`atlas.core.storage.fingerprint`).
     """
+    if is_url(path):
+        return url_fingerprint(path)
     p = Path(path)
     if not p.exists():
         return None
@@ -205,6 +211,12 @@ class RunDir:
                 "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             },
         )
+
+    def record_run_summary(self, summary: dict[str, Any]) -> None:
+        """Store this run's per-stage times and peak memory in provenance.json under ``run_summary``."""
+        prov = json.loads(self.layout.provenance.read_text()) if self.layout.provenance.exists() else {}
+        prov["run_summary"] = summary
+        write_json(self.layout.provenance, prov)
 
     # ------------------------------------------------------------------------------ manifest
     def manifest(self) -> dict[str, dict[str, Any]]:

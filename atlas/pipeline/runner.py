@@ -1,13 +1,21 @@
-"""``atlas run``: execute the stages in order, skipping those whose inputs and settings are unchanged."""
+"""``atlas run``: execute the stages in order, skipping those whose inputs and settings are unchanged.
+
+Each stage's wall time and peak memory (:mod:`atlas.core.memory`) are kept in :class:`RunResult`,
+printed as a table at the end of ``atlas run`` and written to ``provenance.json`` (``run_summary``)
+after every stage, so a run that fails or is killed still shows where its time went.
+"""
 
 from __future__ import annotations
 
 import logging
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
+from typing import Any
 
 from ..core.errors import ConfigError
+from ..core.memory import PeakMemory, peak_rss_bytes
+from ..core.progress import format_duration
 from ..core.settings import settings_hash
 from ._killpoints import crash_points
 from .config import PipelineConfig, stage_seeds
@@ -18,13 +26,63 @@ log = logging.getLogger(__name__)
 
 
 @dataclass
+class StageTiming:
+    """One stage of a run: ``status`` (``ran``, ``skipped`` or ``failed``), wall seconds and peak memory.
+
+    ``peak_rss_gib`` is this process's peak resident memory during the stage (None when skipped);
+    ``peak_gpu_gib`` PyTorch's peak GPU allocation, None when the stage did not use CUDA.
+    """
+
+    status: str
+    seconds: float
+    peak_rss_gib: float | None = None
+    peak_gpu_gib: float | None = None
+
+
+@dataclass
 class RunResult:
-    """What happened in a run: which stages ran, which were skipped, and the run directory."""
+    """What happened in a run: which stages ran or were skipped, their times and peak memory, the run directory.
+
+    ``peak_rss_per_stage`` is False where the peak could not be reset between stages (not Linux): each
+    stage's figure is then the process's peak so far.
+    """
 
     run_dir: str
     ran: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
     seconds: dict[str, float] = field(default_factory=dict)
+    stages: dict[str, StageTiming] = field(default_factory=dict)
+    total_seconds: float = 0.0
+    peak_rss_gib: float = 0.0
+    peak_rss_per_stage: bool = True
+
+    def summary(self) -> dict[str, Any]:
+        """The per-stage times and peak memory as stored in ``provenance.json`` (``run_summary``)."""
+        return {
+            "stages": {name: asdict(t) for name, t in self.stages.items()},
+            "total_seconds": round(self.total_seconds, 2),
+            "peak_rss_gib": round(self.peak_rss_gib, 3),
+            "peak_rss_scope": "per stage" if self.peak_rss_per_stage else "process peak so far (no per-stage reset)",
+        }
+
+    def table(self) -> str:
+        """A compact table of the stages' status, time and peak memory (what ``atlas run`` prints)."""
+        gpu = any(t.peak_gpu_gib is not None for t in self.stages.values())
+        rows = [["stage", "status", "time", "peak RSS", *(["peak GPU"] if gpu else [])]]
+        for name, t in self.stages.items():
+            ran = t.status != "skipped"
+            rows.append([name, t.status, format_duration(t.seconds) if ran else "-", _gib(t.peak_rss_gib),
+                         *([_gib(t.peak_gpu_gib)] if gpu else [])])  # fmt: skip
+        rows.append(["total", "", format_duration(self.total_seconds), _gib(self.peak_rss_gib), *([""] if gpu else [])])
+        widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+        lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows]
+        if not self.peak_rss_per_stage:
+            lines.append("(peak RSS is the process's peak so far: it could not be reset between stages here)")
+        return "\n".join(lines)
+
+
+def _gib(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f} GiB"
 
 
 def stage_names() -> list[str]:
@@ -50,6 +108,7 @@ def run_pipeline(config: PipelineConfig, *, force: Sequence[str] = (), until: st
             raise ConfigError(f"unknown stage {n!r}; the stages are {', '.join(names)}")
     result = RunResult(run_dir=str(config.run_dir))
     seeds = {"pipeline": config.seed, **stage_seeds(config)}
+    run_started = time.perf_counter()
     with RunDir(config.run_dir, config.name) as rundir:
         rundir.write_provenance(config, seeds)
         ctx = Context(config=config, rundir=rundir)
@@ -65,17 +124,47 @@ def run_pipeline(config: PipelineConfig, *, force: Sequence[str] = (), until: st
             if current and stage.name not in force and "all" not in force:
                 log.info("stage %-9s skipped (%s)", stage.name, why)
                 result.skipped.append(stage.name)
+                result.stages[stage.name] = StageTiming("skipped", 0.0)
             else:
                 reason = "forced" if current else why
                 log.info("stage %-9s running (%s): %s", stage.name, reason, stage.description)
                 rundir.forget(stage.name)
-                started = time.time()
-                with crash_points(stage.name):  # test-only SIGKILL points (ATLAS_TEST_KILL_AT)
-                    stage.run(ctx)
+                started = _run_stage(stage, ctx, rundir, result, run_started)
                 rundir.record(stage.name, settings, inputs, stage.outputs(ctx), started)
                 result.ran.append(stage.name)
-                result.seconds[stage.name] = round(time.time() - started, 2)
-                log.info("stage %-9s done in %.1f s", stage.name, result.seconds[stage.name])
+                t = result.stages[stage.name]
+                result.seconds[stage.name] = t.seconds
+                log.info("stage %-9s done in %s, peak RSS %s", stage.name, format_duration(t.seconds),
+                         _gib(t.peak_rss_gib))
+            _finish(result, rundir, run_started)
             if stage.name == until:
                 break
     return result
+
+
+def _run_stage(stage, ctx: Context, rundir: RunDir, result: RunResult, run_started: float) -> float:
+    """Run one stage, its wall time and peak memory into ``result.stages`` (also when it fails); returns its start."""
+    started, t0 = time.time(), time.perf_counter()
+    memory = PeakMemory()
+    status = "failed"
+    try:
+        with memory, crash_points(stage.name):  # test-only SIGKILL points (ATLAS_TEST_KILL_AT)
+            stage.run(ctx)
+        status = "ran"
+    finally:
+        gpu = None if memory.gpu_gib is None else round(memory.gpu_gib, 3)
+        result.stages[stage.name] = StageTiming(status, round(time.perf_counter() - t0, 2), round(memory.rss_gib, 3), gpu)
+        result.peak_rss_per_stage &= memory.per_step
+        if status == "failed":
+            _finish(result, rundir, run_started)
+            log.info("stage %s failed after %s; the run so far:\n%s", stage.name,
+                      format_duration(result.stages[stage.name].seconds), result.table())
+    return started
+
+
+def _finish(result: RunResult, rundir: RunDir, run_started: float) -> None:
+    """Bring the run's totals up to date and write the summary into provenance.json."""
+    result.total_seconds = time.perf_counter() - run_started
+    stage_peaks = [t.peak_rss_gib for t in result.stages.values() if t.peak_rss_gib is not None]
+    result.peak_rss_gib = max([*stage_peaks, 0.0 if result.peak_rss_per_stage else peak_rss_bytes() / 1024**3])
+    rundir.record_run_summary(result.summary())

@@ -25,14 +25,15 @@ def _pairs(values: list[str] | None, option: str) -> dict[str, str]:
 def query(
     refdir: Annotated[Path, typer.Argument(
         metavar="REFDIR", help="Run directory of `atlas run` (or a bundle of `atlas integrate`).")],
-    query_input: Annotated[Path, typer.Argument(
-        metavar="QUERY", help="Ingest YAML (one or more data sets) or one data file/10x directory.")],
+    query_input: Annotated[str, typer.Argument(  # a str: a Path would collapse s3:// URLs
+        metavar="QUERY", help="Ingest YAML (one or more data sets) or one data file/10x directory (path or URL: "
+        "s3://, gs://).")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Output folder (query.h5ad, report.html, tables/).")],
     dataset_id: Annotated[str | None, typer.Option(help="Data set id of a single-file query (default: file name).")] = None,
     species: Annotated[str | None, typer.Option(help="human or mouse (mouse genes -> human orthologues).")] = None,
     format: Annotated[str | None, typer.Option(help="auto, h5ad, 10x_h5, 10x_mtx, csv or tsv.")] = None,
     counts: Annotated[str | None, typer.Option(help="Where raw counts are: X, raw or layers/<name> (h5ad).")] = None,
-    obs_path: Annotated[Path | None, typer.Option(help="csv/tsv of cell metadata (mtx/csv inputs).")] = None,
+    obs_path: Annotated[str | None, typer.Option(help="csv/tsv of cell metadata (mtx/csv inputs; path or URL).")] = None,
     obs_column: Annotated[list[str] | None, typer.Option(
         "--obs-column", help="FIELD=COLUMN: schema field from a metadata column (repeatable).")] = None,
     constant: Annotated[list[str] | None, typer.Option(

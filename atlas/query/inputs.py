@@ -13,6 +13,7 @@ import re
 from pathlib import Path
 from typing import Any
 
+from ..core import storage
 from ..core.errors import InputDataError
 from ..core.settings import read_yaml, validate
 from ..ingest.settings import SCHEMA_FIELDS, IngestConfig, load_ingest_config
@@ -28,9 +29,9 @@ _DATA_SUFFIXES = (".gz", ".h5ad", ".h5", ".hdf5", ".csv", ".tsv", ".txt", ".mtx"
 QUERY_DEFAULTS = {"cancer_type": "unknown", "tissue": "tumour", "platform": "unknown"}
 
 
-def dataset_id_from_path(path: Path) -> str:
-    """A data set id from a file name: ``GSE123_tumour.h5ad`` -> ``GSE123_tumour``."""
-    name = path.name
+def dataset_id_from_path(path: str | Path) -> str:
+    """A data set id from a file name or URL: ``GSE123_tumour.h5ad`` -> ``GSE123_tumour``."""
+    name = storage.name(path)
     while True:
         stem, suffix = Path(name).stem, Path(name).suffix.lower()
         if suffix not in _DATA_SUFFIXES or not stem:
@@ -74,7 +75,8 @@ def query_ingest_config(
     ----------
     query
         An :class:`~atlas.ingest.settings.IngestConfig`, an ingest YAML (``.yaml``/``.yml``, one or more data
-        sets), or one data file/directory in any format ingest reads.
+        sets), or one data file/directory in any format ingest reads; a data file may be a URL (``s3://...``,
+        see :mod:`atlas.core.storage`), a YAML is read from local disk (its data set paths may be URLs).
     reference_qc
         The reference's QC settings, used when the query gives none.
     notes
@@ -95,10 +97,14 @@ def query_ingest_config(
     if isinstance(query, IngestConfig):
         cfg, has_qc = query, True
     else:
-        path = Path(query)
-        if not path.exists():
-            raise InputDataError(f"query {path} does not exist; give an ingest YAML or a data file/directory")
-        if path.suffix.lower() in YAML_SUFFIXES:
+        path = storage.location(query)
+        storage.require(path, "query ", "give an ingest YAML or a data file/directory")
+        if storage.name(path).lower().endswith(YAML_SUFFIXES):
+            if storage.is_url(path):
+                raise InputDataError(
+                    f"query {path}: an ingest YAML is read from local disk; copy it locally (its data set paths "
+                    "may stay URLs) or give the data file's URL directly"
+                )
             if given:
                 raise InputDataError(
                     f"options {sorted(given)} apply to a single data file; with an ingest YAML ({path}) put them in "

@@ -57,6 +57,7 @@ def map_to_reference(adata, ref: Reference, s: QuerySettings) -> MappingResult:
 
     from ..core.progress import progress_enabled
     from ..integrate._device import resolve_accelerator
+    from ..integrate.progress_log import epoch_logger
 
     cls = getattr(scvi.model, ref.model_class)
     accelerator = resolve_accelerator(s.accelerator)
@@ -73,6 +74,7 @@ def map_to_reference(adata, ref: Reference, s: QuerySettings) -> MappingResult:
         "early_stopping": False,
         "plan_kwargs": {"lr": s.learning_rate, "weight_decay": s.weight_decay},
         "enable_progress_bar": progress_enabled(),
+        "callbacks": epoch_logger("query"),  # progress lines off a terminal
     }
     log.info("scArches: training the %s query model on %d cells for %d epochs (%s)", ref.model_class, adata.n_obs,
              max_epochs, accelerator)  # fmt: skip

@@ -145,7 +145,7 @@ def _draw_embedding(ax, coords: np.ndarray, values, *, title: str, categorical: 
     src = values.reset_index(drop=True) if isinstance(values, pd.Series) else pd.Series(values)
     categorical = _is_categorical(src) if categorical is None else categorical
     vals = src.iloc[idx].reset_index(drop=True)
-    back = vals.isna().to_numpy()
+    back = vals.isna().to_numpy().copy()  # pandas 3 (copy-on-write) hands out a read-only view
     if highlight is not None:
         back |= ~np.asarray(highlight, dtype=bool)[idx]
     rgba = np.empty((len(idx), 4))

@@ -27,9 +27,8 @@ def _matrix(adata, layer: str | None, use_raw: bool | None) -> tuple[Any, pd.Ind
         return adata.raw.X, adata.raw.var_names, "raw.X"
     if layer is not None:
         if layer not in adata.layers:
-            raise AtlasError(
-                f"layer {layer!r} is not in adata.layers (have: {', '.join(adata.layers) or 'none'})"
-            )
+            have = [str(k) for k in adata.layers if k is not None]  # anndata >= 0.13 lists X as layers[None]
+            raise AtlasError(f"layer {layer!r} is not in adata.layers (have: {', '.join(have) or 'none'})")
         return adata.layers[layer], adata.var_names, f"layers[{layer!r}]"
     return adata.X, adata.var_names, "X"
 

@@ -11,7 +11,10 @@ have. Passes:
   ``k-1``, because scanpy sums each gene in row order (the blocks are still read in parallel by
   the workers; only the 1-D running sums travel).
 
-Works with any scheduler (threaded, ``distributed.Client``).
+Works with any scheduler (threaded, ``distributed.Client``). On process workers the block functions,
+the kernel and the executor module (by reference) are pickled, and each worker loads the numba kernels
+from numba's cache; results equal in-process scoring bit for bit (tests/score/test_dask_cluster.py,
+docs/multi_process.md).
 """
 
 from __future__ import annotations

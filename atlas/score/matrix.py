@@ -326,7 +326,7 @@ METHOD_FUNCTIONS: dict[str, Callable[[ScorePass, MethodParams], np.ndarray]] = {
 
 def gene_means(p: ScorePass) -> np.ndarray:
     """Gene means as scanpy computes them: from the cache when valid, else one pass (then cached)."""
-    dtype = fold_dtype(p.src.dtype, p.mode)
+    dtype = fold_dtype(p.src.dtype, p.mode, dense=p.src.dense)
     sums = None if p.gene_stats is None else p.gene_stats.sums(p.mode, p.target_sum, dtype)
     if sums is None:
         sums, nnz = src_fold(p, dtype)

@@ -1,4 +1,4 @@
-"""Control genes exactly as ``scanpy.tl.score_genes`` (scanpy 1.11) picks them, without global seeding.
+"""Control genes exactly as ``scanpy.tl.score_genes`` (scanpy 1.11 and 1.12) picks them, without global seeding.
 
 scanpy, per call: ``np.random.seed(random_state)``; gene means over all cells; genes ranked
 (``rank(method="min")``) and cut into bins of ``round(n_genes / (n_bins - 1))`` genes; for every bin
@@ -9,7 +9,7 @@ signature genes are then removed. The score is mean(signature) - mean(union of c
 
 Here each signature gets a fresh ``RandomState(random_state)``, which is what a user gets by calling
 ``score_genes`` once per signature with the same ``random_state``. Gene means are summed the way
-scanpy sums them (see :func:`finalize_gene_means`) so that the bins match bit for bit.
+scanpy sums them (see :func:`fold_dtype`, :func:`finalize_gene_means`) so that the bins match bit for bit.
 """
 
 from __future__ import annotations
@@ -20,17 +20,20 @@ import pandas as pd
 from ..core.errors import AtlasError
 
 
-def fold_dtype(data_dtype: np.dtype, mode: int) -> np.dtype:
-    """Accumulator dtype scanpy's gene sums use: float32 for float32 data, else float64 (exact for ints)."""
+def fold_dtype(data_dtype: np.dtype, mode: int, *, dense: bool = False) -> np.dtype:
+    """Accumulator dtype scanpy's gene sums use: for float32 data float32 if dense (``np.nanmean``), else
+    :func:`~atlas.ingest.genestats.sparse_sum_dtype` (float64 from scanpy 1.12 or SciPy 1.18); else float64."""
     from .._kernels.cpu import NORM_F32, NORM_F64
+    from ..ingest.genestats import sparse_sum_dtype
 
+    f32 = np.dtype(np.float32) if dense else sparse_sum_dtype()
     if mode == NORM_F32:
-        return np.dtype(np.float32)
+        return f32
     if mode == NORM_F64:
         return np.dtype(np.float64)
     data_dtype = np.dtype(data_dtype)
     if data_dtype.kind == "f" and data_dtype.itemsize <= 4:
-        return np.dtype(np.float32)
+        return f32
     return np.dtype(np.float64)
 
 

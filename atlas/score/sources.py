@@ -69,7 +69,8 @@ class RowSource:
     def tracked_chunks(self, chunk_size: int, description: str) -> Iterator[Chunk]:
         """:meth:`chunks` with a progress bar unless the source is ``quiet``."""
         chunks = self.chunks(chunk_size)
-        return chunks if self.quiet else track(chunks, description)
+        # the total is the usual chunk count (a chunk cut short by the value limit adds one more)
+        return chunks if self.quiet else track(chunks, description, total=-(-self.n_rows // chunk_size))
 
     def chunks(self, chunk_size: int) -> Iterator[Chunk]:
         """Yield ``(start, stop, indptr, indices, data)`` row chunks in order."""

@@ -55,6 +55,8 @@ def _index(root: Any, key: str) -> pd.Index:
     grp = root[key]
     idx_key = grp.attrs.get("_index", "_index")
     elem = grp[idx_key]
+    if elem.attrs.get("encoding-type") == "nullable-string-array":  # pandas 3 str index (anndata >= 0.13)
+        elem = elem["values"]  # names are never missing: the mask is all False
     if type(elem).__module__.startswith("h5py") and elem.dtype.kind == "O" and elem.ndim == 1:
         import pyarrow as pa
 

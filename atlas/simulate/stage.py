@@ -185,7 +185,7 @@ def _write_dataset(out: Path, spec: DatasetSpec, cells, model: DatasetModel, gen
     if spec.format == "h5ad":
         files = [f"datasets/{spec.id}.h5ad"]
         for col in obs.columns:
-            if obs[col].dtype == object:
+            if pd.api.types.is_string_dtype(obs[col].dtype):  # object (pandas 2) or str (pandas 3)
                 obs[col] = obs[col].astype("category")
         writer = H5adWriter(base / f"{spec.id}.h5ad", obs, pd.DataFrame(index=pd.Index(names)), spec.counts)
     else:

@@ -119,7 +119,8 @@ class H5adWriter:
         elems = {"X": counts} if self.counts == "X" else {"layers/counts": counts, "X": log_normalise(chunk)}
         for key, mat in elems.items():
             if not self._started:
-                write_elem(self._file, key, mat)
+                parent, _, name = key.rpartition("/")  # anndata >= 0.13 refuses "/" in a key
+                write_elem(self._file[parent] if parent else self._file, name, mat)
             else:
                 group = self._file[key]
                 if group["indptr"].dtype != np.int64 and group["indices"].shape[0] + mat.nnz >= INDPTR64_AT:

@@ -117,7 +117,7 @@ def toy_atlas(
         index=[f"cell{i}" for i in range(n_cells)],
     )
     for col in obs.columns:
-        if obs[col].dtype == object:
+        if pd.api.types.is_string_dtype(obs[col].dtype):  # object (pandas 2) or str (pandas 3)
             obs[col] = obs[col].astype("category")
     obs["n_counts"] = counts.sum(axis=1)
     return ad.AnnData(X=sp.csr_matrix(counts), obs=obs, var=pd.DataFrame(index=names))

@@ -188,7 +188,7 @@ def test_inner_join_and_chunking(tmp_path, three):
 @pytest.mark.parametrize("suffix", [".h5ad", ".zarr"])
 def test_ingest_writes_gene_stats_that_scoring_uses(tmp_path, three, suffix, monkeypatch):
     """The sidecar equals a fresh gene-sum pass bit for bit, and score_store then reads the store once."""
-    from atlas.ingest.genestats import GeneStatsCache, sidecar_path
+    from atlas.ingest.genestats import GeneStatsCache, sidecar_path, sparse_sum_dtype
     from atlas.score import matrix
     from atlas.score.exec_cpu import run_fold
     from atlas.score.sources import as_source
@@ -211,7 +211,7 @@ def test_ingest_writes_gene_stats_that_scoring_uses(tmp_path, three, suffix, mon
     np.testing.assert_array_equal(warm.to_numpy(), fresh.to_numpy())
     np.testing.assert_array_equal(cached.nnz, (three["expected"] > 0).sum(axis=0))
     a = ad.read_h5ad(out) if suffix == ".h5ad" else ad.read_zarr(out)
-    sums, _ = run_fold(as_source(a.X), chunk_size=50, mode=1, target=1e4, dtype=np.float32)
+    sums, _ = run_fold(as_source(a.X), chunk_size=50, mode=1, target=1e4, dtype=sparse_sum_dtype())
     np.testing.assert_array_equal(cached.sums, sums)
 
 

@@ -127,3 +127,30 @@ def test_fingerprint_sees_rewrites(tmp_path):
     assert rundir_mod.fingerprint(tmp_path / "missing") is None
     assert rundir_mod.fingerprint(tmp_path)["files"] == 1
     assert isinstance(Path(tmp_path), Path)
+
+
+def test_provenance_holds_each_stages_time_and_peak_memory(tmp_path, toy_stages):
+    r1 = runner.run_pipeline(_cfg(tmp_path))
+    summary = json.loads((tmp_path / "run" / "provenance.json").read_text())["run_summary"]
+    assert list(summary["stages"]) == ["first", "second"]
+    for rec in summary["stages"].values():
+        assert rec["status"] == "ran" and rec["seconds"] >= 0 and rec["peak_rss_gib"] > 0
+    assert summary["peak_rss_gib"] > 0 and summary["total_seconds"] >= 0 and summary["peak_rss_scope"]
+    assert r1.summary() == summary and r1.stages["first"].seconds == r1.seconds["first"]
+    table = r1.table().splitlines()
+    assert table[0].split() == ["stage", "status", "time", "peak", "RSS"]
+    assert table[1].split()[:2] == ["first", "ran"] and "GiB" in table[1] and table[-1].startswith("total")
+
+    r2 = runner.run_pipeline(_cfg(tmp_path))  # provenance is rewritten: this run's summary only
+    summary = json.loads((tmp_path / "run" / "provenance.json").read_text())["run_summary"]
+    assert {k: v["status"] for k, v in summary["stages"].items()} == {"first": "skipped", "second": "skipped"}
+    assert summary["stages"]["first"]["peak_rss_gib"] is None and "skipped" in r2.table()
+
+
+def test_failed_stage_is_in_the_run_summary(tmp_path, toy_stages):
+    toy_stages["crash_second"] = True
+    with pytest.raises(Boom):
+        runner.run_pipeline(_cfg(tmp_path))
+    summary = json.loads((tmp_path / "run" / "provenance.json").read_text())["run_summary"]
+    assert [summary["stages"][s]["status"] for s in ("first", "second")] == ["ran", "failed"]
+    assert summary["stages"]["second"]["peak_rss_gib"] > 0

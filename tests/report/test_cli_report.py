@@ -13,7 +13,7 @@ def _atlas(*args):
 
 
 def test_report_command(tmp_path):
-    run = synthetic_run_dir(tmp_path / "run", n_cells=1200)
+    run = synthetic_run_dir(tmp_path / "run", n_cells=400)
     res = _atlas("--quiet", "report", str(run))
     assert res.returncode == 0, res.stderr
     assert "report written to" in res.stdout and (run / "report.html").exists()

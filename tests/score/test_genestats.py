@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import atlas.score as atlas_score
-from atlas.ingest.genestats import GeneStatsCache, sidecar_path
+from atlas.ingest.genestats import GeneStatsCache, sidecar_path, sparse_sum_dtype
 from atlas.score import matrix
 from atlas.score.exec_cpu import run_fold
 from atlas.score.sources import as_source
@@ -39,9 +39,9 @@ def test_cache_written_then_used_with_identical_scores(store, sets, adata, monke
     cold = atlas_score.score_store(store, sets, method="scanpy", backend="cpu", chunk_size=64)
     side = sidecar_path(store)
     assert side.name == "store.genestats.parquet" and side.is_file()
-    # bit-identical to the first pass (float32 sums in scanpy's row order) and to the stored counts
+    # bit-identical to the first pass (sums in scanpy's dtype and row order) and to the stored counts
     with h5py.File(store) as f:
-        sums, nnz = run_fold(as_source(f["X"]), chunk_size=50, mode=1, target=1e4, dtype=np.float32)
+        sums, nnz = run_fold(as_source(f["X"]), chunk_size=50, mode=1, target=1e4, dtype=sparse_sum_dtype())
     cached = GeneStatsCache(store).load()
     np.testing.assert_array_equal(cached.sums, sums)
     np.testing.assert_array_equal(cached.nnz, np.bincount(adata.X.indices, minlength=adata.n_vars))

@@ -55,11 +55,11 @@ HARD = {"n_cells": 3000, "n_datasets": 7, "n_genes": 2500, "seed": 3}
 def _h5ad_digest(path: Path) -> str:
     a = ad.read_h5ad(path)
     h = hashlib.sha256()
-    for m in [a.X] + [a.layers[k] for k in sorted(a.layers)]:
+    for m in [a.X] + [a.layers[k] for k in sorted(k for k in a.layers if k is not None)]:  # None: X (anndata 0.13)
         m = sp.csr_matrix(m)
         for arr in (m.indptr.astype(np.int64), m.indices.astype(np.int64), np.asarray(m.data, dtype=np.float64)):
             h.update(arr.tobytes())
-    h.update(a.obs.astype(str).to_csv().encode())
+    h.update(a.obs.astype(str).to_csv(na_rep="nan").encode())  # pandas 3's astype(str) keeps NaN missing
     h.update("\n".join(a.var_names).encode())
     return h.hexdigest()[:16]
 
