@@ -201,31 +201,28 @@ def require(path: Location, what: str = "", fix: str = "check the path") -> None
             raise InputDataError(f"{what}{path} does not exist; {fix}") from None
 
 
-def exists(path: Location) -> bool:
-    """Whether a file, directory or (in object storage) key prefix exists at ``path``."""
+def _ask(path: Location, local: str, remote: str) -> bool:
+    """``Path(path).<local>()`` for a local path, else the filesystem's ``<remote>`` (errors translated)."""
     if not is_url(path):
-        return Path(path).exists()
+        return getattr(Path(path), local)()
     fs, p = _fs(path)
     with translating(path):
-        return bool(fs.exists(p))
+        return bool(getattr(fs, remote)(p))
+
+
+def exists(path: Location) -> bool:
+    """Whether a file, directory or (in object storage) key prefix exists at ``path``."""
+    return _ask(path, "exists", "exists")
 
 
 def isdir(path: Location) -> bool:
     """Whether ``path`` is a directory (in object storage: a key prefix holding objects)."""
-    if not is_url(path):
-        return Path(path).is_dir()
-    fs, p = _fs(path)
-    with translating(path):
-        return bool(fs.isdir(p))
+    return _ask(path, "is_dir", "isdir")
 
 
 def isfile(path: Location) -> bool:
     """Whether ``path`` is a file (an object)."""
-    if not is_url(path):
-        return Path(path).is_file()
-    fs, p = _fs(path)
-    with translating(path):
-        return bool(fs.isfile(p))
+    return _ask(path, "is_file", "isfile")
 
 
 def name(path: Location) -> str:

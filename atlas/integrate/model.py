@@ -78,12 +78,6 @@ class TrainResult:
     """Convergence warnings (also in ``notes``)."""
 
 
-def _n_devices(devices) -> int:
-    if isinstance(devices, list):
-        return max(1, len(devices))
-    return devices if isinstance(devices, int) and devices > 0 else 1
-
-
 def _scratch_dir(prefix: str) -> str:
     """A temporary folder removed when the process ends."""
     import atexit
@@ -127,7 +121,7 @@ def plan_epochs(n_obs: int, s: IntegrateSettings) -> tuple[int | None, dict[str,
     JSON-able record (``rule``, ``steps_per_epoch``, ``epochs_planned``, ``steps_planned``).
     """
     n_train = max(1, math.floor(n_obs * s.train_size))
-    per_epoch = max(1, math.ceil(n_train / (s.batch_size * _n_devices(s.devices) * s.num_nodes)))
+    per_epoch = max(1, math.ceil(n_train / (s.batch_size * s.n_processes)))
     if s.max_epochs == "auto":
         rule = f"auto: {s.train_steps} steps at batch {s.batch_size}"
         epochs = int(min(AUTO_MAX_EPOCHS, max(AUTO_MIN_EPOCHS, math.ceil(s.train_steps / per_epoch))))

@@ -174,3 +174,10 @@ class IntegrateSettings(StrictModel):
         if self.batch_key in self.categorical_covariates:
             raise ValueError(f"batch_key {self.batch_key!r} is also listed in categorical_covariates")
         return self
+
+    @property
+    def n_processes(self) -> int:
+        """Training processes Lightning runs: devices per machine x machines (``auto`` counts as one device)."""
+        d = self.devices
+        per_machine = max(1, len(d)) if isinstance(d, list) else (d if isinstance(d, int) and d > 0 else 1)
+        return per_machine * self.num_nodes

@@ -69,8 +69,7 @@ class PipelineConfig(StrictModel):
 
 def _multi_process(s: IntegrateSettings) -> bool:
     """Whether ``s`` trains in several processes (Lightning DDP launches one per device)."""
-    several = (isinstance(s.devices, int) and s.devices > 1) or (isinstance(s.devices, list) and len(s.devices) > 1)
-    return several or s.num_nodes > 1 or (s.strategy or "").startswith("ddp")
+    return s.n_processes > 1 or (s.strategy or "").startswith("ddp")
 
 
 def _seeded(section: M, field: str, seed: int) -> M:
