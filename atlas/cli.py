@@ -179,8 +179,9 @@ def integrate(
 # ------------------------------------------------------------------------------------------ score
 @app.command()
 def score(
-    store: Annotated[Path, typer.Argument(help="Store (.h5ad or .zarr) with raw counts in X, e.g. from `atlas ingest`.")],
-    out: Annotated[Path, typer.Option("--out", "-o", help="Parquet table to write (cells x signatures).")],
+    store: Annotated[str, typer.Argument(help="Store (.h5ad or .zarr) with raw counts in X, e.g. from `atlas ingest`; "
+                                         "path or URL (s3://, gs://: streamed, not downloaded).")],
+    out: Annotated[str, typer.Option("--out", "-o", help="Parquet table to write (cells x signatures); path or URL.")],
     signatures: Annotated[list[str] | None, typer.Option(
         "--signatures", "-s",
         help="Registry name or GMT/YAML file (repeatable); default: the T3 proxy, hallmarks and neutrophil states.")] = None,
@@ -193,16 +194,17 @@ def score(
     overwrite: Annotated[bool, typer.Option(help="Replace an existing --out.")] = False,
 ) -> None:
     """Score gene signatures on every cell of a store, all signatures in one pass, out of core (CPU or GPU)."""
+    from .core import storage
     from .core.errors import RunDirError
     from .core.settings import settings_with_flags
     from .score.settings import ScoreConfig
 
-    if out.suffix != ".parquet":
+    store, out = storage.location(store), storage.location(out)
+    if not storage.name(out).endswith(".parquet"):
         raise AtlasError(f"--out {out}: write the scores to a .parquet file")
-    if out.exists() and not overwrite:
+    if storage.exists(out) and not overwrite:
         raise RunDirError(f"{out} already exists; pass --overwrite to replace it or choose another --out")
-    if not store.exists():
-        raise AtlasError(f"store {store} does not exist; create one with `atlas ingest CONFIG --out {store}`")
+    storage.require(store, "store ", f"create one with `atlas ingest CONFIG --out {store}`")
     from .score import score_store
 
     s = settings_with_flags(ScoreConfig, None, "command-line options", signatures=signatures or None, method=method,
@@ -298,14 +300,18 @@ def analyse(
 # ----------------------------------------------------------------------------------------- report
 @app.command()
 def report(
-    rundir: Annotated[Path, typer.Argument(help="Run directory of `atlas run` or `atlas demo`.")],
-    out: Annotated[Path | None, typer.Option("--out", "-o", help="HTML file to write (default RUNDIR/report.html).")] = None,
+    rundir: Annotated[str, typer.Argument(help="Run directory of `atlas run` or `atlas demo`; path or URL (s3://, gs://: "
+                                          "its outputs are cached locally, the report is uploaded beside them).")],
+    out: Annotated[str | None, typer.Option("--out", "-o", help="HTML file to write (default RUNDIR/report.html); "
+                                            "path or URL.")] = None,
 ) -> None:
     """Write the atlas report: one self-contained HTML file (figures embedded) plus PNG/PDF figures."""
+    from .core import storage
     from .report import write_report
 
     path = write_report(rundir, out=out)
-    typer.echo(f"report written to {path} (figures in {path.parent / 'figures'}); open it in any browser, offline")
+    typer.echo(f"report written to {path} (figures in {storage.join(storage.parent(path), 'figures')}); open it in "
+               "any browser, offline")
 
 
 # ------------------------------------------------------------------------------------------ query
@@ -323,9 +329,11 @@ def _print_run(result) -> None:
     if result.skipped:
         typer.echo(f"skipped (unchanged): {', '.join(result.skipped)}")
     typer.echo(f"run directory: {result.run_dir}")
+    if result.local_dir and result.local_dir != result.run_dir:
+        typer.echo(f"working copy: {result.local_dir}")
     from .core.layout import RunLayout
 
-    report = RunLayout(result.run_dir).report
+    report = RunLayout(result.local_dir or result.run_dir).report
     if report.exists():
         typer.echo(f"report: {report.resolve()}")
 
@@ -336,16 +344,18 @@ UntilOpt = Annotated[str | None, typer.Option("--until", help="Stop after this s
 
 @app.command()
 def run(
-    config: Annotated[Path, typer.Argument(help="Pipeline YAML (see configs/).")],
+    config: Annotated[str, typer.Argument(help="Pipeline YAML (see configs/): a path or a URL (s3://...).")],
     force: StageOpt = None,
     until: UntilOpt = None,
+    force_lock: Annotated[bool, typer.Option(
+        "--force-lock", help="run_dir URL: take its .lock even if another run seems to hold it (docs/cloud.md).")] = False,
 ) -> None:
     """Run the pipeline; a rerun skips stages whose inputs and settings are unchanged and resumes after a crash."""
     from .pipeline import run_pipeline
     from .pipeline.config import load_pipeline_config
 
     cfg = load_pipeline_config(config)
-    _print_run(run_pipeline(cfg, force=force or (), until=until))
+    _print_run(run_pipeline(cfg, force=force or (), until=until, force_lock=force_lock))
 
 
 @app.command()
@@ -364,7 +374,7 @@ def demo(
 
 @app.command()
 def validate(
-    config: Annotated[Path, typer.Argument(help="Pipeline or ingest YAML to check.")],
+    config: Annotated[str, typer.Argument(help="Pipeline or ingest YAML to check: a path or a URL (s3://...).")],
 ) -> None:
     """Check a pipeline or ingest config and print it with every default filled in."""
     import yaml

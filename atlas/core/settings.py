@@ -4,7 +4,8 @@ helper that turns a config section plus command-line flags into validated settin
 
 Every model forbids unknown fields, so a typo is reported with its path
 (``ingest.datasets[2].obs_colums: unknown field``) instead of being ignored.
-Relative paths in a YAML file are resolved against the folder that holds the file.
+Relative paths in a YAML file are resolved against the folder that holds the file; a YAML file may
+itself be a URL (``s3://bucket/cfg/run.yaml``), and its relative paths then resolve to URLs in that folder.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import posixpath
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -19,7 +21,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from .errors import ConfigError
-from .storage import is_url
+from .storage import Location, is_url, open_input, translating
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -41,19 +43,35 @@ def _format_validation_error(err: ValidationError, source: str) -> str:
     return f"invalid configuration in {source}:\n" + "\n".join(lines)
 
 
-def resolve_paths(
-    obj: Any, base: Path, keys: tuple[str, ...] = ("path", "obs_path", "run_dir", "ingest", "signatures")
-) -> Any:
-    """Resolve relative path values (under the given keys) against ``base``; URLs (``s3://...``) stay as they are."""
+PATH_KEYS = ("path", "obs_path", "run_dir", "work_dir", "ingest", "signatures")
+
+
+def _resolve_one(value: str, base: Location) -> str:
+    """``value`` resolved against ``base`` (a local folder or a URL folder); URLs and absolute paths kept."""
+    if is_url(value):  # s3://, gs://, ...: kept as written (a Path would collapse '//')
+        return value
+    p = Path(value).expanduser()
+    if p.is_absolute():
+        return os.path.normpath(p)
+    if is_url(base):  # a relative path in a YAML read from a URL: a key in the same folder
+        scheme, rest = str(base).split("://", 1)
+        bucket, _, key = rest.partition("/")
+        joined = posixpath.normpath(posixpath.join("/", key, p.as_posix())).lstrip("/")
+        return f"{scheme}://{bucket}/{joined}"
+    return os.path.normpath(Path(base) / p)
+
+
+def resolve_paths(obj: Any, base: Location, keys: tuple[str, ...] = PATH_KEYS) -> Any:
+    """Resolve relative path values (under the given keys) against ``base``; URLs (``s3://...``) stay as they are.
+
+    ``base`` is the folder of the YAML file: a local folder, or a URL folder (``s3://bucket/cfg``) for a file
+    read from object storage, whose relative paths then become URLs beside it.
+    """
     if isinstance(obj, dict):
         out = {}
         for k, v in obj.items():
             if k in keys and isinstance(v, str) and (k != "signatures" or v.endswith((".gmt", ".yaml", ".yml"))):
-                if is_url(v):  # s3://, gs://, ...: kept as written (a Path would collapse '//')
-                    out[k] = v
-                    continue
-                p = Path(v).expanduser()
-                out[k] = os.path.normpath(p if p.is_absolute() else (base / p))
+                out[k] = _resolve_one(v, base)
             else:
                 out[k] = resolve_paths(v, base, keys)
         return out
@@ -62,18 +80,38 @@ def resolve_paths(
     return obj
 
 
-def read_yaml(path: str | Path) -> dict:
-    """Read a YAML mapping, with a clear error for a missing or malformed file."""
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"config file {path} does not exist; check the path")
+def config_folder(path: Location) -> Location:
+    """The folder relative paths in the YAML file ``path`` resolve against (a URL folder for a URL)."""
+    if is_url(path):
+        return str(path).rstrip("/").rsplit("/", 1)[0]
+    return Path(path).expanduser().resolve().parent
+
+
+def _read_text(path: Location) -> str:
+    if not is_url(path):
+        path = Path(path).expanduser()
+        if not path.is_file():
+            raise ConfigError(f"config file {path} does not exist; check the path")
+        return path.read_text()
+    with translating(path, "config file "), open_input(path, "rt") as fh:
+        return fh.read()
+
+
+def read_yaml(path: Location) -> dict:
+    """Read a YAML mapping (a local file or a URL), with a clear error for a missing or malformed file."""
+    text = _read_text(path)
     try:
-        data = yaml.safe_load(path.read_text())
+        data = yaml.safe_load(text)
     except yaml.YAMLError as e:
         raise ConfigError(f"config file {path} is not valid YAML: {e}") from None
     if not isinstance(data, dict):
         raise ConfigError(f"config file {path} must hold a mapping of settings, not {type(data).__name__}")
     return data
+
+
+def read_config(path: Location) -> dict:
+    """:func:`read_yaml` with relative paths resolved against the file's folder (:func:`config_folder`)."""
+    return resolve_paths(read_yaml(path), config_folder(path))
 
 
 def validate(model: type[StrictModel], data: dict, source: str) -> Any:

@@ -29,6 +29,10 @@ from .errors import AtlasError, ConfigError, InputDataError
 __all__ = [
     "Location",
     "PathOrURL",
+    "cache_dir",
+    "cached_download",
+    "check_bucket",
+    "download",
     "exists",
     "fingerprint",
     "glob",
@@ -42,9 +46,13 @@ __all__ = [
     "open_input",
     "open_zarr",
     "parent",
+    "publish",
+    "remove",
     "require",
+    "require_bucket",
     "storage_error",
     "translating",
+    "upload",
 ]
 
 _URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
@@ -191,14 +199,30 @@ def require(path: Location, what: str = "", fix: str = "check the path") -> None
         if not Path(path).exists():
             raise InputDataError(f"{what}{path} does not exist; {fix}")
         return
-    fs, p = _fs(path)
-    with translating(path, what):
+    if not _key_exists(path, what):
+        raise InputDataError(f"{what}{path} does not exist; {fix}")
+
+
+def check_bucket(url: str, what: str = "") -> None:
+    """Raise the :func:`storage_error` of ``url``'s bucket or credentials, if any; a missing key is fine.
+
+    For an output location (a run directory URL) before any work is done: unlike :func:`require`, the
+    key need not exist yet.
+    """
+    _key_exists(url, what)
+
+
+def _key_exists(url: str, what: str) -> bool:
+    """Whether the key at ``url`` exists; a missing bucket or unusable credentials raise their AtlasError."""
+    fs, p = _fs(url)
+    with translating(url, what):
         try:
             fs.info(p)  # unlike fs.exists, says when the bucket is missing or credentials are
         except FileNotFoundError as e:
             if "bucket" in str(e).lower():
                 raise  # -> storage_error's message on the bucket
-            raise InputDataError(f"{what}{path} does not exist; {fix}") from None
+            return False
+    return True
 
 
 def _ask(path: Location, local: str, remote: str) -> bool:
@@ -335,3 +359,132 @@ def _object_print(info: dict) -> dict[str, Any]:
     else:
         out["mtime"] = str(info.get("LastModified") or info.get("mtime") or info.get("updated") or "")
     return out
+
+
+# ------------------------------------------------------------------------------- copies and removal
+def download(url: str, local: str | os.PathLike, what: str = "") -> Path:
+    """Copy the object or key prefix at ``url`` to the local path ``local`` (a folder for a prefix).
+
+    The copy goes to a temporary sibling first and is renamed into place, so ``local`` is either the
+    old content or the whole new one. Returns ``Path(local)``.
+    """
+    import shutil
+
+    local = Path(local)
+    fs, p = _fs(url)
+    tmp = local.with_name(f".{local.name}.download-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.parent.mkdir(parents=True, exist_ok=True)
+    with translating(url, what):
+        if fs.isdir(p):
+            fs.get(p.rstrip("/") + "/", str(tmp), recursive=True)
+            tmp.mkdir(exist_ok=True)  # an empty prefix
+        else:
+            fs.get_file(p, str(tmp))
+    if local.is_dir():
+        shutil.rmtree(local)
+    os.replace(tmp, local)
+    return local
+
+
+def upload(local: str | os.PathLike, url: str, what: str = "") -> str:
+    """Copy the local file or folder ``local`` to ``url`` (a key prefix for a folder), replacing what was there.
+
+    Atomicity is the backend's: on S3 and GCS each object appears only once its upload completed (never
+    a partial object), but a folder is many objects, uploaded one after another; the caller records
+    the folder as done (a manifest) only after this returns. A folder's old keys are removed first, so
+    no stale object of an earlier upload remains under the prefix.
+    """
+    local = Path(local)
+    fs, p = _fs(url)
+    with translating(url, what):
+        if local.is_dir():
+            if fs.exists(p):
+                fs.rm(p, recursive=True)
+            files = sorted(f for f in local.rglob("*") if f.is_file())
+            if files:  # one call: async backends (s3fs, gcsfs) upload the objects concurrently
+                fs.put([str(f) for f in files], [f"{p.rstrip('/')}/{f.relative_to(local).as_posix()}" for f in files])
+        else:
+            fs.put_file(str(local), p)
+    return url
+
+
+def remove(url: str, what: str = "") -> None:
+    """Delete the object or key prefix at ``url`` (nothing when absent)."""
+    fs, p = _fs(url)
+    with translating(url, what):
+        if fs.exists(p):
+            fs.rm(p, recursive=True)
+
+
+# ------------------------------------------------------------------------- local copies of remote data
+def cache_dir(kind: str, url: str) -> Path:
+    """The local cache folder of ``url``: ``$ATLAS_CACHE_DIR/<kind>/<hash>`` (default ``~/.cache/atlas``).
+
+    ``kind`` names what is cached (``references``, ``runs``); ``<hash>`` is a short hash of the URL.
+    """
+    import hashlib
+
+    root = Path(os.environ.get("ATLAS_CACHE_DIR") or Path.home() / ".cache" / "atlas").expanduser()
+    return root / kind / hashlib.sha256(url.rstrip("/").encode()).hexdigest()[:16]
+
+
+def cached_download(url: str, local: str | os.PathLike, what: str = "") -> Path | None:
+    """:func:`download` ``url`` to ``local`` unless the copy there is of the same remote version.
+
+    The remote :func:`fingerprint` (sizes, ETags) of the copy is recorded beside it
+    (``.<name>.fingerprint.json``); an unchanged fingerprint reuses the copy. Returns ``None`` (and
+    drops a stale copy) when nothing is at ``url``.
+    """
+    import json
+    import shutil
+
+    local = Path(local)
+    record = local.with_name(f".{local.name}.fingerprint.json")
+    with translating(url, what):
+        fp = fingerprint(url)
+    if fp is None:
+        if local.is_dir():
+            shutil.rmtree(local)
+        else:
+            local.unlink(missing_ok=True)
+        record.unlink(missing_ok=True)
+        return None
+    try:
+        if local.exists() and json.loads(record.read_text()) == fp:
+            return local
+    except (OSError, ValueError):
+        pass
+    record.unlink(missing_ok=True)
+    download(url, local, what)
+    record.write_text(json.dumps(fp))
+    return local
+
+
+def require_bucket(url: str, what: str = "") -> None:
+    """Before writing to ``url``: raise :class:`InputDataError` unless its bucket exists (S3, GCS; else nothing)."""
+    scheme, _, rest = url.partition("://")
+    if scheme.lower() in ("s3", "s3a", "gs", "gcs"):
+        bucket = f"{scheme}://{rest.split('/', 1)[0]}"
+        require(bucket, f"{what}the bucket ", f"create it first or check its name (writing {url})")
+
+
+def publish(local: str | os.PathLike, url: str, what: str = "") -> str:
+    """:func:`upload` finished local results to ``url``, then delete the local copy.
+
+    A failed upload keeps ``local`` (finished work is never thrown away): the error names the URL,
+    why the upload failed and where the results are.
+    """
+    import shutil
+
+    local = Path(local)
+    try:
+        upload(local, url, what)
+    except AtlasError as err:
+        raise type(err)(f"{err}. The results are complete in {local}: copy them to {url} yourself or rerun "
+                        "once the storage is reachable") from None
+    if local.is_dir():
+        shutil.rmtree(local, ignore_errors=True)
+    else:
+        local.unlink(missing_ok=True)
+    return url

@@ -10,7 +10,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from ..core.settings import StrictModel, read_yaml, resolve_paths, validate
+from ..core.settings import StrictModel, read_config, validate
 from ..core.storage import PathOrURL
 
 #: The obs schema every data set is mapped onto at ingest.
@@ -248,9 +248,8 @@ class IngestConfig(StrictModel):
 
 
 def load_ingest_config(path: str | Path) -> IngestConfig:
-    """Load an ingest YAML (``datasets: [...]``, ``qc: ...``); relative paths are resolved against its folder."""
-    path = Path(path)
-    data = resolve_paths(read_yaml(path), path.resolve().parent)
-    return validate(IngestConfig, data, str(path))
+    """Load an ingest YAML (``datasets: [...]``, ``qc: ...``), a local file or a URL; relative paths are resolved
+    against its folder."""
+    return validate(IngestConfig, read_config(path), str(path))
 
 

@@ -10,10 +10,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal, TypeVar
 
-from pydantic import BaseModel, Field, model_validator
+from pydantic import BaseModel, Field, field_validator, model_validator
 
 from ..analyse.settings import AnalysisSettings
-from ..core.settings import StrictModel, read_yaml, resolve_paths, validate
+from ..core.errors import ConfigError
+from ..core.settings import StrictModel, read_config, validate
+from ..core.storage import PathOrURL, is_url
 from ..ingest.settings import IngestConfig, load_ingest_config
 from ..integrate.settings import IntegrateSettings
 from ..score.settings import ScoreConfig
@@ -30,13 +32,18 @@ class PipelineConfig(StrictModel):
     """A whole ``atlas run``: where it goes and the settings of each stage."""
 
     name: str = Field(..., min_length=1, description="run name; a run directory holds one named run")
-    run_dir: Path = Field(..., description="where outputs, manifest and provenance go")
+    run_dir: PathOrURL = Field(
+        ..., description="where outputs, manifest and provenance go: a local folder or a URL (s3://, gs://, any "
+        "fsspec URL; the run then works in a local working copy, see work_dir and docs/cloud.md)")
+    work_dir: Path | None = Field(
+        None, description="the local working copy of a run_dir URL (default: $ATLAS_WORK_DIR/<name>-<hash>, "
+        "else ~/.cache/atlas/runs/<name>-<hash>); a config file may not set it with a local run_dir")
     seed: int = Field(0, description="every stage's seed, unless the stage's own section sets one")
     simulate: SimulateConfig | None = Field(
         None, description="generate input data first (demo); ingest then defaults to the simulator's ingest.yaml"
     )
-    ingest: IngestConfig | Path | None = Field(
-        None, description="an ingest section, or the path of an ingest.yaml"
+    ingest: IngestConfig | PathOrURL | None = Field(
+        None, description="an ingest section, or the path or URL of an ingest.yaml"
     )
     store_format: Literal["h5ad", "zarr"] = "h5ad"
     integrate: IntegrateSettings | None = Field(
@@ -48,6 +55,18 @@ class PipelineConfig(StrictModel):
         description="neutrophils, their sub-atlas, states, reprogramming index, pseudotime, statistics; null skips it",
     )
     report: bool = Field(True, description="write report.html (and figures/) at the end of the run")
+
+    @field_validator("work_dir", mode="before")
+    @classmethod
+    def _local_work_dir(cls, v):
+        if is_url(v):
+            raise ValueError(f"work_dir must be a local folder (the working copy of run_dir), not the URL {v}")
+        return v
+
+    @property
+    def remote(self) -> bool:
+        """Whether ``run_dir`` is a URL (object storage): the run then works in a local copy (``work_dir``)."""
+        return is_url(self.run_dir)
 
     @model_validator(mode="after")
     def _has_input(self) -> PipelineConfig:
@@ -117,7 +136,7 @@ def stage_seeds(cfg: PipelineConfig) -> dict[str, int]:
     Ingest's is its QC's doublet seed: the run's seed when ingest reads the simulator's ``ingest.yaml``.
     """
     seeds = {"simulate": cfg.simulate.seed} if cfg.simulate is not None else {}
-    ingest = load_ingest_config(cfg.ingest) if isinstance(cfg.ingest, Path) else cfg.ingest
+    ingest = load_ingest_config(cfg.ingest) if isinstance(cfg.ingest, Path | str) else cfg.ingest
     seeds["ingest.qc"] = seeded_ingest(ingest, cfg.seed).qc.doublet_random_state if ingest is not None else cfg.seed
     for name in ("integrate", "score", "analyse"):
         section = getattr(cfg, name)
@@ -127,11 +146,17 @@ def stage_seeds(cfg: PipelineConfig) -> dict[str, int]:
 
 
 def load_pipeline_config(path: str | Path) -> PipelineConfig:
-    """Load a pipeline YAML; an ``ingest`` given as a path is loaded and validated too."""
-    path = Path(path)
-    data = resolve_paths(read_yaml(path), path.resolve().parent)
-    cfg = validate(PipelineConfig, data, str(path))
-    if isinstance(cfg.ingest, Path):
+    """Load a pipeline YAML (a local file or a URL); an ``ingest`` given as a path or URL is loaded and validated too.
+
+    Relative paths resolve against the YAML's folder: for a YAML read from a URL, to URLs in that folder
+    (a relative ``run_dir`` then puts the run in object storage beside the config).
+    """
+    cfg = validate(PipelineConfig, read_config(path), str(path))
+    if cfg.work_dir is not None and not cfg.remote:  # checked here, not in the model: `atlas analyse` reuses a
+        raise ConfigError(  # resolved config with run_dir set to the local working copy
+            f"invalid configuration in {path}: work_dir is the local working copy of a run_dir URL; with a local "
+            "run_dir the run works in run_dir itself: remove work_dir")
+    if isinstance(cfg.ingest, Path | str):
         cfg.ingest = load_ingest_config(cfg.ingest)
     return apply_seed(cfg)  # the loaded ingest section too
 

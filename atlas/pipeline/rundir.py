@@ -8,7 +8,9 @@ Bookkeeping files of ``RUN_DIR`` (paths: :class:`atlas.core.layout.RunLayout`; s
     provenance.json       package versions, each stage's seed, python, platform, command line (rewritten
                           each run); run_summary: each stage's status, seconds and peak memory
                           (rewritten after every stage)
-    manifest.json         one record per finished stage: settings hash, input and output fingerprints
+    manifest.json         one record per finished stage: settings hash, input and output fingerprints;
+                          paths inside the run directory are kept relative to it (a run directory can
+                          be moved, or mirrored to object storage: :mod:`atlas.pipeline.remote`)
     .lock                 held (flock) while a run is in progress, released by the OS even on SIGKILL;
                           holds the pid, host and start time of the holder for the refusal message
 
@@ -219,10 +221,58 @@ class RunDir:
         write_json(self.layout.provenance, prov)
 
     # ------------------------------------------------------------------------------ manifest
+    def key(self, path: str | os.PathLike) -> str:
+        """The manifest key of ``path``: relative (POSIX) inside the run directory, else the path or URL as is."""
+        if is_url(path):
+            return str(path)
+        p = Path(path)
+        for inner, root in ((p, self.path), (p.absolute(), self.path.absolute())):
+            try:
+                return inner.relative_to(root).as_posix()
+            except ValueError:
+                pass
+        return str(p)
+
+    def resolve(self, key: str) -> str | Path:
+        """The path (or URL) a manifest key names (the inverse of :meth:`key`)."""
+        return key if is_url(key) or Path(key).is_absolute() else self.path / key
+
+    def portable(self, settings: Any) -> Any:
+        """``settings`` (a model, mapping, list, value) with this directory's path spelled ``${run_dir}``.
+
+        A stage's settings may name files inside the run directory (a demo's ingest reads ``data/``); hashed
+        portable, they do not change when the run directory is moved or its working copy lives elsewhere.
+        """
+        if hasattr(settings, "model_dump"):
+            settings = settings.model_dump(mode="json")
+        if isinstance(settings, dict):
+            return {k: self.portable(v) for k, v in settings.items()}
+        if isinstance(settings, list | tuple):
+            return [self.portable(v) for v in settings]
+        if isinstance(settings, str | Path) and not is_url(settings):
+            root, text = str(self.path.absolute()), str(settings)
+            if text == root or text.startswith(root + os.sep):
+                return "${run_dir}" + text[len(root):].replace(os.sep, "/")
+        return settings
+
+    def _normalised(self, fps: dict[str, Any]) -> dict[str, Any]:
+        return {self.key(k) if Path(k).is_absolute() else k: v for k, v in fps.items()}
+
     def manifest(self) -> dict[str, dict[str, Any]]:
-        """The stage records (empty when no stage has finished yet)."""
+        """The stage records (empty when no stage has finished yet).
+
+        Keys of paths inside the run directory are relative to it; a manifest written with absolute keys
+        (before they were relative) reads the same.
+        """
         f = self.layout.manifest
-        return json.loads(f.read_text()) if f.exists() else {}
+        man = json.loads(f.read_text()) if f.exists() else {}
+        for rec in man.values():
+            rec["inputs"], rec["outputs"] = self._normalised(rec["inputs"]), self._normalised(rec["outputs"])
+        return man
+
+    def write_manifest(self, manifest: dict[str, dict[str, Any]]) -> None:
+        """Replace the stage records (atomically)."""
+        write_json(self.layout.manifest, manifest)
 
     def is_current(self, stage: str, settings_hash: str, inputs: dict[str, Any]) -> tuple[bool, str]:
         """Whether ``stage`` can be skipped, and why (or why not)."""
@@ -235,18 +285,18 @@ class RunDir:
             changed = sorted(k for k in set(rec["inputs"]) | set(inputs) if rec["inputs"].get(k) != inputs.get(k))
             return False, f"inputs changed: {', '.join(changed)}"
         for out, fp in rec["outputs"].items():
-            if fingerprint(out) != fp:
+            if fingerprint(self.resolve(out)) != fp:
                 return False, f"output {out} is missing or was modified"
         return True, "unchanged"
 
     def record(self, stage: str, settings_hash: str, inputs: dict[str, Any], outputs: list[Path],
                started: float) -> None:
-        """Record a finished stage (after its outputs are in place)."""
+        """Record a finished stage (after its outputs are in place); ``inputs`` keyed by :meth:`key`."""
         man = self.manifest()
         man[stage] = {
             "settings_hash": settings_hash,
             "inputs": inputs,
-            "outputs": {str(p): fingerprint(p) for p in outputs},
+            "outputs": {self.key(p): fingerprint(p) for p in outputs},
             "started": started,
             "finished": time.time(),
         }

@@ -3,6 +3,8 @@
 Each stage's wall time and peak memory (:mod:`atlas.core.memory`) are kept in :class:`RunResult`,
 printed as a table at the end of ``atlas run`` and written to ``provenance.json`` (``run_summary``)
 after every stage, so a run that fails or is killed still shows where its time went.
+
+A ``run_dir`` URL (object storage) runs in a local working copy mirrored to it (:mod:`atlas.pipeline.remote`).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from ..core.progress import format_duration
 from ..core.settings import settings_hash
 from ._killpoints import crash_points
 from .config import PipelineConfig, stage_seeds
+from .remote import RemoteRun, mirrored, work_dir_of
 from .rundir import RunDir, fingerprint
 from .stages import STAGES, Context
 
@@ -44,10 +47,12 @@ class RunResult:
     """What happened in a run: which stages ran or were skipped, their times and peak memory, the run directory.
 
     ``peak_rss_per_stage`` is False where the peak could not be reset between stages (not Linux): each
-    stage's figure is then the process's peak so far.
+    stage's figure is then the process's peak so far. ``local_dir`` is where the run's files are on this
+    machine: ``run_dir`` itself, or the working copy of a ``run_dir`` URL.
     """
 
     run_dir: str
+    local_dir: str = ""
     ran: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
     seconds: dict[str, float] = field(default_factory=dict)
@@ -90,8 +95,9 @@ def stage_names() -> list[str]:
     return [s.name for s in STAGES]
 
 
-def run_pipeline(config: PipelineConfig, *, force: Sequence[str] = (), until: str | None = None) -> RunResult:
-    """Run the pipeline described by ``config`` in ``config.run_dir``.
+def run_pipeline(config: PipelineConfig, *, force: Sequence[str] = (), until: str | None = None,
+                 force_lock: bool = False) -> RunResult:
+    """Run the pipeline described by ``config`` in ``config.run_dir`` (a local folder or a URL).
 
     Parameters
     ----------
@@ -101,22 +107,29 @@ def run_pipeline(config: PipelineConfig, *, force: Sequence[str] = (), until: st
         Stage names to rerun even when current (``"all"`` reruns every stage).
     until
         Stop after this stage.
+    force_lock
+        For a ``run_dir`` URL: take its ``.lock`` object even if another run seems to hold it.
     """
     names = stage_names()
     for n in [*force, *([until] if until else [])]:
         if n not in names and n != "all":
             raise ConfigError(f"unknown stage {n!r}; the stages are {', '.join(names)}")
-    result = RunResult(run_dir=str(config.run_dir))
+    remote = RemoteRun(config.run_dir, config.name, force_lock=force_lock) if config.remote else None
+    local = work_dir_of(config) if remote else config.run_dir
+    result = RunResult(run_dir=str(config.run_dir), local_dir=str(local))
     seeds = {"pipeline": config.seed, **stage_seeds(config)}
+    if remote:
+        remote.check()  # bucket, credentials, another run there: before any work
+        log.info("run directory %s: working copy %s", config.run_dir, local)
     run_started = time.perf_counter()
-    with RunDir(config.run_dir, config.name) as rundir:
+    with RunDir(local, config.name) as rundir, mirrored(remote, rundir):
         rundir.write_provenance(config, seeds)
         ctx = Context(config=config, rundir=rundir)
         for stage in STAGES:
             if not stage.enabled(ctx):
                 continue
-            settings = settings_hash(stage.settings(ctx))
-            inputs = {str(p): fingerprint(p) for p in stage.inputs(ctx)}
+            settings = settings_hash(rundir.portable(stage.settings(ctx)))
+            inputs = {rundir.key(p): fingerprint(p) for p in stage.inputs(ctx)}
             missing = [p for p, fp in inputs.items() if fp is None]
             if missing:
                 raise ConfigError(f"stage {stage.name}: input(s) not found: {', '.join(missing)}")
@@ -125,12 +138,16 @@ def run_pipeline(config: PipelineConfig, *, force: Sequence[str] = (), until: st
                 log.info("stage %-9s skipped (%s)", stage.name, why)
                 result.skipped.append(stage.name)
                 result.stages[stage.name] = StageTiming("skipped", 0.0)
+                if remote:
+                    remote.commit(rundir, stage.name)  # a stage only the working copy records: upload it
             else:
                 reason = "forced" if current else why
                 log.info("stage %-9s running (%s): %s", stage.name, reason, stage.description)
                 rundir.forget(stage.name)
                 started = _run_stage(stage, ctx, rundir, result, run_started)
                 rundir.record(stage.name, settings, inputs, stage.outputs(ctx), started)
+                if remote:
+                    remote.commit(rundir, stage.name)
                 result.ran.append(stage.name)
                 t = result.stages[stage.name]
                 result.seconds[stage.name] = t.seconds

@@ -85,7 +85,7 @@ def ingest_config(ctx: Context) -> IngestConfig:
                 raise ConfigError(f"{yaml_path} is missing: the simulate stage must run before ingest")
             cfg = load_ingest_config(yaml_path)
             cfg.qc.doublet_random_state = ctx.config.seed  # the simulator writes QC defaults, not a choice of seed
-        elif isinstance(cfg, Path):
+        elif isinstance(cfg, Path | str):  # a path or URL of an ingest.yaml
             cfg = seeded_ingest(load_ingest_config(cfg), ctx.config.seed)
         ctx.artifacts["ingest_config"] = cfg
     return ctx.artifacts["ingest_config"]

@@ -23,12 +23,14 @@ def _pairs(values: list[str] | None, option: str) -> dict[str, str]:
 
 
 def query(
-    refdir: Annotated[Path, typer.Argument(
-        metavar="REFDIR", help="Run directory of `atlas run` (or a bundle of `atlas integrate`).")],
+    refdir: Annotated[str, typer.Argument(  # a str: a Path would collapse s3:// URLs
+        metavar="REFDIR", help="Run directory of `atlas run` (or a bundle of `atlas integrate`); path or URL (s3://, "
+        "gs://: copied to a local cache, $ATLAS_CACHE_DIR or ~/.cache/atlas, reused while unchanged).")],
     query_input: Annotated[str, typer.Argument(  # a str: a Path would collapse s3:// URLs
         metavar="QUERY", help="Ingest YAML (one or more data sets) or one data file/10x directory (path or URL: "
         "s3://, gs://).")],
-    out: Annotated[Path, typer.Option("--out", "-o", help="Output folder (query.h5ad, report.html, tables/).")],
+    out: Annotated[str, typer.Option("--out", "-o", help="Output folder (query.h5ad, report.html, tables/); path or URL "
+                                     "(built locally, uploaded once complete).")],
     dataset_id: Annotated[str | None, typer.Option(help="Data set id of a single-file query (default: file name).")] = None,
     species: Annotated[str | None, typer.Option(help="human or mouse (mouse genes -> human orthologues).")] = None,
     format: Annotated[str | None, typer.Option(help="auto, h5ad, 10x_h5, 10x_mtx, csv or tsv.")] = None,

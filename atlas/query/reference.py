@@ -10,6 +10,11 @@
 
 Everything is checked before any work: the bundle's files, its versions (``versions.json``), its
 settings (``config.json``), the model file, and that the model's genes are the bundle's HVGs.
+
+``REFDIR`` may be a URL (``s3://``, ``gs://``, any fsspec URL; see :mod:`atlas.core.storage`): the files the
+query reads (the bundle, a run's ``atlas.h5ad`` and ``config.resolved.yaml``) are downloaded once into a
+local cache (:func:`fetch_reference`) and reused while their remote fingerprints are unchanged; the
+QC settings are read from the run's store in place (never downloaded).
 """
 
 from __future__ import annotations
@@ -25,10 +30,11 @@ import numpy as np
 import pandas as pd
 
 from .. import __version__
+from ..core import storage
 from ..core.errors import InputDataError
-from ..core.layout import RunLayout
+from ..core.layout import STORE_FORMATS, RunLayout
 
-__all__ = ["BUNDLE_FILES", "Reference", "check_versions", "load_reference"]
+__all__ = ["BUNDLE_FILES", "Reference", "check_versions", "fetch_reference", "load_reference"]
 
 log = logging.getLogger(__name__)
 
@@ -39,9 +45,12 @@ MODEL_CLASSES = ("SCVI", "SCANVI")
 
 @dataclass
 class Reference:
-    """A checked reference: where its parts are and what the query needs of it."""
+    """A checked reference: where its parts are and what the query needs of it.
 
-    path: Path
+    ``path`` is what was given (a URL for a reference in object storage); ``bundle`` is on local disk.
+    """
+
+    path: Path | str
     bundle: Path
     kind: str  # "run" or "bundle"
     model_class: str
@@ -178,7 +187,7 @@ def _run_qc(rundir: Path) -> dict | None:
     of its ``config.resolved.yaml``.
     """
     layout = RunLayout.of(rundir)
-    qc = _store_qc(layout)
+    qc = _store_qc(layout.store, layout.store_format) if layout.store.exists() else None
     if qc is None:
         qc = _resolved_qc(layout.config_resolved)
     if qc is None:
@@ -187,23 +196,22 @@ def _run_qc(rundir: Path) -> dict | None:
     return qc
 
 
-def _store_qc(layout: RunLayout) -> dict | None:
-    """The ``qc`` of the ingest config that the store at ``layout.store`` records."""
+def _store_qc(store: storage.Location, store_format: str) -> dict | None:
+    """The ``qc`` of the ingest config that the store at ``store`` (path or URL) records."""
     from anndata.io import read_elem
 
-    store, key = layout.store, "uns/atlas/config_json"
-    if not store.exists():
-        return None
+    key = "uns/atlas/config_json"
     try:
-        if layout.store_format == "zarr":
-            import zarr
-
-            raw = read_elem(zarr.open_group(str(store), mode="r")[key])
+        if store_format == "zarr":
+            raw = read_elem(storage.open_zarr(store)[key])
         else:
-            import h5py
-
-            with h5py.File(store, "r") as f:
-                raw = read_elem(f[key])
+            f, closers = storage.open_h5(store)
+            try:
+                with f:
+                    raw = read_elem(f[key])
+            finally:
+                for c in closers:
+                    c.close()
         qc = json.loads(raw).get("qc")
     except Exception as e:  # an older or foreign store
         log.debug("no ingest config in %s: %s: %s", store, type(e).__name__, e)
@@ -223,6 +231,61 @@ def _resolved_qc(path: Path) -> dict | None:
     return qc if isinstance(qc, dict) else None
 
 
+def fetch_reference(url: str) -> tuple[Path, dict | None]:
+    """A local copy of the reference at ``url`` (a run directory or a bundle) and, for a run, its QC settings.
+
+    The copy lives in :func:`atlas.core.storage.cache_dir` ``("references", url)``: for a run directory its
+    ``reference/`` bundle, ``atlas.h5ad`` and ``config.resolved.yaml``; for a bare bundle the bundle (as
+    ``bundle/``). A part is downloaded again only when its remote fingerprint changed
+    (:func:`atlas.core.storage.cached_download`). The QC settings are read from the run's store in place.
+
+    Returns
+    -------
+    The local path to open (a run directory or a bundle) and the run's ingest QC settings (None for a bundle,
+    or a run that records none).
+
+    Raises
+    ------
+    InputDataError
+        Nothing at ``url`` (or a missing bucket, no access), or neither a run directory nor a bundle there.
+    """
+    what = f"reference {url}: "
+    storage.require(url, "reference ", "give the URL of a run directory of `atlas run` or of a reference bundle "
+                    "of `atlas integrate`")  # fmt: skip
+    cache = storage.cache_dir("references", url)
+    layout = RunLayout(cache)
+    if storage.isdir(storage.join(url, "reference")):
+        for local in (layout.reference, layout.atlas, layout.config_resolved):
+            storage.cached_download(storage.join(url, local.relative_to(cache).as_posix()), local, what)
+        log.info("reference %s: local copy in %s", url, cache)
+        return cache, _remote_run_qc(url, layout)
+    if storage.exists(storage.join(url, "hvg.txt")) or storage.exists(storage.join(url, "model")):
+        bundle = storage.cached_download(url, cache / "bundle", what)
+        log.info("reference bundle %s: local copy in %s", url, bundle)
+        return bundle, None
+    raise InputDataError(
+        f"{url} is neither a run directory (no reference/ folder) nor a reference bundle (no model/ and hvg.txt); "
+        "give the URL of the run directory of `atlas run` or of the --out folder of `atlas integrate`"
+    )
+
+
+def _remote_run_qc(url: str, cached: RunLayout) -> dict | None:
+    """:func:`_run_qc` of the run at ``url``: its store read in object storage, else its resolved config."""
+    layout = RunLayout.of(cached.root)
+    formats = [layout.store_format] if layout.config_resolved.exists() else list(STORE_FORMATS)
+    qc = None
+    for fmt in formats:
+        store = storage.join(url, RunLayout(cached.root, fmt).store.name)
+        if storage.exists(store):
+            qc = _store_qc(store, fmt)
+            break
+    if qc is None:
+        qc = _resolved_qc(layout.config_resolved)
+    if qc is None:
+        log.warning("%s records no ingest QC settings; the query uses the default QC", url)
+    return qc
+
+
 def _uns_dict(value) -> dict | None:
     if value is None:
         return None
@@ -236,7 +299,8 @@ def load_reference(refdir: str | Path, *, label_key: str | None = None, state_ke
     Parameters
     ----------
     refdir
-        A run directory of ``atlas run`` or a bundle of ``atlas integrate``.
+        A run directory of ``atlas run`` or a bundle of ``atlas integrate``; a URL is copied to a local
+        cache first (:func:`fetch_reference`).
     label_key
         obs column of the labels to transfer (default ``cell_type``, which a run directory has).
     state_key
@@ -247,7 +311,19 @@ def load_reference(refdir: str | Path, *, label_key: str | None = None, state_ke
     InputDataError
         A missing or damaged file, an incompatible version, an inconsistent bundle, a missing label column.
     """
-    refdir = Path(refdir)
+    if storage.is_url(refdir):
+        local, qc = fetch_reference(str(refdir))
+        try:
+            ref = _load(local, label_key, state_key, run_qc=lambda _: qc)
+        except InputDataError as err:
+            raise InputDataError(f"reference {refdir} (local copy {local}): {err}") from None
+        ref.path = str(refdir)
+        return ref
+    return _load(Path(refdir), label_key, state_key, run_qc=_run_qc)
+
+
+def _load(refdir: Path, label_key: str | None, state_key: str, run_qc) -> Reference:
+    """:func:`load_reference` of a local ``refdir``; ``run_qc(refdir)`` gives a run's QC settings."""
     bundle, kind = _locate(refdir)
     missing = [f for f in BUNDLE_FILES if not (bundle / f).is_file()]
     if missing:
@@ -308,7 +384,7 @@ def load_reference(refdir: str | Path, *, label_key: str | None = None, state_ke
         path=refdir, bundle=bundle, kind=kind, model_class=model_class, hvgs=hvgs,
         setup_args=dict(registry.get("setup_args", {})), batch_categories=_batch_categories(registry),
         latent_key=latent_key, atlas=atlas, label_key=key, state_key=skey, scoring=scoring, axis=axis,
-        versions={k: str(v) for k, v in versions.items()}, qc=_run_qc(refdir) if kind == "run" else None, notes=notes,
+        versions={k: str(v) for k, v in versions.items()}, qc=run_qc(refdir) if kind == "run" else None, notes=notes,
     )  # fmt: skip
     log.info("reference %s (%s): %s model, %d HVGs, %d cells, batch key %r (%d batches)", refdir, kind, model_class,
              len(hvgs), atlas.n_obs, ref.batch_key, len(ref.batch_categories))  # fmt: skip

@@ -4,7 +4,9 @@ Steps: check the reference -> ingest the query (same machinery as the atlas) -> 
 prepare (HVGs, zero-fill, batch names) -> scArches surgery -> label transfer and UMAP placement ->
 scores and reprogramming index -> tables, ``query.h5ad``, ``report.html``. The output folder is
 built under a temporary name and renamed at the end, so a failure leaves no partial ``DIR``; inputs
-are only read.
+are only read. The reference and ``DIR`` may be URLs (``s3://``, ``gs://``): the reference is read from
+a local cache (:func:`atlas.query.reference.fetch_reference`), and a URL ``DIR`` is built in a local
+temporary folder and uploaded once complete (a failed upload keeps that folder and says where).
 
 Layout of ``DIR``::
 
@@ -34,6 +36,7 @@ import numpy as np
 import pandas as pd
 
 from .. import __version__
+from ..core import storage
 from ..core.atomic import atomic_path
 from ..core.errors import InputDataError, RunDirError
 from .compare import composition, index_summary, reprogramming_index, score_query
@@ -52,7 +55,7 @@ log = logging.getLogger(__name__)
 class QueryResult:
     """What :func:`map_query` wrote and found."""
 
-    out_dir: Path
+    out_dir: Path | str  # a URL when the results were uploaded
     n_cells: int
     overlap: float
     predictions: dict[str, int]
@@ -144,21 +147,40 @@ def _predictions(obs: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
-def _check_out(out: Path, refdir: Path, overwrite: bool) -> None:
-    if out.exists() and not overwrite:
+def _within(path: storage.Location, folder: storage.Location) -> bool:
+    """Whether ``path`` is ``folder`` or inside it (URLs compared as strings)."""
+    if storage.is_url(path) or storage.is_url(folder):
+        a, b = str(path).rstrip("/"), str(folder).rstrip("/")
+        return a == b or a.startswith(b + "/")
+    p, f = Path(path).resolve(), Path(folder).resolve()
+    return p == f or f in p.parents
+
+
+def _check_out(out: storage.Location, refdir: storage.Location, overwrite: bool) -> None:
+    if storage.is_url(out):
+        storage.require_bucket(str(out), "--out: ")
+    exists = storage.exists(out)
+    if exists and not overwrite:
         raise RunDirError(f"{out} already exists; pass --overwrite (overwrite=True) or choose another --out")
-    o, r = out.resolve(), refdir.resolve()
-    if o == r or r in o.parents and out.exists() or o in r.parents:
+    if _within(refdir, out) or (exists and _within(out, refdir)):
         raise RunDirError(f"--out {out} would overwrite the reference {refdir}; choose a folder outside it")
 
 
-def _check_inputs(out: Path, cfg) -> None:
+def _check_inputs(out: storage.Location, cfg) -> None:
     """An existing ``out`` replaced by the output must not be or hold a query input."""
-    o = out.resolve()
     for ds in cfg.datasets:
         for p in (ds.path, ds.obs_path):
-            if p is not None and (Path(p).resolve() == o or o in Path(p).resolve().parents):
+            if p is not None and _within(p, out):
                 raise RunDirError(f"--out {out} holds the query input {p}; choose another output folder")
+
+
+def _local_out(out: storage.Location) -> Path:
+    """Where the output folder is built: ``out`` itself, or for a URL a fresh local temporary folder."""
+    if not storage.is_url(out):
+        return Path(out)
+    import tempfile
+
+    return Path(tempfile.mkdtemp(prefix="atlas-query-")) / storage.name(out)
 
 
 @dataclass
@@ -357,12 +379,12 @@ def map_query(
     ----------
     refdir
         A run directory of ``atlas run`` (annotated atlas) or a reference bundle of ``atlas integrate``
-        (then give ``label_key``).
+        (then give ``label_key``); a path or a URL.
     query
         An ingest YAML (one or more data sets), an :class:`~atlas.ingest.settings.IngestConfig`, or one data file or
         10x directory in any format ingest reads.
     out
-        Output folder (see the module docstring); written atomically.
+        Output folder (see the module docstring); written atomically. A URL: built locally, then uploaded.
     settings
         :class:`QuerySettings` (or a dict of its fields).
     overwrite
@@ -386,7 +408,7 @@ def map_query(
     """
     t0 = time.perf_counter()
     s = _settings(settings, overrides)
-    refdir, out = Path(refdir), Path(out)
+    refdir, out = storage.location(refdir), storage.location(out)
     _check_out(out, refdir, overwrite)
     ref = load_reference(refdir, label_key=s.label_key, state_key=s.state_key)
     run = _Run(ref, s, t0, notes=list(ref.notes))
@@ -396,7 +418,8 @@ def map_query(
     _check_inputs(out, cfg)
     run.seconds["reference"] = time.perf_counter() - t0
 
-    with atomic_path(out, overwrite=overwrite) as tmp:
+    local = _local_out(out)
+    with atomic_path(local, overwrite=overwrite) as tmp:
         tmp.mkdir(parents=True)
         store = tmp / "store.h5ad"
         ingested, adata = _ingest(cfg, store, run.seconds)
@@ -410,6 +433,9 @@ def map_query(
         _write_query(tmp, prep.q, mapping, summary, scoring_used, run)
         _finish(tmp, prep, tables, summary, run)
 
+    if storage.is_url(out):
+        storage.publish(local, str(out), "query results: ")
+        local.parent.rmdir()
     n_cells, pred_counts = prep.q.n_obs, summary["predictions"]
     log.info("query mapped: %d cells, %s; written to %s in %.0f s", n_cells, pred_counts, out, run.seconds["total"])
     return QueryResult(out_dir=out, n_cells=n_cells, overlap=float(prep.overlap.iloc[-1]["fraction"]),

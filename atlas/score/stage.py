@@ -20,6 +20,7 @@ from typing import Any
 import pandas as pd
 
 from ..catalogue.signatures import Signature, get_signature, load_registry
+from ..core import storage
 from ..core.errors import AtlasError, InputDataError
 from ..ingest.genestats import GeneStatsCache
 from .adata import prepare_sets
@@ -31,7 +32,11 @@ logger = logging.getLogger(__name__)
 
 
 @contextlib.contextmanager
-def _open_store(path: Path) -> Iterator[Any]:
+def _open_store(path: storage.Location) -> Iterator[Any]:
+    if storage.is_url(path):
+        with _open_remote(path) as root:
+            yield root
+        return
     if not path.exists():
         raise InputDataError(f"store {path} does not exist")
     if path.suffix == ".zarr" or path.is_dir():
@@ -47,6 +52,25 @@ def _open_store(path: Path) -> Iterator[Any]:
             raise InputDataError(f"cannot open {path} as an .h5ad (HDF5) store: {err}") from err
         with f:
             yield f
+
+
+@contextlib.contextmanager
+def _open_remote(url: str) -> Iterator[Any]:
+    """A store in object storage, streamed: a ``.zarr`` prefix through zarr, an ``.h5ad`` through a block cache."""
+    storage.require(url, "store ", "check the URL (an .h5ad object or the prefix of a .zarr store)")
+    if storage.name(url).endswith(".zarr") or storage.isdir(url):
+        yield storage.open_zarr(url)
+        return
+    try:
+        f, closers = storage.open_h5(url)
+    except OSError as err:
+        raise InputDataError(f"cannot open {url} as an .h5ad (HDF5) store: {err}") from err
+    try:
+        with f:
+            yield f
+    finally:
+        for c in closers:
+            c.close()
 
 
 def _index(root: Any, key: str) -> pd.Index:
@@ -70,8 +94,17 @@ def _write_scores(path: str | os.PathLike, df: pd.DataFrame) -> None:
     """Write the scores as parquet atomically (readable with ``pd.read_parquet``).
 
     Only the cell names are compressed and dictionary-encoded: scores barely compress, and trying
-    costs more time than the rest of the write.
+    costs more time than the rest of the write. A URL ``path``: written to a local temporary file,
+    then uploaded (:func:`atlas.core.storage.publish`: a failed upload keeps the file and says where).
     """
+    if storage.is_url(path):
+        import tempfile
+
+        local = Path(tempfile.mkdtemp(prefix="atlas-scores-")) / storage.name(path)
+        _write_scores(local, df)
+        storage.publish(local, str(path), "scores: ")
+        local.parent.rmdir()
+        return
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -108,7 +141,9 @@ def score_store(
     Parameters
     ----------
     store_path
-        AnnData store on disk (CSR ``X`` or ``layers/<layer>``; dense matrices work too).
+        AnnData store on disk (CSR ``X`` or ``layers/<layer>``; dense matrices work too), or its URL
+        (``s3://.../store.zarr``, ``gs://.../store.h5ad``; see :mod:`atlas.core.storage`): streamed in row
+        chunks, never downloaded (``indptr`` once, then each chunk's values).
     signatures
         As in :func:`atlas.score.score_signatures`.
     method, backend, chunk_size, normalize, ctrl_size, n_bins, random_state, max_rank
@@ -118,12 +153,14 @@ def score_store(
         As in :func:`atlas.score.score_signatures`.
     out_path
         Parquet file to write atomically (cells x signatures, index ``obs_names``); not written when None.
+        A URL is written locally, then uploaded.
     layer
         Score ``layers/<layer>`` instead of ``X`` (e.g. ``"counts"``).
     gene_stats_cache
         Read per-gene statistics from ``<stem>.genestats.parquet`` beside the store when it matches
         the store, and write it after a full first pass (see :mod:`atlas.ingest.genestats`); the scanpy
         method then makes one pass over the store instead of two. Scores are identical either way.
+        Not used for a store in object storage.
 
     Returns
     -------
@@ -139,8 +176,11 @@ def score_store(
          "ctrl_size": ctrl_size, "n_bins": n_bins, "random_state": random_state, "max_rank": max_rank},
         "score_store() arguments",
     ).kwargs()  # fmt: skip
-    store_path = Path(store_path)
-    with _open_store(store_path) as root:
+    store_path = storage.location(store_path)
+    remote = storage.is_url(store_path)
+    if storage.is_url(out_path):
+        storage.require_bucket(str(out_path), "scores: ")  # before the work, not after
+    with _open_store(store_path) as root, storage.translating(store_path, "store: "):
         key = "X" if layer is None else f"layers/{layer}"
         if key not in root:
             raise InputDataError(
@@ -174,7 +214,7 @@ def score_store(
             n_up=n_up,
             target_sum=target_sum,
             names=names,
-            gene_stats=GeneStatsCache(store_path, key) if gene_stats_cache else None,
+            gene_stats=GeneStatsCache(store_path, key) if gene_stats_cache and not remote else None,
         )
     df = pd.DataFrame(scores, index=obs_names, columns=names, copy=False)
     df.index.name = "obs_names"

@@ -11,10 +11,11 @@ import re
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import frame, parse_report
 
 from atlas.report import write_report
 from atlas.report.html import MISSING, fmt_num
+
+from helpers.report_html import frame, parse_report
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
