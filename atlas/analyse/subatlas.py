@@ -39,25 +39,20 @@ def subatlas_settings(
 
 
 def read_store_rows(store_path: str | Path, obs_names) -> Any:
-    """The store's rows for ``obs_names`` (in that order) in memory; h5ad is read backed (only those rows)."""
-    import anndata as ad
+    """The store's rows for ``obs_names`` (in that order), all genes, in memory.
 
-    from ..integrate import read_store
+    Both formats are read by row chunks (:func:`atlas.integrate.storeio.read_store_subset`): only those
+    rows are held, never the whole matrix. All genes are kept: the signature reliabilities need each
+    cell's depth over all genes, and the sub-atlas chooses its own HVGs among them.
 
-    path = Path(store_path)
-    if path.suffix == ".h5ad":
-        backed = ad.read_h5ad(path, backed="r")
-        try:
-            pos = backed.obs_names.get_indexer(obs_names)
-            if (pos < 0).any():
-                raise KeyError(f"{int((pos < 0).sum())} cells of the atlas are not in the store {path}")
-            order = np.argsort(pos)
-            sub = backed[pos[order]].to_memory()
-        finally:
-            backed.file.close()
-        return sub[np.argsort(order)].copy()
-    adata = read_store(path)
-    return adata[adata.obs_names.get_indexer(obs_names)].copy()
+    Raises
+    ------
+    InputDataError
+        A missing or unreadable store, or cells of the atlas that are not in it.
+    """
+    from ..integrate.storeio import read_store_subset
+
+    return read_store_subset(Path(store_path), rows=np.asarray(obs_names, dtype=object).astype(str))
 
 
 def build_subatlas(adata, settings: IntegrateSettings) -> tuple[Any, dict[str, Any]]:

@@ -4,7 +4,8 @@ Excluded genes are removed *before* ranking, as Xue et al. did (500 HVGs after r
 mitochondrial, heat-shock, ribosomal and dissociation genes), so ``n_top_genes`` HVGs remain.
 The CPU branch runs scanpy, the GPU branch rapids-singlecell; both implement the same seurat_v3
 arithmetic and the same tie-breaking, so they choose the same genes up to exact ties in the
-normalised variance.
+normalised variance. :mod:`atlas.integrate.hvg_stream` computes the same seurat_v3 selection from a
+store read in row chunks (what ``integrate_store`` uses), sharing the exclusions and ranking rules here.
 """
 
 from __future__ import annotations
@@ -188,15 +189,42 @@ def select_hvgs(
     if adata.n_obs < 10:
         raise TooSmallError(f"HVG selection needs at least 10 cells; the data hold {adata.n_obs}")
 
-    excluded = gene_groups(adata.var_names, exclude_groups)
-    extra = set(exclude_genes) & set(adata.var_names)
-    excluded[np.isin(adata.var_names.to_numpy(), list(extra)) & (excluded == "")] = "listed"
     totals = np.asarray(X.sum(axis=0)).ravel()
-    excluded[(totals == 0) & (excluded == "")] = "no_counts"
+    excluded, n_top = hvg_candidates(adata.var_names, totals, n_top_genes, exclude_groups, exclude_genes)
+    candidates = excluded == ""
+    obs, batch_key = hvg_batches(adata.obs, batch_key)
+    sub = ad.AnnData(
+        X=X[:, np.flatnonzero(candidates)], obs=obs, var=pd.DataFrame(index=adata.var_names[candidates])
+    )
+    run = _seurat_v3_gpu if backend == "gpu" else _seurat_v3_cpu
+    stats, span = fit_with_spans(lambda span: run(sub, n_top, batch_key, span), batch_key)
+    return record_hvgs(adata, stats, excluded, span=span, batch_key=batch_key, n_top=n_top,
+                       exclude_groups=exclude_groups, key_added=key_added, backend=backend)  # fmt: skip
+
+
+def hvg_candidates(
+    var_names,
+    totals: np.ndarray,
+    n_top_genes: int,
+    exclude_groups: Sequence[str],
+    exclude_genes: Sequence[str],
+) -> tuple[np.ndarray, int]:
+    """The exclusion of each gene (``""`` for a candidate; a group, ``"listed"`` or ``"no_counts"``) and the
+    number of HVGs to choose (``n_top_genes``, reduced with a warning when fewer candidates are left).
+
+    ``totals`` are the genes' summed counts over the cells ranked (genes without counts are excluded).
+    """
+    import pandas as pd
+
+    var_names = pd.Index(var_names)
+    excluded = gene_groups(var_names, exclude_groups)
+    extra = set(exclude_genes) & set(var_names)
+    excluded[np.isin(var_names.to_numpy(), list(extra)) & (excluded == "")] = "listed"
+    excluded[(np.asarray(totals) == 0) & (excluded == "")] = "no_counts"
     candidates = excluded == ""
     n_cand = int(candidates.sum())
     counts = pd.Series(excluded[~candidates]).value_counts().to_dict()
-    log.info("HVG candidates: %d of %d genes (excluded: %s)", n_cand, adata.n_vars, counts or "none")
+    log.info("HVG candidates: %d of %d genes (excluded: %s)", n_cand, len(var_names), counts or "none")
     if n_cand < 10:
         raise TooSmallError(
             f"only {n_cand} genes are left for HVG selection after exclusions {counts}; "
@@ -206,11 +234,18 @@ def select_hvgs(
     if n_cand < n_top:
         log.warning("n_hvgs=%d but only %d candidate genes: using all %d", n_top, n_cand, n_cand)
         n_top = n_cand
+    return excluded, n_top
 
-    obs = adata.obs[[batch_key]].copy() if batch_key else pd.DataFrame(index=adata.obs_names)
+
+def hvg_batches(obs, batch_key: str | None):
+    """The obs frame seurat_v3 ranks within (``batch_key`` as categorical strings) and the batch key used
+    (``None`` when it has one value). Batches of fewer than 3 cells are an error."""
+    import pandas as pd
+
+    out = obs[[batch_key]].copy() if batch_key else pd.DataFrame(index=obs.index)
     if batch_key:
-        obs[batch_key] = obs[batch_key].astype(str).astype("category")
-        sizes = obs[batch_key].value_counts()
+        out[batch_key] = out[batch_key].astype(str).astype("category")
+        sizes = out[batch_key].value_counts()
         if len(sizes) == 1:
             log.info("hvg_batch_key %r has one value: HVGs ranked over all cells", batch_key)
             batch_key = None
@@ -219,15 +254,15 @@ def select_hvgs(
                 f"hvg_batch_key {batch_key!r}: batch(es) {sorted(sizes[sizes < 3].index.tolist())} have fewer "
                 f"than 3 cells, too few to rank genes; drop them or set hvg_batch_key to a coarser column"
             )
-    sub = ad.AnnData(
-        X=X[:, np.flatnonzero(candidates)], obs=obs, var=pd.DataFrame(index=adata.var_names[candidates])
-    )
-    run = _seurat_v3_gpu if backend == "gpu" else _seurat_v3_cpu
-    stats, errors = None, []
+    return out, batch_key
+
+
+def fit_with_spans(fit, batch_key: str | None):
+    """``fit(span)`` with each of :data:`LOESS_SPANS` in turn until the loess succeeds: ``(stats, span)``."""
+    errors = []
     for span in LOESS_SPANS:  # loess fails on batches with few distinct means; a wider span is the usual fix
         try:
-            stats = run(sub, n_top, batch_key, span)
-            break
+            return fit(span), span
         except ValueError as e:
             errors.append(f"span {span}: {e}")
             log.warning(
@@ -236,11 +271,28 @@ def select_hvgs(
                 e,
                 "; retrying with a wider span" if span != LOESS_SPANS[-1] else "",
             )
-    if stats is None:
-        raise IntegrateInputError(
-            f"seurat_v3 HVG selection failed ({'; '.join(errors)}); a batch of hvg_batch_key={batch_key!r} may hold "
-            f"too few cells or expressed genes: use a coarser hvg_batch_key or drop the batch"
-        )
+    raise IntegrateInputError(
+        f"seurat_v3 HVG selection failed ({'; '.join(errors)}); a batch of hvg_batch_key={batch_key!r} may hold "
+        f"too few cells or expressed genes: use a coarser hvg_batch_key or drop the batch"
+    )
+
+
+def record_hvgs(
+    adata,
+    stats,
+    excluded: np.ndarray,
+    *,
+    span: float,
+    batch_key: str | None,
+    n_top: int,
+    exclude_groups: Sequence[str],
+    key_added: str,
+    backend: str,
+) -> list[str]:
+    """Write the seurat_v3 ``stats`` (candidate genes) into ``adata.var`` and ``uns['hvg_selection']``;
+    return the chosen genes in var order (see :func:`select_hvgs`)."""
+    import pandas as pd
+
     adata.uns["hvg_selection"] = {
         "flavor": "seurat_v3",
         "batch_key": batch_key or "",
@@ -248,7 +300,6 @@ def select_hvgs(
         "n_top_genes": n_top,
         "excluded_groups": list(exclude_groups),
     }
-
     var = adata.var
     var[key_added] = False
     var.loc[stats.index, key_added] = stats["highly_variable"].to_numpy(bool)

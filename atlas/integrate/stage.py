@@ -84,7 +84,10 @@ class IntegrateResult:
 
 
 def read_store(path: str | Path):
-    """Open an ingested store (``.h5ad`` or ``.zarr``) in memory, with a clear error when it is missing."""
+    """Open an ingested store (``.h5ad`` or ``.zarr``) in memory, with a clear error when it is missing.
+
+    All of it: :func:`integrate_store` reads only what it needs (:mod:`atlas.integrate.storeio`).
+    """
     import anndata as ad
 
     path = Path(path)
@@ -98,6 +101,12 @@ def read_store(path: str | Path):
 
 def check_store(adata, s: IntegrateSettings) -> None:
     """Fail fast, before any training, on every obs key the settings name and on non-count data."""
+    check_keys(adata, s)
+    counts_matrix(adata)
+
+
+def check_keys(adata, s: IntegrateSettings) -> None:
+    """Every obs key the settings name is in ``adata.obs``, and none trains on ground truth (``truth_*``)."""
     from .model import _training_keys
 
     refuse_truth({**_training_keys(s), "hvg_batch_key": s.hvg_batch_key})
@@ -109,7 +118,6 @@ def check_store(adata, s: IntegrateSettings) -> None:
         keys["metrics_label_key"] = s.metrics_label_key
         keys.update({f"metrics_batch_keys[{i}]": k for i, k in enumerate(s.metrics_batch_keys)})
     require_obs_keys(adata, keys)
-    counts_matrix(adata)
 
 
 def _versions() -> dict[str, str]:
@@ -218,15 +226,6 @@ def _check_refdir(refdir: Path, overwrite: bool) -> None:
         )
 
 
-def _read_checked(store_path: str | Path, s: IntegrateSettings, trail: _Trail):
-    """The store in memory, checked against the settings before any training."""
-    adata = read_store(store_path)
-    trail.seconds["read"] = time.perf_counter() - trail.t0
-    log.info("store %s: %d cells x %d genes", store_path, adata.n_obs, adata.n_vars)
-    check_store(adata, s)
-    return adata
-
-
 def _drop_batches(adata, s: IntegrateSettings, notes: list[str]):
     """The store without batches of <= ``min_cells_per_batch`` cells (noted); too few cells left is an error."""
     from .model import MIN_CELLS
@@ -245,21 +244,45 @@ def _drop_batches(adata, s: IntegrateSettings, notes: list[str]):
     return adata, dropped
 
 
-def _hvg_atlas(adata, s: IntegrateSettings, backend: str, seconds: dict[str, float]):
-    """The HVGs, and the cells restricted to them (a copy, so the full store can be released)."""
-    from .hvg import select_hvgs
+def _streamed_atlas(store_path: str | Path, s: IntegrateSettings, trail: _Trail):
+    """The cells of the kept batches x the HVGs, without the whole store in memory.
 
-    t = time.perf_counter()
-    hvgs = select_hvgs(
-        adata,
-        n_top_genes=s.n_hvgs,
-        batch_key=s.hvg_batch_key,
-        exclude_groups=s.exclude_gene_groups,
-        exclude_genes=s.exclude_genes,
-        backend=backend,
-    )
-    seconds["hvg"] = time.perf_counter() - t
-    return adata[:, hvgs].copy(), hvgs
+    The store's obs/var are read and checked, small batches dropped, seurat_v3 HVGs chosen in two
+    passes over row chunks (:mod:`.hvg_stream`: the genes :func:`select_hvgs` chooses, on either
+    backend) and only their columns read. Peak memory: the HVG matrix plus one row chunk.
+
+    Returns ``(atlas, hvgs, n_cells_in, dropped)``.
+    """
+    from .hvg_stream import stream_hvgs
+    from .storeio import Store
+
+    with Store(store_path) as store:
+        frame = store.frame()
+        trail.seconds["read"] = time.perf_counter() - trail.t0
+        log.info("store %s: %d cells x %d genes (read by row chunks)", store_path, frame.n_obs, frame.n_vars)
+        check_keys(frame, s)
+        n_in = frame.n_obs
+        frame.obs["_atlas_row"] = np.arange(n_in)
+        kept, dropped = _drop_batches(frame, s, trail.notes)
+        rows = kept.obs.pop("_atlas_row").to_numpy(np.int64)
+        del frame
+        t = time.perf_counter()
+        hv = stream_hvgs(
+            store,
+            kept,
+            rows,
+            n_top_genes=s.n_hvgs,
+            batch_key=s.hvg_batch_key,
+            exclude_groups=s.exclude_gene_groups,
+            exclude_genes=s.exclude_genes,
+        )
+        trail.seconds["hvg"] = time.perf_counter() - t
+        t = time.perf_counter()
+        atlas = kept[:, hv.positions].copy()
+        atlas.X = store.take(rows, hv.positions, nnz=hv.nnz)
+        trail.seconds["read_hvgs"] = time.perf_counter() - t
+    log.info("read %d cells x %d HVGs (%d stored values)", atlas.n_obs, atlas.n_vars, hv.nnz)
+    return atlas, hv.genes, n_in, dropped
 
 
 class _RankTag(logging.Filter):
@@ -484,12 +507,8 @@ def integrate_store(
     _tag_rank_logs()
     _check_refdir(refdir, overwrite)
     trail = _Trail(t0=time.perf_counter())
-    adata = _read_checked(store_path, s, trail)
-    n_in = adata.n_obs
     backend, accelerator = resolve_backend(s.backend), resolve_accelerator(s.accelerator)
-    adata, dropped = _drop_batches(adata, s, trail.notes)
-    atlas, hvgs = _hvg_atlas(adata, s, backend, trail.seconds)
-    del adata
+    atlas, hvgs, n_in, dropped = _streamed_atlas(store_path, s, trail)
 
     train = train_scvi(atlas, settings=s, check_counts=False)
     trail.seconds.update(train.seconds)
