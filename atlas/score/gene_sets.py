@@ -20,7 +20,6 @@ import logging
 import os
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -28,6 +27,7 @@ import pandas as pd
 import yaml
 
 from ..catalogue.signatures import Signature, get_signature, load_registry
+from ..core import storage
 from ..core.errors import AtlasError
 
 logger = logging.getLogger(__name__)
@@ -47,11 +47,9 @@ def read_gmt(path: str | os.PathLike, *, species: str = "human") -> list[Signatu
     species
         Species of the gene symbols in the file.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise AtlasError(f"gene set file {path} does not exist")
+    path = storage.location(path)
     sets = []
-    for lineno, line in enumerate(path.read_text().splitlines(), start=1):
+    for lineno, line in enumerate(_read_text(path).splitlines(), start=1):
         if not line.strip() or line.startswith("#"):
             continue
         parts = [p.strip() for p in line.split("\t")]
@@ -79,11 +77,9 @@ def read_gene_set_yaml(path: str | os.PathLike, *, species: str = "human") -> li
     species
         Default species for sets that do not give ``species:``.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise AtlasError(f"gene set file {path} does not exist")
+    path = storage.location(path)
     try:
-        raw = yaml.safe_load(path.read_text())
+        raw = yaml.safe_load(_read_text(path))
     except yaml.YAMLError as err:
         raise AtlasError(f"{path} is not valid YAML: {err}") from err
     if not isinstance(raw, dict) or not raw:
@@ -251,8 +247,8 @@ def _collect(signatures: Any) -> list[Signature]:
     if isinstance(signatures, Signature):
         return [signatures]
     if isinstance(signatures, os.PathLike) or (isinstance(signatures, str) and _is_file_ref(signatures)):
-        path = Path(signatures)
-        if path.suffix.lower() == ".gmt":
+        path = storage.location(signatures)
+        if storage.name(path).lower().endswith(".gmt"):
             return read_gmt(path)
         return read_gene_set_yaml(path)
     if isinstance(signatures, str):
@@ -280,7 +276,14 @@ def _collect(signatures: Any) -> list[Signature]:
 def _is_file_ref(s: str) -> bool:
     if s in load_registry():
         return False
-    return s.lower().endswith(_FILE_SUFFIXES) or os.sep in s
+    return s.lower().endswith(_FILE_SUFFIXES) or os.sep in s or storage.is_url(s)
+
+
+def _read_text(path) -> str:
+    """The text of a gene set file (a local path or a URL), or an AtlasError naming it."""
+    storage.require(path, "gene set file ", "check the path (signatures: a GMT or YAML file, or registry names)")
+    with storage.translating(path, "gene set file "), storage.open_input(path, "rt", compression=None) as fh:
+        return fh.read()
 
 
 def _aliases(rs: ResolvedSet) -> dict[str, list[str]]:

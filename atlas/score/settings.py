@@ -4,12 +4,12 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import Field
 
 from ..core.settings import StrictModel
+from ..core.storage import PathOrURL
 
 DEFAULT_SIGNATURES = [
     "T3_proxy", "blood_like", "HALLMARK_HYPOXIA", "HALLMARK_GLYCOLYSIS", "HALLMARK_ANGIOGENESIS",
@@ -24,7 +24,7 @@ class ScoreConfig(StrictModel):
     The lower bounds are the scorer's own; the CLI's options keep sensible minimums for stores.
     """
 
-    signatures: list[str] | Path = Field(
+    signatures: list[str] | PathOrURL = Field(
         default_factory=lambda: list(DEFAULT_SIGNATURES),
         description="registry names (see `atlas signatures list`) or a GMT/YAML file of gene sets",
     )

@@ -44,3 +44,15 @@ def test_missing_bucket_names_the_url(s3_env, tmp_path):
         storage.upload(f, "s3://no-such-bucket-atlas/m.json")
     with pytest.raises(AtlasError, match="no-such-bucket-atlas"):
         storage.download("s3://no-such-bucket-atlas/m.json", tmp_path / "x")
+
+
+def test_gene_set_files_from_s3(s3, tmp_path):
+    from atlas.score.gene_sets import resolve_gene_sets
+
+    (tmp_path / "sets.gmt").write_text("MYSET\tmine\tCSF3R\tFCGR3B\tCXCR2\n")
+    (tmp_path / "sets.yaml").write_text("OTHER: [VEGFA, SLC2A1]\n")
+    gmt = s3.upload(tmp_path / "sets.gmt", "sig/sets.gmt")
+    yml = s3.upload(tmp_path / "sets.yaml", "sig/sets.yaml")
+    assert [s.name for s in resolve_gene_sets([gmt, yml])] == ["MYSET", "OTHER"]
+    with pytest.raises(AtlasError, match="gene set file .*missing.gmt"):
+        resolve_gene_sets([s3.url("sig/missing.gmt")])
