@@ -64,6 +64,7 @@ class RunInputs:
     """Everything the report may show; ``None`` where the run has not produced it."""
 
     rundir: Path
+    location: str = ""  # where the run lives when ``rundir`` is a local copy of it (a URL)
     run_info: dict | None = None
     config_text: str | None = None
     config: dict = field(default_factory=dict)

@@ -13,6 +13,7 @@ from collections.abc import Callable
 import numpy as np
 import pandas as pd
 
+from ..core import storage
 from . import plots
 from .html import HtmlReport, fmt_interval, fmt_num
 from .inputs import RunInputs
@@ -492,7 +493,11 @@ def provenance(rep: HtmlReport, inputs: RunInputs) -> None:
     rows = []
     if info.get("name"):
         rows.append(("run name", info["name"]))
-    rows.append(("run directory", str(inputs.rundir.resolve())))
+    local = str(inputs.rundir.resolve())
+    remote = next((u for u in (inputs.location, (inputs.config or {}).get("run_dir")) if storage.is_url(u)), None)
+    rows.append(("run directory", remote or local))
+    if remote:
+        rows.append(("read from", f"a local copy, {local}"))
     for k, label in (("atlas_version", "atlas version"), ("time", "started"), ("python", "python"),
                      ("platform", "platform")):
         if prov.get(k):

@@ -103,6 +103,7 @@ def _write(rundir: Path, out: Path, source: storage.Location) -> Path:
     """The report of the local run directory ``rundir`` written to ``out``; ``source`` is shown as its location."""
     t0 = time.perf_counter()
     inputs = load_run(rundir)
+    inputs.location = str(source)
     name = (inputs.run_info or {}).get("name") or storage.name(source)
     rep = HtmlReport(
         "Pan-cancer neutrophil atlas: which cancers reprogram their neutrophils",

@@ -256,6 +256,11 @@ def test_report_on_a_run_in_s3(s3, tmp_path, capsys, _cache):
     assert f"report written to {url}/report.html" in out
     html = s3.fs.cat_file(f"{url}/report.html").decode()
     assert "<html" in html.lower() and url in html
+    from helpers.report_html import frame, parse_report
+
+    (tmp_path / "got.html").write_text(html)
+    prov = frame(parse_report(tmp_path / "got.html"), "provenance")
+    assert url in prov.to_string() and "local copy" in prov.to_string()  # the run's URL, not the cache path
     figures = s3.fs.find(f"{url}/figures")
     assert any(f.endswith(".png") for f in figures) and any(f.endswith(".pdf") for f in figures)
     cache = storage.cache_dir("runs", url)
