@@ -15,6 +15,12 @@ from atlas.integrate import IntegrateSettings, NotCountsError, select_hvgs
 from atlas.integrate.hvg_stream import stream_hvgs
 from atlas.integrate.storeio import Store, read_store_subset
 
+#: The streamed seurat_v3 follows scanpy 1.11's arithmetic to the bit (float64 sums of whole counts). scanpy
+#: 1.12 takes each batch's means and variances from ``sc.get.aggregate``'s one-pass (Welford) kernel instead,
+#: which rounds differently; the loess then moves the normalised variances by up to ~0.5 % and near-tied
+#: ranks can swap (measured on these toys: the same genes chosen, ~1 % of ranks differ).
+SCANPY_EXACT = tuple(int(x) for x in __import__("scanpy").__version__.split(".")[:2]) < (1, 12)
+
 
 def _write(adata, path):
     if path.suffix == ".zarr":
@@ -70,8 +76,25 @@ def test_streamed_hvgs_are_select_hvgs(store_toy, tmp_path, kw):
         got = stream_hvgs(store, frame, chunk_size=97, **kw)
     assert got.genes == want
     assert got.nnz == ref[:, want].X.nnz
-    pd.testing.assert_frame_equal(frame.var, ref.var, check_exact=True)
+    _assert_same_var(frame.var, ref.var)
     assert frame.uns["hvg_selection"] == ref.uns["hvg_selection"]
+
+
+def _assert_same_var(got: pd.DataFrame, want: pd.DataFrame) -> None:
+    """Exactly equal under scanpy < 1.12; under 1.12 equal up to rounding and swapped near-tied ranks."""
+    if SCANPY_EXACT:
+        pd.testing.assert_frame_equal(got, want, check_exact=True)
+        return
+    assert list(got.columns) == list(want.columns) and got.index.equals(want.index)
+    rank = "highly_variable_rank"
+    for col in got.columns:
+        if col == rank:
+            same = (got[col] == want[col]) | (got[col].isna() & want[col].isna())
+            assert same.mean() >= 0.95, f"{(~same).sum()} ranks differ"
+        elif pd.api.types.is_float_dtype(got[col]):
+            np.testing.assert_allclose(got[col], want[col], rtol=1e-2)
+        else:
+            pd.testing.assert_series_equal(got[col], want[col], check_exact=True)
 
 
 def test_streamed_atlas_equals_the_in_memory_path(store_toy, tmp_path):
@@ -94,7 +117,7 @@ def test_streamed_atlas_equals_the_in_memory_path(store_toy, tmp_path):
     assert hvgs == hvgs_old and dropped == dropped_old == {"tiny": 10} and n_in == store_toy.n_obs
     assert new.shape == old.shape and (new.X != old.X).nnz == 0 and new.X.dtype == np.float32
     pd.testing.assert_frame_equal(new.obs, old.obs, check_exact=True)
-    pd.testing.assert_frame_equal(new.var, old.var, check_exact=True)
+    _assert_same_var(new.var, old.var)
     pd.testing.assert_frame_equal(new.varm["measured"], old.varm["measured"])
     np.testing.assert_array_equal(new.obsm["X_pca"], old.obsm["X_pca"])
     assert new.uns.keys() == old.uns.keys() and new.uns["hvg_selection"] == old.uns["hvg_selection"]
