@@ -94,6 +94,16 @@ def test_epoch_callback_logs_epochs_rate_and_time_left(lines):
     assert lines[3].startswith("integrate: epoch 3/60, ")
     assert lines[-1].startswith("integrate: epoch 3/60 done in ") and lines[-1].endswith("(stopped early)")
     lines.clear()
+    long_epochs = SimpleNamespace(is_global_zero=True, max_epochs=2, current_epoch=0, num_training_batches=4)
+    cb.on_train_start(long_epochs, None)
+    for batch_idx in range(4):  # inside the epoch: fractional positions; the epoch's end logs the whole one
+        cb.on_train_batch_end(long_epochs, None, None, None, batch_idx)
+    cb.on_train_epoch_end(long_epochs, None)
+    assert [ln.split(",")[0] for ln in lines[1:]] == ["integrate: epoch 0.25/2", "integrate: epoch 0.5/2",
+                                                      "integrate: epoch 0.75/2", "integrate: epoch 1/2"]
+    assert "min left" in lines[1] or "s left" in lines[1]
+    cb.on_train_end(long_epochs, None)
+    lines.clear()
     other_rank = SimpleNamespace(is_global_zero=False, max_epochs=60, current_epoch=0)
     cb.on_train_start(other_rank, None)
     cb.on_train_epoch_end(other_rank, None)
@@ -127,9 +137,10 @@ def test_epoch_callback_in_a_real_lightning_fit(lines, tmp_path):
                          callbacks=[EpochProgressLog("query")])
     trainer.fit(Tiny(), data)
     assert lines[0] == "query: started (2 epochs)"
-    assert lines[1].startswith("query: epoch 1/2, ") and lines[1].endswith(" left")
-    assert lines[2].startswith("query: epoch 2/2 done in ") and "stopped early" not in lines[2]
-    assert len(lines) == 3
+    assert [ln.split(",")[0] for ln in lines[1:4]] == ["query: epoch 0.5/2", "query: epoch 1/2", "query: epoch 1.5/2"]
+    assert lines[2].endswith(" left")
+    assert lines[4].startswith("query: epoch 2/2 done in ") and "stopped early" not in lines[4]
+    assert len(lines) == 5
 
 
 def test_peak_memory_is_positive_and_per_step_on_linux():
