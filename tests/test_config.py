@@ -99,3 +99,14 @@ def test_example_config_validates():
     assert isinstance(cfg, PipelineConfig)
     assert {d.species for d in cfg.ingest.datasets} == {"human", "mouse"}
     assert {d.id for d in cfg.ingest.datasets} >= {"ng_2024_kpc_mouse", "xue_2022_liver"}
+
+
+def test_large_atlas_config_validates_with_a_users_ingest(tmp_path):
+    """configs/large_atlas_cpu.yaml (what scripts/bench_scale.py runs) is valid once `ingest` points at data."""
+    cfg = yaml.safe_load((REPO / "configs" / "large_atlas_cpu.yaml").read_text())
+    cfg["ingest"] = str(_write(tmp_path, _ingest(), "ingest.yaml"))
+    cfg["run_dir"] = str(tmp_path / "run")
+    loaded = load_pipeline_config(_write(tmp_path, cfg))
+    assert loaded.store_format == "zarr"
+    assert loaded.integrate.max_epochs == "auto" and loaded.integrate.train_steps == 1500
+    assert loaded.analyse.subatlas.train_steps == 1000
