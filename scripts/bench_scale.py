@@ -106,14 +106,19 @@ def stage_summary(run_dir: Path, stage: str) -> dict:
     return prov.get("run_summary", {}).get("stages", {}).get(stage, {})
 
 
-def run_stages(cfg: Path, run_dir: Path, n_cells: int, log_file: Path) -> list[dict]:
-    """Run the pipeline stage by stage; one row per stage (saved so an interrupted benchmark resumes)."""
+def run_stages(cfg: Path, run_dir: Path, n_cells: int, log_file: Path, run: bool = True) -> list[dict]:
+    """Run the pipeline stage by stage; one row per stage (saved so an interrupted benchmark resumes).
+
+    ``run=False`` only collects the rows saved so far (``--no-run``: a table of a benchmark still running).
+    """
     rows = []
     for stage in STAGES:
         saved = run_dir.parent / f"{run_dir.name}.bench_{stage}.json"
         if saved.exists():
             rows.append(json.loads(saved.read_text()))  # measured by an earlier invocation: its time is in the row
             continue
+        if not run:
+            break
         print(f"[{n_cells:,} cells] {stage} ...", flush=True)
         m = measure([*ATLAS, "run", str(cfg), "--until", stage], log_file)
         s = stage_summary(run_dir, stage)
@@ -231,6 +236,7 @@ def main() -> None:
     ap.add_argument("--query-cells", type=int, default=10_000, help="0 skips the query")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", type=Path, default=REPO / "benchmarks" / "scale.md")
+    ap.add_argument("--no-run", action="store_true", help="only tabulate the stages measured so far")
     args = ap.parse_args()
     args.data.mkdir(parents=True, exist_ok=True)
     log_file = args.data / "bench_scale.log"
@@ -238,15 +244,15 @@ def main() -> None:
     rows, sims = [], []
     for n in sorted(args.sizes):
         sim = args.data / f"sim_{n}"
-        m = simulate(sim, n, datasets_for(n), args.seed, log_file)
+        m = None if args.no_run else simulate(sim, n, datasets_for(n), args.seed, log_file)
         if m:
             sims.append({"cells": n, "stage": "simulate", "seconds": m["wall_seconds"], **m, "note": ""})
         run_dir = args.data / "runs" / f"n{n}"
         run_dir.parent.mkdir(parents=True, exist_ok=True)
         cfg = run_config(args.config, sim, run_dir, f"scale_{n}")
-        rows += run_stages(cfg, run_dir, n, log_file)
+        rows += run_stages(cfg, run_dir, n, log_file, run=not args.no_run)
     query = None
-    if args.query_cells:
+    if args.query_cells and not args.no_run:
         qsim = args.data / f"query_{args.query_cells}"
         simulate(qsim, args.query_cells, 2, args.seed + 101, log_file)
         largest = args.data / "runs" / f"n{max(args.sizes)}"
