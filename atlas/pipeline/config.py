@@ -157,6 +157,9 @@ def load_pipeline_config(path: str | Path) -> PipelineConfig:
             f"invalid configuration in {path}: work_dir is the local working copy of a run_dir URL; with a local "
             "run_dir the run works in run_dir itself: remove work_dir")
     if isinstance(cfg.ingest, Path | str):
-        cfg.ingest = load_ingest_config(cfg.ingest)
+        try:
+            cfg.ingest = load_ingest_config(cfg.ingest)
+        except ConfigError as e:  # say which config pointed there
+            raise ConfigError(f"{path}: ingest: {e}; point `ingest` at your data sets' ingest.yaml") from None
     return apply_seed(cfg)  # the loaded ingest section too
 
