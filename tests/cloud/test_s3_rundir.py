@@ -19,9 +19,11 @@ import yaml
 
 from atlas.cli import main
 from atlas.core.errors import ConfigError, RunDirError
-from atlas.pipeline import runner, stages
+from atlas.pipeline import runner
 from atlas.pipeline.config import PipelineConfig, load_pipeline_config
 from atlas.simulate.settings import SimulateConfig
+
+from helpers.toy_stages import install_toy_stages
 
 
 def _cli(args: list, capsys) -> tuple[int, str]:
@@ -127,26 +129,7 @@ def test_missing_bucket_and_credentials_exit_2_before_any_work(sim, s3, s3_env, 
 @pytest.fixture
 def toy_stages(monkeypatch):
     """'first' writes a.txt and the folder d/; 'second' copies a.txt to b.txt (crashes on request)."""
-    calls = {"first": 0, "second": 0, "crash_second": False}
-
-    def run_first(ctx):
-        calls["first"] += 1
-        (ctx.path / "a.txt").write_text(f"seed={ctx.config.simulate.seed}")
-        (ctx.path / "d").mkdir(exist_ok=True)
-        (ctx.path / "d" / "x.txt").write_text("x")
-
-    def run_second(ctx):
-        calls["second"] += 1
-        if calls["crash_second"]:
-            raise RuntimeError("crash in the middle of a stage")
-        (ctx.path / "b.txt").write_text((ctx.path / "a.txt").read_text())
-
-    first = stages.Stage("first", "toy", lambda c: True, lambda c: c.config.simulate, lambda c: [],
-                         lambda c: [c.path / "a.txt", c.path / "d"], run_first)
-    second = stages.Stage("second", "toy", lambda c: True, lambda c: {}, lambda c: [c.path / "a.txt"],
-                          lambda c: [c.path / "b.txt"], run_second)
-    monkeypatch.setattr(runner, "STAGES", [first, second])
-    return calls
+    return install_toy_stages(monkeypatch, folder=True)
 
 
 def _cfg(s3, tmp_path, work: str = "w", name: str = "toy", seed: int = 0) -> PipelineConfig:

@@ -7,10 +7,12 @@ import pytest
 
 from atlas.core.errors import RunDirError
 from atlas.pipeline import rundir as rundir_mod
-from atlas.pipeline import runner, stages
+from atlas.pipeline import runner
 from atlas.pipeline.config import PipelineConfig
 from atlas.pipeline.rundir import RunDir
 from atlas.simulate.settings import SimulateConfig
+
+from helpers.toy_stages import install_toy_stages
 
 
 class Boom(RuntimeError):
@@ -20,24 +22,7 @@ class Boom(RuntimeError):
 @pytest.fixture
 def toy_stages(monkeypatch):
     """Two stages: 'first' writes a.txt from the config seed; 'second' copies it to b.txt."""
-    calls = {"first": 0, "second": 0, "crash_second": False}
-
-    def run_first(ctx):
-        calls["first"] += 1
-        (ctx.path / "a.txt").write_text(f"seed={ctx.config.simulate.seed}")
-
-    def run_second(ctx):
-        calls["second"] += 1
-        if calls["crash_second"]:
-            raise Boom("crash in the middle of a stage")
-        (ctx.path / "b.txt").write_text((ctx.path / "a.txt").read_text())
-
-    first = stages.Stage("first", "toy", lambda c: True, lambda c: c.config.simulate, lambda c: [],
-                         lambda c: [c.path / "a.txt"], run_first)
-    second = stages.Stage("second", "toy", lambda c: True, lambda c: {}, lambda c: [c.path / "a.txt"],
-                          lambda c: [c.path / "b.txt"], run_second)
-    monkeypatch.setattr(runner, "STAGES", [first, second])
-    return calls
+    return install_toy_stages(monkeypatch, crash=Boom)
 
 
 def _cfg(tmp_path, seed=0, name="toy"):
