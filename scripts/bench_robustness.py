@@ -75,11 +75,14 @@ class Figure:
 
 
 FIGURES: tuple[Figure, ...] = (
-    Figure("neutrophils_kept", "neutrophils kept by QC (of input)", ">= 0.95", threshold=0.95),
-    Figure("neutrophils_kept_droplet", "↳ on droplet platforms"),
-    Figure("neutrophils_kept_ok", "↳ of undamaged input neutrophils"),
+    # QC is there to remove the cells the simulator damaged (4 % high-mito, 2 % low-quality of every type), so the
+    # target is on the undamaged ones; the share of all input neutrophils is shown beside it.
+    Figure("neutrophils_kept_ok", "neutrophils kept by QC (of undamaged input)", ">= 0.95", threshold=0.95),
+    Figure("neutrophils_kept", "↳ of all input neutrophils (damaged included)"),
+    Figure("neutrophils_kept_droplet", "↳ of all, on droplet platforms"),
     Figure("neutrophil_precision", "neutrophil precision", ">= 0.90", "neutrophil_precision", 0.90),
     Figure("neutrophil_recall", "neutrophil recall (of all input neutrophils)", ">= 0.90", "neutrophil_recall", 0.90),
+    Figure("neutrophil_recall_ok", "↳ recall of undamaged input neutrophils", peer_key="neutrophil_recall_ok"),
     Figure("cell_type_accuracy", "cell-type accuracy (9 types)", ">= 0.90", "cell_type_accuracy", 0.90),
     Figure("cell_type_unknown_share", "↳ share called unknown", peer_key="cell_type_unknown_share", lower_is_better=True),
     Figure("cell_type_ece", "cell_type_confidence ECE", lower_is_better=True),
@@ -94,8 +97,10 @@ FIGURES: tuple[Figure, ...] = (
     Figure("state_macro_f1", "state macro-F1", ">= 0.70", threshold=0.70),
     Figure("pseudotime_spearman", "pseudotime Spearman", ">= 0.60", threshold=0.60),
     Figure("cancer_spearman", "per-cancer T3 fraction Spearman", ">= 0.9", "cancer_spearman", 0.9),
+    Figure("cancer_spearman_oracle", "↳ the same estimator on the true states (ceiling)"),
     Figure("n_cancers_reported", "cancers reported (of 6)", "6 of 6", "n_cancers_reported", 6),
     Figure("n_cancers_in_interval", "cancers with the truth in the interval", ">= 5 of 6", threshold=5),
+    Figure("n_cancers_in_interval_oracle", "↳ the same on the true states (ceiling)"),
 )  # fmt: skip
 
 
@@ -231,6 +236,33 @@ def _evaluate_atlas(run_dir: Path, truth: pd.DataFrame, timing: dict) -> tuple[d
         return {}, f"evaluation failed: {e!r}"
 
 
+def oracle_cancer_figures(run_dir: Path) -> dict:
+    """The per-cancer figures of atlas's own estimator fed the *true* states: the ceiling of this cohort.
+
+    The true neutrophils that passed QC, flagged T3 by ``truth_state``, go through the run's patient
+    statistics (same minimum neutrophils per patient, interval and pooled rows). What is left between this
+    and the truth is sampling: too few patients and neutrophils per cancer for any caller to rank them.
+    """
+    import anndata as ad
+
+    from atlas.analyse import statistics as st
+    from atlas.simulate.evaluate import cancer_figures
+
+    cfg = yaml.safe_load((run_dir / "config.resolved.yaml").read_text())
+    stats_cfg = (cfg.get("analyse") or {}).get("statistics") or {}
+    stats = st.StatsSettings(min_neutrophils_per_patient=stats_cfg.get("min_neutrophils_per_patient", 5),
+                             n_boot=stats_cfg.get("n_boot", 2000), ci=stats_cfg.get("ci", 0.95))  # fmt: skip
+    obs = ad.read_h5ad(run_dir / "atlas.h5ad", backed="r").obs
+    passed = obs["passed_qc"].to_numpy(bool) if "passed_qc" in obs else np.ones(len(obs), bool)
+    cells = obs[passed & (obs["truth_cell_type"].astype(str) == "neutrophil").to_numpy()]
+    cells = cells.assign(is_t3=cells["truth_state"].astype(str) == "T3", reprogramming_index=0.0)
+    samples = st.per_sample(cells)
+    groups = st.per_group(st.per_patient(samples, stats), stats)
+    groups = pd.concat([groups, st.sparse_groups(samples, groups, stats)], ignore_index=True)
+    figs, _ = cancer_figures(groups[groups["tissue"] == "tumour"], pd.read_csv(run_dir / "data" / "truth" / "cancer_types.csv"))
+    return {"cancer_spearman_oracle": figs["cancer_spearman"], "n_cancers_in_interval_oracle": figs["n_cancers_in_interval"]}
+
+
 def evaluate_one(runs: Path, point: str, seed: int, timing: dict, args) -> dict:
     """Peer + evaluation of one finished run; cached in ``runs/<name>.result.json``."""
     name = run_name(point, seed)
@@ -241,6 +273,8 @@ def evaluate_one(runs: Path, point: str, seed: int, timing: dict, args) -> dict:
     truth = input_truth(run_dir / "data")
     atlas, error = _evaluate_atlas(run_dir, truth, timing)
     reliability, atlas_cancer = atlas.pop("reliability", None), atlas.pop("cancer_types", None)
+    if atlas:
+        atlas.update(oracle_cancer_figures(run_dir))
 
     peer_dir = runs / f"{name}.peer"
     peer_dir.mkdir(exist_ok=True)

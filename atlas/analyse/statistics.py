@@ -83,9 +83,12 @@ def _bootstrap_mean(
 
 
 def _bootstrap_fraction(
-    n_t3: np.ndarray, n: np.ndarray, rng: np.random.Generator, n_boot: int, ci: float
+    n_t3: np.ndarray, n: np.ndarray, rng: np.random.Generator, n_boot: int, ci: float, *, pooled: bool = False
 ) -> tuple[float, float]:
     """Two-stage bootstrap of the mean patient fraction: resample patients, then each patient's fraction.
+
+    ``pooled=True`` bootstraps the pooled fraction instead (the resampled patients' fractions weighted
+    by their neutrophil counts), the estimand of :func:`sparse_groups`.
 
     The second stage carries each patient's sampling noise (few neutrophils -> wide), which a
     patients-only bootstrap would ignore. It draws the fraction from its Jeffreys posterior
@@ -98,7 +101,8 @@ def _bootstrap_fraction(
         return float("nan"), float("nan")
     idx = rng.integers(0, len(n), size=(n_boot, len(n)))
     draws = rng.beta(n_t3[idx] + 0.5, n[idx] - n_t3[idx] + 0.5)
-    lo, hi = _interval(draws.mean(axis=1), ci)
+    means = (draws * n[idx]).sum(axis=1) / n[idx].sum(axis=1) if pooled else draws.mean(axis=1)
+    lo, hi = _interval(means, ci)
     # Jeffreys' convention at the edges: no T3-like cell at all -> the interval starts at 0 (all -> ends at 1)
     return (0.0 if not n_t3.any() else lo), (1.0 if (n_t3 == n).all() else hi)
 
@@ -148,28 +152,38 @@ def sparse_groups(samples: pd.DataFrame, groups: pd.DataFrame, settings: StatsSe
     """Rows for the groups that have neutrophils but no patient reaching ``min_neutrophils_per_patient``.
 
     Such a group (droplet platforms capture few neutrophils) would otherwise vanish from the tables.
-    It is reported with the fraction pooled over its cells, ``n_patients = 0``, no interval, and a
-    note saying so: a pointer to where data are thin, not a patient-level estimate.
+    It is reported with the fraction pooled over its cells, ``n_patients = 0`` (no patient-level
+    estimate) and a note saying so. With two or more patients it gets an interval from the same
+    two-stage bootstrap (patients, then each one's Jeffreys-drawn fraction) of the *pooled* fraction:
+    wide, as a handful of cells from a few patients should be; one patient gets none.
     """
     have = set(map(tuple, groups[list(by)].to_numpy())) if len(groups) else set()
+    rng = np.random.default_rng(settings.random_state + 1)
     rows = []
     for key, grp in samples.groupby(list(by), observed=True, sort=True):
         key = key if isinstance(key, tuple) else (key,)
         n = int(grp["n_neutrophils"].sum())
         if key in have or n == 0:
             continue
+        pat = grp.groupby("patient_id", observed=True)[["n_t3", "n_neutrophils"]].sum()
+        pat = pat[pat["n_neutrophils"] > 0]
+        lo, hi = _bootstrap_fraction(
+            pat["n_t3"].to_numpy(np.int64), pat["n_neutrophils"].to_numpy(np.int64), rng,
+            settings.n_boot, settings.ci, pooled=True,
+        )  # fmt: skip
         row = dict(zip(by, key, strict=True))
         row.update(
             n_patients=0,
             n_neutrophils=n,
             t3_fraction=float(grp["n_t3"].sum() / n),
-            t3_fraction_lo=float("nan"),
-            t3_fraction_hi=float("nan"),
+            t3_fraction_lo=lo,
+            t3_fraction_hi=hi,
             mean_index=float((grp["mean_index"] * grp["n_neutrophils"]).sum() / n),
             mean_index_lo=float("nan"),
             mean_index_hi=float("nan"),
             note=f"no patient with >= {settings.min_neutrophils_per_patient} neutrophils: pooled over {n} cells "
-            f"of {grp['patient_id'].nunique()} patient(s), no interval",
+            f"of {len(pat)} patient(s), "
+            + ("wide interval (patients, then their cells)" if len(pat) >= 2 else "no interval"),
         )
         rows.append(row)
     return pd.DataFrame(rows, columns=groups.columns if len(groups) else None)

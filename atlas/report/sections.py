@@ -198,13 +198,18 @@ def ranking(rep: HtmlReport, inputs: RunInputs) -> None:
         rep.figure(fig, f"Per cancer type and tissue: the T3-like fraction of neutrophils (left) and the mean "
                    f"reprogramming index (right), each the mean over patients with its {ci} from a bootstrap over "
                    "patients. Cancer types are in ranking order (most reprogrammed tumour neutrophils first). "
-                   f"A point without a bar had a single patient: no interval. {UNIT}", name="forest_t3_fraction")
+                   f"A point without a bar had a single patient: no interval; a cancer type none of whose patients has enough "
+                   f"neutrophils is pooled over its cells (see the notes). {UNIT}", name="forest_t3_fraction")
     if "n_patients" in src:
         one = src[src["n_patients"] == 1]
         single = [f"{r.cancer_type} ({str(r.tissue).replace('_', ' ')})" if "tissue" in one else str(r.cancer_type)
                   for r in one.itertuples()]
         if single:
             rep.note(f"{', '.join(single)}: single patient: no interval (an interval needs at least two patients).",
+                     "warn")
+        for r in src[src["n_patients"] == 0].itertuples():  # pooled rows of sparse groups carry their own note
+            where = f"{r.cancer_type} ({str(r.tissue).replace('_', ' ')})" if "tissue" in src else str(r.cancer_type)
+            rep.note(f"{where}: {getattr(r, 'note', 'pooled over few cells')}: read it as a pointer, not an estimate.",
                      "warn")
     r = inputs.table("ranking")
     if r is not None:

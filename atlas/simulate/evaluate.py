@@ -264,7 +264,8 @@ def detection_figures(
     ``neutrophils_kept`` (true input neutrophils analysed and passing QC / all true input neutrophils),
     ``neutrophils_kept_droplet`` (the same on droplet platforms), ``neutrophils_kept_ok`` (over the
     input neutrophils the simulator did not damage), and with ``called`` ``neutrophil_precision`` and
-    ``neutrophil_recall`` (over *all* true input neutrophils, so QC losses count).
+    ``neutrophil_recall`` (over *all* true input neutrophils, so QC losses count; with the simulator's
+    ``truth_quality`` also ``neutrophil_recall_ok``, over the undamaged ones).
     """
     passed = obs["passed_qc"].to_numpy(bool) if "passed_qc" in obs else np.ones(len(obs), bool)
     is_true = (obs["truth_cell_type"].astype(str) == "neutrophil").to_numpy()
@@ -284,6 +285,10 @@ def detection_figures(
         tp = float((called & is_true).sum())
         out["neutrophil_precision"] = tp / called.sum() if called.any() else float("nan")
         out["neutrophil_recall"] = tp / len(t_neut) if len(t_neut) else float("nan")
+        if "truth_quality" in t_neut:  # over the input neutrophils the simulator did not damage
+            ok = pd.Index(t_neut.index[t_neut["truth_quality"] == "ok"])
+            hit = obs.index[called & is_true].isin(ok).sum()
+            out["neutrophil_recall_ok"] = float(hit / len(ok)) if len(ok) else float("nan")
     return out
 
 
@@ -472,7 +477,7 @@ def evaluate_peer(peer_obs: pd.DataFrame, truth_input: pd.DataFrame, truth_cance
     """
     called = peer_obs["peer_is_neutrophil"].to_numpy(bool)
     det = detection_figures(truth_input, peer_obs, called)
-    out: dict = {k: det[k] for k in ("neutrophil_precision", "neutrophil_recall")}
+    out: dict = {k: det[k] for k in ("neutrophil_precision", "neutrophil_recall", "neutrophil_recall_ok") if k in det}
     ct, _ = cell_type_figures(peer_obs["truth_cell_type"].to_numpy(), peer_obs["peer_cell_type"].to_numpy())
     out.update(ct)
     is_true = (peer_obs["truth_cell_type"].astype(str) == "neutrophil").to_numpy()

@@ -118,9 +118,29 @@ def test_a_cancer_with_no_qualifying_patient_is_reported_pooled_with_a_note():
     sub = samples[(samples["cancer_type"] == "NSCLC") & (samples["tissue"] == "tumour")]
     assert nsclc["n_patients"] == 0 and nsclc["n_neutrophils"] == sub["n_neutrophils"].sum()
     assert nsclc["t3_fraction"] == pytest.approx(sub["n_t3"].sum() / sub["n_neutrophils"].sum())
-    assert np.isnan(nsclc["t3_fraction_lo"]) and "pooled over" in nsclc["note"]
+    assert nsclc["t3_fraction_lo"] < nsclc["t3_fraction"] < nsclc["t3_fraction_hi"]  # 4 patients: an interval
+    assert "pooled over" in nsclc["note"] and "wide interval" in nsclc["note"]
     assert list(sparse.columns) == list(groups.columns)
     assert sparse_groups(samples[samples["cancer_type"] == "PDAC"], groups, settings).empty
+    one = cells[(cells["cancer_type"] == "NSCLC") & (cells["patient_id"] == "NSCLC_0")]
+    lone = sparse_groups(per_sample(one), groups, settings).iloc[0]  # one patient: no interval, said so
+    assert np.isnan(lone["t3_fraction_lo"]) and "no interval" in lone["note"]
+
+
+def test_sparse_group_intervals_cover_the_pooled_truth():
+    # 3-6 patients with 1-4 neutrophils each (a droplet platform's harvest): the pooled interval must still cover
+    # the true fraction in most cohorts, and be wide (a handful of cells says little).
+    rng = np.random.default_rng(11)
+    covered, widths = [], []
+    settings = StatsSettings(min_neutrophils_per_patient=5, n_boot=300)
+    for _ in range(100):
+        cells = _cells(rng, {"NSCLC": 0.25}, n_patients=int(rng.integers(3, 7)), cells=(1, 5))
+        samples = per_sample(cells)
+        r = sparse_groups(samples, per_group(per_patient(samples, settings), settings), settings)
+        r = r[r["tissue"] == "tumour"].iloc[0]
+        covered.append(r["t3_fraction_lo"] <= 0.25 <= r["t3_fraction_hi"])
+        widths.append(r["t3_fraction_hi"] - r["t3_fraction_lo"])
+    assert np.mean(covered) >= 0.85 and np.median(widths) > 0.3
 
 
 def test_rare_t3_intervals_are_not_degenerate_and_cover_the_truth():

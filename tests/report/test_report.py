@@ -231,6 +231,16 @@ def test_missing_tables_and_a_damaged_atlas(copy_run):
     assert "tissue_comparison.csv is missing" in notes
 
 
+def test_a_pooled_cancer_type_is_drawn_and_flagged(copy_run):
+    ct = pd.read_csv(copy_run / "tables" / "cancer_types.csv")
+    note = "no patient with >= 5 neutrophils: pooled over 8 cells of 5 patient(s), wide interval (patients, then their cells)"
+    pooled = {"cancer_type": "NSCLC", "tissue": "tumour", "n_patients": 0, "n_neutrophils": 8, "t3_fraction": 0.5,
+              "t3_fraction_lo": 0.2, "t3_fraction_hi": 0.8, "mean_index": 0.3, "note": note}  # fmt: skip
+    pd.concat([ct, pd.DataFrame([pooled])], ignore_index=True).to_csv(copy_run / "tables" / "cancer_types.csv", index=False)
+    notes = _notes(write_report(copy_run))
+    assert f"NSCLC (tumour): {note}: read it as a pointer, not an estimate." in notes
+
+
 def test_bare_run_directory(tmp_path):
     (tmp_path / "run.json").write_text(json.dumps({"name": "empty"}))
     path = write_report(tmp_path)

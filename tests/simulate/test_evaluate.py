@@ -63,6 +63,7 @@ def test_detection_counts_qc_losses_against_the_input():
     assert out["neutrophils_kept_ok"] == pytest.approx(3 / 5)
     assert out["neutrophil_precision"] == pytest.approx(3 / 4)  # d2:1 does not count (failed QC)
     assert out["neutrophil_recall"] == pytest.approx(3 / 6)
+    assert out["neutrophil_recall_ok"] == pytest.approx(3 / 5)  # d1:3 (low quality) is not asked for
     # without passed_qc every analysed cell counts as kept
     out = detection_figures(truth, obs.drop(columns="passed_qc"), None)
     assert out["neutrophils_kept"] == pytest.approx(4 / 6) and "neutrophil_precision" not in out
