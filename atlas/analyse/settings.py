@@ -89,11 +89,18 @@ class CellTypeOptions(StrictModel):
         description="the runner-up's enrichment may reach at most this fraction of the winner's; above it the "
         "cluster is a mixture and unknown (a half neutrophil, half monocyte cluster has a ratio near 1)",
     )
+    refine_cells: bool = Field(
+        False,
+        description="let a cell leave its cluster's call on its own evidence (a demote_z outlier, or a calibrated "
+        "posterior above 0.5 for another type). Off: cells take their cluster's call (CellTypist's majority "
+        "voting); on every simulated difficulty per-cell moves broke more calls than they fixed, as low-RNA "
+        "cells' scores rest on one or two detected marker transcripts",
+    )
     demote_z: float = Field(
         4.0,
         gt=0,
-        description="a cell leaves its cluster's call for another called type only when its own evidence for it "
-        "is an outlier of at least this robust z in the cluster's own spread of that evidence",
+        description="with refine_cells: a cell leaves its cluster's call for another called type when its own "
+        "evidence for it is an outlier of at least this robust z in the cluster's own spread of that evidence",
     )
     min_confidence: float = Field(
         0.5,

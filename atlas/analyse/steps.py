@@ -130,7 +130,7 @@ def init_neutrophil_columns(atlas, s: AnalysisSettings) -> None:
 def _cell_type_rule(s: AnalysisSettings) -> CellTypeRule:
     o = s.cell_types
     return CellTypeRule(min_cluster_cells=o.min_cluster_cells, min_effect=o.min_effect,
-                        max_runner_up_ratio=o.max_runner_up_ratio, demote_z=o.demote_z,
+                        max_runner_up_ratio=o.max_runner_up_ratio, demote_z=o.demote_z, refine_cells=o.refine_cells,
                         min_confidence=o.min_confidence, n_folds=o.n_folds, max_train_cells=o.max_train_cells,
                         seed=s.seed)  # fmt: skip
 
