@@ -61,25 +61,26 @@ def test_mixed_cluster_is_unknown_not_forced():
     assert (cells.loc[mixed, "cell_type_rule"].astype(str) == "propagated").mean() > 0.95
 
 
-def test_cells_take_their_cluster_call_by_default_and_a_clear_outlier_says_so_in_its_confidence():
+def _monocyte_in_a_neutrophil_cluster():
+    """Scores and clusters with a clear monocyte and a neutrophil with almost no evidence in the neutrophil cluster."""
     rng = np.random.default_rng(2)
     spec = [("0", "neutrophil", 400, 1.0), ("1", "monocyte", 300, 4.0), ("2", "T", 300, 4.0)]
-    scores, truth, clusters = _cohort(rng, spec)
+    scores, _, clusters = _cohort(rng, spec)
     mono, weak = scores.index[0], scores.index[1]
     scores.loc[mono] = [0.0, 8.0, 0.0]  # a monocyte that landed in the neutrophil cluster
     scores.loc[weak] = [-0.5, 0.5, 0.0]  # a neutrophil with almost no evidence
+    return scores, clusters, mono, weak
+
+
+def test_cells_take_their_cluster_call_by_default_and_a_clear_outlier_says_so_in_its_confidence():
+    scores, clusters, mono, weak = _monocyte_in_a_neutrophil_cluster()
     cells, _ = annotate_cell_types(scores, clusters)
     assert (cells["cell_type_rule"].astype(str) == "cluster").all()  # majority voting: nobody leaves
     assert cells.loc[mono, "cell_type_confidence"] < 0.5 < cells.loc[weak, "cell_type_confidence"]
 
 
 def test_clear_monocyte_in_neutrophil_cluster_is_demoted_with_refine_cells_weak_neutrophils_are_not():
-    rng = np.random.default_rng(2)
-    spec = [("0", "neutrophil", 400, 1.0), ("1", "monocyte", 300, 4.0), ("2", "T", 300, 4.0)]
-    scores, truth, clusters = _cohort(rng, spec)
-    mono, weak = scores.index[0], scores.index[1]
-    scores.loc[mono] = [0.0, 8.0, 0.0]  # a monocyte that landed in the neutrophil cluster
-    scores.loc[weak] = [-0.5, 0.5, 0.0]  # a neutrophil with almost no evidence
+    scores, clusters, mono, weak = _monocyte_in_a_neutrophil_cluster()
     cells, _ = annotate_cell_types(scores, clusters, CellTypeRule(refine_cells=True))
     assert cells.loc[mono, "cell_type"] == "monocyte" and cells.loc[mono, "cell_type_rule"] == "demoted"
     assert not cells.loc[mono, "is_neutrophil"]
