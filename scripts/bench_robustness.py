@@ -123,6 +123,15 @@ def write_config(runs: Path, point: str, seed: int, n_cells: int, n_datasets: in
     return path
 
 
+def _thread_env(jobs: int) -> dict[str, str]:
+    """Thread caps for ``jobs`` runs at once: each gets its share of the cores (torch's threads spin on each other
+    when two runs oversubscribe them: one 8,000-cell run took 45 minutes beside another instead of 7)."""
+    if jobs <= 1 or "OMP_NUM_THREADS" in os.environ:
+        return {}
+    n = str(max(1, (os.cpu_count() or 1) // jobs))
+    return {k: n for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "NUMBA_NUM_THREADS")}
+
+
 def run_atlas(runs: Path, point: str, seed: int, args) -> dict:
     """``atlas run`` of one grid point and seed in a child process; returns its wall time and peak RSS.
 
@@ -138,7 +147,7 @@ def run_atlas(runs: Path, point: str, seed: int, args) -> dict:
     cfg = write_config(runs, point, seed, args.n_cells, args.n_datasets)
     t = time.perf_counter()
     try:
-        m = run_measured([sys.executable, "-m", "atlas.cli", "-q", "run", str(cfg)])
+        m = run_measured([sys.executable, "-m", "atlas.cli", "-q", "run", str(cfg)], env=_thread_env(args.jobs))
     except RuntimeError as e:  # a crash on hard data is a result: every atlas figure of this run fails
         m = {
             "rc": 1,
