@@ -53,16 +53,20 @@ def run_measured(cmd: list[str], env: dict | None = None) -> dict:
     return out
 
 
+def markdown_table(rows: list[dict], cols: list[str] | None = None) -> list[str]:
+    """A Markdown table's lines: ``cols`` (default: the first row's keys) of every row (missing -> empty)."""
+    cols = cols or list(rows[0])
+    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    return lines + ["| " + " | ".join(str(r.get(c, "")) for c in cols) + " |" for r in rows]
+
+
 def record(markdown_file: str, title: str, rows: list[dict], command: str, notes: str = "") -> None:
     """Append a result table with machine, command and date to ``benchmarks/<markdown_file>``."""
     path = REPO / "benchmarks" / markdown_file
-    cols = list(rows[0])
     lines = [f"\n## {title} ({time.strftime('%Y-%m-%d %H:%M')})", "", f"- machine: {machine()}",
              f"- command: `{command}`"]
     if notes:
         lines.append(f"- notes: {notes}")
-    lines += ["", "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
-    for r in rows:
-        lines.append("| " + " | ".join(str(r[c]) for c in cols) + " |")
+    lines += ["", *markdown_table(rows)]
     with path.open("a") as f:
         f.write("\n".join(lines) + "\n")

@@ -46,7 +46,7 @@ import pandas as pd
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _bench_common import REPO, machine, record, run_measured  # noqa: E402
+from _bench_common import REPO, machine, markdown_table, record, run_measured  # noqa: E402
 
 from atlas.pipeline.demo import demo_config  # noqa: E402
 from atlas.simulate.evaluate import evaluate_peer, evaluate_robustness, input_truth  # noqa: E402
@@ -258,19 +258,17 @@ def cancer_ceiling_and_index(run_dir: Path) -> dict:
     import anndata as ad
 
     from atlas.analyse import statistics as st
+    from atlas.analyse.steps import stats_settings
+    from atlas.pipeline.config import load_pipeline_config
     from atlas.simulate.evaluate import cancer_figures
 
-    cfg = yaml.safe_load((run_dir / "config.resolved.yaml").read_text())
-    stats_cfg = (cfg.get("analyse") or {}).get("statistics") or {}
-    stats = st.StatsSettings(min_neutrophils_per_patient=stats_cfg.get("min_neutrophils_per_patient", 5),
-                             n_boot=stats_cfg.get("n_boot", 2000), ci=stats_cfg.get("ci", 0.95))  # fmt: skip
+    stats = stats_settings(load_pipeline_config(run_dir / "config.resolved.yaml").analyse)
     obs = ad.read_h5ad(run_dir / "atlas.h5ad", backed="r").obs
     passed = obs["passed_qc"].to_numpy(bool) if "passed_qc" in obs else np.ones(len(obs), bool)
     cells = obs[passed & (obs["truth_cell_type"].astype(str) == "neutrophil").to_numpy()]
     cells = cells.assign(is_t3=cells["truth_state"].astype(str) == "T3", reprogramming_index=0.0)
     samples = st.per_sample(cells)
-    groups = st.per_group(st.per_patient(samples, stats), stats)
-    groups = pd.concat([groups, st.sparse_groups(samples, groups, stats)], ignore_index=True)
+    groups = st.cancer_type_groups(samples, st.per_patient(samples, stats), stats)
     truth = pd.read_csv(run_dir / "data" / "truth" / "cancer_types.csv")
     figs, _ = cancer_figures(groups[groups["tissue"] == "tumour"], truth)
     out = {"cancer_spearman_oracle": figs["cancer_spearman"], "n_cancers_in_interval_oracle": figs["n_cancers_in_interval"]}
@@ -398,10 +396,7 @@ def summary_rows(records: list[dict]) -> list[dict]:
 
 
 def _table(rows: list[dict]) -> str:
-    cols = list(rows[0])
-    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
-    lines += ["| " + " | ".join(str(r[c]) for c in cols) + " |" for r in rows]
-    return "\n".join(lines)
+    return "\n".join(markdown_table(rows))
 
 
 def point_table(records: list[dict], point: str) -> str:

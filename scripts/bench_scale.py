@@ -34,7 +34,7 @@ import time
 from pathlib import Path
 
 import yaml
-from _bench_common import REPO, machine
+from _bench_common import REPO, machine, markdown_table
 
 ATLAS = [sys.executable, "-m", "atlas.cli"]
 STAGES = ["ingest", "integrate", "score", "analyse", "report"]
@@ -167,12 +167,6 @@ def exponents(rows: list[dict]) -> list[dict]:
     return out
 
 
-def table(rows: list[dict], cols: list[str]) -> list[str]:
-    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
-    lines += ["| " + " | ".join(str(r.get(c, "")) for c in cols) + " |" for r in rows]
-    return lines
-
-
 def fmt(r: dict) -> dict:
     return {**r, "cells": f"{r['cells']:,}" if isinstance(r.get("cells"), int) else r.get("cells", ""),
             "seconds": f"{r['seconds']:.0f}", "minutes": f"{r['seconds'] / 60:.1f}",
@@ -207,23 +201,23 @@ def write_markdown(path: Path, rows: list[dict], sims: list[dict], query: dict |
              "1,000 steps; zarr store); time = the stage as the runner timed it; peak RSS = whole process tree "
              "(polled every 0.25 s); read = read_chars of the tree (page cache included); load = mean 1-minute load "
              f"average during the stage ({os.cpu_count()} cores: above that, the stage shared the CPUs)", ""]
-    lines += table([fmt(r) for r in rows], ["cells", "stage", "status", "minutes", "peak RSS GiB", "read GiB", "load", "measured", "note"])
+    lines += markdown_table([fmt(r) for r in rows], ["cells", "stage", "status", "minutes", "peak RSS GiB", "read GiB", "load", "measured", "note"])
     if sims:
         lines += ["", "Simulating the cohorts (not part of a run):", ""]
-        lines += table([fmt(s) for s in sims], ["cells", "stage", "minutes", "peak RSS GiB", "note"])
+        lines += markdown_table([fmt(s) for s in sims], ["cells", "stage", "minutes", "peak RSS GiB", "note"])
     if query:
         lines += ["", "Query (10,000 cells mapped onto the largest reference, `atlas query`, whole command):", ""]
-        lines += table([fmt({**query, "cells": query.get("cells", "")})],
+        lines += markdown_table([fmt({**query, "cells": query.get("cells", "")})],
                        ["cells", "stage", "minutes", "peak RSS GiB", "read GiB", "note"])
     checks = integration_checks(rows, runs)
     if checks:
         lines += ["", "Did the step budget train scVI enough? (`reference/checks.json` of each run: the run's own check)", ""]
-        lines += table(checks, ["cells", "scVI batch correction", "Harmony", "scVI iLISI", "Harmony iLISI",
+        lines += markdown_table(checks, ["cells", "scVI batch correction", "Harmony", "scVI iLISI", "Harmony iLISI",
                                 "ELBO levelled off"])
     exp = exponents(rows)
     if exp:
         lines += ["", "Growth between sizes (time ~ n^k; n log n between 10x sizes is k of about 1.1):", ""]
-        lines += table(exp, ["stage", "between", "time exponent k", "memory exponent"])
+        lines += markdown_table(exp, ["stage", "between", "time exponent k", "memory exponent"])
     with path.open("a") as f:
         f.write("\n".join(lines) + "\n")
 

@@ -189,6 +189,17 @@ def sparse_groups(samples: pd.DataFrame, groups: pd.DataFrame, settings: StatsSe
     return pd.DataFrame(rows, columns=groups.columns if len(groups) else None)
 
 
+def cancer_type_groups(samples: pd.DataFrame, patients: pd.DataFrame, settings: StatsSettings = StatsSettings(),
+                       by: tuple[str, ...] = ("cancer_type", "tissue")) -> pd.DataFrame:  # fmt: skip
+    """:func:`per_group` rows plus the :func:`sparse_groups` rows (logged), in ``by`` order."""
+    groups = per_group(patients, settings, by)
+    sparse = sparse_groups(samples, groups, settings, by)
+    if len(sparse):
+        log.warning("%s", "; ".join(f"{r.cancer_type} {r.tissue}: {r.note}" for r in sparse.itertuples()))
+        groups = pd.concat([groups, sparse], ignore_index=True).sort_values(list(by)).reset_index(drop=True)
+    return groups
+
+
 def paired_tissue_comparison(
     patients: pd.DataFrame, a: str = "tumour", b: str = "blood", value: str = "t3_fraction"
 ) -> pd.DataFrame:

@@ -303,20 +303,19 @@ def neutrophil_tables(neut_obs: pd.DataFrame, s: AnalysisSettings) -> dict[str, 
     return {"state_composition": _composition(neut_obs, "neutrophil_state"), **_statistics(neut_obs, s)}
 
 
+def stats_settings(s: AnalysisSettings) -> st.StatsSettings:
+    """The patient statistics' settings of an analysis (``analyse.statistics`` and its seed)."""
+    o = s.statistics
+    return st.StatsSettings(min_neutrophils_per_patient=o.min_neutrophils_per_patient, n_boot=o.n_boot, ci=o.ci,
+                            random_state=s.seed)  # fmt: skip
+
+
 def _statistics(neut: pd.DataFrame, s: AnalysisSettings) -> dict[str, pd.DataFrame]:
-    stats = st.StatsSettings(
-        min_neutrophils_per_patient=s.statistics.min_neutrophils_per_patient, n_boot=s.statistics.n_boot, ci=s.statistics.ci,
-        random_state=s.seed,
-    )  # fmt: skip
+    stats = stats_settings(s)
     cells = neut.assign(is_t3=neut["neutrophil_state"].astype(str) == "T3")
     samples = st.per_sample(cells)
     patients = st.per_patient(samples, stats)
-    groups = st.per_group(patients, stats)
-    sparse = st.sparse_groups(samples, groups, stats)
-    if len(sparse):
-        log.warning("%s", "; ".join(f"{r.cancer_type} {r.tissue}: {r.note}" for r in sparse.itertuples()))
-        groups = pd.concat([groups, sparse], ignore_index=True).sort_values(["cancer_type", "tissue"])
-        groups = groups.reset_index(drop=True)
+    groups = st.cancer_type_groups(samples, patients, stats)
     comparisons = [st.paired_tissue_comparison(patients, "tumour", b) for b in ("blood", "adjacent_normal")]
     return {
         "samples": samples,

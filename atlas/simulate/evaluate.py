@@ -273,22 +273,22 @@ def detection_figures(
     t_neut = truth_input[truth_input["truth_cell_type"] == "neutrophil"]
     out = {"n_input_neutrophils": float(len(t_neut))}
 
-    def share(sub: pd.DataFrame) -> float:
-        return float(sub.index.isin(kept).mean()) if len(sub) else float("nan")
+    ok = t_neut[t_neut["truth_quality"] == "ok"] if "truth_quality" in t_neut else None  # undamaged
+
+    def share(sub: pd.DataFrame, found: pd.Index = kept) -> float:
+        return float(sub.index.isin(found).mean()) if len(sub) else float("nan")
 
     out["neutrophils_kept"] = share(t_neut)
     out["neutrophils_kept_droplet"] = share(t_neut[t_neut["droplet"]])
-    if "truth_quality" in t_neut:
-        out["neutrophils_kept_ok"] = share(t_neut[t_neut["truth_quality"] == "ok"])
+    if ok is not None:
+        out["neutrophils_kept_ok"] = share(ok)
     if called is not None:
         called = np.asarray(called, dtype=bool) & passed
         tp = float((called & is_true).sum())
         out["neutrophil_precision"] = tp / called.sum() if called.any() else float("nan")
         out["neutrophil_recall"] = tp / len(t_neut) if len(t_neut) else float("nan")
-        if "truth_quality" in t_neut:  # over the input neutrophils the simulator did not damage
-            ok = pd.Index(t_neut.index[t_neut["truth_quality"] == "ok"])
-            hit = obs.index[called & is_true].isin(ok).sum()
-            out["neutrophil_recall_ok"] = float(hit / len(ok)) if len(ok) else float("nan")
+        if ok is not None:
+            out["neutrophil_recall_ok"] = share(ok, pd.Index(obs.index[called & is_true]))
     return out
 
 
