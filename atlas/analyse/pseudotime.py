@@ -1,10 +1,22 @@
 """Reprogramming pseudotime of the neutrophils.
 
-Three methods, chosen by ``analysis.pseudotime_method``. Each runs on the neutrophil sub-atlas
-latent (``obsm["X_scVI"]``, the space the neutrophil graph is built on) between a start population
-(the immature neutrophils, or the most blood-like ones) and an end population (the T3-like ones):
+Four methods, chosen by ``analysis.pseudotime_method``. Each runs between a start population (the
+immature neutrophils, or the most blood-like ones) and an end population (the T3-like ones):
 
-``distance_ratio`` (default)
+``signature`` (default)
+    Each cell's position on the genes that tell the end cells from the start cells: a Welch t-test of
+    every sub-atlas gene (log-normalised counts) between the two populations keeps the genes with a
+    large standardised effect (Cohen's d of at least ``pseudotime_min_effect``) that pass a
+    Benjamini-Hochberg FDR of ``pseudotime_fdr``; a cell's pseudotime is its log expression of those
+    genes weighted by their mean difference (a signature score learned from the anchors), scaled to
+    [0, 1]. It reads the counts rather than the latent: a 10-20-dimensional scVI latent of low-RNA
+    neutrophils holds little of the slow drift along the trajectory (a supervised kNN regression of
+    the simulated truth on it reached Spearman 0.59-0.68 on the hard robustness presets), while a
+    hundred genes that move along it average their counting noise away. The populations are chosen
+    and checked as for ``distance_ratio``; with fewer than :data:`MIN_AXIS_GENES` such genes it falls
+    back to ``distance_ratio`` and says so.
+``distance_ratio``
+    On the neutrophil sub-atlas latent (``obsm["X_scVI"]``, the space the neutrophil graph is built on):
     ``d_start / (d_start + d_end)``, where ``d_X`` is a cell's mean latent distance to its
     ``pseudotime_anchor_neighbors`` nearest cells of population X: the cell's relative position
     between the two populations (0 at the start, 1 at the end, after scaling). The populations are
@@ -28,7 +40,7 @@ latent (``obsm["X_scVI"]``, the space the neutrophil graph is built on) between 
 ``dpt``
     Scanpy's diffusion pseudotime (Haghverdi et al. 2016) from one root cell.
 
-All are scaled to [0, 1]; ``harmonic`` gives NaN in graph components that hold no start or no end
+``harmonic`` and ``dpt`` run on the sub-atlas latent too. All are scaled to [0, 1]; ``harmonic`` gives NaN in graph components that hold no start or no end
 cell. ``scripts/bench_pseudotime.py`` compares them (and Palantir) over sub-atlas seeds on
 simulated cohorts (``benchmarks/analysis.md``).
 """
@@ -52,6 +64,7 @@ __all__ = [
     "extreme_cells",
     "harmonic_pseudotime",
     "reprogramming_pseudotime",
+    "signature_pseudotime",
 ]
 
 log = logging.getLogger(__name__)
@@ -67,6 +80,8 @@ MAX_ANCHOR_SHARE = 0.5
 MIN_ANCHOR_ENRICHMENT = 2.0
 #: latent neighbours used for that enrichment
 ANCHOR_NEIGHBORS = 15
+#: signature: fewer genes that separate the start from the end cells fall back to distance_ratio
+MIN_AXIS_GENES = 5
 #: larger start or end populations are subsampled to this many cells (bounds the distance queries)
 MAX_ANCHOR_CELLS = 20_000
 
@@ -316,6 +331,105 @@ def distance_ratio_pseudotime(
     return pt
 
 
+def _log_normalised(counts, totals: np.ndarray | None) -> sp.csr_matrix:
+    """``log1p(count / total * 1e4)`` per cell (``totals``: each cell's total over all genes; row sums if None)."""
+    x = sp.csr_matrix(counts, dtype=np.float64, copy=True)
+    if totals is None:
+        totals = np.asarray(x.sum(axis=1)).ravel()
+    totals = np.asarray(totals, dtype=np.float64)
+    scale = np.divide(1e4, totals, out=np.zeros_like(totals), where=totals > 0)
+    x = sp.csr_matrix(sp.diags(scale) @ x)
+    x.data = np.log1p(x.data)
+    return x
+
+
+def _mean_var(x: sp.csr_matrix, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per-gene mean and sample variance (ddof 1) of ``x``'s ``rows``."""
+    sub = x[rows]
+    n = sub.shape[0]
+    mean = np.asarray(sub.mean(axis=0)).ravel()
+    sq = np.asarray(sub.multiply(sub).mean(axis=0)).ravel()
+    var = np.maximum(sq - mean**2, 0.0) * (n / max(n - 1, 1))
+    return mean, var
+
+
+def axis_genes(
+    x: sp.csr_matrix, start: np.ndarray, end: np.ndarray, *, min_effect: float = 0.8, fdr: float = 0.05
+) -> tuple[np.ndarray, np.ndarray]:
+    """The genes that tell ``end`` cells from ``start`` cells in log expression ``x``, and their weights.
+
+    A gene is kept when Welch's t-test between the two populations passes a Benjamini-Hochberg FDR of
+    ``fdr`` and its standardised effect (mean difference over the pooled standard deviation, Cohen's d)
+    is at least ``min_effect``: significance alone keeps ever weaker genes as populations grow, an
+    effect size alone keeps noise in small ones. The weight is the mean difference (end minus start).
+
+    Returns
+    -------
+    genes, weights
+        Column positions of the kept genes and their weights.
+    """
+    from scipy.stats import false_discovery_control
+    from scipy.stats import t as student_t
+
+    n1, n0 = end.size, start.size
+    if n1 < 2 or n0 < 2:
+        return np.zeros(0, dtype=np.int64), np.zeros(0)
+    m1, v1 = _mean_var(x, end)
+    m0, v0 = _mean_var(x, start)
+    diff = m1 - m0
+    se2 = v1 / n1 + v0 / n0
+    ok = se2 > 0
+    t = np.zeros_like(diff)
+    t[ok] = diff[ok] / np.sqrt(se2[ok])
+    dof = np.ones_like(diff)
+    dof[ok] = se2[ok] ** 2 / ((v1[ok] / n1) ** 2 / (n1 - 1) + (v0[ok] / n0) ** 2 / (n0 - 1))
+    p = np.ones_like(diff)
+    p[ok] = 2.0 * student_t.sf(np.abs(t[ok]), dof[ok])
+    q = false_discovery_control(p, method="bh")
+    pooled_sd = np.sqrt((v1 + v0) / 2.0)
+    effect = np.divide(diff, pooled_sd, out=np.zeros_like(diff), where=pooled_sd > 0)
+    genes = np.flatnonzero(ok & (q <= fdr) & (np.abs(effect) >= min_effect))
+    return genes, diff[genes]
+
+
+def signature_pseudotime(
+    counts, start: np.ndarray, end: np.ndarray, *, totals: np.ndarray | None = None, min_effect: float = 0.8,
+    fdr: float = 0.05,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Each cell's score on the genes that separate the ``end`` from the ``start`` cells, scaled to [0, 1].
+
+    Parameters
+    ----------
+    counts
+        (cells, genes) raw counts (dense or sparse), e.g. the sub-atlas's HVGs.
+    start, end
+        Positions of the start and end populations (a cell in both is dropped from ``end``).
+    totals
+        Each cell's total counts over all genes (normalises the counts; the row sums when None).
+    min_effect, fdr
+        Gene selection (:func:`axis_genes`).
+
+    Returns
+    -------
+    pseudotime, genes, weights
+        The scaled score (all NaN when fewer than :data:`MIN_AXIS_GENES` genes pass), and the genes'
+        column positions and weights.
+    """
+    start = np.unique(np.asarray(start, dtype=np.int64))
+    end = np.setdiff1d(np.asarray(end, dtype=np.int64), start)
+    if start.size == 0 or end.size == 0:
+        raise AtlasError("signature pseudotime needs at least one start and one end cell")
+    x = _log_normalised(counts, totals)
+    genes, weights = axis_genes(x, start, end, min_effect=min_effect, fdr=fdr)
+    pt = np.full(x.shape[0], np.nan)
+    if genes.size < MIN_AXIS_GENES:
+        return pt, genes, weights
+    score = np.asarray(x[:, genes] @ weights).ravel()
+    lo, hi = score.min(), score.max()
+    pt[:] = (score - lo) / (hi - lo) if hi > lo else 0.0
+    return pt, genes, weights
+
+
 def _anchor_population(
     obs: pd.DataFrame, state: str, fallback: np.ndarray, fraction: float, *, use_state: bool, fallback_name: str,
     side: str,
@@ -354,6 +468,24 @@ def _checked_anchors(
     return start, start_desc, end, end_desc, notes
 
 
+def _signature_or_nothing(
+    neut_adata, neut_obs: pd.DataFrame, start: np.ndarray, end: np.ndarray, settings
+) -> tuple[np.ndarray, dict | None]:
+    """:func:`signature_pseudotime` on the sub-atlas's counts, and the summary of its genes (None: too few genes)."""
+    totals = neut_obs["total_counts"].to_numpy(np.float64) if "total_counts" in neut_obs else None
+    if totals is not None and not (np.isfinite(totals) & (totals > 0)).all():
+        totals = None  # row sums of the sub-atlas genes instead
+    pt, genes, weights = signature_pseudotime(neut_adata.X, start, end, totals=totals,
+                                              min_effect=settings.pseudotime_min_effect, fdr=settings.pseudotime_fdr)  # fmt: skip
+    if genes.size < MIN_AXIS_GENES:
+        return pt, None
+    names = np.asarray(neut_adata.var_names)[genes]
+    order = np.argsort(-weights)
+    up = [str(names[i]) for i in order[:5] if weights[i] > 0]
+    down = [str(names[i]) for i in order[::-1][:5] if weights[i] < 0]
+    return pt, {"n_axis_genes": int(genes.size), "axis_genes_up": ", ".join(up), "axis_genes_down": ", ".join(down)}
+
+
 def reprogramming_pseudotime(
     neut_adata, neut_obs: pd.DataFrame, settings
 ) -> tuple[np.ndarray, dict, list[str]]:
@@ -381,7 +513,7 @@ def reprogramming_pseudotime(
         summary.update(root_cell=str(neut_obs.index[root]), n_start_cells=1, n_end_cells=0)
         return diffusion_pseudotime(neut_adata, root), summary, notes
 
-    by_state = method == "distance_ratio"  # harmonic: shares of cells (a whole state saturates the walk)
+    by_state = method in ("distance_ratio", "signature")  # harmonic: shares of cells (a whole state saturates the walk)
     if immature:
         start, start_desc, fell_back = _anchor_population(
             neut_obs, "immature", neut_obs["state_z_immature"].to_numpy(), settings.pseudotime_start_fraction,
@@ -416,6 +548,15 @@ def reprogramming_pseudotime(
         return np.full(n, np.nan), summary, [*notes, "no finite reprogramming index: no pseudotime"]
     summary.update(n_start_cells=int(start.size), n_end_cells=int(end.size), start_cells=start_desc,
                    end_cells=end_desc)  # fmt: skip
+    if method == "signature":
+        pt, signature = _signature_or_nothing(neut_adata, neut_obs, start, end, settings)
+        if signature is not None:
+            summary.update(signature)
+            return pt, summary, notes
+        notes.append(f"fewer than {MIN_AXIS_GENES} genes separate the pseudotime's start from its end cells (Cohen's d >= "
+                     f"{settings.pseudotime_min_effect:g}, FDR {settings.pseudotime_fdr:g}): the pseudotime is the "
+                     "distance_ratio in the sub-atlas latent instead")  # fmt: skip
+        method = summary["method"] = "distance_ratio"
     if method == "distance_ratio":
         pt = distance_ratio_pseudotime(neut_adata.obsm["X_scVI"], start, end, seed=settings.seed,
                                        n_anchor_neighbors=settings.pseudotime_anchor_neighbors)  # fmt: skip

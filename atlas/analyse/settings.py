@@ -259,10 +259,12 @@ class AnalysisSettings(StrictModel):
     reprogramming_down: list[str] = Field(
         default_factory=lambda: ["blood_like"], description="blood-like side"
     )
-    pseudotime_method: Literal["distance_ratio", "harmonic", "dpt"] = Field(
-        "distance_ratio",
-        description="distance_ratio: relative position in the sub-atlas latent between the start cells and the T3-like"
-        " cells, d_start / (d_start + d_end); harmonic: probability that a random walk on the neutrophil graph reaches"
+    pseudotime_method: Literal["signature", "distance_ratio", "harmonic", "dpt"] = Field(
+        "signature",
+        description="signature: each cell's score on the genes that tell the T3-like end cells from the start cells"
+        " (Welch t-test, Cohen's d >= pseudotime_min_effect, BH FDR <= pseudotime_fdr; weights the mean"
+        " differences; distance_ratio when fewer than 5 genes pass); distance_ratio: relative position in the"
+        " sub-atlas latent between the start cells and the T3-like cells, d_start / (d_start + d_end); harmonic: probability that a random walk on the neutrophil graph reaches"
         " the end before the start; dpt: scanpy's diffusion pseudotime from one start cell",
     )
     pseudotime_root: Literal["immature", "blood_like"] = Field(
@@ -275,7 +277,16 @@ class AnalysisSettings(StrictModel):
         description="blood_like start: chosen among this tissue's neutrophils (any tissue when absent)",
     )
     pseudotime_end_state: str = Field(
-        "T3", description="distance_ratio: the state whose neutrophils are the end of the trajectory"
+        "T3", description="signature, distance_ratio: the state whose neutrophils are the end of the trajectory"
+    )
+    pseudotime_min_effect: float = Field(
+        0.8,
+        gt=0,
+        description="signature: smallest standardised effect (Cohen's d, end vs start cells' log expression) of a"
+        " gene on the pseudotime's axis (0.8: a 'large' effect)",
+    )
+    pseudotime_fdr: float = Field(
+        0.05, gt=0, le=1, description="signature: Benjamini-Hochberg FDR of the axis genes' Welch t-tests"
     )
     pseudotime_anchor_neighbors: int = Field(
         10,
@@ -288,15 +299,15 @@ class AnalysisSettings(StrictModel):
         0.05,
         gt=0,
         lt=0.5,
-        description="share of neutrophils that start the trajectory: harmonic always; distance_ratio when fewer than"
-        " 10 are annotated immature, or with pseudotime_root blood_like",
+        description="share of neutrophils that start the trajectory: harmonic always; signature and distance_ratio"
+        " when fewer than 10 are annotated immature, or with pseudotime_root blood_like",
     )
     pseudotime_end_fraction: float = Field(
         0.05,
         gt=0,
         lt=0.5,
         description="share of neutrophils with the highest reprogramming index that end the trajectory: harmonic"
-        " always; distance_ratio when fewer than 10 are annotated pseudotime_end_state",
+        " always; signature and distance_ratio when fewer than 10 are annotated pseudotime_end_state",
     )
     pseudotime_n_neighbors: int = Field(
         30, ge=2, le=200, description="harmonic: neighbours of the graph on the sub-atlas latent it runs on"
@@ -335,7 +346,7 @@ class AnalysisSettings(StrictModel):
     @model_validator(mode="after")
     def _end_state_known(self) -> AnalysisSettings:
         if (
-            self.pseudotime_method == "distance_ratio"
+            self.pseudotime_method in ("signature", "distance_ratio")
             and self.pseudotime_end_state not in self.state_signatures
         ):
             raise ValueError(

@@ -35,9 +35,16 @@ def _pseudotime_caption(inputs) -> str:
     """What the pseudotime column is, from the method the analysis recorded (index_vs_pseudotime.csv)."""
     t = inputs.table("index_vs_pseudotime")
     method = str(t["method"].iloc[0]) if t is not None and "method" in t else ""  # table(): None when empty
+    ends = [str(t[c].iloc[0]) if t is not None and c in t else "" for c in ("start_cells", "end_cells")]
+    ends = f" ({ends[0]} -> {ends[1]})" if all(ends) and "nan" not in ends else ""
+    if method == "signature":
+        genes = [str(t[c].iloc[0]) if c in t and pd.notna(t[c].iloc[0]) else "" for c in ("n_axis_genes", "axis_genes_up",
+                                                                                          "axis_genes_down")]  # fmt: skip
+        axis = f"; {genes[0]} genes, rising {genes[1] or '-'}, falling {genes[2] or '-'}" if genes[0] else ""
+        return ("pseudotime: each neutrophil's score on the genes that tell the T3-like end of the trajectory from its "
+                f"start{ends} (Welch t-test, large effect, FDR-controlled; weighted by their mean difference{axis}), "
+                "scaled to 0-1")  # fmt: skip
     if method == "distance_ratio":
-        ends = [str(t[c].iloc[0]) if c in t else "" for c in ("start_cells", "end_cells")]
-        ends = f" ({ends[0]} -> {ends[1]})" if all(ends) else ""
         return ("pseudotime: each neutrophil's relative position in the sub-atlas latent between the start and the "
                 f"T3-like end of the trajectory{ends}, d_start / (d_start + d_end) scaled to 0-1")  # fmt: skip
     if method == "harmonic":

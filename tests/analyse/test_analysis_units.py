@@ -15,6 +15,7 @@ from atlas.analyse.pseudotime import (
     extreme_cells,
     harmonic_pseudotime,
     reprogramming_pseudotime,
+    signature_pseudotime,
 )
 from atlas.analyse.settings import AnalysisSettings
 from atlas.analyse.states import UNASSIGNED, assign_states, smooth_on_graph, state_clusters
@@ -217,12 +218,19 @@ def _latent_trajectory(rng, n=600):
                         "neutrophil_state": state,
                         "tissue": np.where(t < 0.3, "blood", "tumour")},
                        index=[f"n{i}" for i in range(n)])  # fmt: skip
-    a = ad.AnnData(np.zeros((n, 1), np.float32), obs=obs.copy())
+    a = ad.AnnData(_trajectory_counts(rng, t), obs=obs.copy())
     a.obsm["X_scVI"] = z
     return a, obs, t, side
 
 
-@pytest.mark.parametrize("method", ["distance_ratio", "harmonic"])
+def _trajectory_counts(rng, t, n_moving=30, n_null=200):
+    """Poisson counts (~450 per cell): ``n_moving`` genes rise and as many fall 4.5-fold along ``t``; the rest don't."""
+    rate = np.hstack([2 * np.exp(1.5 * t)[:, None].repeat(n_moving, 1),
+                      2 * np.exp(1.5 * (1 - t))[:, None].repeat(n_moving, 1), np.ones((t.size, n_null))])  # fmt: skip
+    return sp.csr_matrix(rng.poisson(rate).astype(np.float32))
+
+
+@pytest.mark.parametrize("method", ["signature", "distance_ratio", "harmonic"])
 @pytest.mark.parametrize("root", ["immature", "blood_like"])
 def test_reprogramming_pseudotime_follows_the_trajectory_with_side_states(root, method):
     from scipy.stats import spearmanr
@@ -232,7 +240,7 @@ def test_reprogramming_pseudotime_follows_the_trajectory_with_side_states(root, 
     s = AnalysisSettings(pseudotime_root=root, pseudotime_method=method)
     pt, summary, notes = reprogramming_pseudotime(a, obs, s)
     assert summary["method"] == method and notes == []
-    if method == "distance_ratio":  # the annotated states, except a blood-like start (the lowest index)
+    if method != "harmonic":  # the annotated states, except a blood-like start (the lowest index)
         assert summary["end_cells"] == "state T3" and summary["n_end_cells"] == int((obs.neutrophil_state == "T3").sum())
         assert summary["start_cells"] == ("state immature" if root == "immature" else "lowest 5% reprogramming_index (blood)")
     else:  # harmonic: shares of cells
@@ -243,11 +251,47 @@ def test_reprogramming_pseudotime_follows_the_trajectory_with_side_states(root, 
     assert "pseudotime_connectivities" not in a.obsp  # no graph is left behind
 
 
+def test_signature_pseudotime_keeps_the_moving_genes_and_reads_counts_the_latent_lost():
+    from scipy.stats import spearmanr
+
+    rng = np.random.default_rng(11)
+    a, obs, t, _ = _latent_trajectory(rng, n=800)
+    start, end = np.flatnonzero(t < 0.08), np.flatnonzero(t > 0.75)
+    pt, genes, weights = signature_pseudotime(a.X, start, end)
+    assert genes.size >= 40 and (genes < 60).all()  # moving genes only, none of the 200 that do not move
+    np.testing.assert_array_equal(np.sign(weights), np.where(genes < 30, 1.0, -1.0))
+    assert spearmanr(pt, t).statistic > 0.95 and pt.min() == 0 and pt.max() == 1
+    pt, summary, notes = reprogramming_pseudotime(a, obs, AnalysisSettings(pseudotime_method="signature"))
+    assert summary["method"] == "signature" and summary["n_axis_genes"] == genes.size and notes == []
+    assert summary["axis_genes_up"].count(",") == 4 and spearmanr(pt, t).statistic > 0.95
+    # a latent that lost the trajectory (noise only; the state anchors fail their check there and the index
+    # extremes replace them): the counts still order the cells
+    a.obsm["X_scVI"] = rng.normal(size=(800, 5))
+    pt, summary, notes = reprogramming_pseudotime(a, obs, AnalysisSettings(pseudotime_method="signature"))
+    assert summary["method"] == "signature" and all("anchor check" in n for n in notes)
+    assert spearmanr(pt, t).statistic > 0.95
+    lost, _, _ = reprogramming_pseudotime(a, obs, AnalysisSettings(pseudotime_method="distance_ratio"))
+    assert spearmanr(lost, t).statistic < 0.8
+
+
+def test_signature_pseudotime_without_moving_genes_falls_back_to_distance_ratio():
+    rng = np.random.default_rng(12)
+    a, obs, t, _ = _latent_trajectory(rng, n=400)
+    a.X = sp.csr_matrix(rng.poisson(2.0, (400, 260)).astype(np.float32))  # no gene follows the trajectory
+    pt, genes, _ = signature_pseudotime(a.X, np.flatnonzero(t < 0.08), np.flatnonzero(t > 0.75))
+    assert genes.size == 0 and np.isnan(pt).all()
+    pt, summary, notes = reprogramming_pseudotime(a, obs, AnalysisSettings())
+    assert summary["method"] == "distance_ratio" and "fewer than 5 genes" in notes[-1]
+    assert np.isfinite(pt).all()
+    with pytest.raises(AtlasError, match="one start and one end"):
+        signature_pseudotime(a.X, [], [1])
+
+
 def test_distance_ratio_falls_back_to_shares_when_a_state_is_too_rare():
     rng = np.random.default_rng(5)
     a, obs, t, _ = _latent_trajectory(rng, n=300)
     rare = obs.assign(neutrophil_state=np.where(np.argsort(np.argsort(-t)) < MIN_ANCHOR_CELLS - 1, "T3", "mature"))
-    pt, summary, notes = reprogramming_pseudotime(a, rare, AnalysisSettings())
+    pt, summary, notes = reprogramming_pseudotime(a, rare, AnalysisSettings(pseudotime_method="distance_ratio"))
     assert summary["end_cells"] == "top 5% reprogramming_index" and summary["n_end_cells"] == 15
     assert summary["start_cells"] == "top 5% state_z_immature"
     assert len(notes) == 2 and "annotated 'T3'" in notes[1] and "end cells are the top 5%" in notes[1]

@@ -124,7 +124,7 @@ def test_a_cancer_with_no_qualifying_patient_is_reported_pooled_with_a_note():
     assert list(sparse.columns) == list(groups.columns)
     assert sparse_groups(samples[samples["cancer_type"] == "PDAC"], groups, settings).empty
     both = cancer_type_groups(samples, per_patient(samples, settings), settings)  # what the analysis writes
-    assert list(zip(both["cancer_type"], both["tissue"])) == sorted(zip(both["cancer_type"], both["tissue"]))
+    assert list(zip(both["cancer_type"], both["tissue"], strict=True)) == sorted(zip(both["cancer_type"], both["tissue"], strict=True))
     assert set(both["cancer_type"]) == {"PDAC", "NSCLC"} and len(both) == len(groups) + len(sparse)
     one = cells[(cells["cancer_type"] == "NSCLC") & (cells["patient_id"] == "NSCLC_0")]
     lone = sparse_groups(per_sample(one), groups, settings).iloc[0]  # one patient: no interval, said so
