@@ -4,8 +4,9 @@ Four methods, chosen by ``analysis.pseudotime_method``. Each runs between a star
 immature neutrophils, or the most blood-like ones) and an end population (the T3-like ones):
 
 ``signature`` (default)
-    Each cell's position on the genes that tell the end cells from the start cells: a Welch t-test of
-    every sub-atlas gene (log-normalised counts) between the two populations keeps the genes with a
+    Each cell's position on the genes that tell the end cells from the start cells: a t-test of every
+    sub-atlas gene (log-normalised counts) between the two populations, within data sets
+    (``pseudotime_block_key``) so that study effects are not read as the trajectory, keeps the genes with a
     large standardised effect (Cohen's d of at least ``pseudotime_min_effect``) that pass a
     Benjamini-Hochberg FDR of ``pseudotime_fdr``; a cell's pseudotime is its log expression of those
     genes weighted by their mean difference (a signature score learned from the anchors), scaled to
@@ -82,6 +83,8 @@ MIN_ANCHOR_ENRICHMENT = 2.0
 ANCHOR_NEIGHBORS = 15
 #: signature: fewer genes that separate the start from the end cells fall back to distance_ratio
 MIN_AXIS_GENES = 5
+#: signature: a data set takes part in the start-vs-end comparison with this many start and end cells
+MIN_BLOCK_CELLS = 3
 #: larger start or end populations are subsampled to this many cells (bounds the distance queries)
 MAX_ANCHOR_CELLS = 20_000
 
@@ -353,15 +356,49 @@ def _mean_var(x: sp.csr_matrix, rows: np.ndarray) -> tuple[np.ndarray, np.ndarra
     return mean, var
 
 
+def _blocked_difference(
+    x: sp.csr_matrix, start: np.ndarray, end: np.ndarray, blocks: np.ndarray | None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, float, int]:
+    """End-minus-start mean difference per gene within blocks (data sets), combined over the blocks.
+
+    Each block with :data:`MIN_BLOCK_CELLS` start and end cells contributes its own difference,
+    weighted by ``n_start * n_end / (n_start + n_end)``; no such block (or ``blocks`` None) is one block
+    of all cells. Returns the difference, its squared standard error, the pooled within-block variance,
+    the degrees of freedom and the number of blocks used.
+    """
+    groups = [(start, end)]
+    if blocks is not None:
+        blocks = np.asarray(blocks)
+        per_block = [(start[blocks[start] == b], end[blocks[end] == b]) for b in np.unique(blocks[np.r_[start, end]])]
+        kept = [(s0, e0) for s0, e0 in per_block if s0.size >= MIN_BLOCK_CELLS and e0.size >= MIN_BLOCK_CELLS]
+        groups = kept or groups
+    diff = se2 = var = 0.0
+    total, dof = 0.0, 0
+    for s0, e0 in groups:
+        m1, v1 = _mean_var(x, e0)
+        m0, v0 = _mean_var(x, s0)
+        w = s0.size * e0.size / (s0.size + e0.size)
+        diff = diff + w * (m1 - m0)
+        se2 = se2 + w**2 * (v1 / e0.size + v0 / s0.size)
+        var = var + w * (v1 + v0) / 2.0
+        total += w
+        dof += s0.size + e0.size - 2
+    return diff / total, se2 / total**2, var / total, float(max(dof, 1)), len(groups)
+
+
 def axis_genes(
-    x: sp.csr_matrix, start: np.ndarray, end: np.ndarray, *, min_effect: float = 0.8, fdr: float = 0.05
+    x: sp.csr_matrix, start: np.ndarray, end: np.ndarray, *, blocks: np.ndarray | None = None,
+    min_effect: float = 0.8, fdr: float = 0.05,
 ) -> tuple[np.ndarray, np.ndarray]:
     """The genes that tell ``end`` cells from ``start`` cells in log expression ``x``, and their weights.
 
-    A gene is kept when Welch's t-test between the two populations passes a Benjamini-Hochberg FDR of
-    ``fdr`` and its standardised effect (mean difference over the pooled standard deviation, Cohen's d)
-    is at least ``min_effect``: significance alone keeps ever weaker genes as populations grow, an
-    effect size alone keeps noise in small ones. The weight is the mean difference (end minus start).
+    The two populations are compared within ``blocks`` (each cell's data set; see
+    :func:`_blocked_difference`), so a gene that differs between studies because the start cells come
+    from some and the end cells from others is not taken for the trajectory. A gene is kept when its
+    t-test passes a Benjamini-Hochberg FDR of ``fdr`` and its standardised effect (difference over
+    the pooled within-block standard deviation, Cohen's d) is at least ``min_effect``: significance
+    alone keeps ever weaker genes as populations grow, an effect size alone keeps noise in small ones.
+    The weight is the mean difference (end minus start).
 
     Returns
     -------
@@ -371,30 +408,24 @@ def axis_genes(
     from scipy.stats import false_discovery_control
     from scipy.stats import t as student_t
 
-    n1, n0 = end.size, start.size
-    if n1 < 2 or n0 < 2:
+    if start.size < 2 or end.size < 2:
         return np.zeros(0, dtype=np.int64), np.zeros(0)
-    m1, v1 = _mean_var(x, end)
-    m0, v0 = _mean_var(x, start)
-    diff = m1 - m0
-    se2 = v1 / n1 + v0 / n0
+    diff, se2, var, dof, _ = _blocked_difference(x, start, end, blocks)
     ok = se2 > 0
     t = np.zeros_like(diff)
     t[ok] = diff[ok] / np.sqrt(se2[ok])
-    dof = np.ones_like(diff)
-    dof[ok] = se2[ok] ** 2 / ((v1[ok] / n1) ** 2 / (n1 - 1) + (v0[ok] / n0) ** 2 / (n0 - 1))
     p = np.ones_like(diff)
-    p[ok] = 2.0 * student_t.sf(np.abs(t[ok]), dof[ok])
+    p[ok] = 2.0 * student_t.sf(np.abs(t[ok]), dof)
     q = false_discovery_control(p, method="bh")
-    pooled_sd = np.sqrt((v1 + v0) / 2.0)
-    effect = np.divide(diff, pooled_sd, out=np.zeros_like(diff), where=pooled_sd > 0)
+    sd = np.sqrt(var)
+    effect = np.divide(diff, sd, out=np.zeros_like(diff), where=sd > 0)
     genes = np.flatnonzero(ok & (q <= fdr) & (np.abs(effect) >= min_effect))
     return genes, diff[genes]
 
 
 def signature_pseudotime(
-    counts, start: np.ndarray, end: np.ndarray, *, totals: np.ndarray | None = None, min_effect: float = 0.8,
-    fdr: float = 0.05,
+    counts, start: np.ndarray, end: np.ndarray, *, totals: np.ndarray | None = None,
+    blocks: np.ndarray | None = None, min_effect: float = 0.8, fdr: float = 0.05,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Each cell's score on the genes that separate the ``end`` from the ``start`` cells, scaled to [0, 1].
 
@@ -406,6 +437,8 @@ def signature_pseudotime(
         Positions of the start and end populations (a cell in both is dropped from ``end``).
     totals
         Each cell's total counts over all genes (normalises the counts; the row sums when None).
+    blocks
+        Each cell's data set: start and end cells are compared within data sets (:func:`axis_genes`).
     min_effect, fdr
         Gene selection (:func:`axis_genes`).
 
@@ -420,7 +453,7 @@ def signature_pseudotime(
     if start.size == 0 or end.size == 0:
         raise AtlasError("signature pseudotime needs at least one start and one end cell")
     x = _log_normalised(counts, totals)
-    genes, weights = axis_genes(x, start, end, min_effect=min_effect, fdr=fdr)
+    genes, weights = axis_genes(x, start, end, blocks=blocks, min_effect=min_effect, fdr=fdr)
     pt = np.full(x.shape[0], np.nan)
     if genes.size < MIN_AXIS_GENES:
         return pt, genes, weights
@@ -475,7 +508,9 @@ def _signature_or_nothing(
     totals = neut_obs["total_counts"].to_numpy(np.float64) if "total_counts" in neut_obs else None
     if totals is not None and not (np.isfinite(totals) & (totals > 0)).all():
         totals = None  # row sums of the sub-atlas genes instead
-    pt, genes, weights = signature_pseudotime(neut_adata.X, start, end, totals=totals,
+    key = settings.pseudotime_block_key
+    blocks = neut_obs[key].astype(str).to_numpy() if key and key in neut_obs else None
+    pt, genes, weights = signature_pseudotime(neut_adata.X, start, end, totals=totals, blocks=blocks,
                                               min_effect=settings.pseudotime_min_effect, fdr=settings.pseudotime_fdr)  # fmt: skip
     if genes.size < MIN_AXIS_GENES:
         return pt, None

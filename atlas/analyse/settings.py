@@ -262,9 +262,10 @@ class AnalysisSettings(StrictModel):
     pseudotime_method: Literal["signature", "distance_ratio", "harmonic", "dpt"] = Field(
         "signature",
         description="signature: each cell's score on the genes that tell the T3-like end cells from the start cells"
-        " (Welch t-test, Cohen's d >= pseudotime_min_effect, BH FDR <= pseudotime_fdr; weights the mean"
-        " differences; distance_ratio when fewer than 5 genes pass); distance_ratio: relative position in the"
-        " sub-atlas latent between the start cells and the T3-like cells, d_start / (d_start + d_end); harmonic: probability that a random walk on the neutrophil graph reaches"
+        " (t-test within pseudotime_block_key, Cohen's d >= pseudotime_min_effect, BH FDR <= pseudotime_fdr;"
+        " weights the mean differences; distance_ratio when fewer than 5 genes pass); distance_ratio: relative"
+        " position in the sub-atlas latent between the start cells and the T3-like cells, d_start / (d_start +"
+        " d_end); harmonic: probability that a random walk on the neutrophil graph reaches"
         " the end before the start; dpt: scanpy's diffusion pseudotime from one start cell",
     )
     pseudotime_root: Literal["immature", "blood_like"] = Field(
@@ -286,7 +287,12 @@ class AnalysisSettings(StrictModel):
         " gene on the pseudotime's axis (0.8: a 'large' effect)",
     )
     pseudotime_fdr: float = Field(
-        0.05, gt=0, le=1, description="signature: Benjamini-Hochberg FDR of the axis genes' Welch t-tests"
+        0.05, gt=0, le=1, description="signature: Benjamini-Hochberg FDR of the axis genes' t-tests"
+    )
+    pseudotime_block_key: str | None = Field(
+        "dataset_id",
+        description="signature: obs column the start and end cells are compared within (data sets with 3 of each;"
+        " all cells together when none has); null: all cells together",
     )
     pseudotime_anchor_neighbors: int = Field(
         10,

@@ -42,7 +42,7 @@ def _pseudotime_caption(inputs) -> str:
                                                                                           "axis_genes_down")]  # fmt: skip
         axis = f"; {genes[0]} genes, rising {genes[1] or '-'}, falling {genes[2] or '-'}" if genes[0] else ""
         return ("pseudotime: each neutrophil's score on the genes that tell the T3-like end of the trajectory from its "
-                f"start{ends} (Welch t-test, large effect, FDR-controlled; weighted by their mean difference{axis}), "
+                f"start{ends} (compared within data sets: large effect, FDR-controlled; weighted by their mean difference{axis}), "
                 "scaled to 0-1")  # fmt: skip
     if method == "distance_ratio":
         return ("pseudotime: each neutrophil's relative position in the sub-atlas latent between the start and the "

@@ -274,6 +274,29 @@ def test_signature_pseudotime_keeps_the_moving_genes_and_reads_counts_the_latent
     assert spearmanr(lost, t).statistic < 0.8
 
 
+def test_signature_axis_compares_start_and_end_within_data_sets():
+    """Start cells mostly of study A, end cells mostly of study C: genes that only tell the studies apart are no
+    trajectory genes when the comparison is made within studies."""
+    from atlas.analyse.pseudotime import _log_normalised, axis_genes
+
+    rng = np.random.default_rng(13)
+    n = 900
+    t = rng.uniform(0, 1, n)
+    study = np.where(rng.random(n) < 0.6, np.where(t < 0.5, "A", "C"), "B")  # B holds both ends
+    rate = np.hstack([_trajectory_counts(rng, t, n_moving=10, n_null=100).toarray() + 0.0,
+                      np.where(study == "C", 20.0, 1.0)[:, None].repeat(10, 1)])  # 10 genes of study C only
+    counts = sp.csr_matrix(rng.poisson(rate).astype(np.float32))
+    x = _log_normalised(counts, None)
+    start, end = np.flatnonzero(t < 0.1), np.flatnonzero(t > 0.9)
+    pooled, _ = axis_genes(x, start, end)
+    blocked, weights = axis_genes(x, start, end, blocks=study)
+    assert (pooled >= 120).sum() >= 5  # study genes pass a comparison across studies
+    assert (blocked < 20).sum() >= 15 and (blocked >= 120).sum() == 0 and (blocked >= 20).sum() <= 2
+    moving = blocked < 20
+    np.testing.assert_array_equal(np.sign(weights[moving]), np.where(blocked[moving] < 10, 1.0, -1.0))
+    np.testing.assert_array_equal(axis_genes(x, start, end, blocks=np.array(["A"] * n))[0], pooled)
+
+
 def test_signature_pseudotime_without_moving_genes_falls_back_to_distance_ratio():
     rng = np.random.default_rng(12)
     a, obs, t, _ = _latent_trajectory(rng, n=400)
