@@ -107,3 +107,47 @@ def drop_small_batches(adata, batch_key: str, min_cells: int):
         shown,
     )
     return adata[keep].copy(), dropped
+
+
+#: obs column scVI trains on when small batches were pooled (``batch_key`` keeps each cell's own value)
+INTEGRATION_BATCH = "integration_batch"
+#: the data set column small batches are pooled within
+POOL_GROUP_KEY = "dataset_id"
+
+
+def pool_small_batches(
+    obs: pd.DataFrame, batch_key: str, min_cells: int, group_key: str = POOL_GROUP_KEY
+) -> tuple[pd.Series, dict[str, int], dict[str, int]]:
+    """Training batches in which batches of ``min_cells`` cells or fewer are pooled instead of dropped.
+
+    A batch of ``min_cells`` cells or fewer joins the other small batches of its data set (``group_key``)
+    in one batch, ``"<data set>: small <batch_key>s"``; such a pool that is itself that small joins the
+    other small pools in ``"small <batch_key>s"``; cells still in a pool of ``min_cells`` or fewer are
+    dropped. Cells of one sample share their batch's technical effects; pooling a few small samples of
+    one data set (one protocol, one lab) keeps their cells in the atlas at the price of one shared batch
+    effect, where dropping them (LuCA's rule) loses whole patients.
+
+    Returns
+    -------
+    labels, pooled, dropped
+        The training batch of every cell (NaN: dropped), ``{pool: n_cells}`` and ``{batch: n_cells}`` of
+        the batches dropped.
+    """
+    labels = obs[batch_key].astype(str)
+    if min_cells <= 0:
+        return labels, {}, {}
+    sizes = labels.value_counts()
+    small = labels.isin(sizes.index[sizes <= min_cells])
+    if not small.any():
+        return labels, {}, {}
+    plural = f"small {batch_key}s"
+    groups = obs[group_key].astype(str) if group_key in obs.columns else pd.Series("", index=obs.index)
+    labels = labels.where(~small, groups.map(lambda g: f"{g}: {plural}" if g else plural))
+    for pool in (lambda _: plural, lambda _: np.nan):
+        sizes = labels[small].value_counts()
+        tiny = small & labels.isin(sizes.index[sizes <= min_cells])
+        labels = labels.where(~tiny, labels[tiny].map(pool)) if tiny.any() else labels
+    kept = small & labels.notna()
+    pooled = {str(k): int(v) for k, v in labels[kept].value_counts().sort_index().items()}
+    gone = obs.loc[small & labels.isna(), batch_key].astype(str).value_counts().sort_index()
+    return labels, pooled, {str(k): int(v) for k, v in gone.items()}

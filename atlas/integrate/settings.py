@@ -45,7 +45,14 @@ class IntegrateSettings(StrictModel):
     min_cells_per_batch: int = Field(
         25,
         ge=0,
-        description="batches (batch_key) with this many cells or fewer are dropped (LuCA: <= 25); 0 keeps all",
+        description="batches (batch_key) with this many cells or fewer are small (LuCA dropped them: <= 25); 0: none"
+        " is small",
+    )
+    small_batches: Literal["pool", "drop"] = Field(
+        "pool",
+        description="pool: small batches of one data set share one scVI batch (obs integration_batch; small pools"
+        " go together across data sets, and cells still in a pool of min_cells_per_batch or fewer are dropped);"
+        " drop: their cells leave the atlas (LuCA's rule)",
     )
     model: Literal["scvi", "scanvi"] = Field(
         "scvi", description="scvi, or scanvi: scVI then scANVI initialised from it (needs labels_key)"

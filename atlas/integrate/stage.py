@@ -40,7 +40,14 @@ import pandas as pd
 
 from ..core.atomic import atomic_path, write_json
 from ..core.errors import InputDataError, RunDirError
-from ._checks import counts_matrix, drop_small_batches, refuse_truth, require_obs_keys
+from ._checks import (
+    INTEGRATION_BATCH,
+    counts_matrix,
+    drop_small_batches,
+    pool_small_batches,
+    refuse_truth,
+    require_obs_keys,
+)
 from .errors import TooSmallError
 from .settings import IntegrateSettings
 
@@ -227,10 +234,22 @@ def _check_refdir(refdir: Path, overwrite: bool) -> None:
 
 
 def _drop_batches(adata, s: IntegrateSettings, notes: list[str]):
-    """The store without batches of <= ``min_cells_per_batch`` cells (noted); too few cells left is an error."""
+    """The store with batches of <= ``min_cells_per_batch`` cells pooled (``small_batches: pool``, the training
+    batches in obs ``integration_batch``) or dropped, noted; too few cells left is an error."""
     from .model import MIN_CELLS
 
-    adata, dropped = drop_small_batches(adata, s.batch_key, s.min_cells_per_batch)
+    if s.small_batches == "pool":
+        labels, pooled, dropped = pool_small_batches(adata.obs, s.batch_key, s.min_cells_per_batch)
+        if dropped:
+            adata = adata[labels.notna().to_numpy()].copy()
+        if pooled:
+            adata.obs[INTEGRATION_BATCH] = pd.Categorical(labels.dropna())
+            msg = (f"{s.batch_key} batches with <= {s.min_cells_per_batch} cells (min_cells_per_batch) pooled per data "
+                   f"set for scVI (obs {INTEGRATION_BATCH!r}): {pooled}")  # fmt: skip
+            notes.append(msg)
+            log.info(msg)
+    else:
+        adata, dropped = drop_small_batches(adata, s.batch_key, s.min_cells_per_batch)
     if dropped:
         notes.append(
             f"dropped {sum(dropped.values())} cells of {len(dropped)} {s.batch_key} batches with <= "
@@ -242,6 +261,11 @@ def _drop_batches(adata, s: IntegrateSettings, notes: list[str]):
             f"{s.min_cells_per_batch} cells; integration needs at least {MIN_CELLS} (lower min_cells_per_batch?)"
         )
     return adata, dropped
+
+
+def _training_settings(atlas, s: IntegrateSettings) -> IntegrateSettings:
+    """``s``, with scVI's batch the pooled ``integration_batch`` column when small batches were pooled."""
+    return s.model_copy(update={"batch_key": INTEGRATION_BATCH}) if INTEGRATION_BATCH in atlas.obs else s
 
 
 def _streamed_atlas(store_path: str | Path, s: IntegrateSettings, trail: _Trail):
@@ -510,7 +534,7 @@ def integrate_store(
     backend, accelerator = resolve_backend(s.backend), resolve_accelerator(s.accelerator)
     atlas, hvgs, n_in, dropped = _streamed_atlas(store_path, s, trail)
 
-    train = train_scvi(atlas, settings=s, check_counts=False)
+    train = train_scvi(atlas, settings=_training_settings(atlas, s), check_counts=False)
     trail.seconds.update(train.seconds)
     if not _writes_bundle(train):  # pragma: no cover - DDP only
         return IntegrateResult(

@@ -4,7 +4,8 @@
    overall: an error below ``min_overlap``, a warning below ``warn_overlap``.
 2. **Genes**: the query is cut to the reference HVGs, missing ones zero-filled (sparse), and
    ordered by ``SCVI.prepare_query_anndata``.
-3. **Covariates**: the model's batch column (e.g. ``sample_id``) must not reuse a reference batch
+3. **Covariates**: the model's batch column (e.g. ``sample_id``; ``integration_batch``, filled from
+   the reference's ``batch_key`` column, when small reference batches were pooled) must not reuse a reference batch
    name (the query would silently share that batch's weights): colliding values get a ``query:``
    prefix. Missing covariate columns get ``unknown``; scANVI's label column is set to its
    unlabelled category.
@@ -19,6 +20,7 @@ import pandas as pd
 import scipy.sparse as sp
 
 from ..core.errors import InputDataError
+from ..integrate._checks import INTEGRATION_BATCH
 from .reference import Reference
 from .settings import QuerySettings
 
@@ -135,6 +137,8 @@ def prepare_query(adata, ref: Reference, notes: list[str]) -> tuple[object, pd.D
     args = ref.setup_args
     renames = pd.DataFrame(columns=["column", "original", "renamed", "n_cells"])
     batch_key = args.get("batch_key")
+    if batch_key == INTEGRATION_BATCH and batch_key not in q.obs.columns and ref.batch_source in q.obs.columns:
+        q.obs[batch_key] = q.obs[ref.batch_source].astype(str)  # small reference batches were pooled in training
     if batch_key:
         if batch_key not in q.obs.columns:
             raise InputDataError(

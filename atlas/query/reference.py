@@ -66,6 +66,7 @@ class Reference:
     versions: dict[str, str]
     qc: dict[str, Any] | None = None
     notes: list[str] = field(default_factory=list)
+    batch_source: str | None = None  # the integrate batch_key; the model's batch when no batch was pooled
 
     @property
     def model_dir(self) -> Path:
@@ -385,6 +386,7 @@ def _load(refdir: Path, label_key: str | None, state_key: str, run_qc) -> Refere
         setup_args=dict(registry.get("setup_args", {})), batch_categories=_batch_categories(registry),
         latent_key=latent_key, atlas=atlas, label_key=key, state_key=skey, scoring=scoring, axis=axis,
         versions={k: str(v) for k, v in versions.items()}, qc=run_qc(refdir) if kind == "run" else None, notes=notes,
+        batch_source=config["settings"].get("batch_key"),
     )  # fmt: skip
     log.info("reference %s (%s): %s model, %d HVGs, %d cells, batch key %r (%d batches)", refdir, kind, model_class,
              len(hvgs), atlas.n_obs, ref.batch_key, len(ref.batch_categories))  # fmt: skip

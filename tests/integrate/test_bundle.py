@@ -234,3 +234,49 @@ def test_single_valued_batch_key_is_noted_in_the_summary(toy, tmp_path, fast, ca
     summary = json.loads((tmp_path / "ref" / "summary.json").read_text())
     assert any("has a single value" in n for n in summary["notes"]) and res.notes == summary["notes"]
     assert json.loads((tmp_path / "ref" / "config.json").read_text())["resolved"]["batch_key"] is None
+
+
+def test_small_samples_of_a_data_set_are_pooled_not_dropped_and_queries_still_map(toy, tmp_path, fast):
+    """Small samples (<= min_cells_per_batch) share one scVI batch per data set; the atlas keeps their cells and
+    own sample ids, the model reloads on it, and a query (which has no integration_batch column) maps onto it."""
+    import anndata as ad
+    import scvi
+
+    from atlas.integrate._checks import INTEGRATION_BATCH
+    from atlas.query.prepare import prepare_query
+    from atlas.query.reference import load_reference
+
+    toy.obs["sample_id"] = toy.obs["sample_id"].astype(str)
+    ds = toy.obs["dataset_id"].astype(str).iloc[0]
+    toy.obs["dataset_id"] = toy.obs["dataset_id"].astype(str)
+    toy.obs.loc[toy.obs_names[:40], "dataset_id"] = ds
+    toy.obs.loc[toy.obs_names[:40], "sample_id"] = ["small_a"] * 20 + ["small_b"] * 20
+    toy.obs.loc[toy.obs_names[40:50], "sample_id"] = "lonely"  # its own data set's pool is 10: pooled across data sets
+    toy.obs.loc[toy.obs_names[40:50], "dataset_id"] = "ds_lonely"
+    toy.write_h5ad(tmp_path / "store.h5ad")
+    ref = tmp_path / "ref"
+    res = integrate_store(tmp_path / "store.h5ad", ref, _settings(fast, max_epochs=1))
+    # "small sample_ids" (the cross-data-set pool) has only lonely's 10 cells: dropped, named by its sample
+    assert res.dropped_batches == {"lonely": 10} and res.n_cells == res.n_cells_in - 10
+    atlas = ad.read_h5ad(ref / "atlas.h5ad")
+    pooled = atlas.obs[INTEGRATION_BATCH].astype(str)
+    assert (pooled.loc[toy.obs_names[:40]] == f"{ds}: small sample_ids").all()
+    assert list(atlas.obs.loc[toy.obs_names[:40], "sample_id"].astype(str)) == ["small_a"] * 20 + ["small_b"] * 20
+    big = atlas.obs_names.difference(toy.obs_names[:50])
+    assert (pooled.loc[big] == atlas.obs.loc[big, "sample_id"].astype(str)).all()
+    summary = json.loads((ref / "summary.json").read_text())
+    assert any("pooled per data set" in n for n in summary["notes"])
+    registry = json.loads((ref / "registry.json").read_text())
+    assert registry["setup_args"]["batch_key"] == INTEGRATION_BATCH
+    config = json.loads((ref / "config.json").read_text())
+    assert config["settings"]["batch_key"] == "sample_id" and config["resolved"]["batch_key"] == INTEGRATION_BATCH
+    model = scvi.model.SCVI.load(str(ref / "model"), adata=atlas)
+    np.testing.assert_allclose(model.get_latent_representation(), atlas.obsm["X_scVI"], atol=1e-5)
+
+    reference = load_reference(ref, label_key="dataset_id")
+    assert reference.batch_source == "sample_id" and reference.batch_key == INTEGRATION_BATCH
+    query = toy[toy.obs_names[50:250]].copy()
+    query.obs["sample_id"] = "new_sample"
+    q, renames = prepare_query(query, reference, notes := [])
+    assert (q.obs[INTEGRATION_BATCH].astype(str) == "new_sample").all() and renames.empty
+    assert scvi.model.SCVI.load_query_data(q, str(reference.model_dir)).adata.n_obs == 200

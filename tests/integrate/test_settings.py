@@ -30,3 +30,20 @@ def test_defaults_follow_the_documented_choices():
 def test_invalid_settings_are_reported_with_their_path(data, message):
     with pytest.raises(ConfigError, match=message):
         validate(IntegrateSettings, data, "integrate.yaml")
+
+
+def test_pool_small_batches_per_data_set_then_across_then_drops():
+    import pandas as pd
+
+    from atlas.integrate._checks import pool_small_batches
+
+    obs = pd.DataFrame({"sample_id": ["a"] * 30 + ["b"] * 10 + ["c"] * 20 + ["d"] * 5 + ["e"] * 3,
+                        "dataset_id": ["D1"] * 60 + ["D2"] * 5 + ["D3"] * 3})  # fmt: skip
+    labels, pooled, dropped = pool_small_batches(obs, "sample_id", 25)
+    assert pooled == {"D1: small sample_ids": 30} and dropped == {"d": 5, "e": 3}  # D2 + D3 pool: 8 cells
+    assert labels.isna().sum() == 8 and (labels.iloc[:30] == "a").all()
+    labels, pooled, dropped = pool_small_batches(obs, "sample_id", 15)  # b (10) alone in D1: joins d and e
+    assert pooled == {"small sample_ids": 18} and dropped == {} and (labels.iloc[40:60] == "c").all()
+    labels, pooled, dropped = pool_small_batches(obs.drop(columns="dataset_id"), "sample_id", 25)
+    assert pooled == {"small sample_ids": 38} and dropped == {}  # no data set column: one pool
+    assert pool_small_batches(obs, "sample_id", 0)[1:] == ({}, {}) and pool_small_batches(obs, "sample_id", 2)[1:] == ({}, {})
