@@ -258,6 +258,7 @@ def atlas_umaps(rep: HtmlReport, inputs: RunInputs) -> None:
                   "call (unknown when the runner-up is too close, nothing is enriched or the cluster is small), the "
                   "rule that made it, cells demoted or propagated, and the mean calibrated confidence.",
                   csv_name="cell_type_clusters.csv")
+    _low_confidence_neutrophils(rep, o)
     mask = a.neutrophil_mask
     if a.has("neutrophil_state") and mask is not None:
         if mask.any():
@@ -278,6 +279,19 @@ def atlas_umaps(rep: HtmlReport, inputs: RunInputs) -> None:
                    "1st to 99th percentile of each score.", name="umap_scores")
     elif not inputs.atlas_is_analysed:
         rep.note("No score columns found (scores.parquet missing): no score UMAPs.", "warn")
+
+
+def _low_confidence_neutrophils(rep: HtmlReport, obs: pd.DataFrame) -> None:
+    """How many cells of neutrophil clusters have their own markers against them (a strict set filters them)."""
+    if not {"is_neutrophil", "neutrophil_confidence"} <= set(obs):
+        return
+    neut = obs["is_neutrophil"].fillna(False).astype(bool).to_numpy()
+    low = neut & (obs["neutrophil_confidence"].to_numpy(dtype=float) < 0.5)
+    if low.any():
+        rep.paragraph(f"{int(low.sum()):,} of {int(neut.sum()):,} neutrophils (cells of neutrophil clusters) have a "
+                      "neutrophil_confidence below 0.5: their own markers point to another type (contaminants, "
+                      "doublets or ambiguous low-RNA cells that the cluster call kept). For a strict neutrophil set, "
+                      "filter on neutrophil_confidence >= 0.5 in atlas.h5ad.")  # fmt: skip
 
 
 def subatlas(rep: HtmlReport, inputs: RunInputs) -> None:
