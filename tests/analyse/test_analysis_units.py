@@ -277,7 +277,7 @@ def test_signature_pseudotime_keeps_the_moving_genes_and_reads_counts_the_latent
 def test_signature_axis_compares_start_and_end_within_data_sets():
     """Start cells mostly of study A, end cells mostly of study C: genes that only tell the studies apart are no
     trajectory genes when the comparison is made within studies."""
-    from atlas.analyse.pseudotime import _log_normalised, axis_genes
+    from atlas.analyse.axis_genes import _log_normalised, axis_genes
 
     rng = np.random.default_rng(13)
     n = 900
