@@ -113,41 +113,58 @@ def drop_small_batches(adata, batch_key: str, min_cells: int):
 INTEGRATION_BATCH = "integration_batch"
 #: the data set column small batches are pooled within
 POOL_GROUP_KEY = "dataset_id"
+#: a pool too small on its own joins a batch of the same patient (this column) in its data set
+POOL_PATIENT_KEY = "patient_id"
 
 
 def pool_small_batches(
-    obs: pd.DataFrame, batch_key: str, min_cells: int, group_key: str = POOL_GROUP_KEY
+    obs: pd.DataFrame, batch_key: str, min_cells: int, group_key: str = POOL_GROUP_KEY,
+    patient_key: str = POOL_PATIENT_KEY,
 ) -> tuple[pd.Series, dict[str, int], dict[str, int]]:
     """Training batches in which batches of ``min_cells`` cells or fewer are pooled instead of dropped.
 
-    A batch of ``min_cells`` cells or fewer joins the other small batches of its data set (``group_key``)
-    in one batch, ``"<data set>: small <batch_key>s"``; such a pool that is itself that small joins the
-    other small pools in ``"small <batch_key>s"``; cells still in a pool of ``min_cells`` or fewer are
-    dropped. Cells of one sample share their batch's technical effects; pooling a few small samples of
-    one data set (one protocol, one lab) keeps their cells in the atlas at the price of one shared batch
-    effect, where dropping them (LuCA's rule) loses whole patients.
+    In order, for the cells of small batches:
+
+    1. the small batches of one data set (``group_key``) form one batch, ``"<data set>: small <batch_key>s"``;
+    2. such a pool that is itself that small joins a regular batch of its data set: the largest one of the
+       same patient (``patient_key``) when there is one, else the data set's largest;
+    3. a data set with no regular batch sends it to ``"small <batch_key>s"``, shared across data sets;
+    4. cells still in a pool of ``min_cells`` or fewer are dropped.
+
+    Cells of one sample share their batch's technical effects; pooling small samples of one data set (one
+    protocol, one lab) keeps their cells in the atlas at the price of a shared batch effect, where
+    dropping them (LuCA's rule) loses whole patients.
 
     Returns
     -------
     labels, pooled, dropped
-        The training batch of every cell (NaN: dropped), ``{pool: n_cells}`` and ``{batch: n_cells}`` of
-        the batches dropped.
+        The training batch of every cell (NaN: dropped), ``{training batch: cells of small batches in it}``
+        and ``{batch: n_cells}`` of the batches dropped.
     """
     labels = obs[batch_key].astype(str)
     if min_cells <= 0:
         return labels, {}, {}
     sizes = labels.value_counts()
-    small = labels.isin(sizes.index[sizes <= min_cells])
+    small = labels.isin(sizes.index[sizes <= min_cells]).to_numpy()
     if not small.any():
         return labels, {}, {}
     plural = f"small {batch_key}s"
     groups = obs[group_key].astype(str) if group_key in obs.columns else pd.Series("", index=obs.index)
+    patients = obs[patient_key].astype(str) if patient_key in obs.columns else groups
     labels = labels.where(~small, groups.map(lambda g: f"{g}: {plural}" if g else plural))
-    for pool in (lambda _: plural, lambda _: np.nan):
-        sizes = labels[small].value_counts()
-        tiny = small & labels.isin(sizes.index[sizes <= min_cells])
-        labels = labels.where(~tiny, labels[tiny].map(pool)) if tiny.any() else labels
-    kept = small & labels.notna()
+    regular = pd.DataFrame({"batch": labels, "group": groups, "patient": patients})[~small]
+    pool_sizes = labels[small].value_counts()
+    for pool in pool_sizes.index[pool_sizes <= min_cells]:
+        cells = small & (labels == pool).to_numpy()
+        group, patient = groups[cells].iloc[0], patients[cells].iloc[0]
+        same = regular[regular["group"] == group]
+        mine = same[same["patient"] == patient] if patients[cells].nunique() == 1 else same.iloc[:0]
+        target = (mine if len(mine) else same)["batch"].value_counts()
+        labels[cells] = target.index[0] if len(target) else plural
+    last = small & (labels == plural).to_numpy()
+    if 0 < last.sum() <= min_cells:
+        labels[last] = np.nan
+    kept = small & labels.notna().to_numpy()
     pooled = {str(k): int(v) for k, v in labels[kept].value_counts().sort_index().items()}
-    gone = obs.loc[small & labels.isna(), batch_key].astype(str).value_counts().sort_index()
+    gone = obs.loc[small & labels.isna().to_numpy(), batch_key].astype(str).value_counts().sort_index()
     return labels, pooled, {str(k): int(v) for k, v in gone.items()}

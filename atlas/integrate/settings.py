@@ -50,9 +50,10 @@ class IntegrateSettings(StrictModel):
     )
     small_batches: Literal["pool", "drop"] = Field(
         "pool",
-        description="pool: small batches of one data set share one scVI batch (obs integration_batch; small pools"
-        " go together across data sets, and cells still in a pool of min_cells_per_batch or fewer are dropped);"
-        " drop: their cells leave the atlas (LuCA's rule)",
+        description="pool: small batches of one data set share one scVI batch (obs integration_batch); a pool"
+        " that is still small joins a batch of its data set (the same patient's largest, else the largest), a data"
+        " set without one sends it to a pool across data sets, and cells still in a pool of min_cells_per_batch or"
+        " fewer are dropped; drop: their cells leave the atlas (LuCA's rule)",
     )
     model: Literal["scvi", "scanvi"] = Field(
         "scvi", description="scvi, or scanvi: scVI then scANVI initialised from it (needs labels_key)"

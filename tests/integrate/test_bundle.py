@@ -54,6 +54,7 @@ def test_bundle_layout_and_reload(toy_store, tmp_path, fast, monkeypatch):
         metrics_max_cells=800,
         metrics_fast=True,
         metrics_batch_keys=["dataset_id"],
+        small_batches="drop",  # LuCA's rule (pooling: test_small_samples_...)
     )
     ref = tmp_path / "ref"
     res = integrate_store(toy_store, ref, s)
@@ -120,7 +121,7 @@ def test_no_label_key_writes_a_complete_bundle_with_batch_metrics(toy_store, tmp
     res = integrate_store(toy_store, tmp_path / "ref", s)
     ref = tmp_path / "ref"
     model = scvi.model.SCVI.load(str(ref / "model"), adata=ad.read_h5ad(ref / "atlas.h5ad"))
-    assert model.get_latent_representation().shape == (1490, 8)
+    assert model.get_latent_representation().shape == (1500, 8)  # tiny_sample joined a batch of its data set
     metrics = pd.read_csv(ref / "metrics.csv")
     assert {"iLISI", "PCR comparison", "Batch correction"} <= set(metrics) and "BRAS" not in metrics
     assert "Bio conservation" not in metrics and res.metrics is not None
@@ -251,8 +252,11 @@ def test_small_samples_of_a_data_set_are_pooled_not_dropped_and_queries_still_ma
     toy.obs["dataset_id"] = toy.obs["dataset_id"].astype(str)
     toy.obs.loc[toy.obs_names[:40], "dataset_id"] = ds
     toy.obs.loc[toy.obs_names[:40], "sample_id"] = ["small_a"] * 20 + ["small_b"] * 20
-    toy.obs.loc[toy.obs_names[40:50], "sample_id"] = "lonely"  # its own data set's pool is 10: pooled across data sets
+    toy.obs.loc[toy.obs_names[40:50], "sample_id"] = "lonely"  # alone in its own data set: pooled across data sets
     toy.obs.loc[toy.obs_names[40:50], "dataset_id"] = "ds_lonely"
+    other = sorted(set(toy.obs["dataset_id"]) - {ds, "ds_lonely"})[0]
+    joiner = toy.obs_names[toy.obs["dataset_id"] == other][:12]
+    toy.obs.loc[joiner, "sample_id"] = "joiner"  # alone and small in a data set with regular batches: joins one
     toy.write_h5ad(tmp_path / "store.h5ad")
     ref = tmp_path / "ref"
     res = integrate_store(tmp_path / "store.h5ad", ref, _settings(fast, max_epochs=1))
@@ -261,8 +265,10 @@ def test_small_samples_of_a_data_set_are_pooled_not_dropped_and_queries_still_ma
     atlas = ad.read_h5ad(ref / "atlas.h5ad")
     pooled = atlas.obs[INTEGRATION_BATCH].astype(str)
     assert (pooled.loc[toy.obs_names[:40]] == f"{ds}: small sample_ids").all()
+    joined = pooled.loc[joiner].unique()
+    assert len(joined) == 1 and joined[0] in set(toy.obs["sample_id"]) - {"joiner", "lonely", "small_a", "small_b"}
     assert list(atlas.obs.loc[toy.obs_names[:40], "sample_id"].astype(str)) == ["small_a"] * 20 + ["small_b"] * 20
-    big = atlas.obs_names.difference(toy.obs_names[:50])
+    big = atlas.obs_names.difference(toy.obs_names[:50].union(joiner))
     assert (pooled.loc[big] == atlas.obs.loc[big, "sample_id"].astype(str)).all()
     summary = json.loads((ref / "summary.json").read_text())
     assert any("pooled per data set" in n for n in summary["notes"])
