@@ -97,14 +97,15 @@ def _assert_same_var(got: pd.DataFrame, want: pd.DataFrame) -> None:
             pd.testing.assert_series_equal(got[col], want[col], check_exact=True)
 
 
-def test_streamed_atlas_equals_the_in_memory_path(store_toy, tmp_path):
-    """integrate's streamed read (drop small batches, HVGs, HVG columns) equals reading the store whole."""
+@pytest.mark.parametrize("small_batches", ["drop", "pool"])
+def test_streamed_atlas_equals_the_in_memory_path(store_toy, tmp_path, small_batches):
+    """integrate's streamed read (small batches dropped or pooled, HVGs, HVG columns) equals reading the store whole."""
     from atlas.integrate.stage import _drop_batches, _streamed_atlas, _Trail, check_store
 
     store_toy.obs["sample_id"] = store_toy.obs["sample_id"].astype(str)
-    store_toy.obs.loc[store_toy.obs_names[5:15], "sample_id"] = "tiny"  # dropped (<= min_cells_per_batch)
+    store_toy.obs.loc[store_toy.obs_names[5:15], "sample_id"] = "tiny"  # <= min_cells_per_batch: dropped or pooled
     path = _write(store_toy, tmp_path / "store.zarr")
-    s = IntegrateSettings(n_hvgs=70, hvg_batch_key="dataset_id", min_cells_per_batch=20)
+    s = IntegrateSettings(n_hvgs=70, hvg_batch_key="dataset_id", min_cells_per_batch=20, small_batches=small_batches)
 
     old = _read(path)
     check_store(old, s)
@@ -114,7 +115,9 @@ def test_streamed_atlas_equals_the_in_memory_path(store_toy, tmp_path):
     old = old[:, hvgs_old].copy()
 
     new, hvgs, n_in, dropped = _streamed_atlas(path, s, _Trail(t0=0.0))
-    assert hvgs == hvgs_old and dropped == dropped_old == {"tiny": 10} and n_in == store_toy.n_obs
+    expected = {"tiny": 10} if small_batches == "drop" else {}
+    assert hvgs == hvgs_old and dropped == dropped_old == expected and n_in == store_toy.n_obs
+    assert ("integration_batch" in new.obs) == (small_batches == "pool")  # tiny joined a batch of its data set
     assert new.shape == old.shape and (new.X != old.X).nnz == 0 and new.X.dtype == np.float32
     pd.testing.assert_frame_equal(new.obs, old.obs, check_exact=True)
     _assert_same_var(new.var, old.var)
