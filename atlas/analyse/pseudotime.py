@@ -453,6 +453,10 @@ def reprogramming_pseudotime(
     summary.update(n_start_cells=int(start.size), n_end_cells=int(end.size), start_cells=start_desc,
                    end_cells=end_desc)  # fmt: skip
     if method == "signature":
+        key = settings.pseudotime_block_key
+        if key and key not in neut_obs:
+            notes.append(f"pseudotime_block_key {key!r} is not an obs column: the pseudotime's start and end cells "
+                         "are compared over all neutrophils, not within data sets (set it to a column, e.g. dataset_id)")  # fmt: skip
         pt, signature = _signature_or_nothing(neut_adata, neut_obs, start, end, settings)
         if signature is not None:
             summary.update(signature)

@@ -216,7 +216,7 @@ def _latent_trajectory(rng, n=600):
     obs = pd.DataFrame({"reprogramming_index": t + rng.normal(0, 0.05, n),
                         "state_z_immature": -t + rng.normal(0, 0.05, n),
                         "neutrophil_state": state,
-                        "tissue": np.where(t < 0.3, "blood", "tumour")},
+                        "tissue": np.where(t < 0.3, "blood", "tumour"), "dataset_id": "ds1"},
                        index=[f"n{i}" for i in range(n)])  # fmt: skip
     a = ad.AnnData(_trajectory_counts(rng, t), obs=obs.copy())
     a.obsm["X_scVI"] = z
@@ -261,8 +261,11 @@ def test_signature_pseudotime_keeps_the_moving_genes_and_reads_counts_the_latent
     assert genes.size >= 40 and (genes < 60).all()  # moving genes only, none of the 200 that do not move
     np.testing.assert_array_equal(np.sign(weights), np.where(genes < 30, 1.0, -1.0))
     assert spearmanr(pt, t).statistic > 0.95 and pt.min() == 0 and pt.max() == 1
-    pt, summary, notes = reprogramming_pseudotime(a, obs, AnalysisSettings(pseudotime_method="signature"))
+    pt, summary, notes = reprogramming_pseudotime(a, obs, AnalysisSettings(pseudotime_method="signature",
+                                                                         pseudotime_block_key=None))  # fmt: skip
     assert summary["method"] == "signature" and summary["n_axis_genes"] == genes.size and notes == []
+    _, _, notes = reprogramming_pseudotime(a, obs, AnalysisSettings(pseudotime_block_key="study"))
+    assert "'study' is not an obs column" in notes[0]
     assert summary["axis_genes_up"].count(",") == 4 and spearmanr(pt, t).statistic > 0.95
     # a latent that lost the trajectory (noise only; the state anchors fail their check there and the index
     # extremes replace them): the counts still order the cells
