@@ -147,7 +147,9 @@ class SubatlasSettings(StrictModel):
     categorical_covariates: list[str] = Field(
         default_factory=list, description="further categorical obs columns scVI conditions on"
     )
-    min_cells_per_batch: int = Field(0, ge=0, description="batches this small or smaller are dropped; 0 keeps all")
+    min_cells_per_batch: int = Field(
+        0, ge=0, le=0, description="0 only: the sub-atlas keeps every neutrophil (no batch is dropped or pooled)"
+    )
     model: Literal["scvi", "scanvi"] = Field("scvi", description="scvi, or scanvi (needs labels_key)")
     labels_key: str | None = Field(None, description="obs column of cell labels for scANVI")
     n_neighbors: int = Field(15, ge=2, description="neighbours of the neutrophil kNN graph on the sub-atlas latent")

@@ -102,3 +102,10 @@ def test_fields_are_the_integrate_settings_the_subatlas_reads():
     own = SubatlasSettings().integrate_overrides()
     assert list(own) == list(SUBATLAS_OWN_DEFAULTS)
     assert SUBATLAS_DEFAULTS == {**own, "metrics": False}
+
+
+def test_subatlas_refuses_a_batch_minimum_it_would_not_apply():
+    # the sub-atlas keeps every neutrophil: a minimum batch size there was accepted and silently ignored
+    with pytest.raises(ValueError, match="min_cells_per_batch"):
+        AnalysisSettings(subatlas={"min_cells_per_batch": 5})
+    assert AnalysisSettings(subatlas={"min_cells_per_batch": 0}).subatlas.min_cells_per_batch == 0
