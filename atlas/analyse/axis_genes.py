@@ -22,7 +22,7 @@ MIN_BLOCK_CELLS = 3
 
 def _log_normalised(counts, totals: np.ndarray | None) -> sp.csr_matrix:
     """``log1p(count / total * 1e4)`` per cell (``totals``: each cell's total over all genes; row sums if None)."""
-    x = sp.csr_matrix(counts, dtype=np.float64, copy=True)
+    x = sp.csr_matrix(counts, dtype=np.float64)
     if totals is None:
         totals = np.asarray(x.sum(axis=1)).ravel()
     totals = np.asarray(totals, dtype=np.float64)
@@ -44,13 +44,13 @@ def _mean_var(x: sp.csr_matrix, rows: np.ndarray) -> tuple[np.ndarray, np.ndarra
 
 def _blocked_difference(
     x: sp.csr_matrix, start: np.ndarray, end: np.ndarray, blocks: np.ndarray | None
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, float, int]:
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
     """End-minus-start mean difference per gene within blocks (data sets), combined over the blocks.
 
     Each block with :data:`MIN_BLOCK_CELLS` start and end cells contributes its own difference,
     weighted by ``n_start * n_end / (n_start + n_end)``; no such block (or ``blocks`` None) is one block
-    of all cells. Returns the difference, its squared standard error, the pooled within-block variance,
-    the degrees of freedom and the number of blocks used.
+    of all cells. Returns the difference, its squared standard error, the pooled within-block variance
+    and the degrees of freedom.
     """
     groups = [(start, end)]
     if blocks is not None:
@@ -69,7 +69,7 @@ def _blocked_difference(
         var = var + w * (v1 + v0) / 2.0
         total += w
         dof += s0.size + e0.size - 2
-    return diff / total, se2 / total**2, var / total, float(max(dof, 1)), len(groups)
+    return diff / total, se2 / total**2, var / total, float(max(dof, 1))
 
 
 def axis_genes(
@@ -96,7 +96,7 @@ def axis_genes(
 
     if start.size < 2 or end.size < 2:
         return np.zeros(0, dtype=np.int64), np.zeros(0)
-    diff, se2, var, dof, _ = _blocked_difference(x, start, end, blocks)
+    diff, se2, var, dof = _blocked_difference(x, start, end, blocks)
     ok = se2 > 0
     t = np.zeros_like(diff)
     t[ok] = diff[ok] / np.sqrt(se2[ok])

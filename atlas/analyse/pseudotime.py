@@ -55,10 +55,9 @@ import pandas as pd
 import scipy.sparse as sp
 
 from ..core.errors import AtlasError
-from .axis_genes import MIN_AXIS_GENES, axis_genes, signature_pseudotime
+from .axis_genes import MIN_AXIS_GENES, signature_pseudotime
 
 __all__ = [
-    "axis_genes",
     "check_anchors",
     "anchor_enrichment",
     "choose_root",
@@ -371,14 +370,18 @@ def _checked_anchors(
 
 
 def _signature_or_nothing(
-    neut_adata, neut_obs: pd.DataFrame, start: np.ndarray, end: np.ndarray, settings
+    neut_adata, neut_obs: pd.DataFrame, start: np.ndarray, end: np.ndarray, settings, notes: list[str]
 ) -> tuple[np.ndarray, dict | None]:
     """:func:`signature_pseudotime` on the sub-atlas's counts, and the summary of its genes (None: too few genes)."""
     totals = neut_obs["total_counts"].to_numpy(np.float64) if "total_counts" in neut_obs else None
     if totals is not None and not (np.isfinite(totals) & (totals > 0)).all():
         totals = None  # row sums of the sub-atlas genes instead
-    key = settings.pseudotime_block_key
-    blocks = neut_obs[key].astype(str).to_numpy() if key and key in neut_obs else None
+    key, blocks = settings.pseudotime_block_key, None
+    if key and key in neut_obs:
+        blocks = neut_obs[key].astype(str).to_numpy()
+    elif key:
+        notes.append(f"pseudotime_block_key {key!r} is not an obs column: the pseudotime's start and end cells "
+                     "are compared over all neutrophils, not within data sets (set it to a column, e.g. dataset_id)")  # fmt: skip
     pt, genes, weights = signature_pseudotime(neut_adata.X, start, end, totals=totals, blocks=blocks,
                                               min_effect=settings.pseudotime_min_effect, fdr=settings.pseudotime_fdr)  # fmt: skip
     if genes.size < MIN_AXIS_GENES:
@@ -453,11 +456,7 @@ def reprogramming_pseudotime(
     summary.update(n_start_cells=int(start.size), n_end_cells=int(end.size), start_cells=start_desc,
                    end_cells=end_desc)  # fmt: skip
     if method == "signature":
-        key = settings.pseudotime_block_key
-        if key and key not in neut_obs:
-            notes.append(f"pseudotime_block_key {key!r} is not an obs column: the pseudotime's start and end cells "
-                         "are compared over all neutrophils, not within data sets (set it to a column, e.g. dataset_id)")  # fmt: skip
-        pt, signature = _signature_or_nothing(neut_adata, neut_obs, start, end, settings)
+        pt, signature = _signature_or_nothing(neut_adata, neut_obs, start, end, settings, notes)
         if signature is not None:
             summary.update(signature)
             return pt, summary, notes

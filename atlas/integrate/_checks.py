@@ -79,36 +79,6 @@ def as_categorical(adata, keys: Iterable[str]) -> None:
             adata.obs[key] = col.cat.remove_unused_categories()
 
 
-def drop_small_batches(adata, batch_key: str, min_cells: int):
-    """Drop the cells of batches with ``min_cells`` cells or fewer (LuCA dropped batches of <= 25 cells).
-
-    Returns
-    -------
-    (adata, dropped)
-        The kept cells (a copy when anything was dropped) and ``{batch: n_cells}`` of what was dropped.
-    """
-    if min_cells <= 0:
-        return adata, {}
-    sizes = adata.obs[batch_key].value_counts()
-    small = sizes[sizes <= min_cells]
-    if small.empty:
-        return adata, {}
-    dropped = {str(k): int(v) for k, v in small.sort_index().items()}
-    keep = ~adata.obs[batch_key].isin(small.index).to_numpy()
-    shown = ", ".join(f"{k} ({v})" for k, v in list(dropped.items())[:10]) + (
-        " ..." if len(dropped) > 10 else ""
-    )
-    log.warning(
-        "dropping %d cells of %d %s batches with <= %d cells (min_cells_per_batch): %s",
-        int(small.sum()),
-        len(dropped),
-        batch_key,
-        min_cells,
-        shown,
-    )
-    return adata[keep].copy(), dropped
-
-
 #: obs column scVI trains on when small batches were pooled (``batch_key`` keeps each cell's own value)
 INTEGRATION_BATCH = "integration_batch"
 #: the data set column small batches are pooled within
@@ -117,13 +87,14 @@ POOL_GROUP_KEY = "dataset_id"
 POOL_PATIENT_KEY = "patient_id"
 
 
-def pool_small_batches(
-    obs: pd.DataFrame, batch_key: str, min_cells: int, group_key: str = POOL_GROUP_KEY,
+def small_batches(
+    obs: pd.DataFrame, batch_key: str, min_cells: int, *, pool: bool = True, group_key: str = POOL_GROUP_KEY,
     patient_key: str = POOL_PATIENT_KEY,
 ) -> tuple[pd.Series, dict[str, int], dict[str, int]]:
-    """Training batches in which batches of ``min_cells`` cells or fewer are pooled instead of dropped.
+    """Training batches when batches of ``min_cells`` cells or fewer are pooled (or, ``pool=False``, dropped).
 
-    In order, for the cells of small batches:
+    Without pooling the cells of every small batch are dropped (LuCA dropped batches of <= 25 cells). With
+    it, in order, for the cells of small batches:
 
     1. the small batches of one data set (``group_key``) form one batch, ``"<data set>: small <batch_key>s"``;
     2. such a pool that is itself that small joins a regular batch of its data set: the largest one of the
@@ -148,6 +119,9 @@ def pool_small_batches(
     small = labels.isin(sizes.index[sizes <= min_cells]).to_numpy()
     if not small.any():
         return labels, {}, {}
+    if not pool:
+        labels[small] = np.nan
+        return labels, {}, _counts(obs.loc[small, batch_key])
     plural = f"small {batch_key}s"
     groups = obs[group_key].astype(str) if group_key in obs.columns else pd.Series("", index=obs.index)
     patients = obs[patient_key].astype(str) if patient_key in obs.columns else groups
@@ -165,6 +139,9 @@ def pool_small_batches(
     if 0 < last.sum() <= min_cells:
         labels[last] = np.nan
     kept = small & labels.notna().to_numpy()
-    pooled = {str(k): int(v) for k, v in labels[kept].value_counts().sort_index().items()}
-    gone = obs.loc[small & labels.isna().to_numpy(), batch_key].astype(str).value_counts().sort_index()
-    return labels, pooled, {str(k): int(v) for k, v in gone.items()}
+    return labels, _counts(labels[kept]), _counts(obs.loc[small & labels.isna().to_numpy(), batch_key])
+
+
+def _counts(values: pd.Series) -> dict[str, int]:
+    """``{value: n}``, sorted by value."""
+    return {str(k): int(v) for k, v in values.astype(str).value_counts().sort_index().items()}

@@ -40,14 +40,7 @@ import pandas as pd
 
 from ..core.atomic import atomic_path, write_json
 from ..core.errors import InputDataError, RunDirError
-from ._checks import (
-    INTEGRATION_BATCH,
-    counts_matrix,
-    drop_small_batches,
-    pool_small_batches,
-    refuse_truth,
-    require_obs_keys,
-)
+from ._checks import INTEGRATION_BATCH, counts_matrix, refuse_truth, require_obs_keys, small_batches
 from .errors import TooSmallError
 from .settings import IntegrateSettings
 
@@ -238,23 +231,20 @@ def _drop_batches(adata, s: IntegrateSettings, notes: list[str]):
     batches in obs ``integration_batch``) or dropped, noted; too few cells left is an error."""
     from .model import MIN_CELLS
 
-    if s.small_batches == "pool":
-        labels, pooled, dropped = pool_small_batches(adata.obs, s.batch_key, s.min_cells_per_batch)
-        if dropped:
-            adata = adata[labels.notna().to_numpy()].copy()
-        if pooled:
-            adata.obs[INTEGRATION_BATCH] = pd.Categorical(labels.dropna())
-            msg = (f"{s.batch_key} batches with <= {s.min_cells_per_batch} cells (min_cells_per_batch) pooled per data "
-                   f"set for scVI (obs {INTEGRATION_BATCH!r}): {pooled}")  # fmt: skip
-            notes.append(msg)
-            log.info(msg)
-    else:
-        adata, dropped = drop_small_batches(adata, s.batch_key, s.min_cells_per_batch)
+    labels, pooled, dropped = small_batches(adata.obs, s.batch_key, s.min_cells_per_batch,
+                                            pool=s.small_batches == "pool")  # fmt: skip
     if dropped:
+        adata = adata[labels.notna().to_numpy()].copy()
         notes.append(
             f"dropped {sum(dropped.values())} cells of {len(dropped)} {s.batch_key} batches with <= "
             f"{s.min_cells_per_batch} cells (min_cells_per_batch): {dropped}"
         )
+        log.warning(notes[-1])
+    if pooled:
+        adata.obs[INTEGRATION_BATCH] = pd.Categorical(labels.dropna())
+        notes.append(f"{s.batch_key} batches with <= {s.min_cells_per_batch} cells (min_cells_per_batch) pooled per "
+                     f"data set for scVI (obs {INTEGRATION_BATCH!r}): {pooled}")  # fmt: skip
+        log.info(notes[-1])
     if adata.n_obs < MIN_CELLS:
         raise TooSmallError(
             f"{adata.n_obs} cells are left after dropping {len(dropped)} batches of {s.batch_key!r} with <= "

@@ -32,21 +32,23 @@ def test_invalid_settings_are_reported_with_their_path(data, message):
         validate(IntegrateSettings, data, "integrate.yaml")
 
 
-def test_pool_small_batches_per_data_set_then_into_a_batch_of_the_patient_then_across_then_drops():
+def test_small_batches_per_data_set_then_into_a_batch_of_the_patient_then_across_then_drops():
     import pandas as pd
 
-    from atlas.integrate._checks import pool_small_batches
+    from atlas.integrate._checks import small_batches
 
     obs = pd.DataFrame({"sample_id": ["a"] * 30 + ["b"] * 10 + ["c"] * 20 + ["d"] * 5 + ["e"] * 3,
                         "dataset_id": ["D1"] * 60 + ["D2"] * 5 + ["D3"] * 3,
                         "patient_id": ["p1"] * 30 + ["p2"] * 30 + ["p3"] * 5 + ["p4"] * 3})  # fmt: skip
-    labels, pooled, dropped = pool_small_batches(obs, "sample_id", 25)
+    labels, pooled, dropped = small_batches(obs, "sample_id", 25)
     assert pooled == {"D1: small sample_ids": 30} and dropped == {"d": 5, "e": 3}  # D2 + D3 have only small ones
     assert labels.isna().sum() == 8 and (labels.iloc[:30] == "a").all()
-    labels, pooled, dropped = pool_small_batches(obs, "sample_id", 15)  # b (10) alone: joins c, its patient's
+    labels, pooled, dropped = small_batches(obs, "sample_id", 15)  # b (10) alone: joins c, its patient's
     assert pooled == {"c": 10} and dropped == {"d": 5, "e": 3} and (labels.iloc[30:60] == "c").all()
-    labels, pooled, _ = pool_small_batches(obs.assign(patient_id="p9"), "sample_id", 15)  # no batch of its patient
+    labels, pooled, _ = small_batches(obs.assign(patient_id="p9"), "sample_id", 15)  # no batch of its patient
     assert pooled == {"a": 10}  # the data set's largest
-    labels, pooled, dropped = pool_small_batches(obs.drop(columns=["dataset_id", "patient_id"]), "sample_id", 25)
+    labels, pooled, dropped = small_batches(obs.drop(columns=["dataset_id", "patient_id"]), "sample_id", 25)
     assert pooled == {"small sample_ids": 38} and dropped == {}  # no data set column: one pool
-    assert pool_small_batches(obs, "sample_id", 0)[1:] == ({}, {}) and pool_small_batches(obs, "sample_id", 2)[1:] == ({}, {})
+    assert small_batches(obs, "sample_id", 0)[1:] == ({}, {}) and small_batches(obs, "sample_id", 2)[1:] == ({}, {})
+    labels, pooled, dropped = small_batches(obs, "sample_id", 25, pool=False)  # LuCA's rule
+    assert pooled == {} and dropped == {"b": 10, "c": 20, "d": 5, "e": 3} and labels.notna().sum() == 30
