@@ -170,6 +170,10 @@ class SubatlasSettings(StrictModel):
         None, description="scVI epochs (auto, a number, or null = scvi-tools' rule)" + _INHERITED
     )
     train_steps: int | None = Field(None, ge=1, description="gradient steps max_epochs: auto aims at" + _INHERITED)
+    kl_warmup: float | None = Field(
+        None, gt=0, le=1, description="share of the epochs the KL weight warms up over (null = scvi-tools' 400 "
+        "epochs)" + _INHERITED
+    )
     plateau_window: float | None = Field(None, gt=0, le=0.5, description="convergence check window" + _INHERITED)
     plateau_tolerance: float | None = Field(None, gt=0, description="convergence check tolerance" + _INHERITED)
     scanvi_max_epochs: int | None = Field(

@@ -40,6 +40,11 @@ INFERENCE_BATCH_SIZE = 4096
 MIN_CELLS = 50
 #: Bounds of ``max_epochs: auto`` (400 is scvi-tools' own cap).
 AUTO_MIN_EPOCHS, AUTO_MAX_EPOCHS = 1, 400
+#: scvi-tools' default KL warm-up (``n_epochs_kl_warmup``), whatever the training length.
+SCVI_KL_WARMUP_EPOCHS = 400
+#: the final KL weight below which a run is said not to have reached the ELBO (the last epoch of a warm-up
+#: spanning the whole training ends just under 1)
+KL_WEIGHT_REACHED = 0.95
 #: Per-epoch training metrics kept in the ELBO curve (scvi-tools' history keys), when logged.
 CURVE_KEYS = (
     "elbo_train",
@@ -137,8 +142,20 @@ def plan_epochs(n_obs: int, s: IntegrateSettings) -> tuple[int | None, dict[str,
         "steps_per_epoch": per_epoch,
         "epochs_planned": epochs,
         "steps_planned": epochs * per_epoch,
+        "kl_warmup_epochs": kl_warmup_epochs(epochs, s.kl_warmup),
     }
     return (None if s.max_epochs is None else epochs), plan
+
+
+def kl_warmup_epochs(epochs: int, share: float | None) -> int:
+    """Epochs of the linear KL warm-up: ``share`` of ``epochs``, or scvi-tools' 400 when ``None``.
+
+    At most ``epochs - 1`` (at least 1), so that the last epoch trains on the ELBO itself: scvi-tools sets the
+    weight of epoch ``e`` (from 0) to ``e / warm-up epochs``.
+    """
+    if share is None:
+        return SCVI_KL_WARMUP_EPOCHS
+    return max(1, min(math.ceil(share * epochs), epochs - 1))
 
 
 def elbo_curve(model) -> pd.DataFrame:
@@ -215,6 +232,8 @@ def _convergence(model, name: str, plan: dict, s: IntegrateSettings, result: Tra
     for col in ("elbo_train", "elbo_validation"):
         if col in curve and curve[col].notna().any():
             record[f"final_{col}"] = float(curve[col].dropna().iloc[-1])
+    if "kl_warmup_epochs" in plan and epochs:  # scvi-tools' weight of the last epoch (from 0): e / warm-up
+        record["final_kl_weight"] = min(1.0, (epochs - 1) / plan["kl_warmup_epochs"])
     log.info(
         "%s trained %d epochs (%d steps of %d cells); %s %.1f -> %.1f; plateau %s (%s over the last %d epochs)",
         name,
@@ -229,6 +248,16 @@ def _convergence(model, name: str, plan: dict, s: IntegrateSettings, result: Tra
         check["window_epochs"],
     )
     result.convergence[name.lower()], result.curves[name.lower()] = record, curve
+    kl = record.get("final_kl_weight")  # scANVI (no planned warm-up) keeps scvi-tools' own
+    if kl is not None and kl < KL_WEIGHT_REACHED:
+        msg = (
+            f"{name}: training ended at KL weight {kl:.2f}, before the warm-up reached the ELBO (a beta-VAE with "
+            f"beta < 1 keeps more batch signal in the latent): set integrate.kl_warmup (share of the epochs) "
+            f"below 1, or train longer"
+        )
+        log.warning(msg)
+        result.notes.append(msg)
+        result.warnings.append(msg)
     if check["reached"] is False:
         msg = (
             f"{name}: the {key} still improved by {100 * check['relative_improvement']:.2f}% over the last "
@@ -298,7 +327,9 @@ def _prepare_labels(adata, s: IntegrateSettings, notes: list[str]) -> None:
     log.info("scANVI labels %r: %d labelled, %d unlabelled cells", key, n_labelled, adata.n_obs - n_labelled)
 
 
-def _train(model, s: IntegrateSettings, max_epochs: int | None, notes: list[str]) -> None:
+def _train(
+    model, s: IntegrateSettings, max_epochs: int | None, notes: list[str], kl_warmup: int | None = None
+) -> None:
     """``model.train`` on the configured data path and devices."""
     from ..core.progress import progress_enabled
     from ._device import resolve_accelerator
@@ -316,7 +347,7 @@ def _train(model, s: IntegrateSettings, max_epochs: int | None, notes: list[str]
         "max_epochs": max_epochs,
         "accelerator": accelerator,
         "devices": s.devices,
-        "plan_kwargs": {"lr": s.learning_rate},
+        "plan_kwargs": {"lr": s.learning_rate, **({"n_epochs_kl_warmup": kl_warmup} if kl_warmup else {})},
         "early_stopping": early_stopping,
         "early_stopping_patience": s.early_stopping_patience,
         "enable_progress_bar": progress_enabled(),
@@ -459,7 +490,7 @@ def train_scvi(
         plan["rule"],
     )
     t0 = time.perf_counter()
-    _train(model, s, max_epochs, notes)
+    _train(model, s, max_epochs, notes, plan["kl_warmup_epochs"])
     result.seconds["scvi_train"] = time.perf_counter() - t0
     result.epochs["scvi"], hist = _history(model, "scvi")
     result.history.update(hist)

@@ -90,6 +90,16 @@ class IntegrateSettings(StrictModel):
         "budget whatever the batch size (on a slow CPU set fewer: an independent 30,000-cell cohort "
         "needed about 7,000 steps for scVI to out-mix Harmony, 1,200 left it unmixed)",
     )
+    kl_warmup: float | None = Field(
+        0.75,
+        gt=0,
+        le=1,
+        description="share of the planned epochs over which the KL weight rises linearly to 1, so every run ends "
+        "on the full ELBO (scvi-tools' default warms up over 400 epochs whatever the training length: a "
+        "60-epoch run then ends at KL weight 0.15, a beta-VAE that mixes batches less; scvi-tools issue "
+        "#1569); the epochs after it, which hold the plateau_window, train on the ELBO itself. "
+        "None = scvi-tools' 400 epochs",
+    )
     plateau_window: float = Field(
         0.2,
         gt=0,

@@ -55,10 +55,31 @@ def test_auto_epochs_keep_the_step_budget_whatever_the_batch_size():
             "steps_per_epoch": 85,
             "epochs_planned": 40,
             "steps_planned": 3400,
+            "kl_warmup_epochs": 30,
         },
     )
+    assert p_small["kl_warmup_epochs"] == 123  # ceil(0.75 x 163)
     e, p = plan_epochs(12_000, IntegrateSettings(max_epochs=None))
     assert e is None and p["epochs_planned"] == 400 and p["rule"].startswith("scvi-tools")
+
+
+def test_kl_warmup_ends_before_training_does():
+    from atlas.integrate.model import SCVI_KL_WARMUP_EPOCHS, kl_warmup_epochs
+
+    assert kl_warmup_epochs(60, 0.75) == 45 and kl_warmup_epochs(223, 0.75) == 168
+    assert kl_warmup_epochs(3, 0.75) == 2 and kl_warmup_epochs(3, 1.0) == 2  # the last epoch at weight 1
+    assert kl_warmup_epochs(1, 0.75) == 1
+    assert kl_warmup_epochs(60, None) == SCVI_KL_WARMUP_EPOCHS  # scvi-tools' own: 400 whatever the length
+
+
+def test_training_reaches_the_elbo_or_says_so(toy, fast):
+    res = train_scvi(toy, **fast)  # 3 epochs: warm-up 2, the last epoch at KL weight 1
+    conv = res.convergence["scvi"]
+    assert conv["kl_warmup_epochs"] == 2 and conv["final_kl_weight"] == pytest.approx(1.0)
+    assert not any("KL weight" in w for w in res.warnings)
+    res = train_scvi(toy, kl_warmup=None, **fast)  # scvi-tools' 400 epochs: ends at 2 / 400
+    assert res.convergence["scvi"]["final_kl_weight"] < 0.01
+    assert any("ended at KL weight 0.01" in w for w in res.warnings)
 
 
 def test_plateau_check():
