@@ -5,7 +5,8 @@
     python scripts/bench_robustness.py --work-dir W --skip-existing     # resume a long grid
     python scripts/bench_robustness.py --from-json W/robustness.json    # rebuild the report, no rerun
 
-For every grid point (a simulator difficulty preset, ``simulate.difficulty``) and seed:
+For every grid point (a simulator difficulty preset, ``simulate.difficulty``, or ``independent``: a cohort of
+``scripts/independent_cohort.py``, a generator designed apart from atlas's simulator) and seed:
 
 1. ``atlas run`` of the built-in demo config (its ``integrate.metrics_label_key: truth_cell_type``
    is kept: truth is used there only to *evaluate* integration) with that difficulty, seed and
@@ -46,12 +47,14 @@ import pandas as pd
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import independent_cohort  # noqa: E402
 from _bench_common import REPO, machine, markdown_table, record, run_measured  # noqa: E402
 
 from atlas.pipeline.demo import demo_config  # noqa: E402
 from atlas.simulate.evaluate import evaluate_peer, evaluate_robustness, input_truth  # noqa: E402
 
 DEFAULT_GRID = ("default", "weak_markers", "confounded", "hard")
+INDEPENDENT = "independent"  # not a preset: a cohort of scripts/independent_cohort.py
 DASH = "—"
 
 
@@ -113,14 +116,37 @@ def run_name(point: str, seed: int) -> str:
 
 
 def write_config(runs: Path, point: str, seed: int, n_cells: int, n_datasets: int) -> Path:
-    """The demo config for one grid point and seed, written to ``runs/<name>.yaml``."""
+    """The demo config for one grid point and seed, written to ``runs/<name>.yaml``.
+
+    Point ``independent``: the cohort comes from ``scripts/independent_cohort.py`` (written to
+    ``runs/<name>.data``, linked as ``RUN/data`` after the run) and is read through its ``ingest.yaml``;
+    the demo's other settings are kept.
+    """
     run_dir = runs / run_name(point, seed)
     cfg = demo_config(run_dir).model_dump(mode="json")
     cfg["seed"] = seed
-    cfg["simulate"].update(seed=seed, n_cells=n_cells, n_datasets=n_datasets, difficulty=point)
+    if point == INDEPENDENT:
+        cfg["simulate"] = None
+        ingest = _cohort_dir(runs, point, seed) / "ingest.yaml"  # kept: a new cohort would rerun every stage
+        cfg["ingest"] = str(ingest if ingest.exists() else independent_cohort.generate(ingest.parent, n_cells,
+                                                                                      n_datasets, seed))
+    else:
+        cfg["simulate"].update(seed=seed, n_cells=n_cells, n_datasets=n_datasets, difficulty=point)
     path = runs / f"{run_name(point, seed)}.yaml"
     path.write_text(yaml.safe_dump(cfg, sort_keys=False))
     return path
+
+
+def _cohort_dir(runs: Path, point: str, seed: int) -> Path:
+    """Where an independent cohort is written (outside the run folder, which atlas wants empty or its own)."""
+    return runs / f"{run_name(point, seed)}.data"
+
+
+def _link_cohort(runs: Path, point: str, seed: int) -> None:
+    """``RUN/data`` -> the independent cohort, where the evaluation and the peer read the simulator's data."""
+    link = runs / run_name(point, seed) / "data"
+    if point == INDEPENDENT and link.parent.is_dir() and not link.exists():
+        link.symlink_to(_cohort_dir(runs, point, seed).resolve(), target_is_directory=True)
 
 
 def _thread_env(jobs: int) -> dict[str, str]:
@@ -158,6 +184,7 @@ def run_atlas(runs: Path, point: str, seed: int, args) -> dict:
         print(f"[{name}] atlas run FAILED after {m['seconds']:.0f} s:\n{m['error']}", flush=True)
     else:
         print(f"[{name}] atlas run {m['seconds']:.0f} s, peak RSS {m['peak_rss_gib']:.2f} GiB", flush=True)
+    _link_cohort(runs, point, seed)
     timing.write_text(json.dumps(m))
     return m
 
@@ -490,12 +517,14 @@ def _check_grid(grid: list[str]) -> None:
     from atlas.simulate.difficulty import Difficulty
 
     for point in grid:
-        Difficulty.preset(point)  # raises with the known presets
+        if point != INDEPENDENT:
+            Difficulty.preset(point)  # raises with the known presets
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--grid", nargs="+", default=list(DEFAULT_GRID), help="simulate.difficulty presets")
+    ap.add_argument("--grid", nargs="+", default=list(DEFAULT_GRID),
+                    help=f"simulate.difficulty presets, or {INDEPENDENT!r} (scripts/independent_cohort.py)")
     ap.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     ap.add_argument("--n-cells", type=int, default=8000)
     ap.add_argument("--n-datasets", type=int, default=8)

@@ -1,0 +1,380 @@
+"""A second cohort generator, designed apart from ``atlas.simulate``: a check that atlas was not built for its own simulator.
+
+    python scripts/independent_cohort.py OUT --n-cells 8000 --n-datasets 8 --seed 0
+
+Writes ``OUT/datasets/*`` (h5ad, h5ad with counts in a layer and Ensembl ids, 10x mtx, gzipped csv; one
+mouse data set), ``OUT/ingest.yaml`` (what a user would write: the data sets' own column names and value
+spellings mapped, atlas's QC defaults, ``keep_obs: [truth_*]`` so the benchmark can evaluate) and
+``OUT/truth/`` in the layout :mod:`atlas.simulate.evaluate` reads (``patients.csv``,
+``cancer_types.csv``). ``scripts/bench_robustness.py --grid independent`` runs atlas and the naive peer on it.
+
+What differs from atlas's simulator, on purpose (only the gene names and the 9 cell-type / 5 state
+vocabularies are shared, as they are the evaluation's):
+
+* counts: a Splatter-like model (gamma gene means, log-normal library sizes, a biological coefficient of
+  variation that falls with expression drawn per cell and gene, Poisson sampling, logistic drop-out), with
+  a study x gene log-normal batch effect, a platform x gene effect and a sample factor;
+* cell types: each has 1-3 "canonical" markers of a broad published list *dropped* (not specific in this
+  cohort), its markers' fold changes drawn log-normally per cohort, and 150 unnamed DE genes;
+* neutrophil states: the T3 programme is built from LuCA's TAN-3, the pre-publication tan_sig2, Wu's TAN-1
+  and Zilionis' hN5 genes plus 40 unnamed genes (about a third of ``T3_proxy``); the naive programme
+  from hN3 and the NAN genes; its switch is ``sigmoid((t - 0.62) / 0.06)`` with a 15 % linear drift, and
+  T3 is ``t >= 0.7``; a 150-gene maturation drift along ``t``; interferon (hN2) and antigen-presenting side
+  states; an immature state from granule and promyelocyte genes;
+* confounders: monocytes express the neutrophil S100A8/S100A9/FCN1/MNDA/LYZ genes, tumour cells a hypoxia
+  programme (HALLMARK_HYPOXIA genes, VEGFA among them), a share of macrophages are SPP1/VEGFA-high;
+* cohort: cancer-type means are a random permutation of six values per seed (no fixed order), patients'
+  T3 fractions are logit-normal around them (not Beta), each sample has its own ambient share (1-8 %),
+  4 % of cells are damaged (high mitochondrial share, few counts);
+* metadata: columns ``subject``, ``indication``, ``site``, ``assay``, ``library``; values spelled
+  ``Tumor`` / ``Normal adjacent`` / ``Blood`` and long cancer names.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import json
+from pathlib import Path
+
+import anndata as ad
+import numpy as np
+import pandas as pd
+import scipy.io
+import scipy.sparse as sp
+import yaml
+
+from atlas.simulate.genes import MT_GENES, build_gene_table
+
+CELL_TYPES = ("neutrophil", "monocyte", "macrophage", "T", "B", "NK", "tumour_epithelial", "fibroblast",
+              "endothelial")  # fmt: skip
+#: Broad marker lists (published canonical markers); each cohort drops some of them (not specific there).
+MARKERS = {
+    "neutrophil": ("CSF3R", "FCGR3B", "CXCR2", "CXCR1", "S100A8", "S100A9", "S100A12", "FPR1", "FPR2", "MNDA",
+                   "G0S2", "NAMPT", "AQP9", "PROK2", "CMTM2", "MME", "SELL", "IL1R2", "MMP9", "PADI4",
+                   "CLEC4D", "VNN2", "BCL2A1", "IFITM2", "TREM1", "LITAF"),
+    "monocyte": ("CD14", "LYZ", "VCAN", "FCN1", "S100A4", "CSF1R", "CTSS", "LST1", "AIF1", "MS4A7"),
+    "macrophage": ("C1QA", "C1QB", "C1QC", "APOE", "CD68", "CD163", "MRC1", "MSR1", "SELENOP", "FOLR2", "TREM2"),
+    "T": ("CD3E", "CD3D", "CD3G", "CD2", "IL7R", "TRAC", "CD247", "LCK", "CD6", "CD5"),
+    "B": ("MS4A1", "CD79A", "CD79B", "CD19", "BANK1", "IGHM", "CD22", "PAX5", "FCRL5"),
+    "NK": ("NKG7", "GNLY", "KLRD1", "PRF1", "GZMB", "KLRF1", "FCGR3A", "NCAM1", "GZMA"),
+    "tumour_epithelial": ("EPCAM", "KRT8", "KRT18", "KRT19", "KRT7", "CLDN4", "ELF3", "CDH1", "MUC1"),
+    "fibroblast": ("COL1A1", "COL1A2", "COL3A1", "DCN", "LUM", "PDGFRA", "FAP", "FBLN1", "COL6A3"),
+    "endothelial": ("PECAM1", "VWF", "CDH5", "PLVAP", "CLDN5", "EMCN", "KDR", "ESAM", "RAMP2"),
+}  # fmt: skip
+#: Monocyte genes shared with neutrophils (confounder).
+MONO_SHARED = ("S100A8", "S100A9", "FCN1", "MNDA", "LYZ", "S100A12", "CSF3R")
+T3_GENES = ("CTSB", "LGALS3", "PLIN2", "PLPP3", "MAP1LC3B", "PLAU", "OLR1", "TNFSF15", "CISH", "P4HA1", "CDKN1A",
+            "ACVR1B", "HSD17B4", "HIC1", "SEMA7A", "TGM2", "BHLHE40", "IL18BP", "C3AR1", "MMP12", "CSTB", "CCL3",
+            "VEGFA", "IRAK2", "CSF1", "PKM", "GAPDH", "TPI1", "BNIP3L", "HMOX1")  # fmt: skip
+NAIVE_GENES = ("CXCR2", "CXCR1", "PTGS2", "SELL", "CSF3R", "FCGR3B", "TXNIP", "CDC42EP2", "MPZL1", "CFD",
+               "VMP1", "NCOA4", "JAML", "RASSF3", "EGLN1", "SELPLG", "ALPL", "TSC22D3", "S100A12")  # fmt: skip
+IMMATURE_GENES = ("LTF", "LCN2", "CAMP", "MMP8", "CEACAM8", "OLFM4", "MPO", "ELANE", "AZU1", "DEFA4", "CTSG",
+                  "PRTN3", "BPI", "CRISP3")  # fmt: skip
+IFN_GENES = ("ISG15", "RSAD2", "IFIT2", "IFIT3", "IFIT1", "XAF1", "HERC5", "OASL", "MX1", "PARP14", "IFI6",
+             "UBE2L6", "IRF7", "IFI44L", "GBP5", "OAS2", "STAT1", "EPSTI1", "GBP1", "IFITM3")  # fmt: skip
+AP_GENES = ("HLA-DRA", "HLA-DRB1", "CD74", "HLA-DPA1", "HLA-DPB1", "HLA-DQA1", "HLA-DMA", "HLA-DMB")
+HYPOXIA_GENES = ("PGK1", "PDK1", "NDRG1", "HK2", "ALDOA", "SLC2A1", "ADM", "P4HA2", "ENO1", "PFKFB3", "VEGFA",
+                 "BNIP3", "LDHA", "ANGPTL4", "ERO1A", "DDIT4", "CA9", "BHLHE40", "AK4", "MXI1")  # fmt: skip
+SPP1_MAC_GENES = ("SPP1", "VEGFA", "FN1", "ARG2", "MMP12", "TREM2", "CD9", "GPNMB")
+CANCERS = {
+    "PDAC": "pancreatic ductal adenocarcinoma", "HCC": "hepatocellular carcinoma",
+    "NSCLC": "non-small cell lung cancer", "CRC": "colorectal cancer", "BRCA": "breast cancer",
+    "melanoma": "cutaneous melanoma",
+}  # fmt: skip
+CANCER_MEANS = (0.50, 0.36, 0.26, 0.17, 0.09, 0.04)
+#: Platform -> (droplet, neutrophil median UMIs range, other cells' median UMIs range)
+PLATFORMS = {"10x_3p": (True, (280, 450), (1800, 4000)), "10x_5p": (True, (300, 500), (1500, 3500)),
+             "BD_Rhapsody": (False, (800, 1500), (2500, 5000)), "SeqWell": (False, (600, 1100), (1500, 3000))}  # fmt: skip
+TISSUE_SPELLING = {"tumour": "Tumor", "adjacent_normal": "Normal adjacent", "blood": "Blood"}
+#: Cell-type shares by tissue (Dirichlet means; each sample draws its own).
+COMPOSITION = {
+    "tumour": (0.14, 0.07, 0.13, 0.2, 0.06, 0.05, 0.2, 0.09, 0.06),
+    "adjacent_normal": (0.09, 0.07, 0.12, 0.2, 0.07, 0.05, 0.22, 0.11, 0.07),
+    "blood": (0.40, 0.16, 0.0, 0.27, 0.09, 0.08, 0.0, 0.0, 0.0),
+}  # fmt: skip
+
+
+def _genes(rng: np.random.Generator):
+    named = {g for gs in (*MARKERS.values(), T3_GENES, NAIVE_GENES, IMMATURE_GENES, IFN_GENES, AP_GENES,
+                          HYPOXIA_GENES, SPP1_MAC_GENES) for g in gs}  # fmt: skip
+    table = build_gene_table(15000, extra=tuple(sorted(named)))
+    return table, table.index()
+
+
+class World:
+    """Per-cohort biology: base profiles (log means), programmes (gene index, log fold) and batch effects."""
+
+    def __init__(self, rng: np.random.Generator, n_datasets: int) -> None:
+        self.table, idx = _genes(rng)
+        g = len(self.table.symbols)
+        self.idx = idx
+        mito = np.array([idx[m] for m in MT_GENES if m in idx])
+        free = np.setdiff1d(np.arange(g), mito)
+        named = {idx[x] for gs in (*MARKERS.values(), T3_GENES, NAIVE_GENES, IMMATURE_GENES, IFN_GENES, AP_GENES,
+                                   HYPOXIA_GENES, SPP1_MAC_GENES) for x in gs if x in idx}  # fmt: skip
+        unnamed = np.setdiff1d(free, np.array(sorted(named)))
+        base = np.log(rng.gamma(0.6, 1 / 0.3, g))  # Splatter-like gene means, 2 % high outliers
+        out_genes = rng.choice(unnamed, int(0.02 * g), replace=False)
+        base[out_genes] += rng.lognormal(np.log(3.0), 0.3, len(out_genes))
+        base[mito] = -np.inf
+        high = float(np.quantile(base[free], 0.995))
+        markers = np.array(sorted({idx[m] for ms in MARKERS.values() for m in ms if m in idx}))
+        base[markers] = np.quantile(base[free], 0.3) + rng.normal(0, 0.5, len(markers))  # off elsewhere
+        self.mito = mito
+        self.base = {}
+        self.dropped = {}
+        for t, markers in MARKERS.items():
+            prof = base + rng.normal(0, 0.25, g)
+            de = rng.choice(unnamed, 150, replace=False)
+            prof[de] += rng.normal(0, 1.0, 150)
+            keep = [m for m in markers if m in idx]
+            drop = list(rng.choice(keep, rng.integers(1, 4), replace=False))
+            self.dropped[t] = drop
+            for m in keep:
+                if m not in drop:  # strongly expressed, strength varying by gene
+                    prof[idx[m]] = high + rng.normal(0, 0.8)
+            self.base[t] = prof
+        for m in ("S100A8", "S100A9"):  # the bulk of a neutrophil's transcripts
+            self.base["neutrophil"][idx[m]] = high + rng.uniform(2.0, 3.0)
+        mono = self.base["monocyte"]
+        for m in MONO_SHARED:
+            mono[idx[m]] = max(mono[idx[m]], self.base["neutrophil"][idx[m]] - rng.uniform(0.3, 1.2))
+
+        def prog(genes, mu, sd, extra=0):
+            ii = [idx[x] for x in genes if x in idx]
+            if extra:
+                ii += list(rng.choice(unnamed, extra, replace=False))
+            ii = np.array(ii)
+            return ii, rng.normal(mu, sd, len(ii))
+
+        self.t3 = prog(T3_GENES, 1.3, 0.4, extra=40)
+        self.naive = prog(NAIVE_GENES, -1.0, 0.3)
+        self.immature = prog(IMMATURE_GENES, 2.2, 0.5)
+        self.ifn = prog(IFN_GENES, 1.8, 0.5)
+        self.ap = prog(AP_GENES, 1.5, 0.4)
+        drift = rng.choice(unnamed, 150, replace=False)
+        self.drift = (drift, rng.choice([-1.0, 1.0], 150, p=[0.4, 0.6]) * rng.uniform(0.5, 1.6, 150))
+        self.hypoxia = prog(HYPOXIA_GENES, 1.2, 0.4)
+        self.spp1 = prog(SPP1_MAC_GENES, 2.0, 0.4)
+        self.study = [rng.normal(0, 0.35, g) for _ in range(n_datasets)]
+        self.platform = {p: rng.normal(0, 0.25, g) for p in PLATFORMS}
+        perm = rng.permutation(len(CANCER_MEANS))
+        self.cancer_mean = {c: CANCER_MEANS[i] for c, i in zip(CANCERS, perm, strict=True)}
+
+
+def _neutrophil_states(rng, n: int, tissue: str, f: float):
+    """(state, t) of ``n`` neutrophils in ``tissue`` of a patient whose tumour T3 fraction is ``f``."""
+    p_t3 = {"tumour": f, "adjacent_normal": 0.15 * f, "blood": 0.0}[tissue]
+    t3 = rng.random(n) < p_t3
+    u = rng.random(n)
+    imm_share, ifn_share, ap_share = {"tumour": (0.04, 0.10, 0.06), "adjacent_normal": (0.05, 0.08, 0.04),
+                                      "blood": (0.08, 0.05, 0.0)}[tissue]  # fmt: skip
+    tmax = 0.3 if tissue == "blood" else 0.68
+    state = np.where(u < imm_share, "immature", np.where(u < imm_share + ifn_share, "interferon",
+                     np.where(u < imm_share + ifn_share + ap_share, "antigen_presenting", "mature")))  # fmt: skip
+    t = np.where(state == "immature", rng.uniform(0, 0.08, n), rng.uniform(0.08, tmax, n))
+    side = (state == "interferon") | (state == "antigen_presenting")
+    t[side] = rng.uniform(0.15, min(tmax, 0.6), side.sum())
+    state[t3], t[t3] = "T3", rng.uniform(0.7, 1.0, t3.sum())
+    return state, t
+
+
+def _log_profiles(w: World, types: np.ndarray, state: np.ndarray, t: np.ndarray, tissue: str, rng) -> np.ndarray:
+    """Cells x genes log expression weights before batch effects."""
+    out = np.stack([w.base[c] for c in types])
+    neut = types == "neutrophil"
+    if neut.any():
+        tt = t[neut]
+        s = 1 / (1 + np.exp(-(tt - 0.62) / 0.06))
+        w3 = 0.85 * s + 0.15 * tt
+        sub = out[neut]
+        for (ii, lfc), wt in ((w.t3, w3), (w.naive, w3), (w.drift, tt),
+                              (w.immature, (state[neut] == "immature") * 1.0),
+                              (w.ifn, (state[neut] == "interferon") * 1.0),
+                              (w.ap, (state[neut] == "antigen_presenting") * 1.0)):  # fmt: skip
+            sub[:, ii] += wt[:, None] * lfc[None, :]
+        out[neut] = sub
+    if tissue == "tumour":
+        epi = types == "tumour_epithelial"
+        ii, lfc = w.hypoxia
+        out[np.ix_(epi, ii)] += rng.uniform(0.3, 1.0, epi.sum())[:, None] * lfc[None, :]
+        mac = (types == "macrophage") & (rng.random(len(types)) < 0.3)
+        ii, lfc = w.spp1
+        out[np.ix_(mac, ii)] += lfc[None, :]
+    return out
+
+
+def _counts(rng, logw: np.ndarray, lib: np.ndarray, mito_share: np.ndarray, mito: np.ndarray, ambient: float,
+            soup: np.ndarray | None) -> sp.csr_matrix:
+    """Splatter-like counts: proportions, ambient mix, mitochondrial share, BCV gamma noise, Poisson, drop-out."""
+    p = np.exp(logw - logw.max(axis=1, keepdims=True))
+    p[:, mito] = 0
+    p /= p.sum(axis=1, keepdims=True)
+    if soup is not None:
+        p = (1 - ambient) * p + ambient * soup[None, :]
+    p *= (1 - mito_share)[:, None]
+    p[:, mito] = mito_share[:, None] / len(mito)
+    mu = p * lib[:, None]
+    bcv = (0.2 + 1 / np.sqrt(np.maximum(mu, 1e-3))) * np.sqrt(30 / rng.chisquare(30, mu.shape))
+    shape = 1 / np.maximum(bcv, 1e-3) ** 2
+    lam = rng.gamma(shape, mu / shape)
+    x = rng.poisson(lam).astype(np.float32)
+    drop = rng.random(x.shape) < 1 / (1 + np.exp(1.0 * (np.log(np.maximum(mu, 1e-9)) + 3.0)))
+    x[drop] = 0
+    return sp.csr_matrix(x)
+
+
+def _design(rng, n_cells: int, n_datasets: int) -> pd.DataFrame:
+    """One row per sample: data set, cancer, species, platform, patient, tissue, n cells."""
+    cancers = list(CANCERS)
+    ds_cancer = cancers + list(rng.choice(cancers, max(0, n_datasets - len(cancers))))
+    ds_cancer = ds_cancer[:n_datasets]
+    rows = []
+    for d, cancer in enumerate(ds_cancer):
+        platform = rng.choice(list(PLATFORMS))
+        species = "mouse" if d == n_datasets - 1 and n_datasets > 6 else "human"
+        for p in range(int(rng.integers(3, 7))):
+            tissues = ["tumour"] + (["adjacent_normal"] if rng.random() < 0.6 else []) + (
+                ["blood"] if rng.random() < 0.3 and species == "human" else [])  # fmt: skip
+            for tissue in tissues:
+                rows.append({"d": d, "dataset": f"study{d + 1:02d}_{cancer}", "cancer_type": cancer,
+                             "species": species, "platform": platform, "patient": f"S{d + 1}P{p + 1}",
+                             "tissue": tissue, "weight": rng.lognormal(0, 0.5)})  # fmt: skip
+    des = pd.DataFrame(rows)
+    des["n"] = np.maximum(30, np.round(des["weight"] / des["weight"].sum() * n_cells)).astype(int)
+    return des
+
+
+def _sample(rng, w: World, row, f: float) -> tuple[sp.csr_matrix, pd.DataFrame]:
+    share = np.asarray(COMPOSITION[row.tissue])
+    comp = rng.dirichlet(share * 40 + 1e-3)
+    types = np.asarray(CELL_TYPES)[rng.choice(len(CELL_TYPES), row.n, p=comp)]
+    state, t = np.full(row.n, "", object), np.full(row.n, np.nan)
+    neut = types == "neutrophil"
+    state[neut], t[neut] = _neutrophil_states(rng, int(neut.sum()), row.tissue, f)
+    logw = _log_profiles(w, types, state, t, row.tissue, rng)
+    logw += w.study[row.d] + w.platform[row.platform] + rng.normal(0, 0.1, logw.shape[1])
+    droplet, neut_umi, other_umi = PLATFORMS[row.platform]
+    med = np.where(neut, rng.uniform(*neut_umi), rng.uniform(*other_umi))
+    lib = rng.lognormal(np.log(med), 0.5)
+    mito_share = rng.beta(2, 40, row.n)
+    damaged = rng.random(row.n) < 0.04
+    mito_share[damaged] = rng.uniform(0.3, 0.6, damaged.sum())
+    lib[damaged] *= 0.35
+    ambient = rng.uniform(0.01, 0.08)
+    clean = np.exp(logw - logw.max(axis=1, keepdims=True))
+    clean[:, w.mito] = 0
+    soup = (clean / clean.sum(axis=1, keepdims=True)).mean(axis=0)
+    x = sp.vstack([_counts(rng, logw[i:i + 500], lib[i:i + 500], mito_share[i:i + 500], w.mito, ambient, soup)
+                   for i in range(0, row.n, 500)]).tocsr()  # fmt: skip
+    obs = pd.DataFrame({
+        "subject": row.patient, "indication": CANCERS[row.cancer_type], "site": TISSUE_SPELLING[row.tissue],
+        "assay": row.platform, "library": f"{row.patient}_{row.tissue}",
+        "truth_cell_type": types, "truth_state": state.astype(str), "truth_pseudotime": t,
+        "truth_quality": np.where(damaged, "damaged", "ok"),
+    })  # fmt: skip
+    return x, obs
+
+
+def _write(out: Path, d: int, name: str, species: str, x: sp.csr_matrix, obs: pd.DataFrame, table) -> dict:
+    """Write one data set in the format its index picks; returns its ingest.yaml entry."""
+    dsdir = out / "datasets"
+    dsdir.mkdir(parents=True, exist_ok=True)
+    obs.index = [f"{name}_c{i}" for i in range(len(obs))]
+    symbols = list(table.symbols)
+    entry = {"id": name, "species": species,
+             "obs_columns": {"patient_id": "subject", "sample_id": "library", "tissue": "site",
+                             "platform": "assay", "cancer_type": "indication"},
+             "value_maps": {"tissue": {v: k for k, v in TISSUE_SPELLING.items()},
+                            "cancer_type": {v: k for k, v in CANCERS.items()}}}  # fmt: skip
+    if species == "mouse":
+        keep = np.array([bool(m) for m in table.mouse])
+        a = ad.AnnData(x[:, keep], obs=obs, var=pd.DataFrame(index=np.asarray(table.mouse)[keep]))
+        a.write_h5ad(dsdir / f"{name}.h5ad")
+        return entry | {"path": f"datasets/{name}.h5ad", "format": "h5ad", "counts": "X", "gene_ids": "symbol"}
+    kind = d % 4
+    if kind == 0:
+        ad.AnnData(x, obs=obs, var=pd.DataFrame(index=symbols)).write_h5ad(dsdir / f"{name}.h5ad")
+        return entry | {"path": f"datasets/{name}.h5ad", "format": "h5ad", "counts": "X", "gene_ids": "symbol"}
+    if kind == 1:  # normalised X, raw counts in a layer, Ensembl ids
+        norm = sp.csr_matrix(np.log1p(x.multiply(1e4 / np.maximum(x.sum(axis=1), 1)).toarray()).astype(np.float32))
+        a = ad.AnnData(norm, obs=obs, var=pd.DataFrame({"symbol": symbols}, index=list(table.ensembl)))
+        a.layers["counts"] = x
+        a.write_h5ad(dsdir / f"{name}.h5ad")
+        return entry | {"path": f"datasets/{name}.h5ad", "format": "h5ad", "counts": "layers/counts",
+                        "gene_ids": "ensembl"}  # fmt: skip
+    if kind == 2:  # Cell Ranger folder + a metadata csv
+        mtx = dsdir / f"{name}_mtx"
+        mtx.mkdir(exist_ok=True)
+        with gzip.open(mtx / "matrix.mtx.gz", "wb") as fh:
+            scipy.io.mmwrite(fh, sp.coo_matrix(x.T.astype(np.int64)))
+        pd.DataFrame({"id": list(table.ensembl), "sym": symbols, "t": "Gene Expression"}).to_csv(
+            mtx / "features.tsv.gz", sep="\t", header=False, index=False)
+        pd.Series(obs.index).to_csv(mtx / "barcodes.tsv.gz", header=False, index=False)
+        obs.to_csv(dsdir / f"{name}_metadata.csv")
+        return entry | {"path": f"datasets/{name}_mtx", "format": "10x_mtx", "obs_path": f"datasets/{name}_metadata.csv",
+                        "gene_ids": "symbol"}  # fmt: skip
+    dense = pd.DataFrame(x.T.toarray().astype(np.int32), index=symbols, columns=obs.index)
+    dense.to_csv(dsdir / f"{name}.csv.gz")
+    obs.to_csv(dsdir / f"{name}_metadata.csv")
+    return entry | {"path": f"datasets/{name}.csv.gz", "format": "csv", "orientation": "genes_x_cells",
+                    "obs_path": f"datasets/{name}_metadata.csv", "gene_ids": "symbol"}  # fmt: skip
+
+
+def generate(out: str | Path, n_cells: int = 8000, n_datasets: int = 8, seed: int = 0) -> Path:
+    """Write one independent cohort to ``out``; returns the path of its ingest.yaml."""
+    out = Path(out)
+    rng = np.random.default_rng(10_000 + seed)
+    w = World(rng, n_datasets)
+    des = _design(rng, n_cells, n_datasets)
+    sd = 0.6
+    f_pat = {}
+    for p, grp in des.groupby("patient", sort=False):
+        m = w.cancer_mean[grp["cancer_type"].iloc[0]]
+        f_pat[p] = float(1 / (1 + np.exp(-(np.log(m / (1 - m)) + rng.normal(0, sd)))))
+    entries, patients = [], []
+    for (d, name), grp in des.groupby(["d", "dataset"], sort=True):
+        parts = [_sample(rng, w, row, f_pat[row.patient]) for row in grp.itertuples()]
+        x = sp.vstack([p[0] for p in parts]).tocsr()
+        obs = pd.concat([p[1] for p in parts], ignore_index=True)
+        species = grp["species"].iloc[0]
+        entries.append(_write(out, int(d), name, species, x, obs, w.table))
+        for pid, o in obs.groupby("subject", sort=True):
+            tum = o[(o["site"] == "Tumor") & (o["truth_cell_type"] == "neutrophil")]
+            patients.append({"dataset": name, "patient": pid, "cancer_type": grp["cancer_type"].iloc[0],
+                             "species": species, "platform": grp["platform"].iloc[0],
+                             "expected_t3_fraction": f_pat[pid],
+                             "realised_t3_fraction": (tum["truth_state"] == "T3").mean() if len(tum) else np.nan,
+                             "n_tumour_neutrophils": len(tum), "n_cells": len(o)})  # fmt: skip
+    truth = out / "truth"
+    truth.mkdir(parents=True, exist_ok=True)
+    pat = pd.DataFrame(patients)
+    pat.to_csv(truth / "patients.csv", index=False)
+    ct = pd.DataFrame({"cancer_type": list(CANCERS), "name": list(CANCERS.values()),
+                       "mean_t3_fraction": [w.cancer_mean[c] for c in CANCERS]})  # fmt: skip
+    ct["n_patients"] = ct["cancer_type"].map(pat.groupby("cancer_type").size()).fillna(0).astype(int)
+    ct["n_tumour_neutrophils"] = ct["cancer_type"].map(pat.groupby("cancer_type")["n_tumour_neutrophils"].sum())
+    ct.to_csv(truth / "cancer_types.csv", index=False)
+    (truth / "generator.json").write_text(json.dumps({"generator": "scripts/independent_cohort.py", "seed": seed,
+                                                      "n_cells": int(des["n"].sum()), "n_datasets": n_datasets,
+                                                      "dropped_markers": w.dropped}, indent=1))  # fmt: skip
+    cfg = {"datasets": entries, "keep_obs": ["truth_*"]}
+    path = out / "ingest.yaml"
+    path.write_text("# independent cohort (scripts/independent_cohort.py); truth_* columns kept for evaluation only\n"
+                    + yaml.safe_dump(cfg, sort_keys=False))  # fmt: skip
+    return path
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("out", type=Path)
+    ap.add_argument("--n-cells", type=int, default=8000)
+    ap.add_argument("--n-datasets", type=int, default=8)
+    ap.add_argument("--seed", type=int, default=0)
+    a = ap.parse_args()
+    print(generate(a.out, a.n_cells, a.n_datasets, a.seed))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,70 @@
+"""scripts/independent_cohort.py: the second generator writes data atlas reads and truth the evaluation reads."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "scripts"))
+import independent_cohort  # noqa: E402
+
+from atlas.ingest.settings import load_ingest_config  # noqa: E402
+from atlas.ingest.stage import ingest  # noqa: E402
+from atlas.simulate.evaluate import input_truth  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def cohort(tmp_path_factory):
+    out = tmp_path_factory.mktemp("independent")
+    return independent_cohort.generate(out, n_cells=600, n_datasets=8, seed=3).parent
+
+
+def test_every_data_set_is_read_by_atlas_ingest(cohort, tmp_path):
+    cfg = load_ingest_config(cohort / "ingest.yaml")
+    formats = {d.format for d in cfg.datasets}
+    assert {"h5ad", "10x_mtx", "csv"} <= formats
+    assert {d.species for d in cfg.datasets} == {"human", "mouse"}
+    store = tmp_path / "store.h5ad"
+    ingest(cfg, store, overwrite=True)
+    import anndata as ad
+
+    obs = ad.read_h5ad(store, backed="r").obs
+    assert set(obs["dataset_id"]) == {d.id for d in cfg.datasets}
+    # the data sets' own spellings were mapped onto atlas's vocabulary by the config
+    assert set(obs["tissue"].astype(str)) <= {"tumour", "adjacent_normal", "blood"}
+    assert set(obs["cancer_type"].astype(str)) <= set(independent_cohort.CANCERS)
+    assert "truth_cell_type" in obs  # kept for evaluation only (keep_obs)
+
+
+def test_truth_tables_in_the_evaluation_layout(cohort):
+    truth = input_truth(cohort)
+    assert set(truth["truth_cell_type"]) == set(independent_cohort.CELL_TYPES)
+    neut = truth[truth["truth_cell_type"] == "neutrophil"]
+    assert set(neut["truth_state"]) <= {"immature", "mature", "interferon", "antigen_presenting", "T3"}
+    assert (neut["truth_state"] == "T3").any() and neut["truth_pseudotime"].notna().all()
+    assert truth["droplet"].any() and not truth["droplet"].all()
+    ct = pd.read_csv(cohort / "truth" / "cancer_types.csv")
+    assert sorted(ct["mean_t3_fraction"]) == sorted(independent_cohort.CANCER_MEANS)
+
+
+def test_neutrophils_are_low_rna_and_damaged_cells_mito_high(cohort):
+    import anndata as ad
+
+    a = ad.read_h5ad(cohort / "datasets" / "study01_PDAC.h5ad")
+    n = np.asarray(a.X.sum(axis=1)).ravel()
+    types = a.obs["truth_cell_type"].astype(str).to_numpy()
+    assert np.median(n[types == "neutrophil"]) < 0.5 * np.median(n[types != "neutrophil"])
+    mt = np.asarray(a[:, a.var_names.str.startswith("MT-")].X.sum(axis=1)).ravel() / np.maximum(n, 1)
+    damaged = a.obs["truth_quality"].astype(str).to_numpy() == "damaged"
+    assert damaged.any() and np.median(mt[damaged]) > 3 * np.median(mt[~damaged])
+
+
+def test_same_seed_same_cohort(tmp_path):
+    a = independent_cohort.generate(tmp_path / "a", n_cells=300, n_datasets=6, seed=1).parent
+    b = independent_cohort.generate(tmp_path / "b", n_cells=300, n_datasets=6, seed=1).parent
+    pa, pb = (pd.read_csv(p / "truth" / "patients.csv") for p in (a, b))
+    pd.testing.assert_frame_equal(pa, pb)
