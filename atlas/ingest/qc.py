@@ -15,7 +15,9 @@ single-cell best-practices book do.
   removed (5 MADs: permissive, multiplets and outliers only). Cells above the mito bound are
   removed; the bound is ``median + nmads_mito * MAD`` of % mito, kept within
   ``[min_pct_mito_bound, max_pct_mito]``: never below 10 % (normal human cells, Osorio & Cai
-  2021; also guards a MAD of ~0) and never above the absolute ceiling (20 %).
+  2021; also guards a MAD of ~0) and never above the absolute ceiling (20 %). A cell above the bound is
+  removed only when its MT- count is significantly above it given its UMIs (``mito_alpha``, one-sided
+  binomial test, :func:`mito_above`): a low-RNA cell's % mito is a noisy proportion.
 * Cells below ``median - nmads_low_rna * MAD`` of log1p counts or of log1p genes (3 MADs, scater's
   default) but above the floor are **not** removed: they are kept and flagged ``qc_low_rna``.
   Neutrophils sit there. The analyse stage clusters all cells and keeps a flagged cell only if its
@@ -198,6 +200,9 @@ class QCBounds:
         Cells under either (and above the floor) are flagged ``qc_low_rna`` (``mad`` mode only).
     max_counts, max_genes, max_pct_mito
         Removal ceilings (MAD bounds capped by the absolute limits).
+    mito_alpha
+        ``mad`` mode: level of the binomial test a cell's MT- count must pass to be removed for % mito
+        (:func:`mito_above`; ``nan`` = the plain cut-off).
     median_counts, median_genes, median_pct_mito, mad_log_counts, mad_log_genes, mad_pct_mito
         The statistics behind the MAD bounds (scaled MADs; ``nan`` when not computed).
     n_cells_mad
@@ -211,6 +216,7 @@ class QCBounds:
     max_counts: float = np.inf
     max_genes: float = np.inf
     max_pct_mito: float = np.inf
+    mito_alpha: float = np.nan
     median_counts: float = np.nan
     median_genes: float = np.nan
     median_pct_mito: float = np.nan
@@ -276,7 +282,7 @@ def mad_bounds(metrics: pd.DataFrame, t: QCThresholds, *, dataset_id: str = "") 
             "data set %s: %d cells above the QC floor < mad_min_cells=%d; no MAD bounds (floor and "
             "absolute limits only)", dataset_id, n, t.mad_min_cells,
         )
-        return QCBounds(**{**asdict(base), "n_cells_mad": n})
+        return QCBounds(**{**asdict(base), "n_cells_mad": n, "mito_alpha": _off(t.mito_alpha, np.nan)})
     lc, sc = _median_mad(np.log1p(metrics["total_counts"].to_numpy(np.float64)))
     lg, sg = _median_mad(np.log1p(metrics["n_genes"].to_numpy(np.float64)))
     mm, sm = _median_mad(metrics["pct_mito"].to_numpy(np.float64))
@@ -294,6 +300,7 @@ def mad_bounds(metrics: pd.DataFrame, t: QCThresholds, *, dataset_id: str = "") 
         max_counts=min(bound(lc, sc, t.nmads_counts, 1), base.max_counts),
         max_genes=min(bound(lg, sg, t.nmads_genes, 1), base.max_genes),
         max_pct_mito=mito,
+        mito_alpha=_off(t.mito_alpha, np.nan),
         median_counts=float(np.expm1(lc)),
         median_genes=float(np.expm1(lg)),
         median_pct_mito=mm,
@@ -369,6 +376,27 @@ def floor_reasons(metrics: pd.DataFrame, thresholds: QCThresholds) -> np.ndarray
     return _first_reason([total < b.min_counts, metrics["n_genes"].to_numpy() < b.min_genes], len(total))
 
 
+def mito_above(total: np.ndarray, pct_mito: np.ndarray, bound: float, alpha: float) -> np.ndarray:
+    """Cells whose % mito is above ``bound``, and (``alpha`` not NaN) significantly so given their UMIs.
+
+    A cell's % mito is a proportion of its ``total`` UMIs, so its sampling error grows as the cell gets
+    smaller (sd ~1.2 points at 300 UMIs and 5 %): a plain cut-off removes healthy low-RNA cells far more
+    often than deep ones. With ``alpha``, a cell is above the bound only when ``P(X >= its MT- count)``
+    under ``Binomial(total, bound / 100)`` is below ``alpha``; a damaged cell (30-60 % mito) is far
+    beyond either rule, while a deep cell's test is close to the cut-off.
+    """
+    above = pct_mito > bound
+    if np.isnan(alpha) or not np.isfinite(bound) or not above.any():
+        return above
+    from scipy.stats import binom
+
+    k = np.rint(pct_mito[above] * total[above] / 100.0)
+    p = binom.sf(k - 1, total[above], min(bound, 100.0) / 100.0)
+    out = above.copy()
+    out[above] = p < alpha
+    return out
+
+
 def mad_reasons(metrics: pd.DataFrame, bounds: QCBounds) -> tuple[np.ndarray, np.ndarray]:
     """``mad`` mode: first failing bound per cell, and the low-RNA flag of the cells that pass.
 
@@ -394,7 +422,7 @@ def mad_reasons(metrics: pd.DataFrame, bounds: QCBounds) -> tuple[np.ndarray, np
         ngenes < b.min_genes,
         total > b.max_counts,
         ngenes > b.max_genes,
-        metrics["pct_mito"].to_numpy() > b.max_pct_mito,
+        mito_above(total, metrics["pct_mito"].to_numpy(), b.max_pct_mito, b.mito_alpha),
     ]
     reason = _first_reason(fails, len(total))
     with np.errstate(invalid="ignore"):  # nan bounds compare False: no flag

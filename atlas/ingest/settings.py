@@ -66,6 +66,12 @@ class QCThresholds(StrictModel):
         10.0, ge=0, le=100, description="mad mode: the mito MAD bound is never below this % (healthy human cells "
         "stay under ~10 %, Osorio & Cai 2021); guards data sets whose mito MAD is ~0",
     )
+    mito_alpha: float | None = Field(
+        0.01, gt=0, lt=1, description="mad mode: a cell above the mito bound is removed only when its MT- count is "
+        "significantly above the bound at this level (one-sided binomial test given its UMIs): the % mito of a "
+        "300-UMI cell has a sampling sd of ~1.2 points, so a plain cut-off removes healthy low-RNA cells "
+        "(neutrophils) several times as often as deep ones; None = the plain cut-off",
+    )
     mad_min_cells: int = Field(
         50, ge=3, description="mad mode: data sets with fewer cells above the floor get no MAD bounds (floor and "
         "absolute limits only)",
@@ -102,6 +108,7 @@ class QCThresholdsOverride(StrictModel):
     nmads_low_rna: float | None = Field(None, gt=0)
     nmads_mito: float | None = Field(None, gt=0)
     min_pct_mito_bound: float | None = Field(None, ge=0, le=100)
+    mito_alpha: float | None = Field(None, gt=0, lt=1)
     mad_min_cells: int | None = Field(None, ge=3)
     min_counts: int | None = Field(None, ge=0)
     min_genes: int | None = Field(None, ge=0)

@@ -189,6 +189,25 @@ def test_upper_tail_and_mito_outliers_removed():
     assert 15 < b.max_pct_mito < 20 and reason[n] == 0 and reason[n + 1] == high_mito
 
 
+def test_mito_bound_allows_for_the_sampling_error_of_small_cells():
+    from atlas.ingest.qc import mito_above
+
+    total = np.array([300.0, 300.0, 5000.0, 5000.0, 300.0])
+    pct = np.array([17.0, 40.0, 17.0, 9.0, 9.0])
+    # 51 of 300 MT- UMIs is no evidence against 15 %; 120 of 300, or 850 of 5,000, is
+    assert list(mito_above(total, pct, 15.0, 0.01)) == [False, True, True, False, False]
+    assert list(mito_above(total, pct, 15.0, np.nan)) == [True, True, True, False, False]  # the plain cut-off
+    # through the MAD rule (bound 10 %): a 300-UMI cell at 12.7 % (38 UMIs) stays, a damaged one goes; None = cut-off
+    rng = np.random.default_rng(3)
+    counts = np.r_[_lognormal(300, 3000, seed=4), 300, 300]
+    m = _metrics(counts, mito=np.r_[rng.normal(5, 1.5, 300).clip(0), 12.7, 45])
+    b, reason, _ = _mad_run(m)
+    high_mito = QC_REASONS.index("high_mito") + 1
+    assert b.max_pct_mito == 10 and b.mito_alpha == 0.01 and reason[300] == 0 and reason[301] == high_mito
+    _, reason, _ = _mad_run(m, MAD.model_copy(update={"mito_alpha": None}))
+    assert reason[300] == reason[301] == high_mito
+
+
 def test_few_cells_or_zero_mad_give_no_mad_bound():
     b, reason, low = _mad_run(_metrics([1000, 200, 150]))
     assert np.isnan(b.low_rna_counts) and not low.any() and (reason == 0).all()

@@ -23,13 +23,18 @@ def cohort(tmp_path_factory):
     return independent_cohort.generate(out, n_cells=600, n_datasets=8, seed=3).parent
 
 
-def test_every_data_set_is_read_by_atlas_ingest(cohort, tmp_path):
+@pytest.fixture(scope="module")
+def store(cohort, tmp_path_factory):
+    path = tmp_path_factory.mktemp("independent_store") / "store.h5ad"
+    ingest(load_ingest_config(cohort / "ingest.yaml"), path, overwrite=True)
+    return path
+
+
+def test_every_data_set_is_read_by_atlas_ingest(cohort, store):
     cfg = load_ingest_config(cohort / "ingest.yaml")
     formats = {d.format for d in cfg.datasets}
     assert {"h5ad", "10x_mtx", "csv"} <= formats
     assert {d.species for d in cfg.datasets} == {"human", "mouse"}
-    store = tmp_path / "store.h5ad"
-    ingest(cfg, store, overwrite=True)
     import anndata as ad
 
     obs = ad.read_h5ad(store, backed="r").obs
@@ -68,3 +73,10 @@ def test_same_seed_same_cohort(tmp_path):
     b = independent_cohort.generate(tmp_path / "b", n_cells=300, n_datasets=6, seed=1).parent
     pa, pb = (pd.read_csv(p / "truth" / "patients.csv") for p in (a, b))
     pd.testing.assert_frame_equal(pa, pb)
+
+
+def test_oracle_figures_say_the_states_are_in_the_counts(store):
+    figs = independent_cohort.oracle_figures(store, seed=3, n_datasets=8)
+    assert set(figs) == {"oracle_t3_auroc", "oracle_pseudotime_spearman", "oracle_immature_auroc",
+                         "oracle_interferon_auroc", "oracle_antigen_presenting_auroc"}  # fmt: skip
+    assert figs["oracle_t3_auroc"] > 0.8 and figs["oracle_pseudotime_spearman"] > 0.3
