@@ -61,6 +61,21 @@ def test_mixed_cluster_is_unknown_not_forced():
     assert (cells.loc[mixed, "cell_type_rule"].astype(str) == "propagated").mean() > 0.95
 
 
+def test_mixed_clusters_of_a_type_no_cluster_was_called_stay_unknown():
+    # every monocyte cluster is mixed (monocytes share neutrophil genes): no called cluster calibrates
+    # "monocyte", so its cells must not be propagated to the nearest type that has one
+    rng = np.random.default_rng(4)
+    spec = [("0", "neutrophil", 300, 4.0), ("1", "T", 300, 4.0), ("2", "monocyte", 200, 4.0), ("3", "monocyte", 200, 4.0)]
+    scores, truth, clusters = _cohort(rng, spec)
+    mono = (truth == "monocyte").to_numpy()
+    scores.loc[mono, "neutrophil"] += 6.0  # their neutrophil enrichment ~0.75 of their own: mixed
+    cells, table = annotate_cell_types(scores, clusters)
+    calls = table.set_index("cluster")["call"]
+    assert calls["2"] == calls["3"] == UNKNOWN and calls["0"] == "neutrophil"
+    assert not cells.loc[mono, "is_neutrophil"].any()
+    assert (cells.loc[mono, "cell_type"].astype(str) == UNKNOWN).all()
+
+
 def _monocyte_in_a_neutrophil_cluster():
     """Scores and clusters with a clear monocyte and a neutrophil with almost no evidence in the neutrophil cluster."""
     rng = np.random.default_rng(2)
