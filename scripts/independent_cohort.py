@@ -97,25 +97,21 @@ COMPOSITION = {
 }  # fmt: skip
 
 
-def _genes(rng: np.random.Generator):
-    named = {g for gs in (*MARKERS.values(), T3_GENES, NAIVE_GENES, IMMATURE_GENES, IFN_GENES, AP_GENES,
-                          HYPOXIA_GENES, SPP1_MAC_GENES) for g in gs}  # fmt: skip
-    table = build_gene_table(15000, extra=tuple(sorted(named)))
-    return table, table.index()
+#: every gene a marker list or a programme names (the rest of the genes are drawn at random)
+NAMED_GENES = tuple(sorted({g for gs in (*MARKERS.values(), T3_GENES, NAIVE_GENES, IMMATURE_GENES, IFN_GENES,
+                                         AP_GENES, HYPOXIA_GENES, SPP1_MAC_GENES) for g in gs}))  # fmt: skip
 
 
 class World:
     """Per-cohort biology: base profiles (log means), programmes (gene index, log fold) and batch effects."""
 
     def __init__(self, rng: np.random.Generator, n_datasets: int) -> None:
-        self.table, idx = _genes(rng)
+        self.table = build_gene_table(15000, extra=NAMED_GENES)
+        idx = self.table.index()
         g = len(self.table.symbols)
-        self.idx = idx
         mito = np.array([idx[m] for m in MT_GENES if m in idx])
         free = np.setdiff1d(np.arange(g), mito)
-        named = {idx[x] for gs in (*MARKERS.values(), T3_GENES, NAIVE_GENES, IMMATURE_GENES, IFN_GENES, AP_GENES,
-                                   HYPOXIA_GENES, SPP1_MAC_GENES) for x in gs if x in idx}  # fmt: skip
-        unnamed = np.setdiff1d(free, np.array(sorted(named)))
+        unnamed = np.setdiff1d(free, np.array(sorted(idx[x] for x in NAMED_GENES if x in idx)))
         base = np.log(rng.gamma(0.6, 1 / 0.3, g))  # Splatter-like gene means, 2 % high outliers
         out_genes = rng.choice(unnamed, int(0.02 * g), replace=False)
         base[out_genes] += rng.lognormal(np.log(3.0), 0.3, len(out_genes))
@@ -213,14 +209,18 @@ def _log_profiles(w: World, types: np.ndarray, state: np.ndarray, t: np.ndarray,
     return out
 
 
-def _counts(rng, logw: np.ndarray, lib: np.ndarray, mito_share: np.ndarray, mito: np.ndarray, ambient: float,
-            soup: np.ndarray | None) -> sp.csr_matrix:
-    """Splatter-like counts: proportions, ambient mix, mitochondrial share, BCV gamma noise, Poisson, drop-out."""
+def _proportions(logw: np.ndarray, mito: np.ndarray) -> np.ndarray:
+    """Each cell's share of its non-mitochondrial transcripts per gene."""
     p = np.exp(logw - logw.max(axis=1, keepdims=True))
     p[:, mito] = 0
-    p /= p.sum(axis=1, keepdims=True)
-    if soup is not None:
-        p = (1 - ambient) * p + ambient * soup[None, :]
+    return p / p.sum(axis=1, keepdims=True)
+
+
+def _counts(rng, p: np.ndarray, lib: np.ndarray, mito_share: np.ndarray, mito: np.ndarray, ambient: float,
+            soup: np.ndarray) -> sp.csr_matrix:
+    """Splatter-like counts from :func:`_proportions`: ambient mix, mitochondrial share, BCV gamma noise, Poisson,
+    drop-out."""
+    p = (1 - ambient) * p + ambient * soup[None, :]
     p *= (1 - mito_share)[:, None]
     p[:, mito] = mito_share[:, None] / len(mito)
     mu = p * lib[:, None]
@@ -271,10 +271,9 @@ def _sample(rng, w: World, row, f: float) -> tuple[sp.csr_matrix, pd.DataFrame]:
     mito_share[damaged] = rng.uniform(0.3, 0.6, damaged.sum())
     lib[damaged] *= 0.35
     ambient = rng.uniform(0.01, 0.08)
-    clean = np.exp(logw - logw.max(axis=1, keepdims=True))
-    clean[:, w.mito] = 0
-    soup = (clean / clean.sum(axis=1, keepdims=True)).mean(axis=0)
-    x = sp.vstack([_counts(rng, logw[i:i + 500], lib[i:i + 500], mito_share[i:i + 500], w.mito, ambient, soup)
+    p = _proportions(logw, w.mito)
+    soup = p.mean(axis=0)  # the sample's ambient profile
+    x = sp.vstack([_counts(rng, p[i:i + 500], lib[i:i + 500], mito_share[i:i + 500], w.mito, ambient, soup)
                    for i in range(0, row.n, 500)]).tocsr()  # fmt: skip
     obs = pd.DataFrame({
         "subject": row.patient, "indication": CANCERS[row.cancer_type], "site": TISSUE_SPELLING[row.tissue],

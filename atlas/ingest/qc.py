@@ -250,6 +250,7 @@ def fixed_bounds(t: QCThresholds) -> QCBounds:
         max_counts=_off(t.max_counts, np.inf),
         max_genes=_off(t.max_genes, np.inf),
         max_pct_mito=_off(t.max_pct_mito, np.inf),
+        mito_alpha=_off(t.mito_alpha, np.nan) if mad else np.nan,
     )
 
 
@@ -282,7 +283,7 @@ def mad_bounds(metrics: pd.DataFrame, t: QCThresholds, *, dataset_id: str = "") 
             "data set %s: %d cells above the QC floor < mad_min_cells=%d; no MAD bounds (floor and "
             "absolute limits only)", dataset_id, n, t.mad_min_cells,
         )
-        return QCBounds(**{**asdict(base), "n_cells_mad": n, "mito_alpha": _off(t.mito_alpha, np.nan)})
+        return QCBounds(**{**asdict(base), "n_cells_mad": n})
     lc, sc = _median_mad(np.log1p(metrics["total_counts"].to_numpy(np.float64)))
     lg, sg = _median_mad(np.log1p(metrics["n_genes"].to_numpy(np.float64)))
     mm, sm = _median_mad(metrics["pct_mito"].to_numpy(np.float64))
@@ -300,7 +301,7 @@ def mad_bounds(metrics: pd.DataFrame, t: QCThresholds, *, dataset_id: str = "") 
         max_counts=min(bound(lc, sc, t.nmads_counts, 1), base.max_counts),
         max_genes=min(bound(lg, sg, t.nmads_genes, 1), base.max_genes),
         max_pct_mito=mito,
-        mito_alpha=_off(t.mito_alpha, np.nan),
+        mito_alpha=base.mito_alpha,
         median_counts=float(np.expm1(lc)),
         median_genes=float(np.expm1(lg)),
         median_pct_mito=mm,

@@ -250,24 +250,21 @@ def _convergence(model, name: str, plan: dict, s: IntegrateSettings, result: Tra
     result.convergence[name.lower()], result.curves[name.lower()] = record, curve
     kl = record.get("final_kl_weight")  # scANVI (no planned warm-up) keeps scvi-tools' own
     if kl is not None and kl < KL_WEIGHT_REACHED:
-        msg = (
-            f"{name}: training ended at KL weight {kl:.2f}, before the warm-up reached the ELBO (a beta-VAE with "
-            f"beta < 1 keeps more batch signal in the latent): set integrate.kl_warmup (share of the epochs) "
-            f"below 1, or train longer"
-        )
-        log.warning(msg)
-        result.notes.append(msg)
-        result.warnings.append(msg)
+        _warn(result, f"{name}: training ended at KL weight {kl:.2f}, before the warm-up reached the ELBO (a "
+                      f"beta-VAE with beta < 1 keeps more batch signal in the latent): set integrate.kl_warmup "
+                      f"(share of the epochs) below 1, or train longer")  # fmt: skip
     if check["reached"] is False:
-        msg = (
-            f"{name}: the {key} still improved by {100 * check['relative_improvement']:.2f}% over the last "
-            f"{check['window_epochs']} of {epochs} epochs ({record['steps']} steps; plateau: < "
-            f"{100 * s.plateau_tolerance:.2f}%): the model may be undertrained; raise train_steps "
-            f"(max_epochs: auto) or max_epochs, or lower batch_size"
-        )
-        log.warning(msg)
-        result.notes.append(msg)
-        result.warnings.append(msg)
+        _warn(result, f"{name}: the {key} still improved by {100 * check['relative_improvement']:.2f}% over the last "
+                      f"{check['window_epochs']} of {epochs} epochs ({record['steps']} steps; plateau: < "
+                      f"{100 * s.plateau_tolerance:.2f}%): the model may be undertrained; raise train_steps "
+                      f"(max_epochs: auto) or max_epochs, or lower batch_size")  # fmt: skip
+
+
+def _warn(result: TrainResult, msg: str) -> None:
+    """Log ``msg`` as a warning and keep it in the result's notes and warnings (the report shows both)."""
+    log.warning(msg)
+    result.notes.append(msg)
+    result.warnings.append(msg)
 
 
 def resolve_settings(settings: IntegrateSettings | None, overrides: dict) -> IntegrateSettings:
