@@ -11,6 +11,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from ..core.errors import AtlasError
+from .refine import log_normalised as _log_normalised
 
 __all__ = ["MIN_AXIS_GENES", "MIN_BLOCK_CELLS", "axis_genes", "signature_pseudotime"]
 
@@ -18,18 +19,6 @@ __all__ = ["MIN_AXIS_GENES", "MIN_BLOCK_CELLS", "axis_genes", "signature_pseudot
 MIN_AXIS_GENES = 5
 #: a data set takes part in the start-vs-end comparison with this many start and end cells
 MIN_BLOCK_CELLS = 3
-
-
-def _log_normalised(counts, totals: np.ndarray | None) -> sp.csr_matrix:
-    """``log1p(count / total * 1e4)`` per cell (``totals``: each cell's total over all genes; row sums if None)."""
-    x = sp.csr_matrix(counts, dtype=np.float64)
-    if totals is None:
-        totals = np.asarray(x.sum(axis=1)).ravel()
-    totals = np.asarray(totals, dtype=np.float64)
-    scale = np.divide(1e4, totals, out=np.zeros_like(totals), where=totals > 0)
-    x = sp.csr_matrix(sp.diags(scale) @ x)
-    x.data = np.log1p(x.data)
-    return x
 
 
 def _mean_var(x: sp.csr_matrix, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

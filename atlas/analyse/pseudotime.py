@@ -15,7 +15,8 @@ immature neutrophils, or the most blood-like ones) and an end population (the T3
     the simulated truth on it reached Spearman 0.59-0.68 on the hard robustness presets), while a
     hundred genes that move along it average their counting noise away. The populations are chosen
     and checked as for ``distance_ratio``; with fewer than :data:`MIN_AXIS_GENES` such genes it falls
-    back to ``distance_ratio`` and says so.
+    back to the state contrast (:func:`state_contrast_pseudotime`: the end state's evidence minus the
+    immature state's) and says so.
 ``distance_ratio``
     On the neutrophil sub-atlas latent (``obsm["X_scVI"]``, the space the neutrophil graph is built on):
     ``d_start / (d_start + d_end)``, where ``d_X`` is a cell's mean latent distance to its
@@ -67,6 +68,7 @@ __all__ = [
     "harmonic_pseudotime",
     "reprogramming_pseudotime",
     "signature_pseudotime",
+    "state_contrast_pseudotime",
 ]
 
 log = logging.getLogger(__name__)
@@ -393,6 +395,32 @@ def _signature_or_nothing(
     return pt, {"n_axis_genes": int(genes.size), "axis_genes_up": ", ".join(up), "axis_genes_down": ", ".join(down)}
 
 
+def state_contrast_pseudotime(neut_obs: pd.DataFrame, end_state: str, immature: bool) -> tuple[np.ndarray, str]:
+    """The ``signature`` method's fallback: the end state's evidence minus the start's, scaled to [0, 1].
+
+    With shallow data and weak anchors, no gene passes the start-vs-end test on its own, but the state
+    evidence (``state_z_*``, each state's signatures or their refined programmes, standardised within the
+    neutrophils) still orders the cells: ``state_z_<end> - state_z_immature`` (the index instead of
+    ``state_z_<end>`` when that column is absent; without an immature start, the end evidence alone). On the
+    independent cohorts and the simulator it ordered the neutrophils closer to the true pseudotime than the
+    latent distance ratio or the index alone (``benchmarks/robustness.md``). Returns it and its description.
+    """
+    end_col = f"state_z_{end_state}"
+    end = neut_obs[end_col] if end_col in neut_obs else neut_obs["reprogramming_index"]
+    end_name = end_col if end_col in neut_obs else "reprogramming_index"
+    end = (end - end.mean()) / (end.std() or 1.0)
+    value, what = end.to_numpy(np.float64), end_name
+    if immature:
+        value = value - neut_obs["state_z_immature"].to_numpy(np.float64)
+        what = f"{end_name} - state_z_immature"
+    finite = np.isfinite(value)
+    pt = np.full(len(value), np.nan)
+    if finite.any():
+        lo, hi = value[finite].min(), value[finite].max()
+        pt[finite] = (value[finite] - lo) / (hi - lo) if hi > lo else 0.0
+    return pt, what
+
+
 def reprogramming_pseudotime(
     neut_adata, neut_obs: pd.DataFrame, settings
 ) -> tuple[np.ndarray, dict, list[str]]:
@@ -460,10 +488,12 @@ def reprogramming_pseudotime(
         if signature is not None:
             summary.update(signature)
             return pt, summary, notes
+        pt, what = state_contrast_pseudotime(neut_obs, settings.pseudotime_end_state, immature)
         notes.append(f"fewer than {MIN_AXIS_GENES} genes separate the pseudotime's start from its end cells (Cohen's d >= "
-                     f"{settings.pseudotime_min_effect:g}, FDR {settings.pseudotime_fdr:g}): the pseudotime is the "
-                     "distance_ratio in the sub-atlas latent instead")  # fmt: skip
-        method = summary["method"] = "distance_ratio"
+                     f"{settings.pseudotime_min_effect:g}, FDR {settings.pseudotime_fdr:g}): the pseudotime is {what} "
+                     "instead, scaled to [0, 1]")  # fmt: skip
+        summary["method"] = "state_contrast"
+        return pt, summary, notes
     if method == "distance_ratio":
         pt = distance_ratio_pseudotime(neut_adata.obsm["X_scVI"], start, end, seed=settings.seed,
                                        n_anchor_neighbors=settings.pseudotime_anchor_neighbors)  # fmt: skip

@@ -69,7 +69,9 @@ class ReprogrammingAxis:
 
     ``weights`` maps each up/down score column to its (positive) coefficient on the raw score; empty
     means the plain ``mean(up) - mean(down)`` of axes from earlier versions. ``extra`` records how the
-    weights were fitted (reliabilities, loadings, the rule).
+    weights were fitted (reliabilities, loadings, the rule). ``programmes`` holds, per up/down column that is
+    a programme learned from the data rather than a registry signature, its genes and weights
+    (:meth:`atlas.analyse.refine.Programme.to_dict`), so a query computes the same column.
     """
 
     up: tuple[str, ...] = ("T3_proxy",)
@@ -79,12 +81,13 @@ class ReprogrammingAxis:
     method: str = "scanpy"  # scoring method the scores came from
     weights: dict = field(default_factory=dict)
     extra: dict = field(default_factory=dict)
+    programmes: dict = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         """A JSON/HDF5-friendly dict (for ``uns``)."""
         return {"up": list(self.up), "down": list(self.down), "loc": self.loc, "scale": self.scale,
                 "method": self.method, "weights": {k: float(v) for k, v in self.weights.items()},
-                "extra": _plain_dict(self.extra)}  # fmt: skip
+                "extra": _plain_dict(self.extra), "programmes": _plain_dict(self.programmes)}  # fmt: skip
 
     @classmethod
     def from_dict(cls, d: dict) -> ReprogrammingAxis:
@@ -98,6 +101,7 @@ class ReprogrammingAxis:
                 method=str(d.get("method", "scanpy")),
                 weights={str(k): float(v) for k, v in dict(d.get("weights") or {}).items()},
                 extra=dict(d.get("extra") or {}),
+                programmes={str(k): dict(v) for k, v in dict(d.get("programmes") or {}).items()},
             )
         except KeyError as e:
             raise AtlasError(
@@ -159,7 +163,8 @@ def _residualise(y: np.ndarray, covariate: np.ndarray | None) -> np.ndarray:
 
 
 def signature_reliability(
-    expr: np.ndarray, *, log_depth: np.ndarray | None = None, n_splits: int = N_SPLITS, seed: int = 0
+    expr: np.ndarray, *, log_depth: np.ndarray | None = None, n_splits: int = N_SPLITS, seed: int = 0,
+    weights: np.ndarray | None = None,
 ) -> float:
     """Split-half reliability of a gene-set score over cells, Spearman-Brown corrected.
 
@@ -171,6 +176,9 @@ def signature_reliability(
         Per-cell log library size, regressed out of each half-score (``None``: not).
     n_splits, seed
         Random halves of the genes averaged over (seeded).
+    weights
+        Per gene, its weight in the score (a learned programme): a half-score is then the weighted sum of
+        its genes' log expression rather than the mean of their z-scores.
 
     Returns
     -------
@@ -184,7 +192,10 @@ def signature_reliability(
     x = x[:, sd > 0]
     if x.shape[1] < 2 or x.shape[0] < 3:
         return float("nan")
-    x = (x - x.mean(axis=0)) / x.std(axis=0)
+    if weights is None:
+        x = (x - x.mean(axis=0)) / x.std(axis=0)
+    else:
+        x = (x - x.mean(axis=0)) * np.asarray(weights, dtype=np.float64)[sd > 0]
     rng = np.random.default_rng(seed)
     n_genes = x.shape[1]
     halves = []

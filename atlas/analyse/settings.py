@@ -15,6 +15,7 @@ __all__ = [
     "STATES",
     "AnalysisSettings",
     "CellTypeOptions",
+    "RefineOptions",
     "StatsOptions",
     "SubatlasSettings",
 ]
@@ -56,6 +57,24 @@ class StatsOptions(StrictModel):
     )
     n_boot: int = Field(2000, ge=100, description="bootstrap resamples of patients (then of their cells)")
     ci: float = Field(0.95, gt=0.5, lt=1.0, description="interval coverage")
+
+
+class RefineOptions(StrictModel):
+    """Signatures refined on the data (:mod:`atlas.analyse.refine`): each registry signature the states and the
+    index read seeds a programme learned from the neutrophils' co-expression."""
+
+    enabled: bool = Field(
+        True, description="learn each state / index signature's programme from the neutrophils (false: the registry"
+        " signatures as they are)",
+    )
+    fdr: float = Field(0.01, gt=0, le=1, description="Benjamini-Hochberg FDR of a gene's correlation with the score")
+    min_detection: float = Field(
+        0.01, ge=0, lt=1, description="candidate genes: detected in at least this share of the neutrophils"
+    )
+    max_iterations: int = Field(2, ge=1, le=10, description="refinement steps (fewer when the gene set is stable)")
+    min_genes: int = Field(
+        5, ge=1, description="a refinement keeping fewer genes is not used (the registry signature stays)"
+    )
 
 
 class CellTypeOptions(StrictModel):
@@ -261,6 +280,11 @@ class AnalysisSettings(StrictModel):
         " contamination: on the confounded/hard simulator presets it picked antigen_presenting), or null"
         " (unassigned)",
     )
+    refine_signatures: RefineOptions = Field(
+        default_factory=lambda: RefineOptions(),
+        description="learn the state and index signatures' programmes from the neutrophils (seeded by the registry"
+        " signature; genes correlated with it within data sets)",
+    )
     reprogramming_up: list[str] = Field(default_factory=lambda: ["T3_proxy"], description="T3-like side")
     reprogramming_down: list[str] = Field(
         default_factory=lambda: ["blood_like"], description="blood-like side"
@@ -269,7 +293,7 @@ class AnalysisSettings(StrictModel):
         "signature",
         description="signature: each cell's score on the genes that tell the T3-like end cells from the start cells"
         " (t-test within pseudotime_block_key, Cohen's d >= pseudotime_min_effect, BH FDR <= pseudotime_fdr;"
-        " weights the mean differences; distance_ratio when fewer than 5 genes pass); distance_ratio: relative"
+        " weights the mean differences; when fewer than 5 genes pass, state_z_<end state> - state_z_immature); distance_ratio: relative"
         " position in the sub-atlas latent between the start cells and the T3-like cells, d_start / (d_start +"
         " d_end); harmonic: probability that a random walk on the neutrophil graph reaches"
         " the end before the start; dpt: scanpy's diffusion pseudotime from one start cell",

@@ -18,7 +18,7 @@ import pandas as pd
 
 from ..core.errors import AtlasError
 
-__all__ = ["composition", "index_summary", "reprogramming_index", "score_query"]
+__all__ = ["composition", "index_summary", "programme_scores_on_store", "reprogramming_index", "score_query"]
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +58,17 @@ def score_query(store: Path, scoring: dict | None, notes: list[str]) -> tuple[pd
                 log.warning(notes[-1])
         scores = score_store(store, ok, **kwargs) if ok else pd.DataFrame(index=[])
     return scores, {**kwargs, "signatures": list(scores.columns)}
+
+
+def programme_scores_on_store(store: Path, obs_names, programmes: dict | None) -> pd.DataFrame:
+    """The reference's learned programmes (``axis["programmes"]``) scored on the store's ``obs_names`` cells."""
+    if not programmes:
+        return pd.DataFrame(index=pd.Index(obs_names))
+    from ..analyse.refine import Programme, programme_scores
+    from ..analyse.subatlas import read_store_rows
+
+    progs = [Programme.from_dict(dict(d)) for d in dict(programmes).values()]
+    return programme_scores(read_store_rows(store, obs_names), progs)
 
 
 def reprogramming_index(scores: pd.DataFrame, axis: dict | None, is_neutrophil: np.ndarray) -> np.ndarray:

@@ -39,7 +39,7 @@ from .. import __version__
 from ..core import storage
 from ..core.atomic import atomic_path
 from ..core.errors import InputDataError, RunDirError
-from .compare import composition, index_summary, reprogramming_index, score_query
+from .compare import composition, index_summary, programme_scores_on_store, reprogramming_index, score_query
 from .inputs import query_ingest_config
 from .prepare import check_overlap, gene_overlap, prepare_query
 from .reference import Reference, load_reference
@@ -268,6 +268,12 @@ def _score(q, store: Path, run: _Run) -> tuple[pd.DataFrame, dict]:
         for c in scores.columns:
             q.obs[c] = scores[c].to_numpy()
     is_neut = (q.obs["predicted_cell_type"].astype(str) == s.neutrophil_label).to_numpy()
+    if s.score and len(scores.columns) and is_neut.any():
+        learned = programme_scores_on_store(store, q.obs_names[is_neut], (ref.axis or {}).get("programmes"))
+        for c in learned.columns:  # the reference's learned programmes, on the query's neutrophils
+            q.obs[c] = np.nan
+            q.obs.loc[learned.index, c] = learned[c].to_numpy()
+            scores[c] = q.obs[c].to_numpy()
     q.obs["reprogramming_index"] = (reprogramming_index(scores, ref.axis, is_neut) if s.score and len(scores.columns)
                                     else np.nan)  # fmt: skip
     run.seconds["score"] = time.perf_counter() - t

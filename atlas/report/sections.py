@@ -47,6 +47,9 @@ def _pseudotime_caption(inputs) -> str:
     if method == "distance_ratio":
         return ("pseudotime: each neutrophil's relative position in the sub-atlas latent between the start and the "
                 f"T3-like end of the trajectory{ends}, d_start / (d_start + d_end) scaled to 0-1")  # fmt: skip
+    if method == "state_contrast":
+        return ("pseudotime: the T3-like state's evidence minus the immature state's (standardised within the "
+                "neutrophils) scaled to 0-1; no gene told the trajectory's start from its end on its own here")  # fmt: skip
     if method == "harmonic":
         return ("pseudotime: the probability that a random walk on the neutrophil graph from the cell reaches the "
                 "most T3-like neutrophils before the start of the trajectory (0 = start, 1 = T3-like end)")  # fmt: skip
@@ -342,6 +345,14 @@ def subatlas(rep: HtmlReport, inputs: RunInputs) -> None:
     if t is not None:
         rep.table(t, "Clusters of the neutrophil sub-atlas: size, majority state and its share, and mean state "
                   "scores.", csv_name="state_clusters.csv")
+    t = inputs.table("refined_signatures")
+    if t is not None:
+        cols = [c for c in ("signature", "refined", "programme", "n_seed_genes", "n_seed_genes_kept", "n_genes",
+                            "iterations", "corr_with_signature", "top_genes", "reason") if c in t]  # fmt: skip
+        rep.table(t[cols], "Signatures refined on these neutrophils: each registry signature the states and the index "
+                  "read seeded a programme of the genes that co-vary with it within data sets; the states and the "
+                  "index read the programme (column programme) instead of the signature where one was learned.",
+                  csv_name="refined_signatures.csv")
 
 
 def composition(rep: HtmlReport, inputs: RunInputs) -> None:

@@ -16,6 +16,7 @@ from atlas.analyse.pseudotime import (
     harmonic_pseudotime,
     reprogramming_pseudotime,
     signature_pseudotime,
+    state_contrast_pseudotime,
 )
 from atlas.analyse.settings import AnalysisSettings
 from atlas.analyse.states import UNASSIGNED, assign_states, smooth_on_graph, state_clusters
@@ -300,15 +301,29 @@ def test_signature_axis_compares_start_and_end_within_data_sets():
     np.testing.assert_array_equal(axis_genes(x, start, end, blocks=np.array(["A"] * n))[0], pooled)
 
 
-def test_signature_pseudotime_without_moving_genes_falls_back_to_distance_ratio():
+def test_signature_pseudotime_without_moving_genes_falls_back_to_the_state_contrast():
+    from scipy.stats import spearmanr
+
     rng = np.random.default_rng(12)
     a, obs, t, _ = _latent_trajectory(rng, n=400)
     a.X = sp.csr_matrix(rng.poisson(2.0, (400, 260)).astype(np.float32))  # no gene follows the trajectory
     pt, genes, _ = signature_pseudotime(a.X, np.flatnonzero(t < 0.08), np.flatnonzero(t > 0.75))
     assert genes.size == 0 and np.isnan(pt).all()
     pt, summary, notes = reprogramming_pseudotime(a, obs, AnalysisSettings())
-    assert summary["method"] == "distance_ratio" and "fewer than 5 genes" in notes[-1]
-    assert np.isfinite(pt).all()
+    assert summary["method"] == "state_contrast" and "fewer than 5 genes" in notes[-1]
+    assert "reprogramming_index - state_z_immature" in notes[-1]  # no state_z_T3 column: the index stands in
+    assert np.isfinite(pt).all() and pt.min() == 0 and pt.max() == 1
+    # the end state's evidence minus the start's: noisy alone, together they order the cells
+    obs["state_z_T3"] = t + rng.normal(0, 0.3, t.size)
+    obs["state_z_immature"] = -t + rng.normal(0, 0.3, t.size)
+    pt, summary, notes = reprogramming_pseudotime(a, obs, AnalysisSettings())
+    assert "state_z_T3 - state_z_immature" in notes[-1]
+    rho = spearmanr(pt, t).statistic
+    assert rho > spearmanr(obs["state_z_T3"], t).statistic + 0.05 and rho > 0.75
+    # a blood-like start has no start programme: the end evidence alone
+    pt, what = state_contrast_pseudotime(obs, "T3", immature=False)
+    z = obs["state_z_T3"].to_numpy()
+    assert what == "state_z_T3" and np.allclose(pt, (z - z.min()) / (z.max() - z.min()))
     with pytest.raises(AtlasError, match="one start and one end"):
         signature_pseudotime(a.X, [], [1])
 

@@ -97,7 +97,25 @@ def test_atlas_interface(run_dir):
         "T3",
         "unassigned",
     }
-    assert set(a.uns["reprogramming_axis"]["up"]) == {"T3_proxy"}
+    # the index reads T3_proxy's programme refined on these neutrophils; the axis carries it, and a query that
+    # scores it on the store (atlas.query.compare) gets the atlas's own index back
+    axis = a.uns["reprogramming_axis"]
+    assert list(axis["up"]) == ["T3_proxy", "T3_proxy_refined"]
+    assert axis["programmes"]["T3_proxy_refined"]["source"] == "T3_proxy"
+    from atlas.query.compare import programme_scores_on_store, reprogramming_index
+
+    names = a.obs_names[neut]
+    learned = programme_scores_on_store(run_dir / "store.h5ad", names, axis["programmes"])
+    np.testing.assert_allclose(learned["T3_proxy_refined"], a.obs.loc[names, "T3_proxy_refined"], rtol=1e-6)
+    assert set(learned.columns) == set(axis["programmes"])
+    registry_cols = [c for c in [*axis["up"], *axis["down"]] if c not in learned.columns]
+    scores = pd.concat([a.obs.loc[names, registry_cols], learned], axis=1)
+    np.testing.assert_allclose(reprogramming_index(scores, dict(axis), np.ones(len(names), bool)),
+                               a.obs.loc[names, "reprogramming_index"], rtol=1e-6, atol=1e-9)  # fmt: skip
+    refined = pd.read_csv(run_dir / "tables" / "refined_signatures.csv").set_index("signature")
+    assert refined.loc["T3_proxy", "refined"] and refined.loc["T3_proxy", "n_genes"] >= 5
+    assert set(refined.index) == {"T3_proxy", "blood_like", "SchulteSchrepping_immature", "Wu_IFIT1_ISG15",
+                                  "Wu_HLA_DR_CD74"}  # fmt: skip
     # neutrophils found by the pipeline are the simulated ones (a loose bound on a small, briefly trained run)
     truth = a.obs["truth_cell_type"].astype(str) == "neutrophil"
     assert (truth & neut).sum() / neut.sum() > 0.9 and (truth & neut).sum() / truth.sum() > 0.9

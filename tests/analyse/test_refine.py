@@ -1,0 +1,98 @@
+"""Signatures refined on the data (atlas.analyse.refine) on small hand-made cohorts."""
+
+import anndata as ad
+import numpy as np
+import pandas as pd
+import pytest
+import scipy.sparse as sp
+from sklearn.metrics import roc_auc_score
+
+from atlas.analyse.refine import Programme, programme_reliabilities, programme_scores, refine_programme
+
+
+def _cohort(seed=0, n=1500, depth=250.0):
+    """Low-depth cells of 3 data sets: a programme P (genes P0-P29) on in 20 % of cells, an independent,
+    stronger programme Q (Q0-Q29) in 30 %, data-set genes (D0-D9, high in data set 2 only), 300 null genes.
+    The seed signature holds 6 of P's genes and 8 genes that do not move (a proxy that half matches)."""
+    rng = np.random.default_rng(seed)
+    on_p, on_q = rng.random(n) < 0.2, rng.random(n) < 0.3
+    ds = rng.integers(0, 3, n)
+    genes = [f"P{i}" for i in range(30)] + [f"Q{i}" for i in range(30)] + [f"D{i}" for i in range(10)] + [
+        f"N{i}" for i in range(300)]  # fmt: skip
+    base = rng.gamma(2.0, 0.5, len(genes))
+    rate = np.tile(base, (n, 1))
+    rate[:, :30] *= np.where(on_p, 3.0, 1.0)[:, None]
+    rate[:, 30:60] *= np.where(on_q, 5.0, 1.0)[:, None]
+    rate[:, 60:70] *= np.where(ds == 2, 6.0, 1.0)[:, None]
+    size = rng.lognormal(0, 0.4, n)[:, None]
+    rate = rate / rate.sum(axis=1, keepdims=True) * depth * size
+    counts = sp.csr_matrix(rng.poisson(rate).astype(np.float32))
+    obs = pd.DataFrame({"dataset_id": ds.astype(str)}, index=[f"c{i}" for i in range(n)])
+    a = ad.AnnData(counts, obs=obs, var=pd.DataFrame(index=genes))
+    seed_genes = [f"P{i}" for i in range(6)] + [f"N{i}" for i in range(8)]
+    return a, seed_genes, on_p, on_q
+
+
+def _auc(a, genes, truth):
+    p = Programme("s", "s", tuple(genes), tuple([1.0] * len(genes)))
+    return roc_auc_score(truth, programme_scores(a, [p])["s"])
+
+
+def test_a_half_matching_signature_is_refined_to_its_programme():
+    a, seed_genes, on_p, on_q = _cohort()
+    prog, info = refine_programme(a, seed_genes, a.obs["dataset_id"].to_numpy(), source="S")
+    assert prog is not None and prog.name == "S_refined" and info["n_seed_genes"] == 14
+    kept = set(prog.genes)
+    assert sum(g.startswith("P") for g in kept) >= 25  # the programme's genes, seeded by 6 of them
+    assert not any(g.startswith(("Q", "D")) for g in kept)  # neither the other programme nor study genes
+    assert sum(g.startswith("N") for g in kept) <= 2  # the seed's genes that do not move leave
+    assert all(w > 0 for w in prog.weights) and list(prog.weights) == sorted(prog.weights, reverse=True)
+    refined = roc_auc_score(on_p, programme_scores(a, [prog])["S_refined"])
+    assert refined > _auc(a, seed_genes, on_p) + 0.05 and refined > 0.9
+    assert 0 < info["corr_with_signature"] < 1 and info["iterations"] in (1, 2)
+
+
+def test_a_side_programme_does_not_drift_onto_the_dominant_one():
+    """Seeded by Q's genes plus noise, the refinement stays on Q: P's genes never enter, and the refined score
+    is uncorrelated with P's."""
+    a, _, on_p, on_q = _cohort(seed=1)
+    prog, _ = refine_programme(a, [f"Q{i}" for i in range(3)] + [f"N{i}" for i in range(10)],
+                               a.obs["dataset_id"].to_numpy(), max_iterations=5, source="Q")  # fmt: skip
+    assert prog is not None and not any(g.startswith("P") for g in prog.genes)
+    score = programme_scores(a, [prog])["Q_refined"]
+    assert roc_auc_score(on_q, score) > 0.95 and abs(np.corrcoef(score, on_p)[0, 1]) < 0.1
+
+
+def test_study_genes_enter_without_blocks_and_not_with_them():
+    """A seed of data-set genes: within data sets nothing moves with it, so no programme is learned."""
+    a, _, _, _ = _cohort(seed=2)
+    seed = [f"D{i}" for i in range(4)]
+    with_blocks, info = refine_programme(a, seed, a.obs["dataset_id"].to_numpy(), source="D")
+    assert with_blocks is None and "fewer than 5 genes" in info["reason"]
+    pooled, _ = refine_programme(a, seed, None, source="D")
+    assert pooled is not None and {f"D{i}" for i in range(4, 10)} <= set(pooled.genes)
+
+
+def test_an_undetected_signature_is_not_refined_and_programmes_round_trip():
+    a, seed_genes, on_p, _ = _cohort(seed=3, n=1000)
+    prog, info = refine_programme(a, ["ABSENT1", "ABSENT2"], source="X")
+    assert prog is None and info["n_seed_genes"] == 0 and "0 of its genes" in info["reason"]
+    prog, _ = refine_programme(a, seed_genes, a.obs["dataset_id"].to_numpy(), source="S")
+    back = Programme.from_dict({k: (np.asarray(v) if isinstance(v, list) else v) for k, v in prog.to_dict().items()})
+    assert back.genes == prog.genes and np.allclose(back.weights, prog.weights)
+    np.testing.assert_allclose(programme_scores(a, [back])["S_refined"], programme_scores(a, [prog])["S_refined"])
+    # absent genes count 0: a query lacking some genes is still scored on the others
+    sub = a[:, [g for g in a.var_names if g != prog.genes[0]]].copy()
+    assert np.isfinite(programme_scores(sub, [prog])["S_refined"]).all()
+    rel = programme_reliabilities(a, {"S_refined": prog})["S_refined"]
+    assert 0.3 < rel <= 0.95
+
+
+@pytest.mark.parametrize("bad", [{"fdr": 0}, {"max_iterations": 0}, {"min_detection": 1.0}])
+def test_refine_options_are_validated(bad):
+    from pydantic import ValidationError
+
+    from atlas.analyse.settings import RefineOptions
+
+    with pytest.raises(ValidationError):
+        RefineOptions(**bad)
