@@ -1,7 +1,8 @@
 """The steps of the ``analyse`` stage (:func:`atlas.analyse.stage.analyse` runs them in this order).
 
 1. :func:`identify_neutrophils`: cell types on an over-clustering, then the second QC pass;
-2. :func:`neutrophil_subatlas`: the neutrophils' own scVI, graph and clusters (and signature reliabilities);
+2. :func:`neutrophil_subatlas`: the neutrophils' own scVI, graph and clusters (and signature reliabilities, and
+   the signatures refined on them, :func:`refine_signatures`);
 3. :func:`assign_neutrophil_states`: states from the state scores, shrunk to the sub-atlas clusters;
 4. :func:`reprogramming_index` and :func:`neutrophil_pseudotime`: the index and the trajectory along the sub-atlas;
 5. :func:`neutrophil_tables`: compositions and patient-level statistics.
@@ -41,6 +42,7 @@ from .states import assign_states, state_clusters, state_scores
 __all__ = [
     "CellTypeCalls",
     "NeutrophilAnalysis",
+    "Refinement",
     "SubAtlas",
     "analyse_neutrophils",
     "assign_neutrophil_states",
@@ -51,6 +53,7 @@ __all__ = [
     "neutrophil_pseudotime",
     "neutrophil_tables",
     "plain",
+    "refine_signatures",
     "reprogramming_index",
     "timed",
 ]
@@ -201,9 +204,17 @@ class SubAtlas:
     summary: dict[str, Any]
     reliability: dict[str, float]  # split-half reliability of each state and index signature on the neutrophils
     notes: list[str] = field(default_factory=list)
-    programmes: dict[str, Any] = field(default_factory=dict)  # refined signatures' programmes, by source signature
-    programme_scores: pd.DataFrame | None = None  # neutrophils x programmes
-    refinement: pd.DataFrame | None = None  # one row per signature: refined or not, and why
+    refined: Refinement | None = None  # the state and index signatures refined on these neutrophils
+
+
+@dataclass
+class Refinement:
+    """What :func:`refine_signatures` learned: programmes by source signature, their scores and reliabilities."""
+
+    programmes: dict[str, Any] = field(default_factory=dict)  # source signature -> refine.Programme
+    scores: pd.DataFrame | None = None  # neutrophils x programme columns
+    reliability: dict[str, float] = field(default_factory=dict)  # programme column -> split-half reliability
+    table: pd.DataFrame = field(default_factory=pd.DataFrame)  # one row per signature: refined or not, and why
 
 
 def neutrophil_subatlas(atlas, store: Path, s: AnalysisSettings, subatlas_base=None) -> SubAtlas:
@@ -219,10 +230,7 @@ def neutrophil_subatlas(atlas, store: Path, s: AnalysisSettings, subatlas_base=N
     notes: list[str] = []
     refined = refine_signatures(counts, atlas.obs.loc[counts.obs_names, "dataset_id"].astype(str).to_numpy(),
                                 names, s, notes)  # fmt: skip
-    if refined[0]:
-        from .refine import programme_reliabilities
-
-        reliability |= programme_reliabilities(counts, {p.name: p for p in refined[0].values()}, seed=s.seed)
+    reliability |= refined.reliability
     if n_neut >= s.min_neutrophils_for_subatlas:
         adata, summary = build_subatlas(counts, subatlas_settings(subatlas_base, s.subatlas))
     else:
@@ -237,7 +245,7 @@ def neutrophil_subatlas(atlas, store: Path, s: AnalysisSettings, subatlas_base=N
         sc.pp.neighbors(adata, use_rep="X_scVI", n_neighbors=min(15, max(2, n_neut - 1)))
         adata.obs["neutrophil_leiden"] = "0"
         summary = {"n_cells": n_neut, "fallback": "whole-atlas latent"}
-    return SubAtlas(adata, summary, reliability, notes, *refined)
+    return SubAtlas(adata, summary, reliability, notes, refined)
 
 
 def _signatures_read(s: AnalysisSettings) -> list[str]:
@@ -248,19 +256,16 @@ def _signatures_read(s: AnalysisSettings) -> list[str]:
 
 def refine_signatures(
     counts, blocks: np.ndarray, names: list[str], s: AnalysisSettings, notes: list[str]
-) -> tuple[dict[str, Any], pd.DataFrame | None, pd.DataFrame]:
-    """Each registry signature in ``names`` refined on the neutrophils' ``counts`` (:mod:`atlas.analyse.refine`).
-
-    Returns the programmes by source signature, the neutrophils' programme scores and one row per signature
-    (refined or not, and why); a signature not refined is noted and read as it is.
-    """
+) -> Refinement:
+    """Each registry signature in ``names`` refined on the neutrophils' ``counts`` (:mod:`atlas.analyse.refine`,
+    ``analyse.refine_signatures``); a signature not refined is noted and read as it is."""
     from ..catalogue.signatures import load_registry
-    from .refine import programme_scores, refine_programme, refined_name
+    from .refine import programme_reliabilities, programme_scores, refine_programme, refined_name
 
     o = s.refine_signatures
     rows: list[dict[str, Any]] = []
     if not o.enabled:
-        return {}, None, pd.DataFrame(rows)
+        return Refinement()
     reg = load_registry()
     programmes: dict[str, Any] = {}
     for name in names:
@@ -281,8 +286,11 @@ def refine_signatures(
         log.info("signature %s refined on the neutrophils: %d genes (%d of its %d detected), %d iteration(s), "
                  "correlation with the signature %.2f", name, info["n_genes"], info["n_seed_genes_kept"],
                  info["n_seed_genes"], info["iterations"], info["corr_with_signature"])  # fmt: skip
-    scores = programme_scores(counts, list(programmes.values())) if programmes else None
-    return programmes, scores, pd.DataFrame(rows)
+    if not programmes:
+        return Refinement(table=pd.DataFrame(rows))
+    by_column = {p.name: p for p in programmes.values()}
+    return Refinement(programmes, programme_scores(counts, list(by_column.values())),
+                      programme_reliabilities(counts, by_column, seed=s.seed), pd.DataFrame(rows))  # fmt: skip
 
 
 def _reading(s: AnalysisSettings, programmes: dict[str, Any]) -> AnalysisSettings:
@@ -435,22 +443,24 @@ def analyse_neutrophils(
     neut_obs = atlas.obs.loc[names].copy()
     neut_obs["neutrophil_leiden"] = sub.adata.obs["neutrophil_leiden"].astype(str).to_numpy()
     neut_scores = scores.loc[names]
-    if sub.programme_scores is not None:
-        neut_scores = neut_scores.join(sub.programme_scores.loc[names])
-        for col in sub.programme_scores.columns:
+    refined = sub.refined or Refinement()
+    if refined.scores is not None:  # the programmes' scores: beside the signatures', and into the atlas
+        neut_scores = neut_scores.join(refined.scores.loc[names])
+        for col in refined.scores.columns:
+            neut_obs[col] = neut_scores[col].to_numpy()
             atlas.obs[col] = np.nan
-            atlas.obs.loc[names, col] = neut_obs[col] = neut_scores[col].to_numpy()
-    read = _reading(s, sub.programmes)
+            atlas.obs.loc[names, col] = neut_obs[col].to_numpy()
+    read = _reading(s, refined.programmes)
     state_fit, state_table = assign_neutrophil_states(neut_obs, neut_scores, sub, read)
     state_fit["signatures_read"] = read.state_signatures
     axis = reprogramming_index(neut_obs, neut_scores, sub.reliability, read, method)
-    used = {p.name: p.to_dict() for p in sub.programmes.values() if p.name in (*axis.up, *axis.down)}
+    used = {p.name: p.to_dict() for p in refined.programmes.values() if p.name in (*axis.up, *axis.down)}
     axis = replace(axis, programmes=used)
     with timed(seconds, "pseudotime"):
         pt_summary, pt_notes = neutrophil_pseudotime(neut_obs, sub, s)
     tables = {"state_clusters": state_table, "index_vs_pseudotime": _index_vs_pseudotime(neut_obs, pt_summary)}
-    if sub.refinement is not None and len(sub.refinement):
-        tables["refined_signatures"] = sub.refinement
+    if len(refined.table):
+        tables["refined_signatures"] = refined.table
     for col in NEUTROPHIL_COLUMNS:
         values = neut_obs[col].astype(str) if col == "neutrophil_state" else neut_obs[col]
         atlas.obs.loc[names, col] = values.to_numpy()
