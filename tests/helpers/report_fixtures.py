@@ -184,6 +184,11 @@ def _tables(obs: pd.DataFrame, rng: np.random.Generator) -> dict[str, pd.DataFra
 
     rho = spearmanr(neut["reprogramming_index"], neut["reprogramming_pseudotime"]).statistic if len(neut) > 2 else np.nan
     t["index_vs_pseudotime"] = pd.DataFrame({"spearman": [rho], "n_cells": [len(neut)]})
+    t["refined_signatures"] = pd.DataFrame({
+        "signature": ["T3_proxy", "blood_like"], "refined": [True, False], "programme": ["T3_proxy_refined", ""],
+        "n_seed_genes": [20, 8], "n_seed_genes_kept": [15, np.nan], "n_genes": [40, np.nan], "iterations": [2, 0],
+        "corr_with_signature": [0.8, np.nan], "top_genes": ["VEGFA, BNIP3, PLAU", ""],
+        "reason": ["", "fewer than 5 genes correlated with the signature at FDR 0.01"]})  # fmt: skip
     return t
 
 

@@ -105,6 +105,7 @@ def test_every_figure_has_a_caption(full_run):
     ("neutrophil_yield", "tables/neutrophil_yield.csv", None),
     ("index_vs_pseudotime", "tables/index_vs_pseudotime.csv", None),
     ("state_clusters", "tables/state_clusters.csv", None),
+    ("refined_signatures", "tables/refined_signatures.csv", None),
     ("qc_neutrophils", "store.neutrophils.csv", None),
 ])
 def test_tables_in_report_equal_csvs(full_run, table_id, csv, max_rows):
@@ -262,3 +263,15 @@ def test_not_a_run_dir(tmp_path):
         write_report(tmp_path)
     with pytest.raises(AtlasError, match="not a directory"):
         write_report(tmp_path / "nope")
+
+
+def test_pseudotime_caption_names_the_state_contrast_fallback():
+    from atlas.report.sections import _pseudotime_caption
+
+    class Inputs:
+        def table(self, name):
+            return pd.DataFrame({"method": ["state_contrast"], "start_cells": ["state immature"],
+                                 "end_cells": ["state T3"]}) if name == "index_vs_pseudotime" else None  # fmt: skip
+
+    caption = _pseudotime_caption(Inputs())
+    assert "T3-like state's evidence minus the immature state's" in caption and "no gene" in caption
