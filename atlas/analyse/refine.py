@@ -37,7 +37,16 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-__all__ = ["Programme", "log_normalised", "programme_reliabilities", "programme_scores", "refine_programme", "refined_name"]
+__all__ = [
+    "Candidates",
+    "Programme",
+    "log_normalised",
+    "prepare_candidates",
+    "programme_reliabilities",
+    "programme_scores",
+    "refine_programme",
+    "refined_name",
+]
 
 log = logging.getLogger(__name__)
 
@@ -94,11 +103,20 @@ class Programme:
         return np.asarray(x_log[:, idx[ok]] @ w).ravel()
 
 
+def _programme_genes(counts, progs: list[Programme]) -> tuple[sp.csr_matrix, pd.Index]:
+    """Log-normalised expression of the programmes' genes only (cells' totals over all genes), and their names."""
+    names = pd.Index(counts.var_names)
+    idx = names.get_indexer(list(dict.fromkeys(g for p in progs for g in p.genes)))
+    idx = np.sort(idx[idx >= 0])
+    totals = np.asarray(counts.X.sum(axis=1)).ravel()
+    return log_normalised(counts.X[:, idx], totals), names[idx]
+
+
 def programme_scores(counts, programmes: dict[str, Programme] | list[Programme]) -> pd.DataFrame:
     """Cells x programmes: each programme's score on raw ``counts`` (an AnnData; totals over all its genes)."""
     progs = list(programmes.values()) if isinstance(programmes, dict) else list(programmes)
-    x = log_normalised(counts.X)
-    return pd.DataFrame({p.name: p.score(x, counts.var_names) for p in progs}, index=counts.obs_names)
+    x, genes = _programme_genes(counts, progs)
+    return pd.DataFrame({p.name: p.score(x, genes) for p in progs}, index=counts.obs_names)
 
 
 # --- the refinement ----------------------------------------------------------------------------
@@ -155,9 +173,34 @@ def _step(x: sp.csr_matrix, w: np.ndarray, var: np.ndarray, design: _Design, fdr
     return out
 
 
+@dataclass
+class Candidates:
+    """The candidate genes of a refinement, prepared once for all the signatures refined on the same cells."""
+
+    genes: pd.Index  # genes detected in >= min_detection of the cells
+    x: sp.csr_matrix  # their log-normalised expression (cells x genes)
+    design: _Design  # within-block intercept and log-depth slope
+    var: np.ndarray  # each gene's residual variance under the design
+    min_detection: float
+
+
+def prepare_candidates(counts, blocks: np.ndarray | None = None, *, min_detection: float = 0.01) -> Candidates:
+    """The genes of raw ``counts`` (cells x all genes) detected in ``min_detection`` of the cells, log-normalised
+    (totals over all genes), with the design of ``blocks`` (one block when None) and log depth."""
+    totals = np.asarray(counts.X.sum(axis=1)).ravel().astype(np.float64)
+    n = counts.n_obs
+    detected = np.asarray((counts.X > 0).sum(axis=0)).ravel() / max(n, 1)
+    cand = np.flatnonzero(detected >= min_detection)
+    x = log_normalised(counts.X[:, cand], totals)
+    blocks = np.zeros(n, dtype=np.int64) if blocks is None else np.asarray(blocks)
+    design = _Design(blocks, np.log(np.maximum(totals, 1.0)))
+    return Candidates(pd.Index(counts.var_names)[cand], x, design, design.residual_variance(x), min_detection)
+
+
 def refine_programme(
     counts, seed_genes, blocks: np.ndarray | None = None, *, fdr: float = 0.01, min_detection: float = 0.01,
     max_iterations: int = 2, min_genes: int = 5, name: str = "", source: str = "",
+    candidates: Candidates | None = None,
 ) -> tuple[Programme | None, dict[str, Any]]:
     """Learn the programme seeded by ``seed_genes`` on the cells of ``counts`` (see the module notes).
 
@@ -173,6 +216,9 @@ def refine_programme(
         Gene test, candidate genes, refinement steps, smallest programme used.
     name, source
         The programme's score column and the signature it refines.
+    candidates
+        :func:`prepare_candidates` of the same ``counts`` and ``blocks`` (then ``min_detection`` is its own):
+        several signatures refined on the same cells share it.
 
     Returns
     -------
@@ -180,23 +226,16 @@ def refine_programme(
         The programme (None when the refinement kept fewer than ``min_genes`` genes, or the signature has no
         detected gene) and what happened (seed genes used and kept, iterations, genes).
     """
-    x_all = log_normalised(counts.X)
-    n = x_all.shape[0]
-    detected = np.asarray((x_all > 0).sum(axis=0)).ravel() / max(n, 1)
-    cand = np.flatnonzero(detected >= min_detection)
-    genes = pd.Index(counts.var_names)[cand]
-    x = sp.csr_matrix(x_all[:, cand])
+    c = candidates or prepare_candidates(counts, blocks, min_detection=min_detection)
+    genes, x, design, var = c.genes, c.x, c.design, c.var
+    n = x.shape[0]
     seed = genes.get_indexer(list(dict.fromkeys(seed_genes)))
     seed = seed[seed >= 0]
-    info: dict[str, Any] = {"n_cells": int(n), "n_candidate_genes": int(cand.size), "n_seed_genes": int(seed.size),
-                            "fdr": fdr, "min_detection": min_detection}  # fmt: skip
+    info: dict[str, Any] = {"n_cells": int(n), "n_candidate_genes": int(genes.size), "n_seed_genes": int(seed.size),
+                            "fdr": fdr, "min_detection": c.min_detection}  # fmt: skip
     if seed.size < 1 or n < 10:
-        info["reason"] = f"{seed.size} of its genes detected in >= {min_detection:.0%} of {n} cells"
+        info["reason"] = f"{seed.size} of its genes detected in >= {c.min_detection:.0%} of {n} cells"
         return None, info
-    blocks = np.zeros(n, dtype=np.int64) if blocks is None else np.asarray(blocks)
-    totals = np.asarray(counts.X.sum(axis=1)).ravel().astype(np.float64)
-    design = _Design(blocks, np.log(np.maximum(totals, 1.0)))
-    var = design.residual_variance(x)
     w = np.zeros(x.shape[1])
     w[seed] = 1.0 / seed.size
     seed_score = np.asarray(x @ w).ravel()
@@ -229,12 +268,12 @@ def programme_reliabilities(counts, programmes: dict[str, Programme], *, seed: i
     """Split-half reliability of each programme's weighted score on raw ``counts`` (cells at hand x all genes)."""
     from .reprogramming import signature_reliability
 
-    x = log_normalised(counts.X)
+    x, genes = _programme_genes(counts, list(programmes.values()))
     totals = np.asarray(counts.X.sum(axis=1)).ravel().astype(np.float64)
     ok = totals > 0
     out = {}
     for i, (name, p) in enumerate(programmes.items()):
-        idx = pd.Index(counts.var_names).get_indexer(list(p.genes))
+        idx = genes.get_indexer(list(p.genes))
         keep = idx >= 0
         expr = x[:, idx[keep]].toarray()[ok]
         out[name] = signature_reliability(expr, log_depth=np.log(totals[ok]), seed=seed + i,

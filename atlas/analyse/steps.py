@@ -260,21 +260,28 @@ def refine_signatures(
     """Each registry signature in ``names`` refined on the neutrophils' ``counts`` (:mod:`atlas.analyse.refine`,
     ``analyse.refine_signatures``); a signature not refined is noted and read as it is."""
     from ..catalogue.signatures import load_registry
-    from .refine import programme_reliabilities, programme_scores, refine_programme, refined_name
+    from .refine import (
+        prepare_candidates,
+        programme_reliabilities,
+        programme_scores,
+        refine_programme,
+        refined_name,
+    )
 
     o = s.refine_signatures
     rows: list[dict[str, Any]] = []
     if not o.enabled:
         return Refinement()
     reg = load_registry()
+    candidates = prepare_candidates(counts, blocks, min_detection=o.min_detection)  # shared by the signatures
     programmes: dict[str, Any] = {}
     for name in names:
         if name not in reg:
             rows.append({"signature": name, "refined": False, "reason": "not a registry signature"})
             continue
-        prog, info = refine_programme(counts, reg[name].genes, blocks, fdr=o.fdr, min_detection=o.min_detection,
-                                      max_iterations=o.max_iterations, min_genes=o.min_genes,
-                                      name=refined_name(name), source=name)  # fmt: skip
+        prog, info = refine_programme(counts, reg[name].genes, fdr=o.fdr, max_iterations=o.max_iterations,
+                                      min_genes=o.min_genes, name=refined_name(name), source=name,
+                                      candidates=candidates)  # fmt: skip
         row = {"signature": name, "refined": prog is not None, "programme": refined_name(name) if prog else "",
                **{k: (", ".join(v) if isinstance(v, list) else v) for k, v in info.items()}}  # fmt: skip
         rows.append(row)
