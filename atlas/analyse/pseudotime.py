@@ -405,9 +405,8 @@ def state_contrast_pseudotime(neut_obs: pd.DataFrame, end_state: str, immature: 
     independent cohorts and the simulator it ordered the neutrophils closer to the true pseudotime than the
     latent distance ratio or the index alone (``benchmarks/robustness.md``). Returns it and its description.
     """
-    end_col = f"state_z_{end_state}"
-    end = neut_obs[end_col] if end_col in neut_obs else neut_obs["reprogramming_index"]
-    end_name = end_col if end_col in neut_obs else "reprogramming_index"
+    end_name = f"state_z_{end_state}" if f"state_z_{end_state}" in neut_obs else "reprogramming_index"
+    end = neut_obs[end_name]
     end = (end - end.mean()) / (end.std() or 1.0)
     value, what = end.to_numpy(np.float64), end_name
     if immature:

@@ -266,16 +266,7 @@ def refine_programme(
 
 def programme_reliabilities(counts, programmes: dict[str, Programme], *, seed: int = 0) -> dict[str, float]:
     """Split-half reliability of each programme's weighted score on raw ``counts`` (cells at hand x all genes)."""
-    from .reprogramming import signature_reliability
+    from .reprogramming import signature_reliabilities
 
-    x, genes = _programme_genes(counts, list(programmes.values()))
-    totals = np.asarray(counts.X.sum(axis=1)).ravel().astype(np.float64)
-    ok = totals > 0
-    out = {}
-    for i, (name, p) in enumerate(programmes.items()):
-        idx = genes.get_indexer(list(p.genes))
-        keep = idx >= 0
-        expr = x[:, idx[keep]].toarray()[ok]
-        out[name] = signature_reliability(expr, log_depth=np.log(totals[ok]), seed=seed + i,
-                                          weights=np.asarray(p.weights)[keep])  # fmt: skip
-    return out
+    return signature_reliabilities(counts, {n: p.genes for n, p in programmes.items()}, seed=seed,
+                                   weights={n: p.weights for n, p in programmes.items()})  # fmt: skip

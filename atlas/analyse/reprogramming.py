@@ -39,12 +39,12 @@ versions (no ``weights`` field).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import pandas as pd
-import scipy.sparse as sp
 
 from ..core.errors import AtlasError
 
@@ -215,29 +215,29 @@ def signature_reliability(
 
 
 def signature_reliabilities(
-    counts, gene_sets: dict[str, list[str] | tuple[str, ...]], *, seed: int = 0
+    counts, gene_sets: dict[str, Sequence[str]], *, seed: int = 0, weights: dict[str, Sequence[float]] | None = None
 ) -> dict[str, float]:
     """:func:`signature_reliability` of each gene set on raw ``counts`` (an AnnData of the cells at hand).
 
     Counts are scaled to 10,000 per cell and log1p-transformed; a set's genes absent from
-    ``counts.var_names`` are ignored (NaN when fewer than 2 remain).
+    ``counts.var_names`` are ignored (NaN when fewer than 2 remain). ``weights`` (by set name, one per gene of
+    the set) makes that set's score the weighted sum of its genes (a learned programme).
     """
-    x = counts.X
-    depth = np.asarray(x.sum(axis=1)).ravel().astype(np.float64)
+    from .refine import log_normalised
+
+    depth = np.asarray(counts.X.sum(axis=1)).ravel().astype(np.float64)
     ok = depth > 0
     log_depth = np.log(np.where(ok, depth, 1.0))
-    scale = np.where(ok, 1e4 / np.where(ok, depth, 1.0), 0.0)
     out = {}
     for i, (name, genes) in enumerate(gene_sets.items()):
         idx = counts.var_names.get_indexer(list(genes))
-        idx = idx[idx >= 0]
-        if idx.size < 2:
+        found = idx >= 0
+        if found.sum() < 2:
             out[name] = float("nan")
             continue
-        sub = x[:, idx]
-        sub = sub.toarray() if sp.issparse(sub) else np.asarray(sub)
-        expr = np.log1p(sub.astype(np.float64) * scale[:, None])
-        out[name] = signature_reliability(expr[ok], log_depth=log_depth[ok], seed=seed + i)
+        expr = log_normalised(counts.X[:, idx[found]], depth).toarray()
+        w = None if weights is None or name not in weights else np.asarray(weights[name], dtype=np.float64)[found]
+        out[name] = signature_reliability(expr[ok], log_depth=log_depth[ok], seed=seed + i, weights=w)
     return out
 
 

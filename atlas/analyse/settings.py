@@ -359,6 +359,11 @@ class AnalysisSettings(StrictModel):
     statistics: StatsOptions = Field(default_factory=StatsOptions)
     seed: int = 0
 
+    def signatures_read(self) -> list[str]:
+        """The signatures the states and the index read (each once, in that order: up, down, states)."""
+        return list(dict.fromkeys([*self.reprogramming_up, *self.reprogramming_down,
+                                   *(x for sigs in self.state_signatures.values() for x in sigs)]))  # fmt: skip
+
     @field_validator("cell_type_markers")
     @classmethod
     def _has_neutrophil(cls, v: dict[str, list[str]]) -> dict[str, list[str]]:

@@ -162,10 +162,7 @@ def _score_atlas(
     atlas, store: Path, existing: pd.DataFrame | None, s: AnalysisSettings, scoring: ScoreConfig
 ) -> pd.DataFrame:
     """The score stage's scores plus the state and index signatures (scored here if missing), into ``atlas.obs``."""
-    score_names = list(dict.fromkeys(
-        [*(existing.columns if existing is not None else []), *s.reprogramming_up, *s.reprogramming_down,
-         *(x for sigs in s.state_signatures.values() for x in sigs)]
-    ))  # fmt: skip
+    score_names = list(dict.fromkeys([*(existing.columns if existing is not None else []), *s.signatures_read()]))
     all_scores = _scores_for(store, existing, score_names, atlas.obs_names, scoring)
     for c in all_scores.columns:
         atlas.obs[c] = all_scores[c].to_numpy()

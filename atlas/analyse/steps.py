@@ -225,7 +225,7 @@ def neutrophil_subatlas(atlas, store: Path, s: AnalysisSettings, subatlas_base=N
     is_neut = atlas.obs["is_neutrophil"].to_numpy(bool)
     n_neut = int(is_neut.sum())
     counts = read_store_rows(store, atlas.obs_names[is_neut])
-    names = _signatures_read(s)
+    names = s.signatures_read()
     reliability = _signature_reliabilities(counts, names, s.seed)
     notes: list[str] = []
     refined = refine_signatures(counts, atlas.obs.loc[counts.obs_names, "dataset_id"].astype(str).to_numpy(),
@@ -246,12 +246,6 @@ def neutrophil_subatlas(atlas, store: Path, s: AnalysisSettings, subatlas_base=N
         adata.obs["neutrophil_leiden"] = "0"
         summary = {"n_cells": n_neut, "fallback": "whole-atlas latent"}
     return SubAtlas(adata, summary, reliability, notes, refined)
-
-
-def _signatures_read(s: AnalysisSettings) -> list[str]:
-    """The registry signatures the states and the index read (each once)."""
-    return list(dict.fromkeys([*s.reprogramming_up, *s.reprogramming_down,
-                               *(x for sigs in s.state_signatures.values() for x in sigs)]))  # fmt: skip
 
 
 def refine_signatures(
