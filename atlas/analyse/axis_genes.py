@@ -11,7 +11,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from ..core.errors import AtlasError
-from .refine import log_normalised as _log_normalised
+from .expression import log_normalised as _log_normalised
 
 __all__ = ["MIN_AXIS_GENES", "MIN_BLOCK_CELLS", "axis_genes", "signature_pseudotime"]
 

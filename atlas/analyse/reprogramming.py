@@ -47,6 +47,7 @@ import numpy as np
 import pandas as pd
 
 from ..core.errors import AtlasError
+from .expression import log_normalised
 
 __all__ = [
     "ReprogrammingAxis",
@@ -223,8 +224,6 @@ def signature_reliabilities(
     ``counts.var_names`` are ignored (NaN when fewer than 2 remain). ``weights`` (by set name, one per gene of
     the set) makes that set's score the weighted sum of its genes (a learned programme).
     """
-    from .refine import log_normalised
-
     depth = np.asarray(counts.X.sum(axis=1)).ravel().astype(np.float64)
     ok = depth > 0
     log_depth = np.log(np.where(ok, depth, 1.0))
