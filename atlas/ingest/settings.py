@@ -43,10 +43,10 @@ class QCThresholds(StrictModel):
         "fixed = min_counts/min_genes (with the neutrophil floor) remove cells",
     )
     floor_min_counts: int | None = Field(
-        100, ge=0, description="mad mode: lenient UMI floor every cell must reach (below = not a cell; removed)"
+        50, ge=0, description="mad mode: lenient UMI floor every cell must reach (below = not a cell; removed)"
     )
     floor_min_genes: int | None = Field(
-        50, ge=0, description="mad mode: lenient detected-gene floor every cell must reach (removed below)"
+        20, ge=0, description="mad mode: lenient detected-gene floor every cell must reach (removed below)"
     )
     nmads_counts: float = Field(
         5.0, gt=0, description="mad mode: cells above median + nmads_counts x MAD of log1p(total counts) are removed"

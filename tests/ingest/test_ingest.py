@@ -391,7 +391,7 @@ def _mad_dataset(tmp_path, files, n=240):
     neut_p[1:5] = 0.1  # markers carry 40 % of a neutrophil's UMIs
     neut_p /= neut_p.sum()
     extra = [rng.multinomial(k, neut_p) for k in (250, 280, 300, 320)]
-    extra.append(rng.multinomial(60, p))  # under the 100-UMI floor
+    extra.append(rng.multinomial(30, p))  # under the 50-UMI floor
     mito_p = p.copy()
     mito_p[0] = 0.5
     extra.append(rng.multinomial(2500, mito_p / mito_p.sum()))  # 33 % mito
@@ -419,7 +419,7 @@ def test_mad_qc_flags_low_rna_and_removes_outliers(tmp_path, files, doublets):
     assert set(neut) <= set(a.obs_names) and a.obs.loc[neut, "qc_low_rna"].all()
     assert a.obs["qc_low_rna"].dtype == bool and row["cells_flagged_low_rna"] == a.obs["qc_low_rna"].sum()
     assert row["cells_flagged_low_rna"] < 10 and row["cells_out"] == a.n_obs
-    assert 250 < row["used_low_rna_counts"] < 2500 and row["used_min_counts"] == 100
+    assert 250 < row["used_low_rna_counts"] < 2500 and row["used_min_counts"] == 50
     assert res.neutrophils.loc["bad1", "evidence_cells_flagged_low_rna"] == 4
     kept = [int(c.split(":c")[1]) for c in a.obs_names]
     src = ad.read_h5ad(tmp_path / "mad.h5ad")
@@ -451,7 +451,7 @@ def test_dataset_whose_cells_all_fail_qc_refused(tmp_path, files, three):
     _bad(
         cfg, tmp_path / "o.h5ad",
         r"(?s)QC removed every cell of data set bad1 \(.*tiny\.csv\): 12 cells read.*low_counts 12.*"
-        r"min UMIs 100.*qc\.per_dataset.*qc\.enabled: false",
+        r"min UMIs 50.*qc\.per_dataset.*qc\.enabled: false",
     )
 
 

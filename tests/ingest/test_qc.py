@@ -120,7 +120,7 @@ def test_doublets_skip_small_samples():
 
 
 # ------------------------------------------------------------------------------------- mad mode
-MAD = QCThresholds()  # the defaults: mode mad, floor 100 UMIs / 50 genes, 5/3/3 MADs, 10-20 % mito
+MAD = QCThresholds()  # the defaults: mode mad, floor 50 UMIs / 20 genes, 5/3/3 MADs, 10-20 % mito
 
 
 def _metrics(counts, genes=None, mito=None, evidence=None) -> pd.DataFrame:
@@ -154,9 +154,9 @@ def _mad_run(m: pd.DataFrame, t: QCThresholds = MAD):
 
 def test_low_umi_neutrophil_is_flagged_not_removed():
     normal = _lognormal(300, 2500)
-    m = _metrics(np.r_[normal, 320, 80], genes=np.r_[normal * 0.4, 150, 60])
+    m = _metrics(np.r_[normal, 320, 40], genes=np.r_[normal * 0.4, 150, 30])
     b, reason, low = _mad_run(m)
-    assert b.min_counts == 100 and b.low_rna_counts > 320 and b.n_cells_mad == 301
+    assert b.min_counts == 50 and b.low_rna_counts > 320 and b.n_cells_mad == 301
     assert reason[300] == 0 and low[300]  # the 320-UMI neutrophil: kept, flagged
     assert reason[301] == QC_REASONS.index("low_counts") + 1 and not low[301]  # under the floor: removed
     assert not low[:300].any() and (reason[:300] == 0).all()
@@ -223,7 +223,7 @@ def test_mode_override_per_dataset():
 
 
 def test_tally_mad_row():
-    m = _metrics(np.r_[_lognormal(200, 2500), 300, 50], evidence=np.r_[np.zeros(200, bool), True, True])
+    m = _metrics(np.r_[_lognormal(200, 2500), 300, 30], evidence=np.r_[np.zeros(200, bool), True, True])
     t = QCTally("d", MAD)
     keep = t.add(m, floor_reasons(m, MAD))
     kept = m[keep].reset_index(drop=True)
@@ -235,7 +235,7 @@ def test_tally_mad_row():
     assert (row["cells_in"], row["removed_low_counts"], row["cells_flagged_low_rna"], row["cells_out"]) == (
         202, 1, int(low.sum()), 202 - 1 - int((reason > 0).sum())
     )
-    assert row["qc_mode"] == "mad" and row["used_min_counts"] == 100 and row["used_low_rna_counts"] > 300
+    assert row["qc_mode"] == "mad" and row["used_min_counts"] == 50 and row["used_low_rna_counts"] > 300
     nrow = t.neutrophil_row()
     assert (nrow["evidence_cells_in"], nrow["evidence_cells_removed"], nrow["evidence_cells_flagged_low_rna"]) == (
         2, 1, 1
