@@ -78,5 +78,15 @@ def test_same_seed_same_cohort(tmp_path):
 def test_oracle_figures_say_the_states_are_in_the_counts(store):
     figs = independent_cohort.oracle_figures(store, seed=3, n_datasets=8)
     assert set(figs) == {"oracle_t3_auroc", "oracle_pseudotime_spearman", "oracle_immature_auroc",
-                         "oracle_interferon_auroc", "oracle_antigen_presenting_auroc"}  # fmt: skip
+                         "oracle_interferon_auroc", "oracle_antigen_presenting_auroc", "oracle_state_macro_f1"}  # fmt: skip
     assert figs["oracle_t3_auroc"] > 0.8 and figs["oracle_pseudotime_spearman"] > 0.3
+    assert 0.3 < figs["oracle_state_macro_f1"] <= 1.0
+
+
+def test_oracle_state_f1_calls_from_the_best_thresholds():
+    state = np.array(["mature"] * 6 + ["T3"] * 2 + ["interferon"] * 2)
+    side = {"T3": np.array([0, 0, 0, 0, 0, 1, 5, 5, 0, 0.0]), "interferon": np.array([0, 0, 0, 0, 0, 0, 0, 0, 3, 4.0])}
+    # T3: the best cut calls only the two true T3 cells; interferon is separated exactly: every state right
+    assert independent_cohort._oracle_state_f1(state, side) == pytest.approx(1.0)
+    side["T3"] = np.array([0, 0, 0, 0, 0, 0, 0, 0, 0, 0.0])  # no T3 signal: T3 is never called, its F1 is 0
+    assert independent_cohort._oracle_state_f1(state, side) < 0.8
