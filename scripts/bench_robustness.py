@@ -321,7 +321,8 @@ def evaluate_one(runs: Path, point: str, seed: int, timing: dict, args) -> dict:
     reliability, atlas_cancer = atlas.pop("reliability", None), atlas.pop("cancer_types", None)
     if atlas:
         atlas.update(cancer_ceiling_and_index(run_dir))
-        if point == INDEPENDENT:  # what the cohort's own programmes reach on the same store: the per-cell ceiling
+        # what the cohort's own programmes reach on the same store: the per-cell ceiling
+        if point == INDEPENDENT:
             atlas.update(independent_cohort.oracle_figures(run_dir / "store.h5ad", seed, args.n_datasets))
 
     peer_dir = runs / f"{name}.peer"
