@@ -19,8 +19,9 @@ the analysis learns the programme from the data, seeded by the signature:
 
 Only positively correlated genes are taken: a programme is genes that rise together, and allowing
 anti-correlated genes let a side programme (immature) drift onto the dominant axis of the cohort (T3) on the
-hard simulator preset. A refinement that keeps fewer than ``min_genes`` genes is not used: the registry
-signature stays, and the analysis says so.
+hard simulator preset. A refinement that keeps fewer than ``min_genes`` genes, or whose signature has fewer
+than two candidate genes (:data:`MIN_SEED_GENES`), is not used: the registry signature stays, and the analysis
+says so.
 
 The learned programme's score of a cell is its weighted sum of log-normalised expression (no data-set
 centring: differences between cancers are what the analysis measures); its genes and weights are stored
@@ -54,6 +55,11 @@ log = logging.getLogger(__name__)
 
 #: suffix of a refined signature's score column
 SUFFIX = "_refined"
+#: Seed genes a refinement needs among the candidates. With one, leaving each gene out of its own test leaves
+#: no signature to test it against, and the genes found are those co-detected with one sparse gene by chance
+#: (an independent cohort's antigen-presenting signature, 1 of 3 genes detected in >= 1 % of the neutrophils,
+#: took FGF21, LEP, OTOA...: its state's F1 0.09 refined, 0.26 read as it is).
+MIN_SEED_GENES = 2
 
 
 def refined_name(signature: str) -> str:
@@ -223,8 +229,9 @@ def refine_programme(
     seed = seed[seed >= 0]
     info: dict[str, Any] = {"n_cells": int(n), "n_candidate_genes": int(genes.size), "n_seed_genes": int(seed.size),
                             "fdr": fdr, "min_detection": c.min_detection}  # fmt: skip
-    if seed.size < 1 or n < 10:
-        info["reason"] = f"{seed.size} of its genes detected in >= {c.min_detection:.0%} of {n} cells"
+    if seed.size < MIN_SEED_GENES or n < 10:
+        info["reason"] = (f"{seed.size} of its genes detected in >= {c.min_detection:.0%} of {n} cells (a programme "
+                          f"is learned from >= {MIN_SEED_GENES} that can be checked against each other)")  # fmt: skip
         return None, info
     w = np.zeros(x.shape[1])
     w[seed] = 1.0 / seed.size

@@ -77,6 +77,11 @@ def test_an_undetected_signature_is_not_refined_and_programmes_round_trip():
     a, seed_genes, on_p, _ = _cohort(seed=3, n=1000)
     prog, info = refine_programme(a, ["ABSENT1", "ABSENT2"], source="X")
     assert prog is None and info["n_seed_genes"] == 0 and "0 of its genes" in info["reason"]
+    # one detected gene: nothing to check it against, so nothing is learned from chance co-detection with it
+    one, info = refine_programme(a, ["P0", "ABSENT1"], a.obs["dataset_id"].to_numpy(), source="X")
+    assert one is None and info["n_seed_genes"] == 1 and "1 of its genes" in info["reason"]
+    two, _ = refine_programme(a, ["P0", "P1"], a.obs["dataset_id"].to_numpy(), source="X")
+    assert two is not None and sum(g.startswith("P") for g in two.genes) >= 20
     prog, _ = refine_programme(a, seed_genes, a.obs["dataset_id"].to_numpy(), source="S")
     back = Programme.from_dict({k: (np.asarray(v) if isinstance(v, list) else v) for k, v in prog.to_dict().items()})
     assert back.genes == prog.genes and np.allclose(back.weights, prog.weights)
