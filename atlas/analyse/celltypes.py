@@ -10,8 +10,11 @@
    enrichment per type gives a winner and a runner-up; the winner is called when the cluster
    stands clearly above the baseline (``min_effect``) and the runner-up reaches at most
    ``max_runner_up_ratio`` of the winner's enrichment (a half-neutrophil half-monocyte cluster has
-   two equal enrichments and is ``unknown``; a pure cluster of weak cells has one). Small clusters
-   are ``unknown``. Cells take their cluster's call.
+   two equal enrichments and is ``unknown``; a pure cluster of weak cells has one). A cluster above that
+   ratio whose cells do not split between the two types (each cell prefers the winner), whose runner-up
+   enrichment is below every clean cluster of the runner-up's type, and whose winner is not diluted keeps
+   its winner: one type expressing shared markers (monocytes with S100A8/9, MNDA), not a mixture
+   (:func:`_shared_not_mixed`). Small clusters are ``unknown``. Cells take their cluster's call.
 3. **Per-cell refinement (off by default, ``refine_cells``).** Cells take their cluster's call, as
    in CellTypist's majority voting. With ``refine_cells`` a cell of a called cluster moves to another
    called type when its own evidence for it (over the cluster's call) is an outlier of the cluster's
@@ -149,10 +152,15 @@ def cluster_calls(enrich: pd.DataFrame, codes: np.ndarray, uniques, rule: CellTy
     run = mean[np.arange(len(mean)), order[:, 1]] if len(types) > 1 else np.zeros(len(mean))
     ratio = np.where(win > 0, np.maximum(run, 0.0) / np.where(win > 0, win, 1.0), np.inf)
     rule_col = np.full(len(mean), "markers", dtype=object)
-    rule_col[ratio > rule.max_runner_up_ratio] = "unknown: mixed (runner-up too close)"
+    close = ratio > rule.max_runner_up_ratio
+    share = _runner_up_cell_share(enrich.to_numpy(), codes, order, len(uniques))
+    shared = close & _shared_not_mixed(win, run, ratio, share, order, ~close & (win >= rule.min_effect)
+                                       & (sizes >= rule.min_cluster_cells))  # fmt: skip
+    rule_col[close & ~shared] = "unknown: mixed (runner-up too close)"
+    rule_col[shared] = "markers (runner-up's markers shared by every cell, not a mixture)"
     rule_col[win < rule.min_effect] = "unknown: no type enriched"
     rule_col[sizes < rule.min_cluster_cells] = "unknown: too few cells"
-    call = np.where(rule_col == "markers", types[order[:, 0]], UNKNOWN)
+    call = np.where(np.char.startswith(rule_col.astype(str), "markers"), types[order[:, 0]], UNKNOWN)
     table = pd.DataFrame(
         {
             "cluster": np.asarray(uniques),
@@ -162,6 +170,7 @@ def cluster_calls(enrich: pd.DataFrame, codes: np.ndarray, uniques, rule: CellTy
             "runner_up": types[order[:, 1]] if len(types) > 1 else "",
             "runner_up_effect": run,
             "runner_up_ratio": ratio,
+            "runner_up_cell_share": share,
         }
     )
     if "neutrophil" in list(types):
@@ -169,6 +178,43 @@ def cluster_calls(enrich: pd.DataFrame, codes: np.ndarray, uniques, rule: CellTy
     table["call"] = call
     table["rule"] = rule_col
     return table
+
+
+def _runner_up_cell_share(e: np.ndarray, codes: np.ndarray, order: np.ndarray, n_clusters: int) -> np.ndarray:
+    """Per cluster, the share of its cells whose own enrichment for the cluster's runner-up type beats the winner's."""
+    if e.shape[1] < 2 or not len(codes):
+        return np.zeros(n_clusters)
+    rows = np.arange(len(codes))
+    prefers = e[rows, order[codes, 1]] > e[rows, order[codes, 0]]
+    sizes = np.bincount(codes, minlength=n_clusters)
+    return np.bincount(codes, weights=prefers.astype(np.float64), minlength=n_clusters) / np.maximum(sizes, 1)
+
+
+def _shared_not_mixed(
+    win: np.ndarray, run: np.ndarray, ratio: np.ndarray, share: np.ndarray, order: np.ndarray, clean: np.ndarray
+) -> np.ndarray:
+    """Clusters whose close runner-up comes from markers its cells share, not from a mixture of two types.
+
+    A mixture with a share ``f`` of runner-up cells has a runner-up ratio of about ``f / (1 - f)``, so about
+    ``ratio / (1 + ratio)`` of its cells prefer the runner-up on their own evidence; cells of one type that
+    express some of another type's markers (monocytes and neutrophils share S100A8/9, MNDA, CSF3R) do not
+    split. Such a cluster keeps its winner when (a) fewer than half that expected share of its cells prefer
+    the runner-up, (b) the runner-up's enrichment is below that of every clean cluster (called, no close
+    runner-up) of the runner-up's type, so it is no cluster of that type, and (c) the winner's enrichment is
+    not below that of every clean cluster of its own type (doublets of two types dilute both). Without a clean
+    cluster of the runner-up's type nothing says what a cluster of it looks like: the cluster stays mixed.
+    """
+    win_type, run_type = order[:, 0], order[:, 1] if order.shape[1] > 1 else order[:, 0]
+    n_types = order.shape[1]
+    lowest = np.full(n_types, np.nan)
+    for t in range(n_types):
+        own = clean & (win_type == t)
+        if own.any():
+            lowest[t] = win[own].min()
+    not_split = share < 0.5 * ratio / (1.0 + ratio)
+    below_runner_type = np.isfinite(lowest[run_type]) & (run < np.nan_to_num(lowest[run_type], nan=-np.inf))
+    diluted = np.isfinite(lowest[win_type]) & (win < np.nan_to_num(lowest[win_type], nan=-np.inf))
+    return not_split & below_runner_type & ~diluted
 
 
 def _demote(enrich: np.ndarray, codes: np.ndarray, call_idx: np.ndarray, demote_z: float) -> np.ndarray:

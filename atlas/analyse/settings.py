@@ -106,7 +106,9 @@ class CellTypeOptions(StrictModel):
         gt=0,
         lt=1,
         description="the runner-up's enrichment may reach at most this fraction of the winner's; above it the "
-        "cluster is a mixture and unknown (a half neutrophil, half monocyte cluster has a ratio near 1)",
+        "cluster is a mixture and unknown (a half neutrophil, half monocyte cluster has a ratio near 1), unless "
+        "its cells do not split between the two types and the runner-up's enrichment is below every clean "
+        "cluster of its type (one type expressing shared markers: the winner is kept)",
     )
     refine_cells: bool = Field(
         False,

@@ -76,6 +76,28 @@ def test_mixed_clusters_of_a_type_no_cluster_was_called_stay_unknown():
     assert (cells.loc[mono, "cell_type"].astype(str) == UNKNOWN).all()
 
 
+def test_monocytes_sharing_neutrophil_markers_keep_their_call_doublets_do_not():
+    """Monocyte clusters whose every cell carries some neutrophil markers (ratio ~0.55, above the mixture bound)
+    are monocytes, not mixtures: their cells do not split and their neutrophil enrichment is below every
+    neutrophil cluster's. A cluster of neutrophil-monocyte doublets has both types diluted: it stays unknown."""
+    rng = np.random.default_rng(5)
+    spec = [("0", "neutrophil", 300, 8.0), ("1", "neutrophil", 300, 8.0), ("2", "T", 300, 6.0),
+            ("3", "monocyte", 200, 8.0), ("4", "monocyte", 200, 8.0), ("5", "monocyte", 150, 0.0),
+            ("6", "T", 200, 6.0), ("7", "T", 200, 6.0), ("8", "T", 200, 6.0)]  # fmt: skip
+    scores, truth, clusters = _cohort(rng, spec)
+    mono = clusters.isin(["3", "4"]).to_numpy()
+    scores.loc[mono, "neutrophil"] += 4.5  # shared markers: about half a neutrophil's enrichment, in every cell
+    doublet = (clusters == "5").to_numpy()
+    scores.loc[doublet, ["neutrophil", "monocyte"]] += [4.0, 3.8]  # half of each type's markers
+    cells, table = annotate_cell_types(scores, clusters)
+    t = table.set_index("cluster")
+    assert (t.loc[["3", "4"], "runner_up_ratio"] > 0.5).all() and (t.loc[["3", "4"], "runner_up_cell_share"] < 0.1).all()
+    assert (t.loc[["3", "4"], "call"] == "monocyte").all() and t.loc["3", "rule"].startswith("markers (runner-up")
+    assert t.loc["5", "call"] == UNKNOWN and t.loc["5", "rule"].startswith("unknown: mixed")
+    assert not cells.loc[mono, "is_neutrophil"].any()
+    assert (cells.loc[mono, "cell_type"].astype(str) == "monocyte").all()
+
+
 def _monocyte_in_a_neutrophil_cluster():
     """Scores and clusters with a clear monocyte and a neutrophil with almost no evidence in the neutrophil cluster."""
     rng = np.random.default_rng(2)
