@@ -153,9 +153,9 @@ def cluster_calls(enrich: pd.DataFrame, codes: np.ndarray, uniques, rule: CellTy
     ratio = np.where(win > 0, np.maximum(run, 0.0) / np.where(win > 0, win, 1.0), np.inf)
     rule_col = np.full(len(mean), "markers", dtype=object)
     close = ratio > rule.max_runner_up_ratio
+    clean = ~close & (win >= rule.min_effect) & (sizes >= rule.min_cluster_cells)
     share = _runner_up_cell_share(enrich.to_numpy(), codes, order, len(uniques))
-    shared = close & _shared_not_mixed(win, run, ratio, share, order, ~close & (win >= rule.min_effect)
-                                       & (sizes >= rule.min_cluster_cells))  # fmt: skip
+    shared = close & _shared_not_mixed(win, run, ratio, share, order, clean)
     rule_col[close & ~shared] = "unknown: mixed (runner-up too close)"
     rule_col[shared] = "markers (runner-up's markers shared by every cell, not a mixture)"
     rule_col[win < rule.min_effect] = "unknown: no type enriched"
@@ -204,16 +204,15 @@ def _shared_not_mixed(
     not below that of every clean cluster of its own type (doublets of two types dilute both). Without a clean
     cluster of the runner-up's type nothing says what a cluster of it looks like: the cluster stays mixed.
     """
-    win_type, run_type = order[:, 0], order[:, 1] if order.shape[1] > 1 else order[:, 0]
-    n_types = order.shape[1]
-    lowest = np.full(n_types, np.nan)
-    for t in range(n_types):
-        own = clean & (win_type == t)
-        if own.any():
-            lowest[t] = win[own].min()
+    if order.shape[1] < 2:
+        return np.zeros(len(win), dtype=bool)
+    win_type, run_type = order[:, 0], order[:, 1]
+    # per type, the lowest winner enrichment of its clean clusters (NaN: none; comparisons with NaN are False)
+    lowest = np.array([win[clean & (win_type == t)].min() if (clean & (win_type == t)).any() else np.nan
+                       for t in range(order.shape[1])])  # fmt: skip
     not_split = share < 0.5 * ratio / (1.0 + ratio)
-    below_runner_type = np.isfinite(lowest[run_type]) & (run < np.nan_to_num(lowest[run_type], nan=-np.inf))
-    diluted = np.isfinite(lowest[win_type]) & (win < np.nan_to_num(lowest[win_type], nan=-np.inf))
+    below_runner_type = run < lowest[run_type]
+    diluted = win < lowest[win_type]
     return not_split & below_runner_type & ~diluted
 
 
