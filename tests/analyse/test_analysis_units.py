@@ -316,10 +316,16 @@ def test_signature_pseudotime_without_moving_genes_falls_back_to_the_state_contr
     # the end state's evidence minus the start's: noisy alone, together they order the cells
     obs["state_z_T3"] = t + rng.normal(0, 0.3, t.size)
     obs["state_z_immature"] = -t + rng.normal(0, 0.3, t.size)
+    obs["reprogramming_index"] = t + rng.normal(0, 0.2, t.size)  # the T3 axis, less noisy than state_z_T3
     pt, summary, notes = reprogramming_pseudotime(a, obs, AnalysisSettings())
+    assert "reprogramming_index - state_z_immature" in notes[-1]  # the index is built on T3's signature
+    rho_index = spearmanr(pt, t).statistic
+    other_up = AnalysisSettings(reprogramming_up=["HALLMARK_HYPOXIA"])  # an index that is not T3's axis
+    pt, summary, notes = reprogramming_pseudotime(a, obs, other_up)
     assert "state_z_T3 - state_z_immature" in notes[-1]
     rho = spearmanr(pt, t).statistic
     assert rho > spearmanr(obs["state_z_T3"], t).statistic + 0.05 and rho > 0.75
+    assert rho_index > rho
     # a blood-like start has no start programme: the end evidence alone
     pt, what = state_contrast_pseudotime(obs, "T3", immature=False)
     z = obs["state_z_T3"].to_numpy()
