@@ -295,7 +295,7 @@ class AnalysisSettings(StrictModel):
         "signature",
         description="signature: each cell's score on the genes that tell the T3-like end cells from the start cells"
         " (t-test within pseudotime_block_key, Cohen's d >= pseudotime_min_effect, BH FDR <= pseudotime_fdr;"
-        " weights the mean differences; when fewer than 5 genes pass, state_z_<end state> - state_z_immature); distance_ratio: relative"
+        " weights the mean differences; when fewer than 5 genes pass, the standardised index (state_z_<end state> when the index is not built on that state's signatures) - state_z_immature); distance_ratio: relative"
         " position in the sub-atlas latent between the start cells and the T3-like cells, d_start / (d_start +"
         " d_end); harmonic: probability that a random walk on the neutrophil graph reaches"
         " the end before the start; dpt: scanpy's diffusion pseudotime from one start cell",

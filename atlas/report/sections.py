@@ -48,8 +48,8 @@ def _pseudotime_caption(inputs) -> str:
         return ("pseudotime: each neutrophil's relative position in the sub-atlas latent between the start and the "
                 f"T3-like end of the trajectory{ends}, d_start / (d_start + d_end) scaled to 0-1")  # fmt: skip
     if method == "state_contrast":
-        return ("pseudotime: the T3-like state's evidence minus the immature state's (standardised within the "
-                "neutrophils) scaled to 0-1; no gene told the trajectory's start from its end on its own here")  # fmt: skip
+        return ("pseudotime: the T3-like end's evidence (the reprogramming index by default) minus the immature state's "
+                "(standardised within the neutrophils) scaled to 0-1; no gene told the trajectory's start from its end on its own here")  # fmt: skip
     if method == "harmonic":
         return ("pseudotime: the probability that a random walk on the neutrophil graph from the cell reaches the "
                 "most T3-like neutrophils before the start of the trajectory (0 = start, 1 = T3-like end)")  # fmt: skip

@@ -274,4 +274,4 @@ def test_pseudotime_caption_names_the_state_contrast_fallback():
                                  "end_cells": ["state T3"]}) if name == "index_vs_pseudotime" else None  # fmt: skip
 
     caption = _pseudotime_caption(Inputs())
-    assert "T3-like state's evidence minus the immature state's" in caption and "no gene" in caption
+    assert "T3-like end's evidence (the reprogramming index by default) minus the immature state's" in caption and "no gene" in caption
