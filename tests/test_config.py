@@ -110,3 +110,17 @@ def test_large_atlas_config_validates_with_a_users_ingest(tmp_path):
     assert loaded.store_format == "zarr"
     assert loaded.integrate.max_epochs == "auto" and loaded.integrate.train_steps == 1500
     assert loaded.analyse.subatlas.train_steps == 1000
+
+
+def test_errors_inside_an_ingest_section_name_the_users_keys_not_pydantics_union_branches(tmp_path):
+    data = {"name": "x", "run_dir": "r", "ingest": {"datasets": [{"path": "a.h5ad", "cancer_typ": "BRCA"}]}}
+    with pytest.raises(ConfigError) as e:
+        load_pipeline_config(_write(tmp_path, data))
+    lines = str(e.value).splitlines()[1:]
+    assert lines == ["  ingest.datasets[0].id: Field required", "  ingest.datasets[0].cancer_typ: unknown field"]
+    data["ingest"] = 5  # neither a section nor a path: every form it could take is named
+    with pytest.raises(ConfigError) as e:
+        load_pipeline_config(_write(tmp_path, data))
+    msg = str(e.value)
+    assert "ingest: Input should be a valid dictionary" in msg and "ingest: Input is not a valid path" in msg
+    assert "function-" not in msg and "lax-or-strict" not in msg

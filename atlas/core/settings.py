@@ -14,6 +14,7 @@ import hashlib
 import json
 import os
 import posixpath
+import re
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -32,13 +33,30 @@ class StrictModel(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
 
+#: location parts pydantic adds for the branches of a union or a validator (``function-after[...]``,
+#: ``lax-or-strict[...]``, ``str``, ``IngestConfig``): not keys the user wrote
+_BRANCH_TAG = re.compile(r"[\[(]|^(str|int|float|bool|list|dict|none)$|^[A-Z][a-z0-9]+[A-Z]\w*$")
+
+
+def _user_errors(err: ValidationError) -> list[tuple[tuple, str]]:
+    """(location as the user wrote it, message) per error; a union branch that failed only because the value
+    has another form (``ingest: {...}`` is not a path) is left out when another branch says what is wrong."""
+    rows = []
+    for e in err.errors():
+        loc = tuple(p for p in e["loc"] if isinstance(p, int) or not _BRANCH_TAG.search(str(p)))
+        branch = len(loc) < len(e["loc"])
+        rows.append((loc, "unknown field" if e["type"] == "extra_forbidden" else e["msg"], branch))
+    deeper = {loc[:k] for loc, _, _ in rows for k in range(len(loc))}
+    out = [(loc, msg) for loc, msg, branch in rows if not (branch and loc in deeper)]
+    return list(dict.fromkeys(out))
+
+
 def _format_validation_error(err: ValidationError, source: str) -> str:
     lines = []
-    for e in err.errors():
+    for parts, msg in _user_errors(err):
         loc = ""
-        for part in e["loc"]:
+        for part in parts:
             loc += f"[{part}]" if isinstance(part, int) else (f".{part}" if loc else str(part))
-        msg = "unknown field" if e["type"] == "extra_forbidden" else e["msg"]
         lines.append(f"  {loc or '(top level)'}: {msg}")
     return f"invalid configuration in {source}:\n" + "\n".join(lines)
 
