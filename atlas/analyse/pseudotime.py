@@ -66,6 +66,7 @@ __all__ = [
     "distance_ratio_pseudotime",
     "extreme_cells",
     "harmonic_pseudotime",
+    "mean_of_standardised",
     "reprogramming_pseudotime",
     "signature_pseudotime",
     "state_contrast_pseudotime",
@@ -426,6 +427,23 @@ def state_contrast_pseudotime(
     return pt, what
 
 
+def mean_of_standardised(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """The mean of two estimates of one ordering, each standardised over the cells where both are finite, scaled
+    to [0, 1] (NaN where either is NaN): the signature axis and the state contrast carry different noise (genes
+    learned from the anchor cells vs the refined programmes and the index), so their mean is steadier than either
+    (``benchmarks/robustness.md``, stop 25)."""
+    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    ok = np.isfinite(a) & np.isfinite(b)
+    out = np.full(a.shape, np.nan)
+    if not ok.any():
+        return out
+    za, zb = (a[ok] - a[ok].mean()) / (a[ok].std() or 1.0), (b[ok] - b[ok].mean()) / (b[ok].std() or 1.0)
+    m = (za + zb) / 2.0
+    lo, hi = m.min(), m.max()
+    out[ok] = (m - lo) / (hi - lo) if hi > lo else 0.0
+    return out
+
+
 def index_reads_state(settings, state: str) -> bool:
     """Whether the reprogramming index's up side is built on ``state``'s signatures (or their refined
     programmes): the index is then that state's axis."""
@@ -497,11 +515,15 @@ def reprogramming_pseudotime(
                    end_cells=end_desc)  # fmt: skip
     if method == "signature":
         pt, signature = _signature_or_nothing(neut_adata, neut_obs, start, end, settings, notes)
+        contrast, what = state_contrast_pseudotime(neut_obs, settings.pseudotime_end_state, immature,
+                                                   index_is_end_axis=index_reads_state(settings, settings.pseudotime_end_state))  # fmt: skip
         if signature is not None:
             summary.update(signature)
+            if settings.pseudotime_with_state_contrast:
+                pt = mean_of_standardised(pt, contrast)
+                summary["combined_with"] = what
             return pt, summary, notes
-        pt, what = state_contrast_pseudotime(neut_obs, settings.pseudotime_end_state, immature,
-                                             index_is_end_axis=index_reads_state(settings, settings.pseudotime_end_state))
+        pt = contrast
         notes.append(f"fewer than {MIN_AXIS_GENES} genes separate the pseudotime's start from its end cells (Cohen's d >= "
                      f"{settings.pseudotime_min_effect:g}, FDR {settings.pseudotime_fdr:g}): the pseudotime is {what} "
                      "instead, scaled to [0, 1]")  # fmt: skip

@@ -312,6 +312,11 @@ class AnalysisSettings(StrictModel):
     pseudotime_end_state: str = Field(
         "T3", description="signature, distance_ratio: the state whose neutrophils are the end of the trajectory"
     )
+    pseudotime_with_state_contrast: bool = Field(
+        True,
+        description="signature: the pseudotime is the mean of the axis genes' score and the state contrast (the"
+        " standardised index - state_z_immature), each standardised, scaled to [0, 1]; false: the axis score alone",
+    )
     pseudotime_min_effect: float = Field(
         0.8,
         gt=0,

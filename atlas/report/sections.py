@@ -41,9 +41,11 @@ def _pseudotime_caption(inputs) -> str:
         genes = [str(t[c].iloc[0]) if c in t and pd.notna(t[c].iloc[0]) else "" for c in ("n_axis_genes", "axis_genes_up",
                                                                                           "axis_genes_down")]  # fmt: skip
         axis = f"; {genes[0]} genes, rising {genes[1] or '-'}, falling {genes[2] or '-'}" if genes[0] else ""
+        both = str(t["combined_with"].iloc[0]) if "combined_with" in t and pd.notna(t["combined_with"].iloc[0]) else ""
+        both = f", averaged with the state contrast {both} (each standardised)" if both else ""
         return ("pseudotime: each neutrophil's score on the genes that tell the T3-like end of the trajectory from its "
-                f"start{ends} (compared within data sets: large effect, FDR-controlled; weighted by their mean difference{axis}), "
-                "scaled to 0-1")  # fmt: skip
+                f"start{ends} (compared within data sets: large effect, FDR-controlled; weighted by their mean difference{axis})"
+                f"{both}, scaled to 0-1")  # fmt: skip
     if method == "distance_ratio":
         return ("pseudotime: each neutrophil's relative position in the sub-atlas latent between the start and the "
                 f"T3-like end of the trajectory{ends}, d_start / (d_start + d_end) scaled to 0-1")  # fmt: skip

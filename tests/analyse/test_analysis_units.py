@@ -14,6 +14,7 @@ from atlas.analyse.pseudotime import (
     distance_ratio_pseudotime,
     extreme_cells,
     harmonic_pseudotime,
+    mean_of_standardised,
     reprogramming_pseudotime,
     signature_pseudotime,
     state_contrast_pseudotime,
@@ -378,3 +379,28 @@ def test_unknown_state_signature_fails_before_any_work():
         _check_signature_names(s, None)
     # a user's own gene set already scored (a column of scores.parquet) is accepted
     _check_signature_names(s, pd.DataFrame(columns=["NOT_A_SIGNATURE"]))
+
+
+def test_signature_pseudotime_is_averaged_with_the_state_contrast():
+    from scipy.stats import spearmanr
+
+    rng = np.random.default_rng(21)
+    a, obs, t, _ = _latent_trajectory(rng, n=600)
+    obs["reprogramming_index"] = t + rng.normal(0, 0.08, t.size)  # a contrast about as noisy as the gene axis
+    obs["state_z_immature"] = -t + rng.normal(0, 0.08, t.size)
+    alone, s_alone, _ = reprogramming_pseudotime(a, obs, AnalysisSettings(pseudotime_with_state_contrast=False))
+    both, s_both, _ = reprogramming_pseudotime(a, obs, AnalysisSettings())
+    contrast, what = state_contrast_pseudotime(obs, "T3", immature=True, index_is_end_axis=True)
+    assert s_alone["method"] == s_both["method"] == "signature" and "combined_with" not in s_alone
+    assert s_both["combined_with"] == what == "reprogramming_index - state_z_immature"
+    np.testing.assert_allclose(both, mean_of_standardised(alone, contrast))
+    rho = {k: spearmanr(v, t).statistic for k, v in (("alone", alone), ("contrast", contrast), ("both", both))}
+    assert rho["both"] > max(rho["alone"], rho["contrast"])  # two estimates with independent noise
+    assert both.min() == 0 and both.max() == 1
+
+
+def test_mean_of_standardised_ignores_scale_and_keeps_nan():
+    a = np.array([0.0, 1.0, 2.0, np.nan])
+    b = np.array([10.0, 30.0, 50.0, 70.0])  # same order, another scale
+    np.testing.assert_allclose(mean_of_standardised(a, b), [0.0, 0.5, 1.0, np.nan])
+    assert np.isnan(mean_of_standardised(np.full(3, np.nan), np.ones(3))).all()
