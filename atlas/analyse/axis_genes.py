@@ -13,12 +13,23 @@ import scipy.sparse as sp
 from ..core.errors import AtlasError
 from .expression import log_normalised as _log_normalised
 
-__all__ = ["MIN_AXIS_GENES", "MIN_BLOCK_CELLS", "axis_genes", "signature_pseudotime"]
+__all__ = ["MIN_AXIS_GENES", "MIN_BLOCK_CELLS", "axis_genes", "scale_to_unit", "signature_pseudotime"]
 
 #: fewer genes that separate the start from the end cells: no signature (the caller falls back)
 MIN_AXIS_GENES = 5
 #: a data set takes part in the start-vs-end comparison with this many start and end cells
 MIN_BLOCK_CELLS = 3
+
+
+def scale_to_unit(values: np.ndarray) -> np.ndarray:
+    """``values`` scaled to [0, 1] over its finite entries (all 0 when they are equal); NaN stays NaN."""
+    v = np.asarray(values, dtype=np.float64)
+    out = np.full(v.shape, np.nan)
+    finite = np.isfinite(v)
+    if finite.any():
+        lo, hi = v[finite].min(), v[finite].max()
+        out[finite] = (v[finite] - lo) / (hi - lo) if hi > lo else 0.0
+    return out
 
 
 def _mean_var(x: sp.csr_matrix, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -129,10 +140,6 @@ def signature_pseudotime(
         raise AtlasError("signature pseudotime needs at least one start and one end cell")
     x = _log_normalised(counts, totals)
     genes, weights = axis_genes(x, start, end, blocks=blocks, min_effect=min_effect, fdr=fdr)
-    pt = np.full(x.shape[0], np.nan)
     if genes.size < MIN_AXIS_GENES:
-        return pt, genes, weights
-    score = np.asarray(x[:, genes] @ weights).ravel()
-    lo, hi = score.min(), score.max()
-    pt[:] = (score - lo) / (hi - lo) if hi > lo else 0.0
-    return pt, genes, weights
+        return np.full(x.shape[0], np.nan), genes, weights
+    return scale_to_unit(np.asarray(x[:, genes] @ weights).ravel()), genes, weights

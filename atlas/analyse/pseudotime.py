@@ -56,7 +56,7 @@ import pandas as pd
 import scipy.sparse as sp
 
 from ..core.errors import AtlasError
-from .axis_genes import MIN_AXIS_GENES, signature_pseudotime
+from .axis_genes import MIN_AXIS_GENES, scale_to_unit, signature_pseudotime
 
 __all__ = [
     "check_anchors",
@@ -327,11 +327,9 @@ def distance_ratio_pseudotime(
         return dist.mean(axis=1)
 
     d_start, d_end = mean_distance(start), mean_distance(end)
-    ratio = d_start / np.maximum(d_start + d_end, np.finfo(np.float64).tiny)
-    lo, hi = ratio.min(), ratio.max()
     pt = np.full(z.shape[0], np.nan)
-    pt[finite] = (ratio - lo) / (hi - lo) if hi > lo else 0.0
-    return pt
+    pt[finite] = d_start / np.maximum(d_start + d_end, np.finfo(np.float64).tiny)
+    return scale_to_unit(pt)
 
 
 def _anchor_population(
@@ -419,12 +417,7 @@ def state_contrast_pseudotime(
     if immature:
         value = value - neut_obs["state_z_immature"].to_numpy(np.float64)
         what = f"{end_name} - state_z_immature"
-    finite = np.isfinite(value)
-    pt = np.full(len(value), np.nan)
-    if finite.any():
-        lo, hi = value[finite].min(), value[finite].max()
-        pt[finite] = (value[finite] - lo) / (hi - lo) if hi > lo else 0.0
-    return pt, what
+    return scale_to_unit(value), what
 
 
 def mean_of_standardised(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -434,14 +427,10 @@ def mean_of_standardised(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     (``benchmarks/robustness.md``, stop 25)."""
     a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
     ok = np.isfinite(a) & np.isfinite(b)
-    out = np.full(a.shape, np.nan)
-    if not ok.any():
-        return out
-    za, zb = (a[ok] - a[ok].mean()) / (a[ok].std() or 1.0), (b[ok] - b[ok].mean()) / (b[ok].std() or 1.0)
-    m = (za + zb) / 2.0
-    lo, hi = m.min(), m.max()
-    out[ok] = (m - lo) / (hi - lo) if hi > lo else 0.0
-    return out
+    total = np.full(a.shape, np.nan)  # the sum: the mean up to a factor the scaling removes
+    if ok.any():
+        total[ok] = sum((v[ok] - v[ok].mean()) / (v[ok].std() or 1.0) for v in (a, b))
+    return scale_to_unit(total)
 
 
 def index_reads_state(settings, state: str) -> bool:
