@@ -31,7 +31,8 @@
    ``unknown`` clusters take their most likely type when its posterior is at least
    ``min_confidence`` (else ``unknown``, confidence 0: that call is never right).
 5. ``is_neutrophil`` = called neutrophil. (The analyse stage then runs the second QC pass,
-   :func:`atlas.ingest.qc.second_pass_keep`: low-RNA cells stay only in clusters called neutrophil.)
+   :func:`atlas.ingest.qc.second_pass_keep`: low-RNA cells stay only in clusters called neutrophil, and
+   only when their ``neutrophil_confidence`` reaches ``min_confidence``.)
 """
 
 from __future__ import annotations

@@ -95,16 +95,18 @@ def identify_neutrophils(
     atlas, markers: pd.DataFrame, store: Path, s: AnalysisSettings, atlas_path: Path
 ) -> CellTypeCalls:
     """Cell types from the marker scores on the clusters, then the second QC pass (low-RNA cells only in
-    neutrophil clusters); writes the cell-type columns and ``passed_qc`` into ``atlas.obs``."""
+    neutrophil clusters, and only when likely neutrophils themselves); writes the cell-type columns and ``passed_qc`` into ``atlas.obs``."""
     clusters = _cell_type_clusters(atlas, s, atlas_path)
     cells, cluster_table = annotate_cell_types(markers, clusters, _cell_type_rule(s))
-    passed, qc_cell_types = _second_qc_pass(atlas, store, cells, cluster_table)
+    passed, qc_cell_types = _second_qc_pass(atlas, store, cells, cluster_table, s.cell_types.min_confidence)
     for col in _CELL_TYPE_COLUMNS:
         atlas.obs[col] = cells[col]
     atlas.obs["passed_qc"] = passed
     notes: list[str] = []
     if (~passed).any():
-        _note(notes, f"second QC pass: {int((~passed).sum())} low-RNA cells outside neutrophil clusters left out",
+        in_neut = int(cluster_table.loc[cluster_table["call"] == "neutrophil", "left_out_second_pass"].sum())
+        _note(notes, f"second QC pass: {int((~passed).sum())} low-RNA cells left out, {in_neut} of them in "
+              f"neutrophil clusters (neutrophil confidence below {s.cell_types.min_confidence:g})",
               logging.INFO)  # fmt: skip
     return CellTypeCalls(passed, cluster_table, qc_cell_types, notes)
 
@@ -174,8 +176,11 @@ def _low_rna_flags(atlas, store: Path) -> np.ndarray | None:
     return obs[col].reindex(atlas.obs_names).fillna(False).to_numpy(bool)
 
 
-def _second_qc_pass(atlas, store: Path, cells: pd.DataFrame, clusters: pd.DataFrame) -> tuple[np.ndarray, pd.DataFrame]:
-    """Keep mask of the second QC pass (low-RNA cells only in clusters called neutrophil) and its table.
+def _second_qc_pass(
+    atlas, store: Path, cells: pd.DataFrame, clusters: pd.DataFrame, min_confidence: float = 0.5
+) -> tuple[np.ndarray, pd.DataFrame]:
+    """Keep mask of the second QC pass and its table: low-RNA cells stay only in clusters called neutrophil,
+    and only when their calibrated neutrophil probability is at least ``min_confidence``.
 
     Cells that fail are not neutrophils (a propagated neutrophil call becomes unknown, confidence 0).
     """
@@ -184,8 +189,12 @@ def _second_qc_pass(atlas, store: Path, cells: pd.DataFrame, clusters: pd.DataFr
     low = _low_rna_flags(atlas, store)
     call = dict(zip(clusters["cluster"].astype(str), clusters["call"].astype(str), strict=True))
     neut_cluster = cells["cell_type_cluster"].astype(str).map(call).eq("neutrophil").to_numpy()
-    keep = np.ones(len(cells), bool) if low is None else second_pass_keep(low, neut_cluster)
+    keep = np.ones(len(cells), bool) if low is None else second_pass_keep(
+        low, neut_cluster, cells["neutrophil_confidence"].to_numpy(), min_confidence
+    )
     drop = ~keep
+    left_out = cells.loc[drop, "cell_type_cluster"].astype(str).value_counts()
+    clusters["left_out_second_pass"] = clusters["cluster"].astype(str).map(left_out).fillna(0).astype(int).to_numpy()
     cells.loc[drop, "is_neutrophil"] = False
     relabel = drop & (cells["cell_type"].astype(str) == "neutrophil").to_numpy()
     cells.loc[relabel, "cell_type"] = UNKNOWN

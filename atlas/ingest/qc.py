@@ -571,8 +571,19 @@ def _as_bool(x) -> np.ndarray:
     return np.asarray(pd.array(np.asarray(x, dtype=object), dtype="boolean").fillna(False), dtype=bool)
 
 
-def second_pass_keep(low_rna: np.ndarray, cluster_neutrophil_like: np.ndarray) -> np.ndarray:
+def second_pass_keep(
+    low_rna: np.ndarray,
+    cluster_neutrophil_like: np.ndarray,
+    neutrophil_confidence: np.ndarray | None = None,
+    min_confidence: float = 0.5,
+) -> np.ndarray:
     """Cluster-level second QC pass: keep unflagged cells, and flagged cells of neutrophil-like clusters.
+
+    Low-quality cells also cluster by their low quality: a cluster of 100-UMI cells of several types can
+    still be called neutrophil when half of it is. With ``neutrophil_confidence`` (the calibrated per-cell
+    posterior, whose prior is the cluster's own estimated composition) a flagged cell is kept only when it
+    is also at least ``min_confidence`` likely a neutrophil: in a pure neutrophil cluster that holds for a
+    cell with one detected marker, in a mixed one the cell's own markers decide.
 
     Parameters
     ----------
@@ -580,6 +591,10 @@ def second_pass_keep(low_rna: np.ndarray, cluster_neutrophil_like: np.ndarray) -
         Per cell, the store's ``qc_low_rna`` flag (missing values count as not flagged).
     cluster_neutrophil_like
         Per cell, whether its cluster was called neutrophil-like.
+    neutrophil_confidence
+        Per cell, the calibrated probability that it is a neutrophil (``None``: the cluster call alone).
+    min_confidence
+        The probability a flagged cell of a neutrophil-like cluster needs to stay.
 
     Returns
     -------
@@ -590,6 +605,13 @@ def second_pass_keep(low_rna: np.ndarray, cluster_neutrophil_like: np.ndarray) -
         raise ValueError(
             f"second_pass_keep: {low.shape[0]} low-RNA flags but {neut.shape[0]} cluster calls; give one of each per cell"
         )
+    if neutrophil_confidence is not None:
+        conf = np.asarray(neutrophil_confidence, dtype=np.float64)
+        if conf.shape != low.shape:
+            raise ValueError(
+                f"second_pass_keep: {low.shape[0]} low-RNA flags but {conf.shape[0]} confidences; give one of each per cell"
+            )
+        neut = neut & (conf >= min_confidence)  # NaN: not confident
     return ~low | neut
 
 

@@ -186,6 +186,28 @@ def test_second_pass_keeps_low_rna_neutrophils_of_neutrophil_clusters_only(tmp_p
     assert keep_all.all()
 
 
+def test_second_pass_leaves_out_the_unlikely_cells_of_a_low_quality_cluster_called_neutrophil():
+    rng = np.random.default_rng(6)
+    # cluster 3: low-quality cells of two types that clustered together, 70 % neutrophils (called neutrophil)
+    spec = [("0", "neutrophil", 200, 3.0), ("1", "T", 200, 3.0), ("2", "monocyte", 200, 3.0),
+            ("3", "neutrophil", 70, 3.0), ("3", "T", 30, 3.0)]  # fmt: skip
+    scores, truth, clusters = _cohort(rng, spec)
+    cells, table = annotate_cell_types(scores, clusters)
+    assert table.set_index("cluster").loc["3", "call"] == "neutrophil"
+    low = (clusters == "3").to_numpy() | (np.arange(len(clusters)) < 20)  # plus 20 low-RNA cells of cluster 0
+    atlas = ad.AnnData(obs=pd.DataFrame({"dataset_id": "d1", "qc_low_rna": low}, index=scores.index))
+    keep, _ = _second_qc_pass(atlas, None, cells, table)
+    in_3 = (clusters == "3").to_numpy()
+    t_cells, neutrophils = in_3 & (truth == "T").to_numpy(), in_3 & (truth == "neutrophil").to_numpy()
+    assert keep[:20].all()  # low-RNA cells of a pure neutrophil cluster all stay
+    assert keep[t_cells].mean() < 0.2 and keep[neutrophils].mean() > 0.9
+    assert not cells.loc[~keep, "is_neutrophil"].any()
+    assert table.set_index("cluster").loc["3", "left_out_second_pass"] == (~keep[in_3]).sum()
+    # without the per-cell check (probability 0 needed) the whole cluster stays
+    keep_all, _ = _second_qc_pass(atlas, None, cells.copy(), table, min_confidence=0.0)
+    assert keep_all.all()
+
+
 def test_settings_validate_and_resolution_schedule():
     assert AnalysisSettings().cell_types.resolution == "auto"
     with pytest.raises(ValueError):

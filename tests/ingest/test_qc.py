@@ -252,6 +252,16 @@ def test_second_pass_keeps_flagged_cells_of_neutrophil_clusters_only():
         second_pass_keep(low, neut[:3])
 
 
+def test_second_pass_needs_a_likely_neutrophil_when_confidences_are_given():
+    low = np.array([True, True, True, False, True])
+    neut = np.array([True, True, True, True, False])
+    conf = np.array([0.9, 0.3, np.nan, 0.1, 0.99])  # unflagged cells stay whatever their confidence
+    assert second_pass_keep(low, neut, conf).tolist() == [True, False, False, True, False]
+    assert second_pass_keep(low, neut, conf, min_confidence=0.2).tolist() == [True, True, False, True, False]
+    with pytest.raises(ValueError, match="confidences"):
+        second_pass_keep(low, neut, conf[:4])
+
+
 def test_qc_by_cell_type():
     obs = pd.DataFrame(
         {
