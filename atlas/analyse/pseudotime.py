@@ -504,20 +504,20 @@ def reprogramming_pseudotime(
                    end_cells=end_desc)  # fmt: skip
     if method == "signature":
         pt, signature = _signature_or_nothing(neut_adata, neut_obs, start, end, settings, notes)
-        contrast, what = state_contrast_pseudotime(neut_obs, settings.pseudotime_end_state, immature,
-                                                   index_is_end_axis=index_reads_state(settings, settings.pseudotime_end_state))  # fmt: skip
-        if signature is not None:
+        if signature is not None and not settings.pseudotime_with_state_contrast:
             summary.update(signature)
-            if settings.pseudotime_with_state_contrast:
-                pt = mean_of_standardised(pt, contrast)
-                summary["combined_with"] = what
             return pt, summary, notes
-        pt = contrast
+        end_state = settings.pseudotime_end_state
+        contrast, what = state_contrast_pseudotime(neut_obs, end_state, immature,
+                                                   index_is_end_axis=index_reads_state(settings, end_state))
+        if signature is not None:
+            summary.update(signature, combined_with=what)
+            return mean_of_standardised(pt, contrast), summary, notes
         notes.append(f"fewer than {MIN_AXIS_GENES} genes separate the pseudotime's start from its end cells (Cohen's d >= "
                      f"{settings.pseudotime_min_effect:g}, FDR {settings.pseudotime_fdr:g}): the pseudotime is {what} "
                      "instead, scaled to [0, 1]")  # fmt: skip
         summary["method"] = "state_contrast"
-        return pt, summary, notes
+        return contrast, summary, notes
     if method == "distance_ratio":
         pt = distance_ratio_pseudotime(neut_adata.obsm["X_scVI"], start, end, seed=settings.seed,
                                        n_anchor_neighbors=settings.pseudotime_anchor_neighbors)  # fmt: skip

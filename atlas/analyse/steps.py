@@ -95,7 +95,8 @@ def identify_neutrophils(
     atlas, markers: pd.DataFrame, store: Path, s: AnalysisSettings, atlas_path: Path
 ) -> CellTypeCalls:
     """Cell types from the marker scores on the clusters, then the second QC pass (low-RNA cells only in
-    neutrophil clusters, and only when likely neutrophils themselves); writes the cell-type columns and ``passed_qc`` into ``atlas.obs``."""
+    neutrophil clusters, and only when likely neutrophils themselves); writes the cell-type columns and
+    ``passed_qc`` into ``atlas.obs``."""
     clusters = _cell_type_clusters(atlas, s, atlas_path)
     cells, cluster_table = annotate_cell_types(markers, clusters, _cell_type_rule(s))
     passed, qc_cell_types = _second_qc_pass(atlas, store, cells, cluster_table, s.cell_types.min_confidence)
@@ -182,7 +183,8 @@ def _second_qc_pass(
     """Keep mask of the second QC pass and its table: low-RNA cells stay only in clusters called neutrophil,
     and only when their calibrated neutrophil probability is at least ``min_confidence``.
 
-    Cells that fail are not neutrophils (a propagated neutrophil call becomes unknown, confidence 0).
+    Cells that fail are not neutrophils (a propagated neutrophil call becomes unknown, confidence 0); ``clusters``
+    gains ``left_out_second_pass``, the cells of each cluster that fail.
     """
     from ..ingest.qc import qc_by_cell_type, second_pass_keep
 

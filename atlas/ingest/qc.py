@@ -601,16 +601,13 @@ def second_pass_keep(
     Boolean keep mask.
     """
     low, neut = _as_bool(low_rna), _as_bool(cluster_neutrophil_like)
-    if low.shape != neut.shape:
-        raise ValueError(
-            f"second_pass_keep: {low.shape[0]} low-RNA flags but {neut.shape[0]} cluster calls; give one of each per cell"
-        )
-    if neutrophil_confidence is not None:
-        conf = np.asarray(neutrophil_confidence, dtype=np.float64)
-        if conf.shape != low.shape:
+    conf = None if neutrophil_confidence is None else np.asarray(neutrophil_confidence, dtype=np.float64)
+    for what, values in (("cluster calls", neut), ("confidences", conf)):
+        if values is not None and values.shape != low.shape:
             raise ValueError(
-                f"second_pass_keep: {low.shape[0]} low-RNA flags but {conf.shape[0]} confidences; give one of each per cell"
+                f"second_pass_keep: {low.shape[0]} low-RNA flags but {values.shape[0]} {what}; give one of each per cell"
             )
+    if conf is not None:
         neut = neut & (conf >= min_confidence)  # NaN: not confident
     return ~low | neut
 
