@@ -21,8 +21,13 @@ overlaps the signature's genes, subtracting a noisy ``down`` score makes the ind
    Spearman-Brown corrected and averaged over splits. ``r_s`` is the share of the score's variance
    that is signal rather than sampling noise.
 2. **Up side**: an ``up`` signature measures the T3 axis by definition, so its loading is
-   ``l_s = sqrt(r_s)`` and its noise variance ``1 - r_s``. The up composite ``U`` is
-   ``sum l_s / (1 - l_s**2) * x_s`` and its reliability ``r_U`` follows from the same model.
+   ``l_s = sqrt(r_s)`` and its noise variance ``1 - r_s``. A programme learned from the data seeded by an
+   ``up`` signature (its *anchor*, :mod:`atlas.analyse.refine`) also takes genes that move along the
+   neutrophils' main trajectory rather than with the signature's programme, so it counts only with the part of
+   its signal its anchor shares: ``rho_s = corr(x_s, x_anchor) / sqrt(r_s r_anchor)`` clipped to [0, 1],
+   loading ``l_s = sqrt(r_s) * rho_s`` (``rho_s`` is 1 when the anchor carries no signal to compare with).
+   The up composite ``U`` is ``sum l_s / (1 - l_s**2) * x_s`` and its reliability ``r_U`` follows from the
+   same model (noise variance ``1 - l_s**2`` per score).
 3. **Down side**: a ``down`` signature counts only with the part of its signal that lies on the
    axis: its disattenuated correlation with the up composite, ``rho_s = -corr(x_s, U) /
    sqrt(r_s r_U)`` clipped to [0, 1], gives the loading ``l_s = sqrt(r_s) * rho_s``.
@@ -243,35 +248,53 @@ def signature_reliabilities(
 # --- fitting -----------------------------------------------------------------------------------
 
 
+def _corr(a: np.ndarray, b: np.ndarray) -> float:
+    return float(np.corrcoef(a, b)[0, 1]) if np.std(a) > 0 and np.std(b) > 0 else 0.0
+
+
+def _disattenuated(corr: float, r_a: float, r_b: float, *, if_unknown: float) -> float:
+    """``corr / sqrt(r_a r_b)`` clipped to [0, 1]; ``if_unknown`` when a reliability is 0."""
+    denom = np.sqrt(r_a * r_b)
+    return float(np.clip(corr / denom, 0.0, 1.0)) if denom > 0 else if_unknown
+
+
 def factor_weights(
-    z: pd.DataFrame, up: tuple[str, ...], down: tuple[str, ...], reliability: dict[str, float]
+    z: pd.DataFrame, up: tuple[str, ...], down: tuple[str, ...], reliability: dict[str, float],
+    anchors: dict[str, str] | None = None,
 ) -> tuple[dict[str, float], dict[str, dict[str, float]]]:
     """One-factor weights (loading / noise variance) of standardised scores ``z`` (see the module notes).
 
-    Returns the positive weight of each up/down column (on ``z``) and, per column, its reliability,
-    loading and (down side) disattenuated correlation with the up composite.
+    ``anchors`` maps an up column learned from the data to the up signature it was seeded by: its loading is
+    then disattenuated by its correlation with that signature. Returns the positive weight of each up/down
+    column (on ``z``) and, per column, its reliability, loading and (down side, anchored up side) disattenuated
+    correlation with the up composite or its anchor.
     """
+    rel = {c: float(np.clip(reliability[c], 0.0, MAX_RELIABILITY)) for c in (*up, *down)}
+    given = anchors or {}
+    anchors = {c: a for c, a in given.items() if c in up and a in up and a not in given}  # one level only
     info: dict[str, dict[str, float]] = {}
     weights: dict[str, float] = {}
     for c in up:
-        r = float(np.clip(reliability[c], 0.0, MAX_RELIABILITY))
-        weights[c] = np.sqrt(r) / (1.0 - r)
-        info[c] = {"reliability": r, "loading": float(np.sqrt(r))}
+        load = float(np.sqrt(rel[c]))
+        info[c] = {"reliability": rel[c]}
+        if c in anchors:
+            a = anchors[c]
+            rho = _disattenuated(_corr(z[c].to_numpy(), z[a].to_numpy()), rel[c], rel[a], if_unknown=1.0)
+            load *= rho
+            info[c] |= {"anchor": a, "disattenuated_corr_with_anchor": rho}
+        weights[c] = load / (1.0 - load**2)
+        info[c]["loading"] = load
     if sum(weights.values()) <= 0:  # no up signature carries signal: fall back to equal weights
         weights = {c: 1.0 for c in up}
     comp = z[list(up)].to_numpy() @ np.array([weights[c] for c in up])
-    noise = sum(weights[c] ** 2 * (1.0 - info[c]["reliability"]) for c in up)
+    noise = sum(weights[c] ** 2 * (1.0 - info[c]["loading"] ** 2) for c in up)
     var_u = float(np.var(comp))
     r_u = float(np.clip(1.0 - noise / var_u, 0.0, 1.0)) if var_u > 0 else 0.0
     for c in down:
-        r = float(np.clip(reliability[c], 0.0, MAX_RELIABILITY))
-        xc = z[c].to_numpy()
-        corr = float(np.corrcoef(xc, comp)[0, 1]) if np.std(xc) > 0 and np.std(comp) > 0 else 0.0
-        denom = np.sqrt(r * r_u)
-        rho = float(np.clip(-corr / denom, 0.0, 1.0)) if denom > 0 else 0.0
-        load = np.sqrt(r) * rho
+        rho = _disattenuated(-_corr(z[c].to_numpy(), comp), rel[c], r_u, if_unknown=0.0)
+        load = np.sqrt(rel[c]) * rho
         weights[c] = load / (1.0 - load**2)
-        info[c] = {"reliability": r, "loading": float(load), "disattenuated_corr_with_up": rho}
+        info[c] = {"reliability": rel[c], "loading": float(load), "disattenuated_corr_with_up": rho}
     return {c: float(w) for c, w in weights.items()}, info
 
 
@@ -283,6 +306,7 @@ def fit_reprogramming_axis(
     method: str = "scanpy",
     quantiles: tuple[float, float] = (0.01, 0.99),
     reliability: dict[str, float] | None = None,
+    anchors: dict[str, str] | None = None,
 ) -> ReprogrammingAxis:
     """Fit the axis on reference neutrophils' scores (rows = neutrophils only).
 
@@ -300,6 +324,8 @@ def fit_reprogramming_axis(
         Per up/down column, its split-half reliability on these neutrophils
         (:func:`signature_reliabilities`). Given and finite for all of them: reliability weights;
         else the plain ``mean(up) - mean(down)`` (recorded in ``extra["weighting"]``).
+    anchors
+        Up columns learned from the data -> the up signature each was seeded by (:func:`factor_weights`).
     """
     up, down = tuple(up), tuple(down)
     _check_columns(scores, up, down)
@@ -314,7 +340,7 @@ def fit_reprogramming_axis(
     if known and not set(up) & set(down):
         sd = vals.std(axis=0, ddof=0).replace(0.0, 1.0)
         z = (vals - vals.mean(axis=0)) / sd
-        w, info = factor_weights(z, up, down, reliability)
+        w, info = factor_weights(z, up, down, reliability, anchors)
         weights = {c: w[c] / float(sd[c]) for c in cols}
         extra = {"weighting": "reliability", "signatures": info}
     elif reliability is not None:

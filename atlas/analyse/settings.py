@@ -128,7 +128,7 @@ class CellTypeOptions(StrictModel):
         gt=0,
         lt=1,
         description="cells of unknown clusters take the propagated type when its calibrated probability is at "
-        "least this (else unknown); a low-RNA cell of a neutrophil cluster passes the second QC pass only when its "
+        "least this (else unknown); a low-RNA cell of a neutrophil-like cluster passes the second QC pass only when its "
         "calibrated neutrophil probability is at least this",
     )
     n_folds: int = Field(5, ge=2, le=20, description="cross-validation folds of the confidence model")

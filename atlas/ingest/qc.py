@@ -23,7 +23,8 @@ single-cell best-practices book do.
 * Cells below ``median - nmads_low_rna * MAD`` of log1p counts or of log1p genes (3 MADs, scater's
   default) but above the floor are **not** removed: they are kept and flagged ``qc_low_rna``.
   Neutrophils sit there. The analyse stage clusters all cells and keeps a flagged cell only if its
-  cluster is neutrophil-like (:func:`second_pass_keep`; :func:`qc_by_cell_type` tabulates it), as
+  cluster is neutrophil-like (called neutrophil, or without a clear winner but led by neutrophil) and the cell
+  itself likely a neutrophil (:func:`second_pass_keep`; :func:`qc_by_cell_type` tabulates it), as
   published neutrophil atlases do (cluster first at a lenient floor, then keep low-RNA cells whose
   cluster is neutrophil-like). Lower-tail flags are cheap to get wrong (the cluster decides), so they
   use the stricter 3 MADs; removals use the permissive 5.

@@ -208,6 +208,28 @@ def test_second_pass_leaves_out_the_unlikely_cells_of_a_low_quality_cluster_call
     assert keep_all.all()
 
 
+def test_second_pass_keeps_the_likely_neutrophils_of_an_unknown_cluster_led_by_neutrophil_only():
+    rng = np.random.default_rng(7)
+    # clusters 3 and 4 have no clear winner; 3 is led by neutrophils (with monocytes), 4 by T cells
+    spec = [("0", "neutrophil", 200, 3.0), ("1", "T", 200, 3.0), ("2", "monocyte", 200, 3.0),
+            ("3", "neutrophil", 120, 3.0), ("3", "monocyte", 80, 3.0), ("4", "T", 120, 3.0), ("4", "neutrophil", 80, 3.0)]
+    scores, truth, clusters = _cohort(rng, spec)
+    cells, table = annotate_cell_types(scores, clusters)
+    by = table.set_index("cluster")
+    assert by.loc["3", ["call", "winner"]].tolist() == [UNKNOWN, "neutrophil"]
+    assert by.loc["4", ["call", "winner"]].tolist() == [UNKNOWN, "T"]
+    low = clusters.isin(["3", "4"]).to_numpy()  # every cell of the two clusters flagged low-RNA
+    atlas = ad.AnnData(obs=pd.DataFrame({"dataset_id": "d1", "qc_low_rna": low}, index=scores.index))
+    keep, _ = _second_qc_pass(atlas, None, cells, table)
+    in_3, in_4 = (clusters == "3").to_numpy(), (clusters == "4").to_numpy()
+    neut = (truth == "neutrophil").to_numpy()
+    assert keep[in_3 & neut].mean() > 0.9 and keep[in_3 & ~neut].mean() < 0.1
+    assert not keep[in_4].any()  # a cluster led by another type keeps none of its low-RNA cells
+    assert cells.loc[in_3 & neut, "is_neutrophil"].mean() > 0.9 and not cells.loc[in_4, "is_neutrophil"].any()
+    assert table.set_index("cluster")["neutrophil_like"].to_dict() == {"0": True, "1": False, "2": False, "3": True,
+                                                                      "4": False}
+
+
 def test_settings_validate_and_resolution_schedule():
     assert AnalysisSettings().cell_types.resolution == "auto"
     with pytest.raises(ValueError):

@@ -84,6 +84,43 @@ def test_informative_down_signature_is_used():
     assert roc_auc_score(t3, apply_reprogramming_axis(scores, axis)) > roc_auc_score(t3, scores["T3_proxy"])
 
 
+def _with_noise(rng, signal: np.ndarray, reliability: float) -> np.ndarray:
+    """``signal`` plus Gaussian noise, so that ``reliability`` of the sum's variance is signal."""
+    return signal + rng.normal(0, np.sqrt(signal.var() * (1 - reliability) / reliability), signal.size)
+
+
+def test_programme_counts_by_what_its_anchor_shares():
+    rng = np.random.default_rng(6)
+    t3 = (rng.random(3000) < 0.2).astype(float)
+    trajectory = rng.normal(size=t3.size)  # a second, T3-unrelated programme the learned one also took
+    anchor = _with_noise(rng, t3, 0.6)  # the registry signature: T3 itself, with counting noise
+    learned = _with_noise(rng, 0.5 * t3 / t3.std() + trajectory, 0.95)
+    scores = pd.DataFrame({"T3_proxy": anchor, "T3_proxy_refined": learned, "blood_like": rng.normal(size=t3.size)})
+    rel = {"T3_proxy": 0.6, "T3_proxy_refined": 0.95, "blood_like": 0.05}
+    fit = dict(up=("T3_proxy", "T3_proxy_refined"), down=("blood_like",), reliability=rel)
+    naive = fit_reprogramming_axis(scores, **fit)
+    anchored = fit_reprogramming_axis(scores, **fit, anchors={"T3_proxy_refined": "T3_proxy"})
+    info = anchored.extra["signatures"]["T3_proxy_refined"]
+    assert info["anchor"] == "T3_proxy" and info["disattenuated_corr_with_anchor"] < 0.6
+    auroc = {k: roc_auc_score(t3, apply_reprogramming_axis(scores, a)) for k, a in (("naive", naive), ("anchored", anchored))}
+    alone = roc_auc_score(t3, anchor)
+    assert auroc["naive"] < alone - 0.01  # the learned programme's reliability alone gave it the larger weight
+    assert auroc["anchored"] >= alone - 0.002
+
+
+def test_programme_that_measures_its_anchors_programme_better_keeps_its_weight():
+    rng = np.random.default_rng(7)
+    t3 = (rng.random(3000) < 0.2).astype(float)
+    anchor = _with_noise(rng, t3, 0.2)  # half the programme's genes in the signature: mostly counting noise
+    learned = _with_noise(rng, t3, 0.7)
+    scores = pd.DataFrame({"T3_proxy": anchor, "T3_proxy_refined": learned, "blood_like": rng.normal(size=t3.size)})
+    axis = fit_reprogramming_axis(scores, up=("T3_proxy", "T3_proxy_refined"), down=("blood_like",),
+                                  reliability={"T3_proxy": 0.2, "T3_proxy_refined": 0.7, "blood_like": 0.05},
+                                  anchors={"T3_proxy_refined": "T3_proxy"})  # fmt: skip
+    assert axis.extra["signatures"]["T3_proxy_refined"]["disattenuated_corr_with_anchor"] > 0.9
+    assert roc_auc_score(t3, apply_reprogramming_axis(scores, axis)) > roc_auc_score(t3, anchor) + 0.05
+
+
 def test_axis_roundtrip_and_old_axes_without_weights():
     rng = np.random.default_rng(4)
     scores = pd.DataFrame({"T3_proxy": rng.normal(size=300), "blood_like": rng.normal(size=300)})
