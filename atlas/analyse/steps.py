@@ -295,7 +295,7 @@ def refine_signatures(
             continue
         prog, info = refine_programme(counts, reg[name].genes, fdr=o.fdr, max_iterations=o.max_iterations,
                                       min_genes=o.min_genes, name=refined_name(name), source=name,
-                                      candidates=candidates)  # fmt: skip
+                                      candidates=candidates, random_state=s.seed)  # fmt: skip
         row = {"signature": name, "refined": prog is not None, "programme": refined_name(name) if prog else "",
                **{k: (", ".join(v) if isinstance(v, list) else v) for k, v in info.items()}}  # fmt: skip
         rows.append(row)

@@ -7,13 +7,20 @@ import pytest
 import scipy.sparse as sp
 from sklearn.metrics import roc_auc_score
 
-from atlas.analyse.refine import Programme, programme_reliabilities, programme_scores, refine_programme
+from atlas.analyse.refine import (
+    Programme,
+    control_genes,
+    programme_reliabilities,
+    programme_scores,
+    refine_programme,
+)
 
 
-def _cohort(seed=0, n=1500, depth=250.0):
+def _cohort(seed=0, n=1500, depth=250.0, deep_factor=1.0):
     """Low-depth cells of 3 data sets: a programme P (genes P0-P29) on in 20 % of cells, an independent,
     stronger programme Q (Q0-Q29) in 30 %, data-set genes (D0-D9, high in data set 2 only), 300 null genes.
-    The seed signature holds 6 of P's genes and 8 genes that do not move (a proxy that half matches)."""
+    The seed signature holds 6 of P's genes and 8 genes that do not move (a proxy that half matches).
+    Data set 1 is sequenced ``deep_factor`` times deeper (another platform)."""
     rng = np.random.default_rng(seed)
     on_p, on_q = rng.random(n) < 0.2, rng.random(n) < 0.3
     ds = rng.integers(0, 3, n)
@@ -24,7 +31,7 @@ def _cohort(seed=0, n=1500, depth=250.0):
     rate[:, :30] *= np.where(on_p, 3.0, 1.0)[:, None]
     rate[:, 30:60] *= np.where(on_q, 5.0, 1.0)[:, None]
     rate[:, 60:70] *= np.where(ds == 2, 6.0, 1.0)[:, None]
-    size = rng.lognormal(0, 0.4, n)[:, None]
+    size = (rng.lognormal(0, 0.4, n) * np.where(ds == 1, deep_factor, 1.0))[:, None]
     rate = rate / rate.sum(axis=1, keepdims=True) * depth * size
     counts = sp.csr_matrix(rng.poisson(rate).astype(np.float32))
     obs = pd.DataFrame({"dataset_id": ds.astype(str)}, index=[f"c{i}" for i in range(n)])
@@ -85,12 +92,43 @@ def test_an_undetected_signature_is_not_refined_and_programmes_round_trip():
     prog, _ = refine_programme(a, seed_genes, a.obs["dataset_id"].to_numpy(), source="S")
     back = Programme.from_dict({k: (np.asarray(v) if isinstance(v, list) else v) for k, v in prog.to_dict().items()})
     assert back.genes == prog.genes and np.allclose(back.weights, prog.weights)
+    assert back.control_genes == prog.control_genes and np.allclose(back.control_weights, prog.control_weights)
     np.testing.assert_allclose(programme_scores(a, [back])["S_refined"], programme_scores(a, [prog])["S_refined"])
     # absent genes count 0: a query lacking some genes is still scored on the others
     sub = a[:, [g for g in a.var_names if g != prog.genes[0]]].copy()
     assert np.isfinite(programme_scores(sub, [prog])["S_refined"]).all()
     rel = programme_reliabilities(a, {"S_refined": prog})["S_refined"]
     assert 0.3 < rel <= 0.95
+
+
+def test_control_genes_take_the_shift_a_deeper_platform_gives_every_gene():
+    """Two platforms, one at 4x the depth (SeqWell vs 10x): the plain weighted sum of the programme's genes rises
+    with depth in cells where the programme is off; minus control genes of matched expression it does not."""
+    a, seed_genes, on_p, _ = _cohort(seed=4, n=3000, depth=150.0, deep_factor=4.0)
+    deep = a.obs["dataset_id"].to_numpy() == "1"
+    prog, info = refine_programme(a, seed_genes, a.obs["dataset_id"].to_numpy(), source="S")
+    assert prog is not None and info["n_control_genes"] > 0 and not set(prog.control_genes) & set(prog.genes)
+    plain = Programme("plain", "S", prog.genes, prog.weights)
+    scores = programme_scores(a, [prog, plain])
+
+    def off_shift(col):  # deep minus shallow platform, programme off, in SDs of the score
+        v = scores[col].to_numpy()
+        return (v[deep & ~on_p].mean() - v[~deep & ~on_p].mean()) / v.std()
+
+    assert off_shift("plain") > 0.5
+    assert abs(off_shift("S_refined")) < 0.5 * off_shift("plain")
+    assert roc_auc_score(on_p, scores["S_refined"]) > roc_auc_score(on_p, scores["plain"])
+
+
+def test_control_genes_match_each_bin_and_carry_its_weight():
+    mean = np.arange(100, dtype=float)  # 100 genes, 10 bins of 10
+    ctrl, w = control_genes(mean, np.array([5, 7, 55]), np.array([1.0, 2.0, 4.0]), n_bins=10, size=4, seed=1)
+    bins = ctrl // 10
+    assert sorted(set(bins)) == [0, 5] and not set(ctrl) & {5, 7, 55}
+    assert np.isclose(w[bins == 0].sum(), 3.0) and np.isclose(w[bins == 5].sum(), 4.0) and (bins == 0).sum() == 4
+    # a programme stored by an earlier version (no control genes) is scored as its weighted sum
+    old = Programme.from_dict({"name": "s", "source": "s", "genes": ["P0", "P1"], "weights": [1.0, 1.0]})
+    assert old.control_genes == () and old.all_genes() == ["P0", "P1"]
 
 
 @pytest.mark.parametrize("bad", [{"fdr": 0}, {"max_iterations": 0}, {"min_detection": 1.0}])
