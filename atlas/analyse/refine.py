@@ -31,8 +31,8 @@ weight is subtracted, spread evenly, from its bin's control genes. A cell's dept
 an expression level alike (more genes detected at 600 UMIs than at 200), and the plain weighted sum carried that
 shift: on an independent cohort's SeqWell data sets (~600 UMIs against ~200 on 10x) the undamaged mature
 neutrophils scored +0.5 to +0.7 SD on the T3 programme and a quarter of them were called T3; with control genes
-that shift shrank to within the 10x data sets' spread and the programme's T3 AUROC rose 0.87-0.94 -> 0.91-0.97
-(0.97-0.99 -> 0.999-1.000 on the simulator). There is no data-set centring: differences between cancers are what
+that shift shrank to within the 10x data sets' spread and the programme's T3 AUROC rose 0.87-0.94 -> 0.92-0.97
+(0.97-0.99 -> 0.999-1.000 on the simulator; ``benchmarks/robustness.md``, stop 27). There is no data-set centring: differences between cancers are what
 the analysis measures. Genes, weights, control genes and their weights are stored with the atlas so a query is
 scored on the same programme.
 """
