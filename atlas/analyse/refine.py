@@ -32,9 +32,9 @@ an expression level alike (more genes detected at 600 UMIs than at 200), and the
 shift: on an independent cohort's SeqWell data sets (~600 UMIs against ~200 on 10x) the undamaged mature
 neutrophils scored +0.5 to +0.7 SD on the T3 programme and a quarter of them were called T3; with control genes
 that shift shrank to within the 10x data sets' spread and the programme's T3 AUROC rose 0.87-0.94 -> 0.92-0.97
-(0.97-0.99 -> 0.999-1.000 on the simulator; ``benchmarks/robustness.md``, stop 27). There is no data-set centring: differences between cancers are what
-the analysis measures. Genes, weights, control genes and their weights are stored with the atlas so a query is
-scored on the same programme.
+(0.97-0.99 -> 0.999-1.000 on the simulator; ``benchmarks/robustness.md``, stop 27). There is no data-set
+centring: differences between cancers are what the analysis measures. Genes, weights, control genes and their
+weights are stored with the atlas so a query is scored on the same programme.
 """
 
 from __future__ import annotations
@@ -330,8 +330,9 @@ def refine_programme(
     ctrl, ctrl_w = control_genes(c.mean, order, w[order], seed=random_state)
     score = np.asarray(x @ w).ravel() - np.asarray(x[:, ctrl] @ ctrl_w).ravel()
     corr = float(np.corrcoef(score, seed_score)[0, 1]) if np.std(score) > 0 and np.std(seed_score) > 0 else 0.0
-    info.update(n_genes=int(kept.size), n_seed_genes_kept=int(np.isin(seed, kept).sum()), n_control_genes=int(ctrl.size),
-                corr_with_signature=corr, top_genes=[str(g) for g in genes[order[:10]]])  # fmt: skip
+    info.update(n_genes=int(kept.size), n_seed_genes_kept=int(np.isin(seed, kept).sum()),
+                n_control_genes=int(ctrl.size), corr_with_signature=corr,
+                top_genes=[str(g) for g in genes[order[:10]]])  # fmt: skip
     prog = Programme(name=name or refined_name(source), source=source,
                      genes=tuple(str(g) for g in genes[order]), weights=tuple(float(v) for v in w[order]), info=info,
                      control_genes=tuple(str(g) for g in genes[ctrl]),

@@ -317,9 +317,10 @@ def refine_signatures(
 def _reading(s: AnalysisSettings, programmes: dict[str, Any]) -> AnalysisSettings:
     """``s`` with each refined signature read through its programme: the states and the index's down side read
     the programme instead of the signature, the index's up side reads both (the reliability weights balance
-    them, the programme's disattenuated by its correlation with the signature), so the index never loses a signature that already matches the data: on the simulator, whose T3
-    programme T3_proxy matches, the programme alone (which also takes the genes drifting along the trajectory)
-    ranked T3 cells a little below T3_proxy (AUROC 0.98-0.99 vs 0.98-1.00), the two together not."""
+    them, the programme's disattenuated by its correlation with the signature), so the index never loses a
+    signature that already matches the data: on the simulator, whose T3 programme T3_proxy matches, the programme
+    alone (which also takes the genes drifting along the trajectory) once ranked T3 cells a little below
+    T3_proxy."""
     if not programmes:
         return s
     swap = {src: p.name for src, p in programmes.items()}
