@@ -328,7 +328,9 @@ def refine_programme(
     kept = np.flatnonzero(w > 0)
     order = kept[np.argsort(-w[kept], kind="stable")]
     ctrl, ctrl_w = control_genes(c.mean, order, w[order], seed=random_state)
-    score = np.asarray(x @ w).ravel() - np.asarray(x[:, ctrl] @ ctrl_w).ravel()
+    net = w.copy()
+    net[ctrl] -= ctrl_w  # control genes are never programme genes: the score as Programme.score computes it
+    score = np.asarray(x @ net).ravel()
     corr = float(np.corrcoef(score, seed_score)[0, 1]) if np.std(score) > 0 and np.std(seed_score) > 0 else 0.0
     info.update(n_genes=int(kept.size), n_seed_genes_kept=int(np.isin(seed, kept).sum()),
                 n_control_genes=int(ctrl.size), corr_with_signature=corr,

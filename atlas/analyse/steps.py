@@ -195,9 +195,9 @@ def _second_qc_pass(
     from ..ingest.qc import qc_by_cell_type, second_pass_keep
 
     low = _low_rna_flags(atlas, store)
-    neutrophil_like = (clusters["call"].astype(str) == "neutrophil") | (
-        (clusters["call"].astype(str) == UNKNOWN) & (clusters["winner"].astype(str) == "neutrophil"))
-    clusters["neutrophil_like"] = neutrophil_like.to_numpy(bool)
+    call = clusters["call"].astype(str)
+    led = clusters["winner"].astype(str) == "neutrophil"
+    clusters["neutrophil_like"] = ((call == "neutrophil") | ((call == UNKNOWN) & led)).to_numpy(bool)
     like = dict(zip(clusters["cluster"].astype(str), clusters["neutrophil_like"], strict=True))
     neut_cluster = cells["cell_type_cluster"].astype(str).map(like).fillna(False).to_numpy(bool)
     keep = np.ones(len(cells), bool) if low is None else second_pass_keep(
