@@ -110,6 +110,9 @@ def test_atlas_run_resumes_and_skips(tmp_path):
     manifest = json.loads((tmp_path / "run" / "manifest.json").read_text())
     assert set(manifest) == {"simulate", "ingest", "integrate", "score", "analyse", "report"}
     assert (tmp_path / "run" / "report.html").exists() and (tmp_path / "run" / "atlas.h5ad").exists()
+    rule = ad.read_h5ad(tmp_path / "run" / "atlas.h5ad", backed="r").uns["state_rule"]
+    assert rule["cells"] == "own" and "T3" in rule["cell_cuts"]  # the state rule the report's caption names
+    assert "chosen by each cell&#x27;s own unsmoothed evidence" in (tmp_path / "run" / "report.html").read_text()
     ref = ad.read_h5ad(tmp_path / "run" / "reference" / "atlas.h5ad")
     assert {"X_scVI", "X_umap"} <= set(ref.obsm) and "leiden" in ref.obs and "truth_state" in ref.obs
     scores = pd.read_parquet(tmp_path / "run" / "scores.parquet")

@@ -272,6 +272,12 @@ class AnalysisSettings(StrictModel):
         1, ge=0, le=5, description="steps of averaging state scores over the neutrophil kNN graph (0 = off)"
     )
     state_min_z: float = Field(0.5, description="best state's z (within neutrophils) must reach this")
+    state_cells: Literal["own", "smoothed"] = Field(
+        "own",
+        description="own: the smoothed rule (state_min_z, state_min_margin, cluster evidence) sets how many neutrophils"
+        " each state holds and each cell's own unsmoothed evidence which (a per-state cut at that count); smoothed:"
+        " the smoothed rule's calls",
+    )
     state_min_margin: float = Field(
         0.25, ge=0, description="and beat the second best by this, else unassigned"
     )

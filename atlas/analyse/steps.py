@@ -361,9 +361,11 @@ def assign_neutrophil_states(
     states = assign_states(sscore, connectivities=sub.adata.obsp.get("connectivities"),
                            smoothing_steps=s.state_smoothing_steps, min_z=s.state_min_z,
                            min_margin=s.state_min_margin, default_state=s.default_state,
-                           clusters=neut_obs["neutrophil_leiden"].to_numpy(), reliability=state_rel)  # fmt: skip
+                           clusters=neut_obs["neutrophil_leiden"].to_numpy(), reliability=state_rel,
+                           cells=s.state_cells)  # fmt: skip
     state_fit = {"default_state_used": states.attrs.get("default_state") or "unassigned",
-                 "reliability": state_rel, "cluster_weight": states.attrs.get("cluster_weight", {})}  # fmt: skip
+                 "reliability": state_rel, "cluster_weight": states.attrs.get("cluster_weight", {}),
+                 "cells": s.state_cells, **({"cell_cuts": states.attrs["cell_cuts"]} if "cell_cuts" in states.attrs else {})}  # fmt: skip
     for col in states.columns:
         neut_obs[col] = states[col]
     return state_fit, state_clusters(states, neut_obs["neutrophil_leiden"], sscore)

@@ -318,7 +318,8 @@ def subatlas(rep: HtmlReport, inputs: RunInputs) -> None:
             rep.figure(plots.umap_plot(xy, o["neutrophil_state"], "Neutrophil sub-atlas: state",
                                        name="neutrophil_state"),
                        "Neutrophil sub-atlas coloured by state (immature, mature/blood-like, interferon, "
-                       "antigen-presenting, T3; unassigned where two states are too close to call).",
+                       "antigen-presenting, T3; unassigned where two states are too close to call). "
+                       + _state_rule_caption(inputs),
                        name="subatlas_state", size="half")
         for col, what in (("reprogramming_index", "reprogramming index: a per-cell position on the blood-like -> "
                            "T3 axis from signature scores (higher = more T3-like)"),
@@ -570,6 +571,21 @@ def provenance(rep: HtmlReport, inputs: RunInputs) -> None:
                     ("reprogramming_axis", "reprogramming axis")):
         if uns.get(k):
             rep.pre(json.dumps(_jsonable(uns[k]), indent=2, default=str), f"atlas.h5ad uns['{k}']: {what}")
+
+
+def _state_rule_caption(inputs: RunInputs) -> str:
+    """Which rule made the state calls (``uns["state_rule"]``), in a sentence."""
+    uns = inputs.atlas.uns if inputs.atlas is not None else {}
+    rule = dict(uns.get("state_rule") or {})
+    if rule.get("cells") == "own":
+        cuts = {k: float(v) for k, v in dict(rule.get("cell_cuts") or {}).items() if np.isfinite(float(v))}
+        shown = ", ".join(f"{k} z >= {v:.2f}" for k, v in cuts.items())
+        return ("Each state holds as many cells as the graph-smoothed rule (state_min_z, state_min_margin, cluster "
+                f"evidence) gives it, chosen by each cell's own unsmoothed evidence ({shown or 'no state called'}); "
+                f"the rest take the default state ({rule.get('default_state_used', 'mature')}).")
+    if rule.get("cells") == "smoothed":
+        return "Calls of the graph-smoothed rule (state_cells: smoothed)."
+    return ""
 
 
 def _jsonable(x):

@@ -61,13 +61,15 @@ def test_neutrophil_yield_per_dataset_and_platform():
 def test_states_rule_default_and_unassigned():
     idx = [f"n{i}" for i in range(6)]
     s = pd.DataFrame({"T3": [3, 0, 0, 2.0, 0, 0], "interferon": [0, 3, 0, 2.0, 0, 0]}, index=idx)
-    out = assign_states(s, smoothing_steps=0, min_z=0.5, min_margin=0.25, default_state="mature")
+    out = assign_states(s, smoothing_steps=0, min_z=0.5, min_margin=0.25, default_state="mature", cells="smoothed")
     st = out["neutrophil_state"].astype(str).tolist()
     assert st[0] == "T3" and st[1] == "interferon"
     assert st[3] == UNASSIGNED  # two programmes equally high
     assert st[2] == "mature" and st[4] == "mature"  # nothing stands out: the default
-    none = assign_states(s, smoothing_steps=0, default_state=None)
+    none = assign_states(s, smoothing_steps=0, default_state=None, cells="smoothed")
     assert none["neutrophil_state"].astype(str).iloc[2] == UNASSIGNED
+    with pytest.raises(ValueError, match="cells="):
+        assign_states(s, cells="both")
 
 
 def test_smoothing_averages_neighbours():

@@ -19,7 +19,7 @@ from atlas.analyse.reprogramming import (
     signature_reliabilities,
     signature_reliability,
 )
-from atlas.analyse.states import assign_states
+from atlas.analyse.states import UNASSIGNED, assign_states
 
 
 def _counts(rng, n_cells: int, t3: np.ndarray, *, down_signal: float, up_signal: float = 1.5, depth: float = 400.0):
@@ -195,11 +195,12 @@ def test_states_follow_the_data_spread_and_clusters():
                            "T3": (truth == "T3") * 1.0})  # fmt: skip
     noisy = signal + rng.normal(0, 0.6, signal.shape)
     # the units of the scores do not matter: thresholds are in the neutrophils' own spread
-    a = assign_states(noisy, smoothing_steps=0, default_state="mature")
-    b = assign_states(noisy * 1000.0 - 5.0, smoothing_steps=0, default_state="mature")
+    a = assign_states(noisy, smoothing_steps=0, default_state="mature", cells="smoothed")
+    b = assign_states(noisy * 1000.0 - 5.0, smoothing_steps=0, default_state="mature", cells="smoothed")
     assert (a["neutrophil_state"] == b["neutrophil_state"]).all()
     rel = {c: 0.3 for c in signal}
-    shrunk = assign_states(noisy, smoothing_steps=0, default_state="auto", clusters=clusters, reliability=rel)
+    shrunk = assign_states(noisy, smoothing_steps=0, default_state="auto", clusters=clusters, reliability=rel,
+                           cells="smoothed")
     assert shrunk.attrs["default_state"] == "mature"  # chosen from the data
     rule = shrunk["neutrophil_state_rule"].astype(str)
     assert set(rule) <= {"cell", "cluster", "default", "ambiguous"}
@@ -214,3 +215,56 @@ def test_states_follow_the_data_spread_and_clusters():
     # a reliable score keeps the cell's own value: little shrinkage
     kept = assign_states(noisy, smoothing_steps=0, clusters=clusters, reliability={c: 0.95 for c in signal})
     assert kept.attrs["cluster_weight"]["T3"] < 0.2
+
+
+def _chain_graph(n: int) -> sp.csr_matrix:
+    """Each cell linked to its two neighbours in order (a graph whose neighbourhoods mix the states below)."""
+    i = np.arange(n - 1)
+    g = sp.coo_matrix((np.ones(n - 1), (i, i + 1)), shape=(n, n))
+    return (g + g.T).tocsr()
+
+
+def test_own_evidence_picks_the_cells_smoothing_set_the_count_of():
+    """A rare state whose cells form no compartment of the graph: smoothing halves each cell's evidence (its
+    neighbours are mature), so the smoothed calls lose cells to their neighbours; the own-evidence rule keeps the
+    smoothed rule's count but chooses the cells by their own scores."""
+    rng = np.random.default_rng(3)
+    n = 2000
+    truth = np.where(rng.random(n) < 0.06, "interferon", "mature")
+    noisy = pd.DataFrame({"mature": rng.normal(0, 0.3, n), "interferon": (truth == "interferon") + rng.normal(0, 0.3, n)})
+    kw = dict(connectivities=_chain_graph(n), smoothing_steps=1, default_state="mature")
+    smoothed = assign_states(noisy, cells="smoothed", **kw)
+    own = assign_states(noisy, **kw)
+    ifn_s = smoothed["neutrophil_state"].astype(str).to_numpy() == "interferon"
+    ifn_o = own["neutrophil_state"].astype(str).to_numpy() == "interferon"
+    assert ifn_o.sum() == ifn_s.sum()  # the count is the smoothed rule's
+    true = truth == "interferon"
+    f1 = lambda call: 2 * (call & true).sum() / (call.sum() + true.sum())  # noqa: E731
+    assert f1(ifn_o) > f1(ifn_s) + 0.05
+    cut = own.attrs["cell_cuts"]["interferon"]
+    z = (noisy["interferon"] - noisy["interferon"].mean()) / noisy["interferon"].std(ddof=0)
+    assert (z.to_numpy()[ifn_o] >= cut - 1e-12).all() and np.isnan(own.attrs["cell_cuts"]["mature"])
+    assert set(own["neutrophil_state_rule"].astype(str)) <= {"cell", "default", "ambiguous"}
+    assert (own["neutrophil_state_rule"].astype(str).to_numpy()[ifn_o] == "cell").all()
+    conf = own["neutrophil_state_confidence"].to_numpy()
+    assert ((conf >= 0) & (conf <= 1)).all()
+
+
+def test_own_evidence_ties_between_two_states_stay_unassigned():
+    from atlas.analyse.states import _own_evidence_calls
+
+    states = ["T3", "interferon", "mature"]
+    z = np.array([[3.0, 0.0, 0], [0.0, 3.0, 0], [2.0, 2.1, 0], [2.0, 0.5, 0], [0.0, 0.0, 0]])
+    smoothed = np.array(["T3", "interferon", UNASSIGNED, "T3", "mature"], dtype=object)
+    label, rule, margin, cut = _own_evidence_calls(z, smoothed, states, "mature", min_margin=0.25)
+    # two T3 cells (cut 2.0) and one interferon cell (cut 3.0); n2 is above the T3 cut only, so it is T3
+    # (the smoothed tie between its two states is settled by its own evidence); n3 ties at the T3 cut
+    assert cut[0] == 2.0 and cut[1] == 3.0 and np.isinf(cut[2])
+    assert list(label) == ["T3", "interferon", "T3", "T3", "mature"]
+    assert list(rule) == ["cell", "cell", "cell", "cell", "default"]
+    assert margin[4] == pytest.approx(2.0)  # n4 is 2 z below the nearest cut
+    # a cell above two cuts by nearly the same amount stays unassigned
+    z2 = np.vstack([z, [3.5, 3.6, 0]])
+    smoothed2 = np.array([*smoothed, "interferon"], dtype=object)
+    label2, rule2, _, cut2 = _own_evidence_calls(z2, smoothed2, states, "mature", min_margin=0.25)
+    assert cut2[1] == 3.0 and label2[-1] == UNASSIGNED and rule2[-1] == "ambiguous"

@@ -275,3 +275,16 @@ def test_pseudotime_caption_names_the_state_contrast_fallback():
 
     caption = _pseudotime_caption(Inputs())
     assert "T3-like end's evidence (the reprogramming index by default) minus the immature state's" in caption and "no gene" in caption
+
+
+def test_state_caption_names_the_rule():
+    from types import SimpleNamespace
+
+    from atlas.report.sections import _state_rule_caption
+
+    own = {"cells": "own", "cell_cuts": {"T3": 1.234, "mature": float("nan")}, "default_state_used": "mature"}
+    caption = _state_rule_caption(SimpleNamespace(atlas=SimpleNamespace(uns={"state_rule": own})))
+    assert "T3 z >= 1.23" in caption and "mature z" not in caption and "default state (mature)" in caption
+    smoothed = SimpleNamespace(atlas=SimpleNamespace(uns={"state_rule": {"cells": "smoothed"}}))
+    assert "graph-smoothed rule" in _state_rule_caption(smoothed)
+    assert _state_rule_caption(SimpleNamespace(atlas=None)) == ""
