@@ -251,16 +251,17 @@ def _own_evidence_calls(
     rows = np.arange(n)
     best = excess[rows, order[:, 0]]
     second = excess[rows, order[:, 1]] if len(states) > 1 else np.full(n, -np.inf)
+    with np.errstate(invalid="ignore"):  # -inf - -inf where a cell is above no cut
+        lead = best - second
     above = best >= 0
-    tie = above & (second >= 0) & (best - second < min_margin)
+    tie = above & (second >= 0) & (lead < min_margin)
     win = above & ~tie
     label = np.full(n, default_state if default_state is not None else UNASSIGNED, dtype=object)
     rule = np.full(n, "default" if default_state is not None else "ambiguous", dtype=object)
     label[win] = np.asarray(states, dtype=object)[order[win, 0]]
     rule[win] = "cell"
     label[tie], rule[tie] = UNASSIGNED, "ambiguous"
-    with np.errstate(invalid="ignore"):  # -inf - -inf where a cell is above no cut
-        margin = np.where(above, np.minimum(best, best - second), -best)
+    margin = np.where(above, np.minimum(best, lead), -best)
     return label, rule, margin, cut
 
 
