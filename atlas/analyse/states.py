@@ -24,15 +24,15 @@ Rule (all thresholds in :class:`atlas.analyse.AnalysisSettings`):
 5. ``neutrophil_state_rule`` records which rule made each call (``cell``, ``cluster``, ``default``,
    ``ambiguous``; with ``cells="own"``: ``cell``, ``default`` or ``ambiguous``, step 6).
 6. With ``cells="own"`` (the default, ``state_cells``), steps 2-4 set *how many* cells each state
-   holds and each cell's own, unsmoothed evidence sets *which*: a state's cut is the z (before smoothing)
-   of its n-th highest cell, n the cells steps 2-4 gave it; a cell above one state's cut takes it (rule
-   ``cell``), above several the one it exceeds most (``ambiguous`` and unassigned when the two excesses
-   are within ``state_min_margin``), above none the default state (rule ``default``). The default state
-   holds whatever the others leave, so it has no cut. Smoothing denoises how many cells a state holds, but
-   it halves the evidence of a cell whose neighbours are in another state (side states that form no
-   compartment of the latent): on the independent cohorts state macro-F1 rose by 0.006-0.047 and on the
-   12 simulator runs by 0.005-0.032, same scores and counts (``benchmarks/robustness.md``, stop 28).
-   ``cells="smoothed"`` keeps steps 2-4's calls.
+   holds (n, the cells they gave it) and each cell's own, unsmoothed z sets *which*: (cell, state) pairs
+   are taken in decreasing excess of the cell's z over the state's first cut (the z of its n-th highest
+   cell) until every state holds its n, a cell once (rule ``cell``): a cell two states want goes to the one
+   it exceeds most and the other takes its next cell; a cell above two first cuts by amounts within
+   ``state_min_margin`` stays unassigned (``ambiguous``); the default state, which has no cut, takes the
+   rest (rule ``default``). Smoothing denoises how many cells a state holds, but it halves the evidence of a
+   cell whose neighbours are in another state (side states that form no compartment of the latent); with
+   the same scores and counts, state macro-F1 rose on every simulator run and on the independent cohorts
+   (``benchmarks/robustness.md``, stop 28). ``cells="smoothed"`` keeps steps 2-4's calls.
 7. A cluster of the neutrophil sub-atlas takes the majority state of its cells (ignoring
    unassigned), with its share.
 """
@@ -234,35 +234,70 @@ def assign_states(
     return out
 
 
+def _excess(z_own: np.ndarray, cut: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Each cell's excess over each state's cut (-inf: no cut), ordered: (excess, order, best, lead over the
+    second)."""
+    excess = np.where(np.isfinite(cut), z_own - cut, -np.inf)
+    order = np.argsort(-excess, axis=1)
+    rows = np.arange(len(z_own))
+    best = excess[rows, order[:, 0]]
+    second = excess[rows, order[:, 1]] if excess.shape[1] > 1 else np.full(len(z_own), -np.inf)
+    with np.errstate(invalid="ignore"):  # -inf - -inf where a cell is above no cut
+        lead = best - second
+    return excess, order, best, lead
+
+
+def _fill(excess: np.ndarray, capacity: np.ndarray, skip: np.ndarray) -> np.ndarray:
+    """Each state's ``capacity`` cells, (cell, state) pairs taken in decreasing ``excess``, a cell once; cells in
+    ``skip`` take none. Returns each cell's state position (-1: none)."""
+    cells, states = np.nonzero(np.isfinite(excess) & ~skip[:, None])
+    pairs = np.argsort(-excess[cells, states], kind="stable")
+    taken = np.full(len(excess), -1)
+    left = capacity.copy()
+    for c, j in zip(cells[pairs], states[pairs], strict=True):
+        if left[j] > 0 and taken[c] < 0:
+            taken[c] = j
+            left[j] -= 1
+            if not left.any():
+                break
+    return taken
+
+
 def _own_evidence_calls(
     z_own: np.ndarray, smoothed_label: np.ndarray, states: list[str], default_state: str | None, min_margin: float
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Step 6 of the module notes: each state (but the default) keeps as many cells as ``smoothed_label``
-    gives it, chosen by ``z_own``. Returns labels, rules, margins (how far each cell's evidence is from
-    another call) and the per-state cuts (inf: no cell)."""
+    gives it, chosen by ``z_own``: (cell, state) pairs are taken in decreasing excess over the state's cut
+    at that count, so a cell wanted by two states goes to the one it exceeds most and the other refills from
+    its next cells; a cell above two cuts by less than ``min_margin`` apart stays unassigned. Returns labels,
+    rules, margins (how far each cell's evidence is from another call) and the cuts the calls ended at
+    (each state's lowest called z; inf: no cell)."""
     n = len(z_own)
+    capacity = np.array([int(np.sum(smoothed_label == st)) if st != default_state else 0 for st in states])
     cut = np.full(len(states), np.inf)
-    for j, st in enumerate(states):
-        count = int(np.sum(smoothed_label == st))
-        if st != default_state and count:
-            cut[j] = np.sort(z_own[:, j])[n - count]
-    excess = np.where(np.isfinite(cut), z_own - cut, -np.inf)
-    order = np.argsort(-excess, axis=1)
-    rows = np.arange(n)
-    best = excess[rows, order[:, 0]]
-    second = excess[rows, order[:, 1]] if len(states) > 1 else np.full(n, -np.inf)
-    with np.errstate(invalid="ignore"):  # -inf - -inf where a cell is above no cut
-        lead = best - second
-    above = best >= 0
-    tie = above & (second >= 0) & (lead < min_margin)
-    win = above & ~tie
+    for j in np.flatnonzero(capacity):
+        cut[j] = np.sort(z_own[:, j])[n - capacity[j]]
+    excess, _, best, lead = _excess(z_own, cut)
+    tie = (best >= 0) & (best - lead >= 0) & (lead < min_margin)  # above two cuts, nearly equally
+    taken = _fill(excess, capacity, tie)
+    win = taken >= 0
+    final = np.full(len(states), np.inf)
+    for j in np.flatnonzero(np.bincount(taken[win], minlength=len(states))):
+        final[j] = z_own[taken == j, j].min()
     label = np.full(n, default_state if default_state is not None else UNASSIGNED, dtype=object)
     rule = np.full(n, "default" if default_state is not None else "ambiguous", dtype=object)
-    label[win] = np.asarray(states, dtype=object)[order[win, 0]]
+    label[win] = np.asarray(states, dtype=object)[taken[win]]
     rule[win] = "cell"
     label[tie], rule[tie] = UNASSIGNED, "ambiguous"
-    margin = np.where(above, np.minimum(best, lead), -best)
-    return label, rule, margin, cut
+    # margins: a called cell, its excess over its cut less any other state's it exceeds; a tie, the lead of
+    # its first state; the rest, how far below the nearest cut
+    excess, _, best, lead = _excess(z_own, final)
+    rows, state = np.arange(n), np.maximum(taken, 0)
+    own = excess[rows, state]
+    others = excess.copy()
+    others[rows, state] = -np.inf
+    margin = np.where(win, own - np.maximum(others.max(axis=1), 0.0), np.where(tie, lead, -best))
+    return label, rule, margin, final
 
 
 def state_clusters(states: pd.DataFrame, clusters: pd.Series, state_score: pd.DataFrame) -> pd.DataFrame:

@@ -250,21 +250,34 @@ def test_own_evidence_picks_the_cells_smoothing_set_the_count_of():
     assert ((conf >= 0) & (conf <= 1)).all()
 
 
-def test_own_evidence_ties_between_two_states_stay_unassigned():
+def test_own_evidence_fills_each_count_and_leaves_ties_unassigned():
     from atlas.analyse.states import _own_evidence_calls
 
     states = ["T3", "interferon", "mature"]
-    z = np.array([[3.0, 0.0, 0], [0.0, 3.0, 0], [2.0, 2.1, 0], [2.0, 0.5, 0], [0.0, 0.0, 0]])
+    z = np.array([[3.0, 0.0, 0], [0.0, 3.0, 0], [2.0, 2.1, 0], [1.9, 0.5, 0], [0.0, 0.0, 0]])
     smoothed = np.array(["T3", "interferon", UNASSIGNED, "T3", "mature"], dtype=object)
     label, rule, margin, cut = _own_evidence_calls(z, smoothed, states, "mature", min_margin=0.25)
-    # two T3 cells (cut 2.0) and one interferon cell (cut 3.0); n2 is above the T3 cut only, so it is T3
-    # (the smoothed tie between its two states is settled by its own evidence); n3 ties at the T3 cut
+    # two T3 cells and one interferon cell, as the smoothed rule counted; n2 (the smoothed rule's tie) is above
+    # the T3 cut only (interferon's is 3.0), so its own evidence makes it T3 and n3 stays mature
+    assert list(label) == ["T3", "interferon", "T3", "mature", "mature"]
+    assert list(rule) == ["cell", "cell", "cell", "default", "default"]
     assert cut[0] == 2.0 and cut[1] == 3.0 and np.isinf(cut[2])
-    assert list(label) == ["T3", "interferon", "T3", "T3", "mature"]
-    assert list(rule) == ["cell", "cell", "cell", "cell", "default"]
-    assert margin[4] == pytest.approx(2.0)  # n4 is 2 z below the nearest cut
-    # a cell above two cuts by nearly the same amount stays unassigned
+    assert margin[3] == pytest.approx(0.1) and margin[4] == pytest.approx(2.0)  # how far below the nearest cut
+    # a cell above two cuts by nearly the same amount stays unassigned, and its state refills from the next cell
     z2 = np.vstack([z, [3.5, 3.6, 0]])
     smoothed2 = np.array([*smoothed, "interferon"], dtype=object)
-    label2, rule2, _, cut2 = _own_evidence_calls(z2, smoothed2, states, "mature", min_margin=0.25)
-    assert cut2[1] == 3.0 and label2[-1] == UNASSIGNED and rule2[-1] == "ambiguous"
+    label2, rule2, _, _ = _own_evidence_calls(z2, smoothed2, states, "mature", min_margin=0.25)
+    assert label2[-1] == UNASSIGNED and rule2[-1] == "ambiguous"
+    assert list(label2[:5]) == ["T3", "interferon", "interferon", "T3", "mature"]
+
+
+def test_own_evidence_a_cell_two_states_want_goes_to_the_clearer_and_the_other_refills():
+    from atlas.analyse.states import _own_evidence_calls
+
+    states = ["T3", "interferon", "mature"]
+    # n0 tops both states but exceeds T3's cut far more: T3 takes it, interferon takes its next cell (n2)
+    z = np.array([[5.0, 2.0, 0], [4.0, 0.0, 0], [0.0, 1.5, 0], [0.0, 1.0, 0]])
+    smoothed = np.array(["T3", "T3", "interferon", "mature"], dtype=object)
+    label, _, _, cut = _own_evidence_calls(z, smoothed, states, "mature", min_margin=0.25)
+    assert list(label) == ["T3", "T3", "interferon", "mature"]
+    assert cut[1] == 1.5  # the cut interferon ended at
