@@ -275,8 +275,8 @@ class AnalysisSettings(StrictModel):
     state_cells: Literal["own", "smoothed"] = Field(
         "own",
         description="own: the smoothed rule (state_min_z, state_min_margin, cluster evidence) sets how many neutrophils"
-        " each state holds and each cell's own unsmoothed evidence which (cells taken by their excess over each"
-        " state's cut until every state holds its count); smoothed: the smoothed rule's calls",
+        " each state's cut admits and each cell's own unsmoothed evidence decides (a cell above several cuts takes the"
+        " state it exceeds most); smoothed: the smoothed rule's calls",
     )
     state_min_margin: float = Field(
         0.25, ge=0, description="and beat the second best by this, else unassigned"

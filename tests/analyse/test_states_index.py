@@ -250,34 +250,34 @@ def test_own_evidence_picks_the_cells_smoothing_set_the_count_of():
     assert ((conf >= 0) & (conf <= 1)).all()
 
 
-def test_own_evidence_fills_each_count_and_leaves_ties_unassigned():
+def test_own_evidence_cuts_at_each_count_and_leaves_ties_unassigned():
     from atlas.analyse.states import _own_evidence_calls
 
     states = ["T3", "interferon", "mature"]
     z = np.array([[3.0, 0.0, 0], [0.0, 3.0, 0], [2.0, 2.1, 0], [1.9, 0.5, 0], [0.0, 0.0, 0]])
     smoothed = np.array(["T3", "interferon", UNASSIGNED, "T3", "mature"], dtype=object)
     label, rule, margin, cut = _own_evidence_calls(z, smoothed, states, "mature", min_margin=0.25)
-    # two T3 cells and one interferon cell, as the smoothed rule counted; n2 (the smoothed rule's tie) is above
-    # the T3 cut only (interferon's is 3.0), so its own evidence makes it T3 and n3 stays mature
+    # two T3 cells and one interferon cell, as the smoothed rule counted: the cuts are the 2nd highest T3 z and
+    # the highest interferon z; n2 (the smoothed rule's tie) is above the T3 cut only, so its own evidence
+    # makes it T3, and n3 stays mature
+    assert cut[0] == 2.0 and cut[1] == 3.0 and np.isinf(cut[2])
     assert list(label) == ["T3", "interferon", "T3", "mature", "mature"]
     assert list(rule) == ["cell", "cell", "cell", "default", "default"]
-    assert cut[0] == 2.0 and cut[1] == 3.0 and np.isinf(cut[2])
     assert margin[3] == pytest.approx(0.1) and margin[4] == pytest.approx(2.0)  # how far below the nearest cut
-    # a cell above two cuts by nearly the same amount stays unassigned, and its state refills from the next cell
+    # a cell above two cuts by nearly the same amount stays unassigned
     z2 = np.vstack([z, [3.5, 3.6, 0]])
     smoothed2 = np.array([*smoothed, "interferon"], dtype=object)
     label2, rule2, _, _ = _own_evidence_calls(z2, smoothed2, states, "mature", min_margin=0.25)
     assert label2[-1] == UNASSIGNED and rule2[-1] == "ambiguous"
-    assert list(label2[:5]) == ["T3", "interferon", "interferon", "T3", "mature"]
 
 
-def test_own_evidence_a_cell_two_states_want_goes_to_the_clearer_and_the_other_refills():
+def test_own_evidence_a_cell_two_states_want_goes_to_the_clearer():
     from atlas.analyse.states import _own_evidence_calls
 
     states = ["T3", "interferon", "mature"]
-    # n0 tops both states but exceeds T3's cut far more: T3 takes it, interferon takes its next cell (n2)
+    # n0 is above both cuts but exceeds T3's far more: it is T3, and interferon keeps only its other cell
     z = np.array([[5.0, 2.0, 0], [4.0, 0.0, 0], [0.0, 1.5, 0], [0.0, 1.0, 0]])
-    smoothed = np.array(["T3", "T3", "interferon", "mature"], dtype=object)
-    label, _, _, cut = _own_evidence_calls(z, smoothed, states, "mature", min_margin=0.25)
-    assert list(label) == ["T3", "T3", "interferon", "mature"]
-    assert cut[1] == 1.5  # the cut interferon ended at
+    smoothed = np.array(["T3", "T3", "interferon", "interferon"], dtype=object)
+    label, _, margin, cut = _own_evidence_calls(z, smoothed, states, "mature", min_margin=0.25)
+    assert cut[1] == 1.5 and list(label) == ["T3", "T3", "interferon", "mature"]
+    assert margin[0] == pytest.approx(0.5)  # 1.0 over the T3 cut, 0.5 ahead of its interferon excess
