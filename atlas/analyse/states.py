@@ -25,7 +25,8 @@ Rule (all thresholds in :class:`atlas.analyse.AnalysisSettings`):
    ``ambiguous``; with ``cells="own"``: ``cell``, ``default`` or ``ambiguous``, step 6).
 6. With ``cells="own"`` (the default, ``state_cells``), steps 2-4 calibrate each state's cut and each
    cell's own, unsmoothed z decides: a state's cut is the z (before smoothing) of its n-th highest cell,
-   n the cells steps 2-4 gave it; a cell above one cut takes that state (rule ``cell``), above several the
+   n the cells steps 2-4 gave it (raised past a tie that would admit more than n: a score of one detected gene
+   is the same in every cell that lacks it); a cell above one cut takes that state (rule ``cell``), above several the
    one it exceeds most (``ambiguous`` and unassigned when the two excesses are within
    ``state_min_margin``), above none the default state, which has no cut (rule ``default``). Smoothing
    denoises how many cells a state holds, but it halves the evidence of a cell whose neighbours are in
@@ -249,18 +250,29 @@ def _excess(z_own: np.ndarray, cut: np.ndarray) -> tuple[np.ndarray, np.ndarray,
     return excess, order, best, lead
 
 
+def _cut_at(z: np.ndarray, count: int) -> float:
+    """The z of the ``count``-th highest cell, raised to the next higher value when cells tied with it would
+    admit more than ``count`` (a score of one or two detected genes is the same in every cell that lacks them);
+    inf when no cut admits any cell without exceeding ``count``."""
+    cut = np.sort(z)[len(z) - count]
+    if np.sum(z >= cut) > count:
+        higher = z[z > cut]
+        cut = float(higher.min()) if higher.size else np.inf
+    return float(cut)
+
+
 def _own_evidence_calls(
     z_own: np.ndarray, smoothed_label: np.ndarray, states: list[str], default_state: str | None, min_margin: float
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Step 6 of the module notes: each state's cut is the ``z_own`` of its n-th highest cell, n the cells
-    ``smoothed_label`` gives it (the default state has none). Returns labels, rules, margins (how far each
+    ``smoothed_label`` gives it (the default state has none; a cut never admits more than n, :func:`_cut_at`). Returns labels, rules, margins (how far each
     cell's evidence is from another call) and the cuts (inf: no cell)."""
     n = len(z_own)
     cut = np.full(len(states), np.inf)
     for j, st in enumerate(states):
         count = int(np.sum(smoothed_label == st))
         if st != default_state and count:
-            cut[j] = np.sort(z_own[:, j])[n - count]
+            cut[j] = _cut_at(z_own[:, j], count)
     _, order, best, lead = _excess(z_own, cut)
     above = best >= 0
     tie = above & (best - lead >= 0) & (lead < min_margin)  # above two cuts, nearly equally

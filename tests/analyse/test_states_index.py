@@ -281,3 +281,21 @@ def test_own_evidence_a_cell_two_states_want_goes_to_the_clearer():
     label, _, margin, cut = _own_evidence_calls(z, smoothed, states, "mature", min_margin=0.25)
     assert cut[1] == 1.5 and list(label) == ["T3", "T3", "interferon", "mature"]
     assert margin[0] == pytest.approx(0.5)  # 1.0 over the T3 cut, 0.5 ahead of its interferon excess
+
+
+def test_own_evidence_cut_never_admits_more_than_the_count():
+    """A one-gene score is the same in every cell without the gene: a count reaching into that tie must not
+    call every such cell (on an independent cohort it called 756 neutrophils antigen-presenting for a count of 49)."""
+    from atlas.analyse.states import _own_evidence_calls
+
+    states = ["antigen_presenting", "mature"]
+    z = np.zeros((100, 2))
+    z[:5, 0] = [3.0, 2.5, 2.5, 2.0, 1.0]  # five cells detect the gene, the rest tie at 0
+    for count, called in ((6, 5), (5, 5), (4, 4), (3, 3), (2, 1)):  # a tie that would overfill is left out
+        smoothed = np.array(["antigen_presenting"] * count + ["mature"] * (100 - count), dtype=object)
+        label, _, _, cut = _own_evidence_calls(z, smoothed, states, "mature", min_margin=0.25)
+        assert (label == "antigen_presenting").sum() == called, (count, cut)
+    smoothed = np.array(["antigen_presenting"] + ["mature"] * 99, dtype=object)
+    z_tied = np.zeros((100, 2))  # no cell stands out: no cut admits one cell only
+    label, _, _, cut = _own_evidence_calls(z_tied, smoothed, states, "mature", min_margin=0.25)
+    assert (label == "mature").all() and np.isinf(cut[0])
