@@ -17,6 +17,14 @@ the analysis learns the programme from the data, seeded by the signature:
 4. The seed is the signature's mean expression; steps 2-3 run ``max_iterations`` times (fewer when the
    gene set stops changing).
 
+A side state's signature (one the reprogramming index does not read: immature, interferon, antigen-presenting)
+is refined *apart from* the other signatures the analysis reads (``refine_signatures.side_states_apart``): their
+scores, residualised on the same design, are fitted out of its score before each gene test, so genes that rise
+with it only because another state's cells also raise its signature stay out. On the demo cohort the T3 cells
+raise a few interferon-signature genes, and the interferon programme refined as it is took 118 genes and scored
+T3 cells at half the interferon cells' level (its state macro-F1 cost: 0.918 against 0.958 apart); refined apart
+it kept 29. The index's own signatures are refined as they are: T3 and blood-like are the two ends of one axis.
+
 Only positively correlated genes are taken: a programme is genes that rise together, and allowing
 anti-correlated genes let a side programme (immature) drift onto the dominant axis of the cohort (T3) on the
 hard simulator preset. A refinement that keeps fewer than ``min_genes`` genes, or whose signature has fewer
@@ -218,13 +226,18 @@ class _Design:
         return np.maximum(rss, 0.0) / x.shape[0]
 
 
-def _step(x: sp.csr_matrix, w: np.ndarray, var: np.ndarray, design: _Design, fdr: float) -> np.ndarray:
-    """One refinement step: the weights of the genes positively correlated with the score of ``w``."""
+def _step(
+    x: sp.csr_matrix, w: np.ndarray, var: np.ndarray, design: _Design, fdr: float, apart: np.ndarray | None = None
+) -> np.ndarray:
+    """One refinement step: the weights of the genes positively correlated with the score of ``w`` (less its
+    least-squares fit on the columns of ``apart``, already residualised on the design)."""
     from scipy.stats import false_discovery_control
     from scipy.stats import t as student_t
 
     n = x.shape[0]
     y = design.residual(np.asarray(x @ w).ravel())
+    if apart is not None and apart.shape[1]:
+        y = y - apart @ np.linalg.lstsq(apart, y, rcond=None)[0]
     cov = np.asarray(x.T @ y).ravel() / n  # y is residual, so this is the residualised genes' covariance
     var_y = float(y @ y) / n
     cov_loo = cov - w * var  # the gene's own contribution to the score removed
@@ -266,10 +279,24 @@ def prepare_candidates(counts, blocks: np.ndarray | None = None, *, min_detectio
     return Candidates(pd.Index(counts.var_names)[cand], x, design, design.residual_variance(x), min_detection, mean)
 
 
+def _apart_scores(c: Candidates, signatures: dict[str, Any]) -> tuple[np.ndarray | None, list[str]]:
+    """Design-residualised mean log expression of each signature with a detected gene, as columns."""
+    cols, names = [], []
+    for name, sig_genes in signatures.items():
+        idx = c.genes.get_indexer(list(dict.fromkeys(sig_genes)))
+        idx = idx[idx >= 0]
+        if idx.size:
+            v = np.zeros(c.x.shape[1])
+            v[idx] = 1.0 / idx.size
+            cols.append(c.design.residual(np.asarray(c.x @ v).ravel()))
+            names.append(str(name))
+    return (np.column_stack(cols) if cols else None), names
+
+
 def refine_programme(
     counts, seed_genes, blocks: np.ndarray | None = None, *, fdr: float = 0.01, min_detection: float = 0.01,
     max_iterations: int = 2, min_genes: int = 5, name: str = "", source: str = "",
-    candidates: Candidates | None = None, random_state: int = 0,
+    candidates: Candidates | None = None, random_state: int = 0, apart_from: dict[str, Any] | None = None,
 ) -> tuple[Programme | None, dict[str, Any]]:
     """Learn the programme seeded by ``seed_genes`` on the cells of ``counts`` (see the module notes).
 
@@ -290,6 +317,10 @@ def refine_programme(
         several signatures refined on the same cells share it.
     random_state
         Seed of the control genes' draw (:func:`control_genes`).
+    apart_from
+        Other signatures (name -> genes) whose scores (mean log expression of their detected genes, residualised
+        on the design) are fitted out of the score before each gene test: the programme is learned from what
+        they do not explain (a partial covariance; the genes' variances are not corrected, a conservative test).
 
     Returns
     -------
@@ -311,9 +342,12 @@ def refine_programme(
     w = np.zeros(x.shape[1])
     w[seed] = 1.0 / seed.size
     seed_score = np.asarray(x @ w).ravel()
+    apart, apart_names = _apart_scores(c, apart_from or {})
+    if apart_names:
+        info["refined_apart_from"] = apart_names
     iterations = 0
     for _ in range(max_iterations):
-        new = _step(x, w, var, design, fdr)
+        new = _step(x, w, var, design, fdr, apart)
         if int((new > 0).sum()) < min_genes:
             break
         iterations += 1

@@ -75,6 +75,11 @@ class RefineOptions(StrictModel):
     min_genes: int = Field(
         5, ge=1, description="a refinement keeping fewer genes is not used (the registry signature stays)"
     )
+    side_states_apart: bool = Field(
+        True, description="a side state's signature (one the reprogramming index does not read: immature, interferon,"
+        " antigen-presenting) is refined on the part of its score the other signatures' scores do not explain, so"
+        " its programme does not take another state's genes; the index's signatures are refined as they are",
+    )
 
 
 class CellTypeOptions(StrictModel):

@@ -293,9 +293,12 @@ def refine_signatures(
         if name not in reg:
             rows.append({"signature": name, "refined": False, "reason": "not a registry signature"})
             continue
+        apart = None
+        if o.side_states_apart and name not in {*s.reprogramming_up, *s.reprogramming_down}:
+            apart = {m: reg[m].genes for m in names if m != name and m in reg}
         prog, info = refine_programme(counts, reg[name].genes, fdr=o.fdr, max_iterations=o.max_iterations,
                                       min_genes=o.min_genes, name=refined_name(name), source=name,
-                                      candidates=candidates, random_state=s.seed)  # fmt: skip
+                                      candidates=candidates, random_state=s.seed, apart_from=apart)  # fmt: skip
         row = {"signature": name, "refined": prog is not None, "programme": refined_name(name) if prog else "",
                **{k: (", ".join(v) if isinstance(v, list) else v) for k, v in info.items()}}  # fmt: skip
         rows.append(row)

@@ -139,3 +139,38 @@ def test_refine_options_are_validated(bad):
 
     with pytest.raises(ValidationError):
         RefineOptions(**bad)
+
+
+def _shared_cohort(seed=0, n=2000, depth=300.0):
+    """A T3-like programme T (T0-T29, 20 % of cells) and an interferon-like side programme I (I0-I19, 8 %) whose
+    signature genes I0-I5 the T cells also raise, more weakly; 300 null genes."""
+    rng = np.random.default_rng(seed)
+    on_t = rng.random(n) < 0.2
+    on_i = (rng.random(n) < 0.08) & ~on_t
+    genes = [f"T{i}" for i in range(30)] + [f"I{i}" for i in range(20)] + [f"N{i}" for i in range(300)]
+    rate = np.tile(rng.gamma(2.0, 0.5, len(genes)), (n, 1))
+    rate[:, :30] *= np.where(on_t, 4.0, 1.0)[:, None]
+    rate[:, 30:50] *= np.where(on_i, 6.0, 1.0)[:, None]
+    rate[:, 30:36] *= np.where(on_t, 2.5, 1.0)[:, None]  # the side programme's signature genes, half-on in T cells
+    rate = rate / rate.sum(axis=1, keepdims=True) * depth * rng.lognormal(0, 0.3, n)[:, None]
+    a = ad.AnnData(sp.csr_matrix(rng.poisson(rate).astype(np.float32)),
+                   obs=pd.DataFrame({"dataset_id": "d"}, index=[f"c{i}" for i in range(n)]),
+                   var=pd.DataFrame(index=genes))  # fmt: skip
+    return a, on_t, on_i
+
+
+def test_a_side_programme_refined_apart_from_the_others_does_not_take_their_genes():
+    """Seeded by I0-I5, which the T cells also raise, the refinement takes T's genes; refined apart from T's
+    signature it keeps to I, and its score tells I cells from T cells."""
+    a, on_t, on_i = _shared_cohort()
+    seed = [f"I{i}" for i in range(6)]
+    t_signature = {"T_signature": [f"T{i}" for i in range(8)]}
+    blocks = a.obs["dataset_id"].to_numpy()
+    naive, _ = refine_programme(a, seed, blocks, source="I")
+    apart, info = refine_programme(a, seed, blocks, source="I", apart_from=t_signature)
+    assert sum(g.startswith("T") for g in naive.genes) >= 10  # the T cells' genes came along
+    assert not any(g.startswith("T") for g in apart.genes) and sum(g.startswith("I") for g in apart.genes) >= 15
+    assert info["refined_apart_from"] == ["T_signature"]
+    among = on_i | on_t  # I cells against T cells
+    score = lambda p: programme_scores(a, [p])[p.name].to_numpy()[among]  # noqa: E731
+    assert roc_auc_score(on_i[among], score(apart)) > roc_auc_score(on_i[among], score(naive)) + 0.05
