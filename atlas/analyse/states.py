@@ -265,8 +265,9 @@ def _own_evidence_calls(
     z_own: np.ndarray, smoothed_label: np.ndarray, states: list[str], default_state: str | None, min_margin: float
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Step 6 of the module notes: each state's cut is the ``z_own`` of its n-th highest cell, n the cells
-    ``smoothed_label`` gives it (the default state has none; a cut never admits more than n, :func:`_cut_at`). Returns labels, rules, margins (how far each
-    cell's evidence is from another call) and the cuts (inf: no cell)."""
+    ``smoothed_label`` gives it (the default state has none; a cut never admits more than n, :func:`_cut_at`).
+    Returns labels, rules, margins (how far each cell's evidence is from another call) and the cuts (inf: no
+    cell)."""
     n = len(z_own)
     cut = np.full(len(states), np.inf)
     for j, st in enumerate(states):
@@ -275,7 +276,8 @@ def _own_evidence_calls(
             cut[j] = _cut_at(z_own[:, j], count)
     _, order, best, lead = _excess(z_own, cut)
     above = best >= 0
-    tie = above & (best - lead >= 0) & (lead < min_margin)  # above two cuts, nearly equally
+    second = best - lead
+    tie = above & (second >= 0) & (lead < min_margin)  # above two cuts, nearly equally
     win = above & ~tie
     label = np.full(n, default_state if default_state is not None else UNASSIGNED, dtype=object)
     rule = np.full(n, "default" if default_state is not None else "ambiguous", dtype=object)
