@@ -263,6 +263,24 @@ class Candidates:
     var: np.ndarray  # each gene's residual variance under the design
     min_detection: float
     mean: np.ndarray  # each gene's mean log-normalised expression (the control genes' bins)
+    _residual_scores: dict[tuple[str, ...], np.ndarray] = field(default_factory=dict, repr=False)
+
+    def mean_weights(self, gene_set) -> np.ndarray:
+        """Weights of ``gene_set``'s mean over its candidate genes (all zero when none is a candidate)."""
+        idx = self.genes.get_indexer(list(dict.fromkeys(gene_set)))
+        idx = idx[idx >= 0]
+        w = np.zeros(self.x.shape[1])
+        w[idx] = 1.0 / max(idx.size, 1)
+        return w
+
+    def residual_score(self, gene_set) -> np.ndarray | None:
+        """``gene_set``'s mean log expression residualised on the design (None: no candidate gene), computed
+        once per gene set: each side state's refinement fits the same other signatures out."""
+        key = tuple(dict.fromkeys(gene_set))
+        if key not in self._residual_scores:
+            w = self.mean_weights(key)
+            self._residual_scores[key] = self.design.residual(np.asarray(self.x @ w).ravel()) if w.any() else None
+        return self._residual_scores[key]
 
 
 def prepare_candidates(counts, blocks: np.ndarray | None = None, *, min_detection: float = 0.01) -> Candidates:
@@ -280,17 +298,10 @@ def prepare_candidates(counts, blocks: np.ndarray | None = None, *, min_detectio
 
 
 def _apart_scores(c: Candidates, signatures: dict[str, Any]) -> tuple[np.ndarray | None, list[str]]:
-    """Design-residualised mean log expression of each signature with a detected gene, as columns."""
-    cols, names = [], []
-    for name, sig_genes in signatures.items():
-        idx = c.genes.get_indexer(list(dict.fromkeys(sig_genes)))
-        idx = idx[idx >= 0]
-        if idx.size:
-            v = np.zeros(c.x.shape[1])
-            v[idx] = 1.0 / idx.size
-            cols.append(c.design.residual(np.asarray(c.x @ v).ravel()))
-            names.append(str(name))
-    return (np.column_stack(cols) if cols else None), names
+    """:meth:`Candidates.residual_score` of each signature with a candidate gene, as columns, and their names."""
+    scores = {str(name): c.residual_score(genes) for name, genes in signatures.items()}
+    scores = {name: v for name, v in scores.items() if v is not None}
+    return (np.column_stack(list(scores.values())) if scores else None), list(scores)
 
 
 def refine_programme(
@@ -331,16 +342,14 @@ def refine_programme(
     c = candidates or prepare_candidates(counts, blocks, min_detection=min_detection)
     genes, x, design, var = c.genes, c.x, c.design, c.var
     n = x.shape[0]
-    seed = genes.get_indexer(list(dict.fromkeys(seed_genes)))
-    seed = seed[seed >= 0]
+    w = c.mean_weights(seed_genes)
+    seed = np.flatnonzero(w)
     info: dict[str, Any] = {"n_cells": int(n), "n_candidate_genes": int(genes.size), "n_seed_genes": int(seed.size),
                             "fdr": fdr, "min_detection": c.min_detection}  # fmt: skip
     if seed.size < MIN_SEED_GENES or n < 10:
         info["reason"] = (f"{seed.size} of its genes detected in >= {c.min_detection:.0%} of {n} cells (a programme "
                           f"is learned from >= {MIN_SEED_GENES} that can be checked against each other)")  # fmt: skip
         return None, info
-    w = np.zeros(x.shape[1])
-    w[seed] = 1.0 / seed.size
     seed_score = np.asarray(x @ w).ravel()
     apart, apart_names = _apart_scores(c, apart_from or {})
     if apart_names:

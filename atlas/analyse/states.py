@@ -143,7 +143,8 @@ def _call(z: np.ndarray, states: list[str], min_z: float, min_margin: float):
     second = z[rows, order[:, 1]] if len(states) > 1 else np.full(len(z), -np.inf)
     label = np.full(len(z), UNASSIGNED, dtype=object)
     rule = np.full(len(z), "ambiguous", dtype=object)
-    clear = (top >= min_z) & (top - second >= min_margin)
+    with np.errstate(invalid="ignore"):  # -inf - -inf: no state has evidence (such a cell is below min_z)
+        clear = (top >= min_z) & (top - second >= min_margin)
     label[clear] = np.asarray(states, dtype=object)[order[clear, 0]]
     rule[clear] = "cell"
     rule[top < min_z] = "default"
@@ -216,9 +217,7 @@ def assign_states(
     if cells == "own":
         label, rule, margin, cuts = _own_evidence_calls(z_raw, label, states, default_state, min_margin)
     else:
-        label[low] = default_state if default_state is not None else UNASSIGNED
-        if default_state is None:
-            rule[low] = "ambiguous"
+        _label_default(label, rule, default_state)
         margin = top - second
     # confidence: how far the evidence is from another call, squashed to 0-1 (0 = tie, ~1 = clear)
     conf = 1.0 - np.exp(-np.maximum(margin, 0.0))
@@ -237,17 +236,12 @@ def assign_states(
     return out
 
 
-def _excess(z_own: np.ndarray, cut: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Each cell's excess over each state's cut (-inf: no cut), ordered: (excess, order, best, lead over the
-    second)."""
-    excess = np.where(np.isfinite(cut), z_own - cut, -np.inf)
-    order = np.argsort(-excess, axis=1)
-    rows = np.arange(len(z_own))
-    best = excess[rows, order[:, 0]]
-    second = excess[rows, order[:, 1]] if excess.shape[1] > 1 else np.full(len(z_own), -np.inf)
-    with np.errstate(invalid="ignore"):  # -inf - -inf where a cell is above no cut
-        lead = best - second
-    return excess, order, best, lead
+def _label_default(label: np.ndarray, rule: np.ndarray, default_state: str | None) -> None:
+    """Cells of rule ``default`` take ``default_state``; without one they stay unassigned, rule ``ambiguous``."""
+    low = rule == "default"
+    label[low] = default_state if default_state is not None else UNASSIGNED
+    if default_state is None:
+        rule[low] = "ambiguous"
 
 
 def _cut_at(z: np.ndarray, count: int) -> float:
@@ -268,25 +262,19 @@ def _own_evidence_calls(
     ``smoothed_label`` gives it (the default state has none; a cut never admits more than n, :func:`_cut_at`).
     Returns labels, rules, margins (how far each cell's evidence is from another call) and the cuts (inf: no
     cell)."""
-    n = len(z_own)
     cut = np.full(len(states), np.inf)
     for j, st in enumerate(states):
         count = int(np.sum(smoothed_label == st))
         if st != default_state and count:
             cut[j] = _cut_at(z_own[:, j], count)
-    _, order, best, lead = _excess(z_own, cut)
-    above = best >= 0
-    second = best - lead
-    tie = above & (second >= 0) & (lead < min_margin)  # above two cuts, nearly equally
-    win = above & ~tie
-    label = np.full(n, default_state if default_state is not None else UNASSIGNED, dtype=object)
-    rule = np.full(n, "default" if default_state is not None else "ambiguous", dtype=object)
-    label[win] = np.asarray(states, dtype=object)[order[win, 0]]
-    rule[win] = "cell"
-    label[tie], rule[tie] = UNASSIGNED, "ambiguous"
-    # a called cell: its excess over its cut, less any other state's it also exceeds; the rest: how far below
-    # the nearest cut (a tie: its lead)
-    margin = np.where(above, np.minimum(best, lead), -best)
+    excess = np.where(np.isfinite(cut), z_own - cut, -np.inf)
+    # above a cut or not at all: a cell above one cut is clear whatever its other excesses
+    label, rule, top, second = _call(np.where(excess >= 0, excess, -np.inf), states, 0.0, min_margin)
+    _label_default(label, rule, default_state)
+    # a called cell: its excess over its cut, less any other state's it also exceeds (a tie: that lead); the
+    # rest: how far below the nearest cut
+    with np.errstate(invalid="ignore"):
+        margin = np.where(top >= 0, np.minimum(top, top - second), -excess.max(axis=1))
     return label, rule, margin, cut
 
 

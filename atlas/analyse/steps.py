@@ -368,7 +368,9 @@ def assign_neutrophil_states(
                            cells=s.state_cells)  # fmt: skip
     state_fit = {"default_state_used": states.attrs.get("default_state") or "unassigned",
                  "reliability": state_rel, "cluster_weight": states.attrs.get("cluster_weight", {}),
-                 "cells": s.state_cells, **({"cell_cuts": states.attrs["cell_cuts"]} if "cell_cuts" in states.attrs else {})}  # fmt: skip
+                 "cells": s.state_cells}  # fmt: skip
+    if "cell_cuts" in states.attrs:
+        state_fit["cell_cuts"] = states.attrs["cell_cuts"]
     for col in states.columns:
         neut_obs[col] = states[col]
     return state_fit, state_clusters(states, neut_obs["neutrophil_leiden"], sscore)
