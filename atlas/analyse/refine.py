@@ -6,8 +6,7 @@ shares 11 of T3_proxy's 23 genes). As Tirosh et al. 2016 and Puram et al. 2017 r
 the analysis learns the programme from the data, seeded by the signature:
 
 1. Among the neutrophils at hand, log-normalised expression (``log1p(count / total * 1e4)``) of every gene
-   detected in at least ``min_detection`` of them, and of the signatures' own genes detected in at least
-   :data:`MIN_SEED_CELLS` cells (the floor limits which genes are discovered, not the seed).
+   detected in at least ``min_detection`` of them.
 2. Within each data set, an intercept and a slope on the cells' log library size are removed from the genes
    and the score (study effects and depth are not the programme).
 3. Each gene's correlation with the current score, **leaving the gene's own contribution out** (a gene in
@@ -83,12 +82,6 @@ CONTROL_SIZE = 50
 #: (an independent cohort's antigen-presenting signature, 1 of 3 genes detected in >= 1 % of the neutrophils,
 #: took FGF21, LEP, OTOA...: its state's F1 0.09 refined, 0.26 read as it is).
 MIN_SEED_GENES = 2
-#: a signature's own gene below the candidates' ``min_detection`` still seeds its refinement when detected in this many
-#: cells (scanpy's customary ``filter_genes(min_cells=3)``): the detection floor limits which genes are *discovered*,
-#: while a signature's genes are chosen before the data are seen; on an independent cohort's 1,373 neutrophils
-#: HLA-DRA and HLA-DRB1 were each detected in 12-13 cells (< 1 %), which left Wu_HLA_DR_CD74 one seed gene and no
-#: refinement
-MIN_SEED_CELLS = 3
 
 
 def refined_name(signature: str) -> str:
@@ -290,17 +283,13 @@ class Candidates:
         return self._residual_scores[key]
 
 
-def prepare_candidates(
-    counts, blocks: np.ndarray | None = None, *, min_detection: float = 0.01, seed_genes=()
-) -> Candidates:
-    """The genes of raw ``counts`` (cells x all genes) detected in ``min_detection`` of the cells, and the
-    ``seed_genes`` (the signatures' own) detected in at least :data:`MIN_SEED_CELLS` cells, log-normalised
+def prepare_candidates(counts, blocks: np.ndarray | None = None, *, min_detection: float = 0.01) -> Candidates:
+    """The genes of raw ``counts`` (cells x all genes) detected in ``min_detection`` of the cells, log-normalised
     (totals over all genes), with the design of ``blocks`` (one block when None) and log depth."""
     totals = np.asarray(counts.X.sum(axis=1)).ravel().astype(np.float64)
     n = counts.n_obs
-    n_detected = np.asarray((counts.X > 0).sum(axis=0)).ravel()
-    seeded = np.asarray(pd.Index(counts.var_names).isin(list(seed_genes))) & (n_detected >= MIN_SEED_CELLS)
-    cand = np.flatnonzero((n_detected >= min_detection * max(n, 1)) | seeded)
+    detected = np.asarray((counts.X > 0).sum(axis=0)).ravel() / max(n, 1)
+    cand = np.flatnonzero(detected >= min_detection)
     x = log_normalised(counts.X[:, cand], totals)
     blocks = np.zeros(n, dtype=np.int64) if blocks is None else np.asarray(blocks)
     design = _Design(blocks, np.log(np.maximum(totals, 1.0)))
@@ -350,7 +339,7 @@ def refine_programme(
         The programme (None when the refinement kept fewer than ``min_genes`` genes, or the signature has no
         detected gene) and what happened (seed genes used and kept, iterations, genes).
     """
-    c = candidates or prepare_candidates(counts, blocks, min_detection=min_detection, seed_genes=seed_genes)
+    c = candidates or prepare_candidates(counts, blocks, min_detection=min_detection)
     genes, x, design, var = c.genes, c.x, c.design, c.var
     n = x.shape[0]
     w = c.mean_weights(seed_genes)
@@ -358,8 +347,8 @@ def refine_programme(
     info: dict[str, Any] = {"n_cells": int(n), "n_candidate_genes": int(genes.size), "n_seed_genes": int(seed.size),
                             "fdr": fdr, "min_detection": c.min_detection}  # fmt: skip
     if seed.size < MIN_SEED_GENES or n < 10:
-        info["reason"] = (f"{seed.size} of its genes detected in >= {MIN_SEED_CELLS} of {n} cells (a programme is "
-                          f"learned from >= {MIN_SEED_GENES} that can be checked against each other)")  # fmt: skip
+        info["reason"] = (f"{seed.size} of its genes detected in >= {c.min_detection:.0%} of {n} cells (a programme "
+                          f"is learned from >= {MIN_SEED_GENES} that can be checked against each other)")  # fmt: skip
         return None, info
     seed_score = np.asarray(x @ w).ravel()
     apart, apart_names = _apart_scores(c, apart_from or {})

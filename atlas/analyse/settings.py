@@ -69,11 +69,7 @@ class RefineOptions(StrictModel):
     )
     fdr: float = Field(0.01, gt=0, le=1, description="Benjamini-Hochberg FDR of a gene's correlation with the score")
     min_detection: float = Field(
-        0.01,
-        ge=0,
-        lt=1,
-        description="candidate genes: detected in at least this share of the neutrophils (a signature's own genes: in"
-        " at least 3 cells, MIN_SEED_CELLS)",
+        0.01, ge=0, lt=1, description="candidate genes: detected in at least this share of the neutrophils"
     )
     max_iterations: int = Field(2, ge=1, le=10, description="refinement steps (fewer when the gene set is stable)")
     min_genes: int = Field(

@@ -287,8 +287,7 @@ def refine_signatures(
     if not o.enabled:
         return Refinement()
     reg = load_registry()
-    own_genes = {g for name in names if name in reg for g in reg[name].genes}
-    candidates = prepare_candidates(counts, blocks, min_detection=o.min_detection, seed_genes=own_genes)  # shared
+    candidates = prepare_candidates(counts, blocks, min_detection=o.min_detection)  # shared by the signatures
     programmes: dict[str, Any] = {}
     for name in names:
         if name not in reg:

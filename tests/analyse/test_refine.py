@@ -174,24 +174,3 @@ def test_a_side_programme_refined_apart_from_the_others_does_not_take_their_gene
     among = on_i | on_t  # I cells against T cells
     score = lambda p: programme_scores(a, [p])[p.name].to_numpy()[among]  # noqa: E731
     assert roc_auc_score(on_i[among], score(apart)) > roc_auc_score(on_i[among], score(naive)) + 0.05
-
-
-def test_a_signature_detected_below_the_candidate_floor_still_seeds_its_programme():
-    """Seed genes each detected in < 1 % of cells (but in >= MIN_SEED_CELLS) are candidates, so the signature is
-    refined to its programme; a gene seen in 2 cells is not, and neither is any rare gene outside the signature."""
-    from atlas.analyse.refine import MIN_SEED_CELLS, prepare_candidates
-
-    a, _, on_p, _ = _cohort(seed=4)
-    rng = np.random.default_rng(0)
-    extra = np.zeros((a.n_obs, 3), dtype=np.float32)
-    for j, k in enumerate((10, 9, MIN_SEED_CELLS - 1)):  # rare genes of P's cells: 0.7 %, 0.6 % and 2 cells
-        extra[rng.choice(np.flatnonzero(on_p), k, replace=False), j] = 1
-    b = ad.AnnData(sp.hstack([a.X, sp.csr_matrix(extra)]).tocsr(), obs=a.obs)
-    b.var_names = [*a.var_names, "R0", "R1", "R2"]
-    rare = ["R0", "R1", "R2"]
-    assert not set(prepare_candidates(b, min_detection=0.01).genes) & set(rare)
-    assert set(prepare_candidates(b, min_detection=0.01, seed_genes=rare).genes) & set(rare) == {"R0", "R1"}
-    prog, info = refine_programme(b, [*rare, "ABSENT"], b.obs["dataset_id"].to_numpy(), source="R")
-    assert info["n_seed_genes"] == 2 and prog is not None
-    assert sum(g.startswith("P") for g in prog.genes) >= 25
-    assert roc_auc_score(on_p, programme_scores(b, [prog])["R_refined"]) > 0.9
