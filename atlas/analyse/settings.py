@@ -277,6 +277,12 @@ class AnalysisSettings(StrictModel):
         1, ge=0, le=5, description="steps of averaging state scores over the neutrophil kNN graph (0 = off)"
     )
     state_min_z: float = Field(0.5, description="best state's z (within neutrophils) must reach this")
+    state_shrink_evidence: bool = Field(
+        True,
+        description="the smoothed rule reads each state's smoothed z shrunk towards the neutrophils' mean by the share of"
+        " its spread that is noise (Kelley, from the state score's split-half reliability), so a state whose score is"
+        " mostly counting noise needs more evidence per cell; false: the smoothed z as it is",
+    )
     state_cells: Literal["own", "smoothed"] = Field(
         "own",
         description="own: the smoothed rule (state_min_z, state_min_margin, cluster evidence) sets how many neutrophils"

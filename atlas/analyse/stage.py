@@ -177,7 +177,7 @@ def _record_rules(
     atlas.uns["atlas_scoring"] = {**{k: v for k, v in scoring.kwargs().items() if k not in ("backend", "chunk_size")},
                                   "signatures": list(all_scores.columns)}  # fmt: skip
     state_rule = s.model_dump(include={"state_signatures", "state_smoothing_steps", "state_min_z", "state_min_margin",
-                                       "default_state"})  # fmt: skip
+                                       "state_shrink_evidence", "default_state"})  # fmt: skip
     atlas.uns["state_rule"] = plain((neut.state_fit if neut is not None else {}) | state_rule)
 
 

@@ -365,10 +365,10 @@ def assign_neutrophil_states(
                            smoothing_steps=s.state_smoothing_steps, min_z=s.state_min_z,
                            min_margin=s.state_min_margin, default_state=s.default_state,
                            clusters=neut_obs["neutrophil_leiden"].to_numpy(), reliability=state_rel,
-                           cells=s.state_cells)  # fmt: skip
+                           cells=s.state_cells, shrink=s.state_shrink_evidence)  # fmt: skip
     state_fit = {"default_state_used": states.attrs.get("default_state") or "unassigned",
-                 "reliability": state_rel, "cluster_weight": states.attrs.get("cluster_weight", {}),
-                 "cells": s.state_cells}  # fmt: skip
+                 "reliability": state_rel, "evidence_weight": states.attrs.get("evidence_weight", {}),
+                 "cluster_weight": states.attrs.get("cluster_weight", {}), "cells": s.state_cells}  # fmt: skip
     if "cell_cuts" in states.attrs:
         state_fit["cell_cuts"] = states.attrs["cell_cuts"]
     for col in states.columns:

@@ -581,11 +581,22 @@ def _state_rule_caption(inputs: RunInputs) -> str:
         cuts = {k: float(v) for k, v in dict(rule.get("cell_cuts") or {}).items() if np.isfinite(float(v))}
         shown = ", ".join(f"{k} z >= {v:.2f}" for k, v in cuts.items())
         return ("Each state holds as many cells as the graph-smoothed rule (state_min_z, state_min_margin, cluster "
-                f"evidence) gives it, chosen by each cell's own unsmoothed evidence ({shown or 'no state called'}); "
-                f"the rest take the default state ({rule.get('default_state_used', 'mature')}).")
+                f"evidence{_shrunk_caption(rule)}) gives it, chosen by each cell's own unsmoothed evidence "
+                f"({shown or 'no state called'}); the rest take the default state "
+                f"({rule.get('default_state_used', 'mature')}).")
     if rule.get("cells") == "smoothed":
         return "Calls of the graph-smoothed rule (state_cells: smoothed)."
     return ""
+
+
+def _shrunk_caption(rule: dict) -> str:
+    """The states whose smoothed evidence the rule shrank by their reliability, and what share it kept."""
+    kept = {k: float(v) for k, v in dict(rule.get("evidence_weight") or {}).items() if np.isfinite(float(v))}
+    kept = {k: v for k, v in kept.items() if v < 0.995}
+    if not kept:
+        return ""
+    return "; the smoothed evidence of noisy scores shrunk by their reliability first: " + ", ".join(
+        f"{k} kept {v:.2f}" for k, v in kept.items())
 
 
 def _jsonable(x):
