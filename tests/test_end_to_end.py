@@ -112,6 +112,7 @@ def test_atlas_run_resumes_and_skips(tmp_path):
     assert (tmp_path / "run" / "report.html").exists() and (tmp_path / "run" / "atlas.h5ad").exists()
     rule = ad.read_h5ad(tmp_path / "run" / "atlas.h5ad", backed="r").uns["state_rule"]
     assert rule["cells"] == "own" and "T3" in rule["cell_cuts"]  # the state rule the report's caption names
+    assert set(rule["evidence_weight"]) == set(rule["cell_cuts"]) and rule["state_shrink_evidence"]
     assert "chosen by each cell&#x27;s own unsmoothed evidence" in (tmp_path / "run" / "report.html").read_text()
     ref = ad.read_h5ad(tmp_path / "run" / "reference" / "atlas.h5ad")
     assert {"X_scVI", "X_umap"} <= set(ref.obsm) and "leiden" in ref.obs and "truth_state" in ref.obs

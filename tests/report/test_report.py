@@ -285,6 +285,10 @@ def test_state_caption_names_the_rule():
     own = {"cells": "own", "cell_cuts": {"T3": 1.234, "mature": float("nan")}, "default_state_used": "mature"}
     caption = _state_rule_caption(SimpleNamespace(atlas=SimpleNamespace(uns={"state_rule": own})))
     assert "T3 z >= 1.23" in caption and "mature z" not in caption and "default state (mature)" in caption
+    assert "shrunk" not in caption  # no evidence weights recorded: nothing said about them
+    weights = {**own, "evidence_weight": {"T3": 0.999, "antigen_presenting": 0.28}}
+    caption = _state_rule_caption(SimpleNamespace(atlas=SimpleNamespace(uns={"state_rule": weights})))
+    assert "shrunk by their reliability first: antigen_presenting kept 0.28" in caption and "T3 kept" not in caption
     smoothed = SimpleNamespace(atlas=SimpleNamespace(uns={"state_rule": {"cells": "smoothed"}}))
     assert "graph-smoothed rule" in _state_rule_caption(smoothed)
     assert _state_rule_caption(SimpleNamespace(atlas=None)) == ""
