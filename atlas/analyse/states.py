@@ -210,15 +210,15 @@ def assign_states(
     sd[~(sd > 0)] = 1.0
     z_raw = np.nan_to_num((x - mu) / sd)
     z = smooth_on_graph(z_raw, connectivities, smoothing_steps)
-    rel = np.array([(reliability or {}).get(st, np.nan) for st in states], dtype=np.float64)
-    noise = smoothing_noise_factor(connectivities, smoothing_steps, len(z))
-    evidence, kept = z, np.ones(len(states))
-    if shrink and reliability is not None:
-        # a reliability clipped to 0 (halves that did not correlate: a signature of two or three sparse genes)
-        # estimates nothing; such a state keeps its smoothed z
-        evidence, kept = cluster_shrinkage(z, np.zeros(len(z), dtype=np.int64), np.where(rel > 0, rel, np.nan), noise)
+    evidence, kept, k = z, np.ones(len(states)), np.ones(len(states))
+    if reliability is not None:
+        rel = np.array([reliability.get(st, np.nan) for st in states], dtype=np.float64)
+        noise = smoothing_noise_factor(connectivities, smoothing_steps, len(z))
+        if shrink:  # step 3: one "cluster" of all neutrophils; a reliability clipped to 0 (halves that did not
+            # correlate: a signature of two or three sparse genes) estimates nothing, so that state keeps its z
+            everyone = np.zeros(len(z), dtype=np.int64)
+            evidence, kept = cluster_shrinkage(z, everyone, np.where(rel > 0, rel, np.nan), noise)
     label, rule, top, second = _call(evidence, states, min_z, min_margin)
-    k = np.ones(len(states))
     if clusters is not None and reliability is not None:
         # cluster evidence settles the cells whose own evidence is ambiguous (two programmes close)
         shrunk, k = cluster_shrinkage(z, np.asarray(clusters), rel, noise)

@@ -289,12 +289,13 @@ def refine_signatures(
     reg = load_registry()
     candidates = prepare_candidates(counts, blocks, min_detection=o.min_detection)  # shared by the signatures
     programmes: dict[str, Any] = {}
+    index_signatures = {*s.reprogramming_up, *s.reprogramming_down}  # refined as they are: one axis's two ends
     for name in names:
         if name not in reg:
             rows.append({"signature": name, "refined": False, "reason": "not a registry signature"})
             continue
         apart = None
-        if o.side_states_apart and name not in {*s.reprogramming_up, *s.reprogramming_down}:
+        if o.side_states_apart and name not in index_signatures:
             apart = {m: reg[m].genes for m in names if m != name and m in reg}
         prog, info = refine_programme(counts, reg[name].genes, fdr=o.fdr, max_iterations=o.max_iterations,
                                       min_genes=o.min_genes, name=refined_name(name), source=name,

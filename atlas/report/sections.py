@@ -591,8 +591,7 @@ def _state_rule_caption(inputs: RunInputs) -> str:
 
 def _shrunk_caption(rule: dict) -> str:
     """The states whose smoothed evidence the rule shrank by their reliability, and what share it kept."""
-    kept = {k: float(v) for k, v in dict(rule.get("evidence_weight") or {}).items() if np.isfinite(float(v))}
-    kept = {k: v for k, v in kept.items() if v < 0.995}
+    kept = {k: float(v) for k, v in dict(rule.get("evidence_weight") or {}).items() if float(v) < 0.995}  # NaN: no
     if not kept:
         return ""
     return "; the smoothed evidence of noisy scores shrunk by their reliability first: " + ", ".join(
