@@ -9,7 +9,7 @@ Rule (all thresholds in :class:`atlas.analyse.AnalysisSettings`):
 3. Each state's smoothed z is shrunk towards the neutrophils' mean by how much of its spread is noise, as
    step 4 does within clusters (``e = k z``, ``k`` as in step 4 with the variance over all neutrophils;
    ``state_shrink_evidence``; a reliability not above 0, the clip of split halves that did not correlate,
-   estimates nothing and leaves the z as it is): a score that is mostly counting noise at this depth needs
+   estimates nothing and leaves the z as it is, here and in step 4): a score that is mostly counting noise at this depth needs
    more evidence per cell than a reliable one, rather than admitting its noise's upper tail (on an
    independent 30,000-cell cohort of ~300-UMI neutrophils, 368 were called antigen-presenting for 122 true,
    by a programme of reliability 0.21; ``benchmarks/robustness.md``, stop 29). A cell takes its best state
@@ -213,11 +213,13 @@ def assign_states(
     evidence, kept, k = z, np.ones(len(states)), np.ones(len(states))
     if reliability is not None:
         rel = np.array([reliability.get(st, np.nan) for st in states], dtype=np.float64)
+        # a reliability clipped to 0 (halves that did not correlate: a signature of two or three sparse genes)
+        # estimates nothing: that state's z is not shrunk, in step 3 or step 4
+        rel = np.where(rel > 0, rel, np.nan)
         noise = smoothing_noise_factor(connectivities, smoothing_steps, len(z))
-        if shrink:  # step 3: one "cluster" of all neutrophils; a reliability clipped to 0 (halves that did not
-            # correlate: a signature of two or three sparse genes) estimates nothing, so that state keeps its z
+        if shrink:  # step 3: one "cluster" of all neutrophils
             everyone = np.zeros(len(z), dtype=np.int64)
-            evidence, kept = cluster_shrinkage(z, everyone, np.where(rel > 0, rel, np.nan), noise)
+            evidence, kept = cluster_shrinkage(z, everyone, rel, noise)
     label, rule, top, second = _call(evidence, states, min_z, min_margin)
     if clusters is not None and reliability is not None:
         # cluster evidence settles the cells whose own evidence is ambiguous (two programmes close)

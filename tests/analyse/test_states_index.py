@@ -336,3 +336,10 @@ def test_a_noisy_state_score_needs_more_evidence_per_cell():
     unknown = assign_states(scores, reliability={**rel, "antigen_presenting": 0.0}, **kw)
     assert unknown.attrs["evidence_weight"]["antigen_presenting"] == 1.0
     assert (called(unknown, "antigen_presenting") == called(plain, "antigen_presenting")).all()
+    # the cluster step reads a reliability of 0 the same way: not estimated (no pull to the cluster mean)
+    clusters = rng.integers(0, 8, n)
+    zero = assign_states(scores, clusters=clusters, reliability={**rel, "antigen_presenting": 0.0}, **kw)
+    unset = assign_states(scores, clusters=clusters, reliability={**rel, "antigen_presenting": np.nan}, **kw)
+    assert zero.attrs["cluster_weight"]["antigen_presenting"] == 0.0
+    assert zero.attrs["cluster_weight"]["T3"] > 0.0
+    assert (zero["neutrophil_state"].astype(str) == unset["neutrophil_state"].astype(str)).all()
