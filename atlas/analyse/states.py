@@ -9,8 +9,8 @@ Rule (all thresholds in :class:`atlas.analyse.AnalysisSettings`):
 3. Each state's smoothed z is shrunk towards the neutrophils' mean by how much of its spread is noise, as
    step 4 does within clusters (``e = k z``, ``k`` as in step 4 with the variance over all neutrophils;
    ``state_shrink_evidence``; a reliability not above 0, the clip of split halves that did not correlate,
-   estimates nothing and leaves the z as it is, here and in step 4): a score that is mostly counting noise at this depth needs
-   more evidence per cell than a reliable one, rather than admitting its noise's upper tail (on an
+   estimates nothing and leaves the z as it is, here and in step 4): a score that is mostly counting noise at
+   this depth needs more evidence per cell than a reliable one, rather than admitting its noise's upper tail (on an
    independent 30,000-cell cohort of ~300-UMI neutrophils, 368 were called antigen-presenting for 122 true,
    by a programme of reliability 0.21; ``benchmarks/robustness.md``, stop 29). A cell takes its best state
    when that evidence reaches ``state_min_z`` and beats the second best by
@@ -117,7 +117,9 @@ def cluster_shrinkage(
     clusters
         Cluster label per cell.
     reliability
-        Per state, the split-half reliability of its score (NaN: no shrinkage for that state).
+        Per state, the split-half reliability of its score. NaN or not above 0 (a reliability clipped to 0: split
+        halves that did not correlate, a signature of two or three sparse genes) estimates nothing: no shrinkage
+        for that state.
     noise_factor
         Per cell, the share of the unsmoothed noise variance left in ``z``
         (:func:`smoothing_noise_factor`; ``None``: 1, unsmoothed).
@@ -134,7 +136,8 @@ def cluster_shrinkage(
     m = (sums / counts[:, None])[codes]
     var_w = ((z - m) ** 2).mean(axis=0)
     factor = float(np.mean(noise_factor)) if noise_factor is not None else 1.0
-    noise = (1.0 - np.asarray(reliability, dtype=np.float64)) * factor
+    rel = np.asarray(reliability, dtype=np.float64)
+    noise = np.where(rel > 0, 1.0 - rel, np.nan) * factor  # NaN > 0 is False: not estimated either way
     k = np.ones(z.shape[1])
     ok = np.isfinite(noise) & (var_w > 0)
     k[ok] = np.clip(1.0 - noise[ok] / var_w[ok], 0.0, 1.0)
@@ -213,9 +216,6 @@ def assign_states(
     evidence, kept, k = z, np.ones(len(states)), np.ones(len(states))
     if reliability is not None:
         rel = np.array([reliability.get(st, np.nan) for st in states], dtype=np.float64)
-        # a reliability clipped to 0 (halves that did not correlate: a signature of two or three sparse genes)
-        # estimates nothing: that state's z is not shrunk, in step 3 or step 4
-        rel = np.where(rel > 0, rel, np.nan)
         noise = smoothing_noise_factor(connectivities, smoothing_steps, len(z))
         if shrink:  # step 3: one "cluster" of all neutrophils
             everyone = np.zeros(len(z), dtype=np.int64)
