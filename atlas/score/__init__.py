@@ -4,34 +4,7 @@ Public functions are loaded on first attribute access, so ``import atlas.score``
 numba, cupy or dask.
 """
 
-from __future__ import annotations
+import lazy_loader as lazy
 
-import importlib
-from typing import Any
-
-_LAZY = {
-    "score_signatures": ".adata",
-    "score_matrix": ".matrix",
-    "score_store": ".stage",
-    "list_signatures": ".stage",
-    "show_signature": ".stage",
-    "export_signatures": ".stage",
-    "resolve_gene_sets": ".gene_sets",
-    "read_gmt": ".gene_sets",
-    "read_gene_set_yaml": ".gene_sets",
-    "GeneSet": ".gene_sets",
-}
-
-__all__ = sorted(_LAZY)
-
-
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        value = getattr(importlib.import_module(_LAZY[name], __name__), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))
+# the public names are the imports of __init__.pyi, loaded on first use (SPEC 1)
+__getattr__, __dir__, __all__ = lazy.attach_stub(__name__, __file__)
