@@ -4,6 +4,7 @@
     python scripts/bench_robustness.py --grid default hard --seeds 0 --n-cells 3000 --n-datasets 6 --no-record
     python scripts/bench_robustness.py --work-dir W --skip-existing     # resume a long grid
     python scripts/bench_robustness.py --from-json W/robustness.json    # rebuild the report, no rerun
+    python scripts/bench_robustness.py --standing "sim 8k=A/robustness.json" "independent=B/robustness.json"  # one table
 
 For every grid point (a simulator difficulty preset, ``simulate.difficulty``, or ``independent``: a cohort of
 ``scripts/independent_cohort.py``, a generator designed apart from atlas's simulator) and seed:
@@ -518,6 +519,25 @@ def record_markdown(records: list[dict], rows: list[dict], command: str) -> None
         fh.write("\n".join(parts) + "\n")
 
 
+def standing_table(sets: dict[str, list[dict]]) -> str:
+    """One row per figure with a target, one column per set of runs (e.g. the simulator grid at 8,000 cells, an
+    independent generator's seeds): runs meeting the target, the worst value and runs where atlas >= the peer."""
+    summaries = {label: summary_rows(records) for label, records in sets.items()}
+    rows = []
+    for i, f in enumerate(FIGURES):
+        if f.threshold is None and f.above is None:
+            continue
+        row = {"figure": f.label, "target": f.target}
+        for label, summary in summaries.items():
+            s = summary[i]
+            cell = f"{s['runs meeting target']} (worst {s['atlas worst']})"
+            if s["atlas >= peer (runs)"] != DASH:
+                cell += f"; >= peer {s['atlas >= peer (runs)']}"
+            row[f"{label} ({len(sets[label])} runs)"] = cell
+        rows.append(row)
+    return _table(rows)
+
+
 # ----------------------------------------------------------------------------------------- main
 def _check_grid(grid: list[str]) -> None:
     from atlas.simulate.difficulty import Difficulty
@@ -547,9 +567,21 @@ def main() -> None:
     )
     ap.add_argument("--jobs", type=int, default=1, help="atlas runs at once (each is a child process)")
     ap.add_argument("--from-json", type=Path, default=None, help="rebuild the report from a robustness.json")
+    ap.add_argument("--standing", nargs="+", metavar="LABEL=JSON", default=None,
+                    help="print one table over several robustness.json files (each a column: runs meeting each "
+                    "target, worst value, runs where atlas >= the peer); runs nothing")
     args = ap.parse_args()
     command = "python " + shlex.join(["scripts/bench_robustness.py", *sys.argv[1:]])
 
+    if args.standing:
+        sets = {}
+        for item in args.standing:
+            label, sep, path = item.partition("=")
+            if not sep:
+                ap.error(f"--standing {item!r}: write LABEL=path/to/robustness.json")
+            sets[label] = json.loads(Path(path).read_text())["records"]
+        print(standing_table(sets))
+        return
     if args.from_json:
         data = json.loads(args.from_json.read_text())
         rows = print_report(data["records"])

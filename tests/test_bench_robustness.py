@@ -1,0 +1,38 @@
+"""scripts/bench_robustness.py's cross-cohort table (the summary logic it shares with each section)."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+
+SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "bench_robustness.py"
+
+
+def _bench():
+    spec = importlib.util.spec_from_file_location("bench_robustness", SCRIPT)
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = mod  # its dataclasses look their module up there
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def _run(precision: float, peer_precision: float, f1: float) -> dict:
+    return {"point": "p", "seed": 0, "timing": {"atlas_s": 1.0, "peer_s": 1.0},
+            "atlas": {"neutrophil_precision": precision, "state_macro_f1": f1},
+            "peer": {"neutrophil_precision": peer_precision}}  # fmt: skip
+
+
+def test_standing_table_counts_targets_worst_values_and_the_peer_per_set():
+    bench = _bench()
+    table = bench.standing_table({
+        "sim": [_run(0.99, 0.90, 0.80), _run(0.95, 0.97, 0.65)],
+        "other": [_run(0.85, 0.80, 0.71)],
+    })  # fmt: skip
+    lines = table.splitlines()
+    assert lines[0] == "| figure | target | sim (2 runs) | other (1 runs) |"
+    precision = next(line for line in lines if line.startswith("| neutrophil precision |"))
+    assert "2/2 (worst 0.950); >= peer 1/2" in precision and "0/1 (worst 0.850); >= peer 1/1" in precision
+    f1 = next(line for line in lines if line.startswith("| state macro-F1 |"))
+    assert "1/2 (worst 0.650) |" in f1 and "1/1 (worst 0.710) |" in f1 and "peer" not in f1
+    assert not any(line.startswith("| ↳") for line in lines)  # only figures with a target
