@@ -171,6 +171,13 @@ class IntegrateSettings(StrictModel):
         description="batch columns scored; the first gives the main columns, the others suffixed ones",
     )
     metrics_max_cells: int = Field(50_000, ge=100, description="cells subsampled (seeded) for the metrics")
+    metrics_baseline_max_cells: int = Field(
+        200_000,
+        ge=100,
+        description="cells the PCA and Harmony baselines are fitted on before the metrics score them on the same "
+        "subsample as scVI: all cells up to this many (scVI learned from every cell; Harmony fitted on the scored "
+        "subsample alone mixes a smaller problem), above it a seeded subsample holding the scored cells",
+    )
     metrics_harmony: bool = Field(True, description="add Harmony on the PCA baseline as a peer")
     metrics_n_jobs: int = Field(-1, description="threads of the neighbour search (-1 = all)")
     metrics_fast: bool = Field(False, description="skip kBET and BRAS, the slowest scib metrics")

@@ -428,6 +428,7 @@ def _score(cells, s: IntegrateSettings, train, backend: str, refdir: Path, trail
         label_key=s.metrics_label_key,
         batch_keys=s.metrics_batch_keys,
         max_cells=s.metrics_max_cells,
+        baseline_max_cells=s.metrics_baseline_max_cells,
         harmony=s.metrics_harmony,
         harmony_keys=[k for k in [train.batch_key, *train.categorical_covariates] if k] or None,
         random_state=s.seed,

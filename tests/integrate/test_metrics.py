@@ -27,6 +27,8 @@ def test_metrics_table_scores_a_good_latent_above_the_baseline(toy, tmp_path):
     )
     assert list(df.index) == ["X_pca", "X_harmony", "X_scVI"]
     assert df.loc["X_scVI", "method"] == "scVI" and (df["n_cells"] == 1000).all()
+    # the baselines integrate every cell, as scVI did, and are scored on the same 1,000
+    assert toy.n_obs > 1000 and (df["n_cells_baselines"] == toy.n_obs).all()
     for col in (
         "Batch correction",
         "Bio conservation",
@@ -69,6 +71,18 @@ def test_batch_only_metrics_without_labels_and_bad_keys(toy):
     assert integration_metrics(toy, batch_keys=["one"]).empty
     with pytest.raises(ValueError, match="unknown scib metrics"):
         integration_metrics(toy, batch_keys=["dataset_id"], skip=["kbet"])
+
+
+def test_baselines_are_fitted_on_all_cells_up_to_a_cap_that_keeps_the_scored_ones():
+    from atlas.integrate.metrics import _baseline_cells
+
+    rng = np.random.default_rng(0)
+    scored = np.sort(rng.choice(10_000, 1_000, replace=False))
+    assert np.array_equal(_baseline_cells(10_000, scored, None, rng), np.arange(10_000))
+    assert np.array_equal(_baseline_cells(10_000, scored, 10_000, rng), np.arange(10_000))
+    fit = _baseline_cells(10_000, scored, 4_000, rng)
+    assert fit.size == 4_000 and np.all(np.diff(fit) > 0) and np.isin(scored, fit).all()
+    assert np.array_equal(_baseline_cells(10_000, scored, 500, rng), scored)  # a cap below the scored cells
 
 
 @pytest.mark.slow
