@@ -579,7 +579,10 @@ def main() -> None:
             label, sep, path = item.partition("=")
             if not sep:
                 ap.error(f"--standing {item!r}: write LABEL=path/to/robustness.json")
-            sets[label] = json.loads(Path(path).read_text())["records"]
+            try:
+                sets[label] = json.loads(Path(path).read_text())["records"]
+            except (OSError, ValueError, KeyError) as err:
+                ap.error(f"--standing {item!r}: {path} is not a robustness.json of this script ({err!r})")
         print(standing_table(sets))
         return
     if args.from_json:
