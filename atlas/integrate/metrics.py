@@ -201,7 +201,7 @@ def integration_metrics(
         Cells the PCA and Harmony baselines are fitted on: every cell up to this many (``None``: always all),
         above it a seeded subsample that holds the scored cells. The latent spaces were learned from every
         cell, so their peers integrate the same cells and are then scored on the same subsample: Harmony
-        fitted on the 5,000 scored cells alone mixed more (iLISI 0.49-0.51) than the same Harmony fitted on
+        fitted on the 5,000 scored cells alone mixed more (iLISI 0.48-0.51) than the same Harmony fitted on
         the whole 28,790-cell atlas and scored on those cells (0.44; ``benchmarks/integrate.md``, stop 31).
     harmony
         Add Harmony (on the PCA baseline) as a peer.
