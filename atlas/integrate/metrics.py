@@ -260,12 +260,15 @@ def integration_metrics(
     for c in cols:
         obs[c] = obs[c].astype(str).astype("category")
     X = adata.X if layer is None else adata.layers[layer]
-    fit = ad.AnnData(X=X[fit_idx], obs=obs)
+    # every cell: the counts as they are (baseline_embeddings normalises a copy), not a fancy-indexed copy
+    fit = ad.AnnData(X=X if fit_idx.size == adata.n_obs else X[fit_idx], obs=obs)
     h_keys = list(harmony_keys or batch_keys[:1]) if harmony else []
     baseline_embeddings(fit, harmony_keys=h_keys, n_pcs=n_pcs, random_state=random_state, backend=backend)
-    log.info("PCA%s baselines fitted on %d cells, scored on %d", " and Harmony" if h_keys else "", len(fit_idx), len(idx))
-    scored = np.searchsorted(fit_idx, idx)
-    sub = fit[scored].copy()
+    log.info(
+        "PCA%s baselines fitted on %d cells, scored on %d", " and Harmony" if h_keys else "", fit_idx.size, idx.size
+    )
+    # the scored cells are a subset of the fitted ones: the same set when the sizes agree
+    sub = fit if fit_idx.size == idx.size else fit[np.searchsorted(fit_idx, idx)].copy()
     for e in embeddings:
         sub.obsm[e] = np.asarray(adata.obsm[e])[idx].astype(np.float32)
 
