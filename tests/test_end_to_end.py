@@ -113,6 +113,11 @@ def test_atlas_run_resumes_and_skips(tmp_path):
     rule = ad.read_h5ad(tmp_path / "run" / "atlas.h5ad", backed="r").uns["state_rule"]
     assert rule["cells"] == "own" and "T3" in rule["cell_cuts"]  # the state rule the report's caption names
     assert set(rule["evidence_weight"]) == set(rule["cell_cuts"]) and rule["state_shrink_evidence"]
+    # what a query needs to call its own cells with the same rule: units, cuts and the programmes read
+    assert set(rule["z_loc"]) == set(rule["z_scale"]) == set(rule["cell_cuts"]) == set(rule["signatures_read"])
+    assert all(float(v) > 0 for v in rule["z_scale"].values())
+    read = {c for cols in rule["signatures_read"].values() for c in cols}
+    assert set(rule.get("programmes", {})) <= read and all(c.endswith("_refined") for c in rule.get("programmes", {}))
     assert "chosen by each cell&#x27;s own unsmoothed evidence" in (tmp_path / "run" / "report.html").read_text()
     ref = ad.read_h5ad(tmp_path / "run" / "reference" / "atlas.h5ad")
     assert {"X_scVI", "X_umap"} <= set(ref.obsm) and "leiden" in ref.obs and "truth_state" in ref.obs

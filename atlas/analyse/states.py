@@ -58,6 +58,7 @@ from .celltypes import cluster_order
 __all__ = [
     "UNASSIGNED",
     "assign_states",
+    "calls_at_cuts",
     "cluster_shrinkage",
     "smooth_on_graph",
     "smoothing_noise_factor",
@@ -202,7 +203,8 @@ def assign_states(
         ``neutrophil_state``, ``neutrophil_state_confidence``, ``neutrophil_state_rule`` and
         ``state_z_<state>`` (the smoothed z); ``attrs["default_state"]``, ``attrs["evidence_weight"]`` (per state,
         the share of its smoothed z step 3 keeps) and ``attrs["cluster_weight"]`` (per state, ``1 - k``) record the
-        data-dependent parts of the rule; with ``cells="own"`` also
+        data-dependent parts of the rule, ``attrs["z_loc"]`` / ``attrs["z_scale"]`` (per state) the mean and standard
+        deviation that standardised its score; with ``cells="own"`` also
         ``attrs["cell_cuts"]`` (per state, the cut on its unsmoothed z; NaN: no cell, or the default state).
     """
     if cells not in ("own", "smoothed"):
@@ -249,6 +251,8 @@ def assign_states(
     for j, st in enumerate(states):
         out[f"state_z_{st}"] = z[:, j]
     out.attrs["default_state"] = default_state
+    out.attrs["z_loc"] = {st: float(mu[j]) for j, st in enumerate(states)}  # the z's centre and scale: a query's
+    out.attrs["z_scale"] = {st: float(sd[j]) for j, st in enumerate(states)}  # cells are read in these units
     out.attrs["evidence_weight"] = {st: float(kept[j]) for j, st in enumerate(states)}
     out.attrs["cluster_weight"] = {st: float(1.0 - k[j]) for j, st in enumerate(states)}
     if cuts is not None:
@@ -287,6 +291,18 @@ def _own_evidence_calls(
         count = int(np.sum(smoothed_label == st))
         if st != default_state and count:
             cut[j] = _cut_at(z_own[:, j], count)
+    label, rule, margin = calls_at_cuts(z_own, cut, states, default_state, min_margin)
+    return label, rule, margin, cut
+
+
+def calls_at_cuts(
+    z_own: np.ndarray, cut: np.ndarray, states: list[str], default_state: str | None, min_margin: float
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """States of cells from their own z (cells x ``states``) at fixed per-state cuts (inf or NaN: the state takes
+    no cell): above one cut that state (rule ``cell``), above several the one exceeded most (``ambiguous`` within
+    ``min_margin``), above none ``default_state`` (``default``). Returns labels, rules and margins. The analysis
+    sets the cuts on the atlas's neutrophils (step 6 of the module notes); a query reuses them on its own cells."""
+    cut = np.where(np.isnan(cut), np.inf, cut)
     excess = np.where(np.isfinite(cut), z_own - cut, -np.inf)
     # above a cut or not at all: a cell above one cut is clear whatever its other excesses
     label, rule, top, second = _call(np.where(excess >= 0, excess, -np.inf), states, 0.0, min_margin)
@@ -295,7 +311,7 @@ def _own_evidence_calls(
     # rest: how far below the nearest cut
     with np.errstate(invalid="ignore"):
         margin = np.where(top >= 0, np.minimum(top, top - second), -excess.max(axis=1))
-    return label, rule, margin, cut
+    return label, rule, margin
 
 
 def state_clusters(states: pd.DataFrame, clusters: pd.Series, state_score: pd.DataFrame) -> pd.DataFrame:

@@ -372,6 +372,7 @@ def assign_neutrophil_states(
                  "cluster_weight": states.attrs.get("cluster_weight", {}), "cells": s.state_cells}  # fmt: skip
     if "cell_cuts" in states.attrs:
         state_fit["cell_cuts"] = states.attrs["cell_cuts"]
+        state_fit["z_loc"], state_fit["z_scale"] = states.attrs["z_loc"], states.attrs["z_scale"]
     for col in states.columns:
         neut_obs[col] = states[col]
     return state_fit, state_clusters(states, neut_obs["neutrophil_leiden"], sscore)
@@ -486,6 +487,9 @@ def analyse_neutrophils(
     read = _reading(s, refined.programmes)
     state_fit, state_table = assign_neutrophil_states(neut_obs, neut_scores, sub, read)
     state_fit["signatures_read"] = read.state_signatures
+    # every programme a state reads, so a query can score its own cells and call them with the same cuts
+    state_fit["programmes"] = {p.name: p.to_dict() for p in refined.programmes.values()
+                               if any(p.name in v for v in read.state_signatures.values())}  # fmt: skip
     axis = reprogramming_index(neut_obs, neut_scores, sub.reliability, read, method, refined.programmes)
     used = {p.name: p.to_dict() for p in refined.programmes.values() if p.name in (*axis.up, *axis.down)}
     axis = replace(axis, programmes=used)

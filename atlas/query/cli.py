@@ -48,6 +48,9 @@ def query(
     batch_size: Annotated[int | None, typer.Option(help="Cells per mini-batch (default 1024).", min=16)] = None,
     uncertainty_threshold: Annotated[float | None, typer.Option(
         help="Cells above this uncertainty are labelled unknown (default 0.5).")] = None,
+    state_method: Annotated[str | None, typer.Option(
+        help="Neutrophil states from each cell's own evidence at the reference's cuts (evidence, the default) or the "
+        "nearest reference neutrophils' vote (knn).")] = None,
     min_overlap: Annotated[float | None, typer.Option(
         help="Error below this share of reference HVGs measured (default 0.5).")] = None,
     accelerator: Annotated[str | None, typer.Option(help="auto, cpu or gpu.")] = None,
@@ -63,7 +66,7 @@ def query(
     settings = settings_with_flags(QuerySettings, data.get("query", data), str(config or "command-line options"),
                                    label_key=label_key, max_epochs=max_epochs, batch_size=batch_size,
                                    min_overlap=min_overlap, uncertainty_threshold=uncertainty_threshold,
-                                   accelerator=accelerator, seed=seed)  # fmt: skip
+                                   accelerator=accelerator, seed=seed, state_method=state_method)  # fmt: skip
     res = map_query(refdir, query_input, out, settings=settings, overwrite=overwrite, dataset_id=dataset_id,
                     species=species, format=format, counts=counts, obs_path=obs_path,
                     obs_columns=_pairs(obs_column, "--obs-column"), constants=_pairs(constant, "--constant"),

@@ -130,7 +130,12 @@ def write_query_report(out_dir: Path, *, ref, q, tables: dict[str, pd.DataFrame]
                       "(obs scanvi_prediction, scanvi_uncertainty).")
 
     if ref.state_key is not None and "state_composition" in tables:
-        rep.section("Neutrophil states and reprogramming", "Query neutrophils beside the reference cancer types.")
+        how = ("each neutrophil's own state evidence (the reference's state programmes scored on the query's counts), "
+               "called at the reference's cuts in the reference neutrophils' units (obs state_rule; the reference "
+               "neighbours' vote is in predicted_state_knn)" if "state_rule" in q.obs else
+               "a vote of the nearest reference neutrophils in the latent space")  # fmt: skip
+        rep.section("Neutrophil states and reprogramming",
+                    f"Query neutrophils beside the reference cancer types. States from {how}.")
         _states(rep, tables, q, ref)
     if "score_means" in tables and len(tables["score_means"]):
         rep.section("Signature scores", f"Scored with the reference's settings ({summary['scoring'].get('method')}).")

@@ -51,6 +51,13 @@ class QuerySettings(StrictModel):
     uncertainty_threshold: float = Field(
         0.5, gt=0, le=1, description="cells with a higher uncertainty are labelled unknown"
     )
+    state_method: Literal["evidence", "knn"] = Field(
+        "evidence",
+        description="how query neutrophils get their state: 'evidence' = the reference's state programmes scored on "
+        "the query's own counts and called at the reference's cuts (the analysis's own-evidence rule; needs a run "
+        "analysed with state cuts, else knn with a note); 'knn' = the vote of the nearest reference neutrophils in "
+        "the latent space",
+    )
     state_uncertainty_threshold: float = Field(
         1.0, gt=0, le=1, description="neutrophils with a higher state uncertainty get state unknown (1 = never)"
     )

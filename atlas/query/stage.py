@@ -2,7 +2,8 @@
 
 Steps: check the reference -> ingest the query (same machinery as the atlas) -> gene overlap ->
 prepare (HVGs, zero-fill, batch names) -> scArches surgery -> label transfer and UMAP placement ->
-scores and reprogramming index -> tables, ``query.h5ad``, ``report.html``. The output folder is
+scores and reprogramming index -> neutrophil states from the query's own evidence at the reference's cuts ->
+tables, ``query.h5ad``, ``report.html``. The output folder is
 built under a temporary name and renamed at the end, so a failure leaves no partial ``DIR``; inputs
 are only read. The reference and ``DIR`` may be URLs (``s3://``, ``gs://``): the reference is read from
 a local cache (:func:`atlas.query.reference.fetch_reference`), and a URL ``DIR`` is built in a local
@@ -12,8 +13,9 @@ Layout of ``DIR``::
 
     query.h5ad            cells x reference HVGs (raw counts, zero-filled); obs: the query's metadata,
                           predicted_cell_type, prediction_uncertainty (vote_/distance_uncertainty),
-                          predicted_state, state_uncertainty, reprogramming_index, one column per
-                          score; obsm X_scVI (query latent in the reference space), X_umap (placement)
+                          predicted_state, state_uncertainty, state_rule (and predicted_state_knn, the
+                          reference neighbours' vote), reprogramming_index, one column per score
+                          (the refined programmes among them); obsm X_scVI (query latent in the reference space), X_umap (placement)
     store.h5ad            the ingested query (all genes) with store.{qc,genes,neutrophils}.csv
     tables/               gene_overlap.csv, gene_overlap_summary.csv, batch_renames.csv, predictions.csv,
                           cell_type_composition.csv, state_composition.csv, reprogramming_index.csv,
@@ -269,7 +271,8 @@ def _score(q, store: Path, run: _Run) -> tuple[pd.DataFrame, dict]:
             q.obs[c] = scores[c].to_numpy()
     is_neut = (q.obs["predicted_cell_type"].astype(str) == s.neutrophil_label).to_numpy()
     if s.score and len(scores.columns) and is_neut.any():
-        learned = programme_scores_on_store(store, q.obs_names[is_neut], (ref.axis or {}).get("programmes"))
+        programmes = {**dict((ref.axis or {}).get("programmes") or {}), **dict((ref.state_rule or {}).get("programmes") or {})}
+        learned = programme_scores_on_store(store, q.obs_names[is_neut], programmes)
         for c in learned.columns:  # the reference's learned programmes, on the query's neutrophils
             q.obs[c] = np.nan
             q.obs.loc[learned.index, c] = learned[c].to_numpy()
@@ -278,6 +281,49 @@ def _score(q, store: Path, run: _Run) -> tuple[pd.DataFrame, dict]:
                                     else np.nan)  # fmt: skip
     run.seconds["score"] = time.perf_counter() - t
     return scores, scoring_used
+
+
+def _evidence_states(q, scores: pd.DataFrame, run: _Run) -> None:
+    """``state_method: evidence``: each query neutrophil's state from its own evidence, read as the analysis read
+    the reference's (each state's score standardised with the reference neutrophils' mean and SD, called at the
+    reference's cuts, :func:`atlas.analyse.states.calls_at_cuts`). The latent's vote stays in
+    ``predicted_state_knn``. Without the reference's cuts or the query's scores the vote stands, with a note."""
+    ref, s = run.ref, run.s
+    if s.state_method != "evidence" or ref.state_key is None:
+        return
+    rule = dict(ref.state_rule or {})
+    reads = {st: list(v) for st, v in dict(rule.get("signatures_read") or {}).items()}
+    missing = [k for k in ("cell_cuts", "z_loc", "z_scale", "signatures_read") if k not in rule]
+    absent = sorted({c for v in reads.values() for c in v} - set(scores.columns))
+    why = ("scoring is off (score: false)" if not s.score else
+           f"the reference records no {', '.join(missing)} (analysed by an older atlas: rerun its analyse stage)"
+           if missing else f"the query has no scores {absent}" if absent else None)  # fmt: skip
+    if why:
+        run.notes.append(f"state_method 'evidence': {why}; states are the nearest reference neutrophils' vote instead")
+        log.warning(run.notes[-1])
+        return
+    from ..analyse.states import UNASSIGNED, calls_at_cuts
+
+    is_neut = (q.obs["predicted_cell_type"].astype(str) == s.neutrophil_label).to_numpy()
+    q.obs["predicted_state_knn"] = q.obs["predicted_state"]
+    states = list(reads)
+    x = np.column_stack([scores.loc[is_neut, reads[st]].to_numpy(np.float64).mean(axis=1) for st in states])
+    loc = np.array([float(rule["z_loc"][st]) for st in states])
+    scale = np.array([float(rule["z_scale"][st]) for st in states])
+    cut = np.array([float(rule["cell_cuts"].get(st, np.nan)) for st in states])
+    default = rule.get("default_state_used")
+    label, how, margin = calls_at_cuts(np.nan_to_num((x - loc) / np.where(scale > 0, scale, 1.0)), cut, states,
+                                       None if default in (None, UNASSIGNED) else str(default),
+                                       float(rule.get("state_min_margin", 0.25)))  # fmt: skip
+    state = np.full(q.n_obs, None, dtype=object)
+    state[is_neut] = label
+    u = np.full(q.n_obs, np.nan)
+    u[is_neut] = np.exp(-np.maximum(margin, 0.0))  # 1 - the analysis's state confidence
+    rule_col = np.full(q.n_obs, None, dtype=object)
+    rule_col[is_neut] = how
+    q.obs["predicted_state"] = pd.Categorical(state)
+    q.obs["state_uncertainty"] = u
+    q.obs["state_rule"] = pd.Categorical(rule_col)
 
 
 def _tables(prep: _Prepared, scores: pd.DataFrame, ref: Reference) -> dict[str, pd.DataFrame]:
@@ -433,6 +479,7 @@ def map_query(
         mapping = _map(prep.q, run)
         _transfer(prep.q, mapping.latent, run)
         scores, scoring_used = _score(prep.q, store, run)
+        _evidence_states(prep.q, scores, run)
         tables = _tables(prep, scores, ref)
         _write_tables(tmp, tables)
         summary = _summary(refdir, cfg, prep, mapping, scoring_used, run)

@@ -343,3 +343,25 @@ def test_a_noisy_state_score_needs_more_evidence_per_cell():
     assert zero.attrs["cluster_weight"]["antigen_presenting"] == 0.0
     assert zero.attrs["cluster_weight"]["T3"] > 0.0
     assert (zero["neutrophil_state"].astype(str) == unset["neutrophil_state"].astype(str)).all()
+
+
+def test_calls_at_fixed_cuts_read_new_cells_as_the_analysis_read_its_own():
+    """A query's cells at the reference's cuts: above one cut that state, above two the larger excess (a tie within
+    the margin unassigned), above none the default; a state without a cut (NaN or inf) takes no cell; and the
+    analysis's own calls are reproduced from its recorded cuts and z units."""
+    from atlas.analyse.states import calls_at_cuts
+
+    states = ["T3", "interferon", "mature"]
+    cut = np.array([1.0, 2.0, np.nan])
+    z = np.array([[1.5, 0.0, 9.0], [0.0, 2.5, 0.0], [1.9, 2.3, 0.0], [1.9, 2.85, 0.0], [0.5, 1.0, 0.0]])
+    label, rule, margin = calls_at_cuts(z, cut, states, "mature", min_margin=0.25)
+    assert label.tolist() == ["T3", "interferon", "T3", UNASSIGNED, "mature"]
+    assert rule.tolist() == ["cell", "cell", "cell", "ambiguous", "default"]
+    assert margin[0] == pytest.approx(0.5) and margin[4] == pytest.approx(0.5)  # half a unit below the T3 cut
+    rng = np.random.default_rng(0)
+    scores = pd.DataFrame({"T3": rng.normal(0, 1, 500), "interferon": rng.normal(0, 1, 500), "mature": rng.normal(0, 1, 500)})
+    own = assign_states(scores, smoothing_steps=0, default_state="mature")
+    loc, scale = pd.Series(own.attrs["z_loc"]), pd.Series(own.attrs["z_scale"])
+    cuts = np.array([own.attrs["cell_cuts"][st] for st in scores.columns])
+    again, _, _ = calls_at_cuts(((scores - loc) / scale).to_numpy(), cuts, list(scores.columns), "mature", 0.25)
+    assert again.tolist() == own["neutrophil_state"].astype(str).tolist()

@@ -110,7 +110,7 @@ def test_batch_collision_renamed_and_logged(ref_run, sim, tmp_path, capsys, cli_
     args = ["query", str(ref_run), str(path), "--out", str(out), "--counts", "layers/counts", "--gene-ids", "ensembl",
             "--obs-column", "patient_id=donor_id", "--obs-column", "tissue=tissue", "--constant",
             f"sample_id={ref_batches[0]}", "--constant", "cancer_type=HCC", "--max-epochs", "2",
-            "--batch-size", "512"]  # fmt: skip
+            "--batch-size", "512", "--state-method", "knn"]  # fmt: skip
     cfg = tmp_path / "settings.yaml"
     cfg.write_text("query:\n  calibration_cells: 500\n  report: false\n")
     with pytest.raises(SystemExit) as exit_:
@@ -119,7 +119,9 @@ def test_batch_collision_renamed_and_logged(ref_run, sim, tmp_path, capsys, cli_
     printed = capsys.readouterr()
     assert "are also reference batches: renamed" in " ".join(printed.err.split())  # the warning
     assert "note: 1 query sample_id value(s) named like reference batches were renamed" in printed.out
+    assert "state_method 'evidence'" not in printed.out  # --state-method knn: the vote, no fallback to announce
     q = ad.read_h5ad(out / "query.h5ad")
+    assert "state_rule" not in q.obs and q.obs["predicted_state"].notna().any()
     assert set(q.obs["sample_id"]) == {f"query:{ref_batches[0]}"}
     renames = pd.read_csv(out / "tables" / "batch_renames.csv")
     assert renames.to_dict("records") == [{"column": "sample_id", "original": ref_batches[0],
@@ -245,3 +247,36 @@ def test_cli_error_exits_2(ref_run, tmp_path, capsys, cli_logging):
     with pytest.raises(SystemExit) as exit_:
         main(["query", str(tmp_path / "nowhere"), str(tmp_path / "q.h5ad"), "--out", str(tmp_path / "o")])
     assert exit_.value.code == 2 and "does not exist" in capsys.readouterr().err
+
+
+def test_states_fall_back_to_the_vote_when_the_reference_records_no_cuts(mapped):
+    """The session's reference is annotated from the ground truth (no analysis, no state cuts): the default
+    ``state_method: evidence`` says so and keeps the nearest reference neutrophils' vote."""
+    notes = json.loads((mapped.out_dir / "query.json").read_text())["notes"]
+    assert any("state_method 'evidence'" in n and "cell_cuts" in n for n in notes)
+    q = ad.read_h5ad(mapped.out_dir / "query.h5ad", backed="r")
+    assert "predicted_state_knn" not in q.obs and "state_rule" not in q.obs
+
+
+def test_evidence_states_call_the_query_at_the_references_cuts(run_copy, query_cfg, tiny, tmp_path):
+    """A reference whose analysis recorded its state rule: each query neutrophil is called from its own T3_proxy
+    score in the reference's units at the reference's cut (above: T3; below: the default state), the vote kept
+    beside it; other cells get no state."""
+    path = run_copy / "atlas.h5ad"
+    atlas = ad.read_h5ad(path)
+    loc, scale, cut = 0.05, 0.5, 0.4  # T3 above 0.05 + 0.4 x 0.5 = 0.25 on the query's own T3_proxy score
+    atlas.uns["state_rule"] = {"cell_cuts": {"T3": cut, "mature": float("nan")}, "z_loc": {"T3": loc, "mature": 0.0},
+                               "z_scale": {"T3": scale, "mature": 1.0}, "default_state_used": "mature",
+                               "signatures_read": {"T3": ["T3_proxy"], "mature": ["blood_like"]}, "state_min_margin": 0.25}
+    atlas.write_h5ad(path)
+    out = map_query(run_copy, query_cfg, tmp_path / "q", **tiny).out_dir
+    q = ad.read_h5ad(out / "query.h5ad").obs
+    neut = (q["predicted_cell_type"].astype(str) == "neutrophil").to_numpy()
+    expected = np.where(q["T3_proxy"].to_numpy() >= loc + cut * scale, "T3", "mature")
+    assert neut.any() and q["predicted_state"].astype(str).to_numpy()[neut].tolist() == expected[neut].tolist()
+    assert 0 < (expected[neut] == "T3").sum() < neut.sum()
+    assert q["predicted_state"].isna().to_numpy()[~neut].all() and q["predicted_state_knn"].notna().to_numpy()[neut].all()
+    assert set(q["state_rule"].astype(str)[neut]) <= {"cell", "default"}
+    u = q["state_uncertainty"].to_numpy()[neut]
+    assert ((u > 0) & (u <= 1)).all()
+    assert "own state evidence" in (out / "report.html").read_text()
