@@ -1,15 +1,21 @@
-"""Benchmark query mapping (``atlas query``) on simulated data with held-out data sets.
+"""Benchmark query mapping (``atlas query``) on held-out data sets of a simulated cohort.
 
-1. Simulate ``--n-datasets`` data sets; hold out ``--hold`` (default ds02_HCC and ds08_HCC: HCC, one
-   10x with Ensembl IDs and one Smart-seq2, about 10,000 cells after QC at the default size).
+1. Generate a cohort: atlas's simulator (``--cohort simulator``, optionally a ``--difficulty`` preset of
+   ``simulate.difficulty``) or ``scripts/independent_cohort.py`` (``--cohort independent``: a generator
+   designed apart from atlas, with its own column names, depths and programmes). Hold out ``--hold``
+   (default: the simulator's ds02_HCC and ds08_HCC, HCC in one 10x data set with Ensembl IDs and one
+   Smart-seq2, about 10,000 cells after QC at the default size; the independent cohort's every data set
+   of the cancer type of its second data set, so the reference has never seen that cancer).
 2. Build a reference run from the others: ingest, drop every cell of ``--drop`` (default B cells, so
-   the query holds a type the reference lacks), integrate (scVI sized like ``atlas demo``), score,
-   annotate. Annotation: the real analysis stage (``atlas.analyse.stage.analyse``) when it runs
-   (``--annotate auto|analysis``), else cell types and states copied from the ground truth
-   (``--annotate truth``, or the fallback, which the output says).
+   the query holds a type the reference lacks), integrate with ``atlas demo``'s scVI settings (6,000
+   gradient steps of 256 cells; ``--ref-epochs N``: N epochs of 1,024 cells instead, the benchmark's
+   setting before 2026-12-06), score, annotate. Annotation: the real analysis stage
+   (``atlas.analyse.stage.analyse`` with ``atlas demo``'s settings) when it runs (``--annotate
+   auto|analysis``), else cell types and states copied from the ground truth (``--annotate truth``, or
+   the fallback, which the output says).
 3. Map the held-out data sets with ``map_query`` (defaults; CPU) and score against the ground truth:
    cell-type accuracy on cells of types the reference has (unknown counts as wrong), neutrophil-state
-   macro-F1, AUROC of the uncertainty for the absent type vs the known types and its share marked
+   macro-F1 (of ``predicted_state``, and of the reference neighbours' vote ``predicted_state_knn``), AUROC of the uncertainty for the absent type vs the known types and its share marked
    unknown, wall time, and iLISI (scib-metrics ``ilisi_knn``, 90 exact neighbours, scaled to [0, 1])
    of query vs reference cells of the same types on the joint latent. With the analysis stage's
    labels the transfer is also scored with the reference's true labels (same latent), which
@@ -17,8 +23,10 @@
 
 Results are printed and appended to ``benchmarks/query.md`` with machine and command.
 
-    python scripts/bench_query.py                       # ~6 min on 2 idle CPU cores (most of it the reference)
-    python scripts/bench_query.py --n-cells 12000 --no-record   # a quick look
+    python scripts/bench_query.py                        # ~20 min on 2 idle CPU cores (most of it the reference)
+    python scripts/bench_query.py --cohort independent --n-cells 30000 --work W
+    python scripts/bench_query.py --difficulty hard --work W
+    python scripts/bench_query.py --n-cells 12000 --no-record    # a quick look
 """
 
 from __future__ import annotations
@@ -51,32 +59,77 @@ def _quiet() -> None:
     warnings.filterwarnings("ignore")
 
 
-def build_reference(args, work: Path) -> tuple[Path, str]:
-    """The reference run directory (reused when built with the same parameters) and how it was annotated."""
-    from atlas.ingest.settings import load_ingest_config
-    from atlas.integrate import IntegrateSettings
+SIMULATOR_HOLD = ["ds02_HCC", "ds08_HCC"]
+
+
+def make_cohort(args, work: Path) -> Path:
+    """Write the cohort under ``work/sim``; returns its ingest.yaml."""
+    if args.cohort == "independent":
+        import independent_cohort
+
+        return independent_cohort.generate(work / "sim", args.n_cells, args.n_datasets, args.seed)
     from atlas.simulate import simulate
+
+    sim = simulate(work / "sim", n_cells=args.n_cells, n_datasets=args.n_datasets, seed=args.seed,
+                   difficulty=args.difficulty, overwrite=True)  # fmt: skip
+    return Path(sim.ingest_config)
+
+
+def held_out(args, cfg) -> list[str]:
+    """``--hold``, or the cohort's default: the simulator's two HCC data sets; for the independent cohort every
+    data set of its second data set's cancer type (data set ids end with the cancer type)."""
+    ids = [d.id for d in cfg.datasets]
+    if args.hold:
+        missing = set(args.hold) - set(ids)
+        if missing:
+            raise SystemExit(f"--hold {sorted(missing)}: not among {ids}")
+        return list(args.hold)
+    if args.cohort == "simulator":
+        return SIMULATOR_HOLD
+    cancer = ids[1].rsplit("_", 1)[-1]
+    return [i for i in ids if i.rsplit("_", 1)[-1] == cancer]
+
+
+def reference_settings(args):
+    """The reference's scVI and analysis settings: ``atlas demo``'s, or ``--ref-epochs`` epochs of 1,024 cells."""
+    from atlas.integrate import IntegrateSettings
+    from atlas.pipeline.demo import DEMO_ANALYSIS, DEMO_INTEGRATION
+
+    arch = {"scarches_architecture": bool(getattr(args, "scarches_architecture", False))}
+    if args.ref_epochs is None:
+        integrate = DEMO_INTEGRATION.model_copy(update={"metrics": False, "seed": args.seed, **arch})
+    else:
+        integrate = IntegrateSettings(n_hvgs=2000, batch_size=1024, max_epochs=args.ref_epochs, early_stopping=False,
+                                      metrics=False, seed=args.seed, **arch)  # fmt: skip
+    return integrate, DEMO_ANALYSIS
+
+
+def build_reference(args, work: Path) -> tuple[Path, str]:
+    """The reference run directory (reused when built with the same parameters) and how it was annotated;
+    sets ``args.hold`` to the held-out data sets."""
+    from atlas.ingest.settings import load_ingest_config
 
     from helpers.query_fixtures import build_reference_run
 
-    stamp = {k: getattr(args, k) for k in ("n_cells", "n_datasets", "seed", "hold", "drop", "ref_epochs", "annotate")}
+    keys = ("cohort", "difficulty", "n_cells", "n_datasets", "seed", "hold", "drop", "ref_epochs",
+            "scarches_architecture", "annotate")
+    stamp = {k: getattr(args, k) for k in keys}
     run = work / "run"
     done = work / "reference.json"
     if done.exists() and json.loads(done.read_text()).get("params") == stamp:
-        return run, json.loads(done.read_text())["annotation"]
-    sim = simulate(work / "sim", n_cells=args.n_cells, n_datasets=args.n_datasets, seed=args.seed)
-    cfg = load_ingest_config(sim.ingest_config)
-    missing = set(args.hold) - {d.id for d in cfg.datasets}
-    if missing:
-        raise SystemExit(f"--hold {sorted(missing)}: not among {[d.id for d in cfg.datasets]}")
+        info = json.loads(done.read_text())
+        args.hold = info["hold"]
+        return run, info["annotation"]
+    cfg = load_ingest_config(make_cohort(args, work))
+    args.hold = held_out(args, cfg)
     ref_cfg = cfg.model_copy(update={"datasets": [d for d in cfg.datasets if d.id not in args.hold]})
-    settings = IntegrateSettings(n_hvgs=2000, batch_size=1024, max_epochs=args.ref_epochs, early_stopping=False,
-                                 metrics=False, seed=args.seed)  # fmt: skip
+    settings, analysis = reference_settings(args)
     t = time.perf_counter()
     annotation = "truth"
     if args.annotate in ("auto", "analysis"):
         try:
-            build_reference_run(ref_cfg, run, settings, drop_cell_types=tuple(args.drop), annotate="analysis")
+            build_reference_run(ref_cfg, run, settings, drop_cell_types=tuple(args.drop), annotate="analysis",
+                                analysis=analysis)  # fmt: skip
             annotation = "analysis"
         except Exception as e:  # the analysis stage is young: fall back, and say so
             if args.annotate == "analysis":
@@ -91,7 +144,8 @@ def build_reference(args, work: Path) -> tuple[Path, str]:
     else:
         build_reference_run(ref_cfg, run, settings, drop_cell_types=tuple(args.drop), annotate="truth")
     log.info("reference built in %.0f s (annotation: %s)", time.perf_counter() - t, annotation)
-    done.write_text(json.dumps({"params": stamp, "annotation": annotation, "seconds": time.perf_counter() - t}))
+    done.write_text(json.dumps({"params": stamp, "hold": args.hold, "annotation": annotation,
+                                "seconds": time.perf_counter() - t}))  # fmt: skip
     return run, annotation
 
 
@@ -100,7 +154,7 @@ def query_yaml(work: Path, hold: list[str]) -> Path:
 
     from atlas.ingest.settings import load_ingest_config
 
-    cfg = load_ingest_config(work / "sim" / "ingest.yaml")
+    cfg = load_ingest_config(work / "sim" / "ingest.yaml")  # both generators write it there
     q = cfg.model_copy(update={"datasets": [d for d in cfg.datasets if d.id in hold]})
     path = work / "query.yaml"
     path.write_text(yaml.safe_dump(q.model_dump(mode="json", exclude={"qc"})))
@@ -158,6 +212,9 @@ def evaluate(out: Path, run: Path, args) -> dict:
         "cell_type_accuracy": float((pred[~absent] == truth[~absent]).mean()),
         "known_marked_unknown": float((pred[~absent] == "unknown").mean()),
         "state_macro_f1": state_f1(obs["truth_state"], obs["predicted_state"], is_neut),
+        # the reference neighbours' vote, kept beside the own-evidence call (state_method: evidence)
+        "state_macro_f1_knn": (state_f1(obs["truth_state"], obs["predicted_state_knn"], is_neut)
+                               if "predicted_state_knn" in obs else float("nan")),
         "absent_auroc": float(roc_auc_score(absent, u)),
         "absent_marked_unknown": float((pred[absent] == "unknown").mean()),
         "ilisi_query_vs_reference": ilisi(q, ref, sorted(set(truth[~absent])), args.seed),
@@ -182,12 +239,21 @@ def main() -> None:
     p.add_argument("--n-cells", type=int, default=51_000, help="simulated cells (the query keeps ~10,000)")
     p.add_argument("--n-datasets", type=int, default=8)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--hold", nargs="+", default=["ds02_HCC", "ds08_HCC"])
+    p.add_argument("--cohort", choices=["simulator", "independent"], default="simulator",
+                   help="atlas's simulator or scripts/independent_cohort.py")
+    p.add_argument("--difficulty", default=None, help="simulate.difficulty preset (simulator only)")
+    p.add_argument("--hold", nargs="+", default=None, help="data sets held out as the query (default: see above)")
     p.add_argument("--drop", nargs="+", default=["B"])
-    p.add_argument("--ref-epochs", type=int, default=40, help="reference scVI epochs (atlas demo: 40)")
+    p.add_argument("--ref-epochs", type=int, default=None,
+                   help="reference scVI: this many epochs of 1,024 cells (default: atlas demo's 6,000 steps of 256)")
+    p.add_argument("--scarches-architecture", action="store_true",
+                   help="reference with integrate.scarches_architecture (batch fed to the encoder: query training "
+                   "adapts the query's latent)")
     p.add_argument("--annotate", choices=["auto", "analysis", "truth"], default="auto")
     p.add_argument("--no-record", action="store_true", help="print only; do not append to benchmarks/query.md")
     args = p.parse_args()
+    if args.difficulty and args.cohort != "simulator":
+        p.error("--difficulty is a simulator preset; the independent cohort has its own generative choices")
     _quiet()
     from atlas.query import map_query
 
@@ -212,14 +278,22 @@ def main() -> None:
     }
     print(json.dumps(row, indent=2))
     if not args.no_record:
-        note = (f"simulated {args.n_cells} cells / {args.n_datasets} data sets (seed {args.seed}); query = {args.hold} "
-                f"held out; {args.drop} removed from the reference; reference scVI {args.ref_epochs} epochs, 2,000 HVGs; "
+        cohort = ("independent cohort (scripts/independent_cohort.py)" if args.cohort == "independent" else
+                  f"simulator (difficulty {args.difficulty or 'none'})")  # fmt: skip
+        scvi = (f"{args.ref_epochs} epochs of 1,024 cells" if args.ref_epochs is not None else
+                "atlas demo's settings (6,000 steps of 256 cells)")  # fmt: skip
+        if args.scarches_architecture:
+            scvi += ", scArches architecture (encode_covariates, layer norm)"
+        note = (f"{cohort}, {args.n_cells} cells / {args.n_datasets} data sets (seed {args.seed}); query = {args.hold} "
+                f"held out; {args.drop} removed from the reference; reference scVI {scvi}, 2,000 HVGs; "
                 f"reference labels: {annotation}"
                 + ("" if annotation == "analysis" else " (copied from the ground truth: the analysis stage was not used)")
                 + "; map_wall_s = whole map_query (ingest, surgery, transfer, scores, report) on the CPU; load_1min = "
                 "the machine's 1-minute load average before / after mapping (above the core count: shared cores)")  # fmt: skip
         cmd = "python " + shlex.join([str(Path(sys.argv[0]).resolve().relative_to(REPO)), *sys.argv[1:]])
-        record("query.md", "Query mapping: held-out simulated data sets", [row], cmd, note)
+        title = "held-out data sets of an independent cohort" if args.cohort == "independent" else \
+            "held-out simulated data sets"
+        record("query.md", f"Query mapping: {title}", [row], cmd, note)
 
 
 if __name__ == "__main__":

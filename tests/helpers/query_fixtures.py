@@ -68,6 +68,7 @@ def build_reference_run(
     drop_cell_types: tuple[str, ...] = (),
     signatures: list[str] | None = None,
     annotate: Literal["truth", "analysis"] = "truth",
+    analysis=None,
 ) -> Path:
     """Ingest, integrate, score and annotate simulated data sets into a reference run directory.
 
@@ -85,6 +86,8 @@ def build_reference_run(
         Signatures to score (default: the pipeline's defaults).
     annotate
         ``truth`` (labels from the ground truth) or ``analysis`` (:func:`atlas.analyse.stage.analyse`).
+    analysis
+        :class:`atlas.analyse.AnalysisSettings` of the analysis stage (``None``: its defaults).
     """
     import anndata as ad
 
@@ -109,7 +112,7 @@ def build_reference_run(
         from atlas.analyse.stage import analyse
 
         analyse(rundir, store=store, refdir=rundir / "reference", scores=rundir / "scores.parquet",
-                subatlas_base=integrate)  # fmt: skip
+                settings=analysis, subatlas_base=integrate)  # fmt: skip
     else:
         annotate_from_truth(rundir, scores, sigs)
     return rundir
