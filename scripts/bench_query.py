@@ -85,7 +85,7 @@ def held_out(args, cfg) -> list[str]:
             raise SystemExit(f"--hold {sorted(missing)}: not among {ids}")
         return list(args.hold)
     if args.cohort == "simulator":
-        return SIMULATOR_HOLD
+        return list(SIMULATOR_HOLD)
     cancer = ids[1].rsplit("_", 1)[-1]
     return [i for i in ids if i.rsplit("_", 1)[-1] == cancer]
 

@@ -62,6 +62,7 @@ __all__ = [
     "cluster_shrinkage",
     "smooth_on_graph",
     "smoothing_noise_factor",
+    "state_confidence",
     "state_clusters",
     "state_scores",
 ]
@@ -240,8 +241,7 @@ def assign_states(
     else:
         _label_default(label, rule, default_state)
         margin = top - second
-    # confidence: how far the evidence is from another call, squashed to 0-1 (0 = tie, ~1 = clear)
-    conf = 1.0 - np.exp(-np.maximum(margin, 0.0))
+    conf = state_confidence(margin)
     cats = list(dict.fromkeys([*states, *([default_state] if default_state else []), UNASSIGNED]))
     out = pd.DataFrame(
         {"neutrophil_state": pd.Categorical(label, categories=cats), "neutrophil_state_confidence": conf,
@@ -258,6 +258,11 @@ def assign_states(
     if cuts is not None:
         out.attrs["cell_cuts"] = {st: float(c) if np.isfinite(c) else float("nan") for st, c in zip(states, cuts, strict=True)}
     return out
+
+
+def state_confidence(margin: np.ndarray) -> np.ndarray:
+    """How far a cell's evidence is from another call, squashed to 0-1 (0 = a tie, ~1 = clear)."""
+    return 1.0 - np.exp(-np.maximum(margin, 0.0))
 
 
 def _label_default(label: np.ndarray, rule: np.ndarray, default_state: str | None) -> None:

@@ -236,6 +236,11 @@ class Refinement:
     reliability: dict[str, float] = field(default_factory=dict)  # programme column -> split-half reliability
     table: pd.DataFrame = field(default_factory=pd.DataFrame)  # one row per signature: refined or not, and why
 
+    def as_dicts(self, columns) -> dict[str, dict]:
+        """The programmes whose score column is among ``columns``, as plain dicts by column (what a query scores)."""
+        wanted = set(columns)
+        return {p.name: p.to_dict() for p in self.programmes.values() if p.name in wanted}
+
 
 def neutrophil_subatlas(atlas, store: Path, s: AnalysisSettings, subatlas_base=None) -> SubAtlas:
     """Read the neutrophils' counts once: the signature reliabilities, then their own scVI, graph and clusters
@@ -488,11 +493,9 @@ def analyse_neutrophils(
     state_fit, state_table = assign_neutrophil_states(neut_obs, neut_scores, sub, read)
     state_fit["signatures_read"] = read.state_signatures
     # every programme a state reads, so a query can score its own cells and call them with the same cuts
-    state_fit["programmes"] = {p.name: p.to_dict() for p in refined.programmes.values()
-                               if any(p.name in v for v in read.state_signatures.values())}  # fmt: skip
+    state_fit["programmes"] = refined.as_dicts(c for cols in read.state_signatures.values() for c in cols)
     axis = reprogramming_index(neut_obs, neut_scores, sub.reliability, read, method, refined.programmes)
-    used = {p.name: p.to_dict() for p in refined.programmes.values() if p.name in (*axis.up, *axis.down)}
-    axis = replace(axis, programmes=used)
+    axis = replace(axis, programmes=refined.as_dicts([*axis.up, *axis.down]))
     with timed(seconds, "pseudotime"):
         pt_summary, pt_notes = neutrophil_pseudotime(neut_obs, sub, s)
     tables = {"state_clusters": state_table, "index_vs_pseudotime": _index_vs_pseudotime(neut_obs, pt_summary)}

@@ -113,11 +113,16 @@ def _transfer_cell_types(q, latent: np.ndarray, ref: Reference, s: QuerySettings
     q.obsm["X_umap"] = umap
 
 
+def _called_neutrophil(q, s: QuerySettings) -> np.ndarray:
+    """Query cells whose transferred label is the neutrophil label."""
+    return (q.obs["predicted_cell_type"].astype(str) == s.neutrophil_label).to_numpy()
+
+
 def _transfer_states(q, latent: np.ndarray, ref: Reference, s: QuerySettings, notes: list[str]) -> None:
     """predicted_state and state_uncertainty into ``q``: from the reference's neutrophils to the query's."""
     state = np.full(q.n_obs, None, dtype=object)
     state_u = np.full(q.n_obs, np.nan)
-    is_neut = (q.obs["predicted_cell_type"].astype(str) == s.neutrophil_label).to_numpy()
+    is_neut = _called_neutrophil(q, s)
     if ref.state_key is not None:
         obs = ref.atlas.obs
         labels, ok = _reference_labels(ref)
@@ -269,7 +274,7 @@ def _score(q, store: Path, run: _Run) -> tuple[pd.DataFrame, dict]:
         scores = scores.loc[q.obs_names]
         for c in scores.columns:
             q.obs[c] = scores[c].to_numpy()
-    is_neut = (q.obs["predicted_cell_type"].astype(str) == s.neutrophil_label).to_numpy()
+    is_neut = _called_neutrophil(q, s)
     if s.score and len(scores.columns) and is_neut.any():
         programmes = {**dict((ref.axis or {}).get("programmes") or {}), **dict((ref.state_rule or {}).get("programmes") or {})}
         learned = programme_scores_on_store(store, q.obs_names[is_neut], programmes)
@@ -302,23 +307,22 @@ def _evidence_states(q, scores: pd.DataFrame, run: _Run) -> None:
         run.notes.append(f"state_method 'evidence': {why}; states are the nearest reference neutrophils' vote instead")
         log.warning(run.notes[-1])
         return
-    from ..analyse.states import UNASSIGNED, calls_at_cuts
+    from ..analyse.states import UNASSIGNED, calls_at_cuts, state_confidence, state_scores
 
-    is_neut = (q.obs["predicted_cell_type"].astype(str) == s.neutrophil_label).to_numpy()
+    is_neut = _called_neutrophil(q, s)
     q.obs["predicted_state_knn"] = q.obs["predicted_state"]
-    states = list(reads)
-    x = np.column_stack([scores.loc[is_neut, reads[st]].to_numpy(np.float64).mean(axis=1) for st in states])
-    loc = np.array([float(rule["z_loc"][st]) for st in states])
-    scale = np.array([float(rule["z_scale"][st]) for st in states])
+    x = state_scores(scores.loc[is_neut], reads)  # each state's score as the analysis built it
+    states = list(x.columns)
+    z = (x - pd.Series(rule["z_loc"], dtype=float)[states]) / pd.Series(rule["z_scale"], dtype=float)[states]
     cut = np.array([float(rule["cell_cuts"].get(st, np.nan)) for st in states])
     default = rule.get("default_state_used")
-    label, how, margin = calls_at_cuts(np.nan_to_num((x - loc) / np.where(scale > 0, scale, 1.0)), cut, states,
+    label, how, margin = calls_at_cuts(np.nan_to_num(z.to_numpy(np.float64)), cut, states,
                                        None if default in (None, UNASSIGNED) else str(default),
                                        float(rule.get("state_min_margin", 0.25)))  # fmt: skip
     state = np.full(q.n_obs, None, dtype=object)
     state[is_neut] = label
     u = np.full(q.n_obs, np.nan)
-    u[is_neut] = np.exp(-np.maximum(margin, 0.0))  # 1 - the analysis's state confidence
+    u[is_neut] = 1.0 - state_confidence(margin)
     rule_col = np.full(q.n_obs, None, dtype=object)
     rule_col[is_neut] = how
     q.obs["predicted_state"] = pd.Categorical(state)
