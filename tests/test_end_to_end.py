@@ -110,7 +110,10 @@ def test_atlas_run_resumes_and_skips(tmp_path):
     manifest = json.loads((tmp_path / "run" / "manifest.json").read_text())
     assert set(manifest) == {"simulate", "ingest", "integrate", "score", "analyse", "report"}
     assert (tmp_path / "run" / "report.html").exists() and (tmp_path / "run" / "atlas.h5ad").exists()
-    rule = ad.read_h5ad(tmp_path / "run" / "atlas.h5ad", backed="r").uns["state_rule"]
+    uns = ad.read_h5ad(tmp_path / "run" / "atlas.h5ad", backed="r").uns
+    ct = uns["cell_type_rule"]  # what a query needs to annotate itself with the analysis's markers and rule
+    assert "neutrophil" in ct["cell_type_markers"] and float(ct["cell_types"]["max_runner_up_ratio"]) == 0.5
+    rule = uns["state_rule"]
     assert rule["cells"] == "own" and "T3" in rule["cell_cuts"]  # the state rule the report's caption names
     assert set(rule["evidence_weight"]) == set(rule["cell_cuts"]) and rule["state_shrink_evidence"]
     # what a query needs to call its own cells with the same rule: units, cuts and the programmes read

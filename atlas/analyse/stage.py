@@ -172,12 +172,14 @@ def _score_atlas(
 def _record_rules(
     atlas, neut: NeutrophilAnalysis | None, all_scores: pd.DataFrame, s: AnalysisSettings, scoring: ScoreConfig
 ) -> None:
-    """The reprogramming axis, the scoring and the state rule, into ``atlas.uns``."""
+    """The reprogramming axis, the scoring, the cell-type rule and the state rule, into ``atlas.uns`` (a query reads
+    them to score, annotate and call its own cells as the reference's were)."""
     atlas.uns["reprogramming_axis"] = neut.axis.to_dict() if neut is not None else {}
     atlas.uns["atlas_scoring"] = {**{k: v for k, v in scoring.kwargs().items() if k not in ("backend", "chunk_size")},
                                   "signatures": list(all_scores.columns)}  # fmt: skip
     state_rule = s.model_dump(include={"state_signatures", "state_smoothing_steps", "state_min_z", "state_min_margin",
                                        "state_shrink_evidence", "default_state"})  # fmt: skip
+    atlas.uns["cell_type_rule"] = plain(s.model_dump(mode="json", include={"cell_type_markers", "cell_types", "seed"}))
     atlas.uns["state_rule"] = plain((neut.state_fit if neut is not None else {}) | state_rule)
 
 

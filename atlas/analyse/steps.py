@@ -36,7 +36,7 @@ from .celltypes import (
 )
 from .pseudotime import reprogramming_pseudotime
 from .reprogramming import ReprogrammingAxis, apply_reprogramming_axis, fit_reprogramming_axis
-from .settings import AnalysisSettings
+from .settings import AnalysisSettings, CellTypeOptions
 from .states import assign_states, state_clusters, state_scores
 
 __all__ = [
@@ -46,12 +46,14 @@ __all__ = [
     "SubAtlas",
     "analyse_neutrophils",
     "assign_neutrophil_states",
+    "cell_type_rule",
     "cell_type_tables",
     "identify_neutrophils",
     "init_neutrophil_columns",
     "neutrophil_subatlas",
     "neutrophil_pseudotime",
     "neutrophil_tables",
+    "overcluster_latent",
     "plain",
     "refine_signatures",
     "reprogramming_index",
@@ -133,12 +135,25 @@ def init_neutrophil_columns(atlas, s: AnalysisSettings) -> None:
         atlas.obs[col] = np.nan
 
 
-def _cell_type_rule(s: AnalysisSettings) -> CellTypeRule:
-    o = s.cell_types
+def cell_type_rule(o: CellTypeOptions, seed: int) -> CellTypeRule:
+    """The :class:`~atlas.analyse.celltypes.CellTypeRule` of ``analyse.cell_types`` (the query reuses it)."""
     return CellTypeRule(min_cluster_cells=o.min_cluster_cells, min_effect=o.min_effect,
                         max_runner_up_ratio=o.max_runner_up_ratio, demote_z=o.demote_z, refine_cells=o.refine_cells,
                         min_confidence=o.min_confidence, n_folds=o.n_folds, max_train_cells=o.max_train_cells,
-                        seed=s.seed)  # fmt: skip
+                        seed=seed)  # fmt: skip
+
+
+def overcluster_latent(latent: np.ndarray, o: CellTypeOptions, seed: int) -> np.ndarray:
+    """The over-clustering cell types are called on: Leiden on the latent's kNN graph at ``o.resolution``
+    (``auto`` or ``None``: :func:`~atlas.analyse.celltypes.auto_resolution` of the number of cells)."""
+    res = auto_resolution(len(latent)) if o.resolution in ("auto", None) else float(o.resolution)
+    labels = overcluster(np.asarray(latent), res, o.n_neighbors, seed)
+    log.info("cell types: %d clusters of the latent's graph at Leiden resolution %g", len(set(labels)), res)
+    return labels
+
+
+def _cell_type_rule(s: AnalysisSettings) -> CellTypeRule:
+    return cell_type_rule(s.cell_types, s.seed)
 
 
 def _cell_type_clusters(atlas, s: AnalysisSettings, atlas_path: Path) -> pd.Series:
@@ -149,10 +164,7 @@ def _cell_type_clusters(atlas, s: AnalysisSettings, atlas_path: Path) -> pd.Seri
     if "X_scVI" not in atlas.obsm:
         raise InputDataError(f"{atlas_path} has no obsm['X_scVI'] to over-cluster; rerun the integrate stage, or "
                              "set analyse.cell_types.resolution: null to call types on analyse.cluster_key")  # fmt: skip
-    res = auto_resolution(atlas.n_obs) if o.resolution == "auto" else float(o.resolution)
-    labels = overcluster(np.asarray(atlas.obsm["X_scVI"]), res, o.n_neighbors, s.seed)
-    log.info("cell types: %d clusters of the scVI graph at Leiden resolution %g", len(set(labels)), res)
-    return pd.Series(labels, index=atlas.obs_names)
+    return pd.Series(overcluster_latent(atlas.obsm["X_scVI"], o, s.seed), index=atlas.obs_names)
 
 
 def _low_rna_flags(atlas, store: Path) -> np.ndarray | None:

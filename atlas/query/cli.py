@@ -51,6 +51,9 @@ def query(
     state_method: Annotated[str | None, typer.Option(
         help="Neutrophil states from each cell's own evidence at the reference's cuts (evidence, the default) or the "
         "nearest reference neutrophils' vote (knn).")] = None,
+    marker_check: Annotated[bool | None, typer.Option(
+        "--marker-check/--no-marker-check", help="Call the query's own cell types from its markers and mark cells "
+        "of a type the reference lacks unknown (default on).")] = None,
     min_overlap: Annotated[float | None, typer.Option(
         help="Error below this share of reference HVGs measured (default 0.5).")] = None,
     accelerator: Annotated[str | None, typer.Option(help="auto, cpu or gpu.")] = None,
@@ -66,7 +69,8 @@ def query(
     settings = settings_with_flags(QuerySettings, data.get("query", data), str(config or "command-line options"),
                                    label_key=label_key, max_epochs=max_epochs, batch_size=batch_size,
                                    min_overlap=min_overlap, uncertainty_threshold=uncertainty_threshold,
-                                   accelerator=accelerator, seed=seed, state_method=state_method)  # fmt: skip
+                                   accelerator=accelerator, seed=seed, state_method=state_method,
+                                   marker_check=marker_check)  # fmt: skip
     res = map_query(refdir, query_input, out, settings=settings, overwrite=overwrite, dataset_id=dataset_id,
                     species=species, format=format, counts=counts, obs_path=obs_path,
                     obs_columns=_pairs(obs_column, "--obs-column"), constants=_pairs(constant, "--constant"),

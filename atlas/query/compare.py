@@ -18,11 +18,22 @@ import pandas as pd
 
 from ..core.errors import AtlasError
 
-__all__ = ["composition", "index_summary", "programme_scores_on_store", "reprogramming_index", "score_query"]
+__all__ = ["composition", "index_summary", "programme_scores_on_store", "reprogramming_index", "score_query",
+           "scoring_kwargs"]
 
 log = logging.getLogger(__name__)
 
 SCORING_KEYS = ("method", "ctrl_size", "n_bins", "random_state", "normalize", "max_rank")
+
+
+def scoring_kwargs(scoring: dict | None) -> dict:
+    """:func:`atlas.score.score_store` arguments of the reference's scoring record (method scanpy without one)."""
+    if not scoring:
+        return {"method": "scanpy"}
+    kwargs = {k: (v.item() if hasattr(v, "item") else v) for k, v in scoring.items() if k in SCORING_KEYS}
+    if isinstance(kwargs.get("normalize"), str) and kwargs["normalize"] in ("True", "False"):
+        kwargs["normalize"] = kwargs["normalize"] == "True"
+    return kwargs
 
 
 def score_query(store: Path, scoring: dict | None, notes: list[str]) -> tuple[pd.DataFrame, dict]:
@@ -36,13 +47,11 @@ def score_query(store: Path, scoring: dict | None, notes: list[str]) -> tuple[pd
 
     if scoring:
         names = [str(x) for x in np.atleast_1d(scoring.get("signatures", []))]
-        kwargs = {k: (v.item() if hasattr(v, "item") else v) for k, v in scoring.items() if k in SCORING_KEYS}
     else:
-        names, kwargs = list(DEFAULT_SIGNATURES), {"method": "scanpy"}
+        names = list(DEFAULT_SIGNATURES)
         notes.append("the reference records no scoring settings: default signatures scored with method scanpy")
         log.info(notes[-1])
-    if isinstance(kwargs.get("normalize"), str) and kwargs["normalize"] in ("True", "False"):
-        kwargs["normalize"] = kwargs["normalize"] == "True"
+    kwargs = scoring_kwargs(scoring)
     try:
         scores = score_store(store, names, **kwargs)
     except AtlasError:

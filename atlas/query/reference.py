@@ -65,6 +65,7 @@ class Reference:
     axis: dict[str, Any] | None
     versions: dict[str, str]
     state_rule: dict[str, Any] | None = None  # uns["state_rule"]: the analysis's state rule, cuts and programmes
+    cell_type_rule: dict[str, Any] | None = None  # uns["cell_type_rule"]: the analysis's markers and cell-type rule
     qc: dict[str, Any] | None = None
     notes: list[str] = field(default_factory=list)
     batch_source: str | None = None  # the integrate batch_key; the model's batch when no batch was pooled
@@ -364,12 +365,13 @@ def _load(refdir: Path, label_key: str | None, state_key: str, run_qc) -> Refere
         )
     if str(key).startswith("truth_"):
         raise InputDataError(f"label_key={key!r}: truth_* columns are ground truth for evaluation, never labels")
-    scoring = axis = state_rule = None
+    scoring = axis = state_rule = cell_type_rule = None
     skey: str | None = state_key
     n_logged = len(notes)
     if kind == "run":
         scoring, axis = _uns_dict(atlas.uns.get("atlas_scoring")), _uns_dict(atlas.uns.get("reprogramming_axis"))
         state_rule = _uns_dict(atlas.uns.get("state_rule"))
+        cell_type_rule = _uns_dict(atlas.uns.get("cell_type_rule"))
         if state_key not in atlas.obs.columns:
             skey = None
             notes.append(f"{atlas_path} has no {state_key!r} column: neutrophil states are not transferred")
@@ -388,7 +390,7 @@ def _load(refdir: Path, label_key: str | None, state_key: str, run_qc) -> Refere
         setup_args=dict(registry.get("setup_args", {})), batch_categories=_batch_categories(registry),
         latent_key=latent_key, atlas=atlas, label_key=key, state_key=skey, scoring=scoring, axis=axis,
         versions={k: str(v) for k, v in versions.items()}, qc=run_qc(refdir) if kind == "run" else None, notes=notes,
-        state_rule=state_rule,
+        state_rule=state_rule, cell_type_rule=cell_type_rule,
         batch_source=config["settings"].get("batch_key"),
     )  # fmt: skip
     log.info("reference %s (%s): %s model, %d HVGs, %d cells, batch key %r (%d batches)", refdir, kind, model_class,

@@ -124,6 +124,16 @@ def write_query_report(out_dir: Path, *, ref, q, tables: dict[str, pd.DataFrame]
                 "term that grows when a cell is farther from the reference than reference cells of that label are "
                 f"from each other; above {summary['settings']['uncertainty_threshold']} a cell is 'unknown'.")
     rep.table(tables["predictions"], "Transferred labels per query data set.", csv_name="predictions.csv")
+    if "marker_check" in tables:
+        check = tables["marker_check"]
+        novel = int(check.loc[check["cell_type_rule"] == "novel_type", "n_cells"].sum())
+        agree = check.loc[check["transferred_cell_type"].astype(str) == check["marker_cell_type"].astype(str), "n_cells"]
+        rep.paragraph(f"The query's own markers, called with the reference's cell-type rule on the query's own "
+                      f"clusters (obs marker_cell_type), agree with the transferred label for "
+                      f"{agree.sum() / max(check['n_cells'].sum(), 1):.1%} of the cells; {novel:,} cells whose own "
+                      "markers call a type the reference lacks are 'unknown' (cell_type_rule novel_type).")
+        rep.table(check.sort_values("n_cells", ascending=False), "Transferred label x the query's own marker call.",
+                  csv_name="marker_check.csv", max_rows=60)
     if "scanvi_prediction" in obs:
         agree = float((obs["scanvi_prediction"].astype(str) == obs["predicted_cell_type"].astype(str)).mean())
         rep.paragraph(f"scANVI's classifier agrees with the kNN label for {agree:.1%} of the query cells "

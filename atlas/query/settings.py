@@ -69,6 +69,12 @@ class QuerySettings(StrictModel):
     distance_quantile: float = Field(
         0.99, gt=0.5, lt=1, description="reference kNN distance quantile at which the distance term reaches 0.5"
     )
+    marker_check: bool = Field(
+        True,
+        description="annotate the query from its own markers with the reference's cell-type rule and mark unknown "
+        "the cells whose own markers call a type the reference lacks (fewer than n_neighbors cells), which the "
+        "distance term can miss when scArches places them near known types",
+    )
     calibration_cells: int = Field(
         20_000, ge=100, description="reference cells (seeded subsample) that calibrate the distance term"
     )

@@ -1,7 +1,8 @@
 """``map_query``: a new data set mapped onto the reference, labelled, scored and compared.
 
 Steps: check the reference -> ingest the query (same machinery as the atlas) -> gene overlap ->
-prepare (HVGs, zero-fill, batch names) -> scArches surgery -> label transfer and UMAP placement ->
+prepare (HVGs, zero-fill, batch names) -> scArches surgery -> label transfer and UMAP placement -> the
+query's own marker calls (cells of a type the reference lacks become unknown) ->
 scores and reprogramming index -> neutrophil states from the query's own evidence at the reference's cuts ->
 tables, ``query.h5ad``, ``report.html``. The output folder is
 built under a temporary name and renamed at the end, so a failure leaves no partial ``DIR``; inputs
@@ -12,14 +13,16 @@ temporary folder and uploaded once complete (a failed upload keeps that folder a
 Layout of ``DIR``::
 
     query.h5ad            cells x reference HVGs (raw counts, zero-filled); obs: the query's metadata,
-                          predicted_cell_type, prediction_uncertainty (vote_/distance_uncertainty),
+                          predicted_cell_type, prediction_uncertainty (vote_/distance_/marker_uncertainty),
+                          cell_type_rule (transfer, uncertain, novel_type), transferred_cell_type (the vote's
+                          winner), marker_cell_type (the query's own call from its markers),
                           predicted_state, state_uncertainty, state_rule (and predicted_state_knn, the
                           reference neighbours' vote), reprogramming_index, one column per score
                           (the refined programmes among them); obsm X_scVI (query latent in the reference space), X_umap (placement)
     store.h5ad            the ingested query (all genes) with store.{qc,genes,neutrophils}.csv
     tables/               gene_overlap.csv, gene_overlap_summary.csv, batch_renames.csv, predictions.csv,
-                          cell_type_composition.csv, state_composition.csv, reprogramming_index.csv,
-                          score_means.csv
+                          marker_check.csv (transferred label x own marker call), cell_type_composition.csv,
+                          state_composition.csv, reprogramming_index.csv, score_means.csv
     model/                the query model (scvi-tools; load with adata=query.h5ad)
     report.html, figures/ the query report
     query.json            settings, reference, overlap, timings, notes, versions
@@ -41,7 +44,14 @@ from .. import __version__
 from ..core import storage
 from ..core.atomic import atomic_path
 from ..core.errors import InputDataError, RunDirError
-from .compare import composition, index_summary, programme_scores_on_store, reprogramming_index, score_query
+from .compare import (
+    composition,
+    index_summary,
+    programme_scores_on_store,
+    reprogramming_index,
+    score_query,
+    scoring_kwargs,
+)
 from .inputs import query_ingest_config
 from .prepare import check_overlap, gene_overlap, prepare_query
 from .reference import Reference, load_reference
@@ -51,6 +61,10 @@ from .transfer import transfer_labels
 __all__ = ["QueryResult", "map_query"]
 
 log = logging.getLogger(__name__)
+
+#: ``cell_type_rule`` of a query cell: its transferred label stands, it is too uncertain (unknown), or its own
+#: markers call a type the reference lacks (unknown; :mod:`atlas.query.markers`)
+CELL_TYPE_RULES = ("transfer", "uncertain", "novel_type")
 
 
 @dataclass
@@ -97,7 +111,8 @@ def _reference_labels(ref: Reference) -> tuple[pd.Series, np.ndarray]:
 
 
 def _transfer_cell_types(q, latent: np.ndarray, ref: Reference, s: QuerySettings) -> None:
-    """predicted_cell_type with its uncertainties, and the placement on the reference UMAP, into ``q``."""
+    """predicted_cell_type with its uncertainties and rule, transferred_cell_type (the vote's winner before the
+    threshold), and the placement on the reference UMAP, into ``q``."""
     labels, ok = _reference_labels(ref)
     table, umap = transfer_labels(
         ref.latent()[ok], labels[ok].astype(str).to_numpy(), latent, threshold=s.uncertainty_threshold,
@@ -110,7 +125,35 @@ def _transfer_cell_types(q, latent: np.ndarray, ref: Reference, s: QuerySettings
     q.obs["prediction_uncertainty"] = table["uncertainty"].to_numpy()
     q.obs["vote_uncertainty"] = table["vote_uncertainty"].to_numpy()
     q.obs["distance_uncertainty"] = table["distance_uncertainty"].to_numpy()
+    q.obs["transferred_cell_type"] = pd.Categorical(table["best_label"].to_numpy(), categories=cats)
+    q.obs["cell_type_rule"] = pd.Categorical(np.where(table["label"] == s.unknown_label, "uncertain", "transfer"),
+                                             categories=list(CELL_TYPE_RULES))  # fmt: skip
     q.obsm["X_umap"] = umap
+
+
+def _marker_check(q, latent: np.ndarray, store: Path, run: _Run) -> None:
+    """``marker_check``: the query's own cell-type calls (``marker_cell_type``); cells whose own markers call a type
+    the reference lacks become unknown (``marker_uncertainty`` 1, rule ``novel_type``). See :mod:`.markers`."""
+    ref, s = run.ref, run.s
+    if not s.marker_check:
+        return
+    from .markers import marker_check
+
+    labels, ok = _reference_labels(ref)
+    check = marker_check(store, q.obs_names, latent, q.obs["transferred_cell_type"].astype(str).to_numpy(),
+                         labels[ok].astype(str).value_counts(), record=ref.cell_type_rule,
+                         scoring=scoring_kwargs(ref.scoring), min_reference_cells=s.n_neighbors,
+                         notes=run.notes)  # fmt: skip
+    if check is None:
+        return
+    q.obs["marker_cell_type"] = pd.Categorical(check.own)
+    q.obs["marker_uncertainty"] = check.novel.astype(np.float64)
+    q.obs["prediction_uncertainty"] = np.maximum(q.obs["prediction_uncertainty"].to_numpy(), check.novel)
+    pred = q.obs["predicted_cell_type"]
+    if s.unknown_label not in pred.cat.categories:
+        pred = pred.cat.add_categories([s.unknown_label])
+    q.obs["predicted_cell_type"] = pred.where(~check.novel, s.unknown_label)
+    q.obs["cell_type_rule"] = q.obs["cell_type_rule"].where(~check.novel, "novel_type")
 
 
 def _called_neutrophil(q, s: QuerySettings) -> np.ndarray:
@@ -255,10 +298,12 @@ def _map(q, run: _Run):
     return mapping
 
 
-def _transfer(q, latent: np.ndarray, run: _Run) -> None:
-    """Labels by kNN in the latent space: cell types with the UMAP placement, then neutrophil states."""
+def _transfer(q, latent: np.ndarray, store: Path, run: _Run) -> None:
+    """Labels by kNN in the latent space: cell types with the UMAP placement, checked against the query's own
+    markers, then neutrophil states."""
     t = time.perf_counter()
     _transfer_cell_types(q, latent, run.ref, run.s)
+    _marker_check(q, latent, store, run)
     _transfer_states(q, latent, run.ref, run.s, run.notes)
     run.seconds["transfer"] = time.perf_counter() - t
 
@@ -340,6 +385,9 @@ def _tables(prep: _Prepared, scores: pd.DataFrame, ref: Reference) -> dict[str, 
         "predictions": _predictions(q_obs),
         "cell_type_composition": composition(q_obs, ref_obs, "predicted_cell_type", ref.label_key, "cell_type"),
     }
+    if "marker_cell_type" in q_obs:
+        tables["marker_check"] = (q_obs.groupby(["transferred_cell_type", "marker_cell_type", "cell_type_rule"],
+                                                observed=True).size().rename("n_cells").reset_index())  # fmt: skip
     if ref.state_key is not None:
         tables["state_composition"] = composition(q_obs, ref_obs, "predicted_state", ref.state_key, "neutrophil_state")
         tables["reprogramming_index"] = index_summary(q_obs, ref_obs)
@@ -481,7 +529,7 @@ def map_query(
         ingested, adata = _ingest(cfg, store, run.seconds)
         prep = _prepare(adata, ingested, run)
         mapping = _map(prep.q, run)
-        _transfer(prep.q, mapping.latent, run)
+        _transfer(prep.q, mapping.latent, store, run)
         scores, scoring_used = _score(prep.q, store, run)
         _evidence_states(prep.q, scores, run)
         tables = _tables(prep, scores, ref)

@@ -68,12 +68,37 @@ def test_absent_type_is_more_uncertain(mapped):
     assert b.sum() > 5 and np.median(u[b]) > np.median(u[~b])
 
 
+def test_own_markers_check_the_transfer(mapped):
+    """Every query cell has its own marker call (the analysis's rule on the query's own clusters, the default rule
+    for this truth-annotated reference); a cell marked novel is unknown with marker uncertainty 1; the crosstab of
+    transferred and own calls is a table. (Finding the absent B cells: tests/query/test_marker_check.py; this
+    query's 17 B cells are one cluster too small for a call.)"""
+    out = mapped.out_dir
+    q = ad.read_h5ad(out / "query.h5ad").obs
+    own, truth = q["marker_cell_type"].astype(str), q["truth_cell_type"].astype(str)
+    called = (own != "unknown").to_numpy()
+    assert called.mean() > 0.7 and (own[called] == truth[called]).mean() > 0.9
+    novel = (q["cell_type_rule"].astype(str) == "novel_type").to_numpy()
+    assert (q["predicted_cell_type"].astype(str)[novel] == "unknown").all()
+    assert (q["marker_uncertainty"].to_numpy() == novel).all()
+    assert set(q["cell_type_rule"].astype(str)) <= {"transfer", "uncertain", "novel_type"}
+    table = pd.read_csv(out / "tables" / "marker_check.csv")
+    assert {"transferred_cell_type", "marker_cell_type", "cell_type_rule", "n_cells"} <= set(table.columns)
+    assert table["n_cells"].sum() == len(q)
+    notes = json.loads((out / "query.json").read_text())["notes"]
+    assert any("records no cell-type rule" in n for n in notes)
+
+
 def test_same_seed_same_result(mapped, ref_run, query_cfg, tmp_path, tiny):
-    again = map_query(ref_run, query_cfg, tmp_path / "again", report=False, **tiny)
+    again = map_query(ref_run, query_cfg, tmp_path / "again", report=False, marker_check=False, **tiny)
     a = ad.read_h5ad(mapped.out_dir / "query.h5ad")
     b = ad.read_h5ad(again.out_dir / "query.h5ad")
     assert np.allclose(a.obsm["X_scVI"], b.obsm["X_scVI"], atol=1e-5)
-    assert (a.obs["predicted_cell_type"] == b.obs["predicted_cell_type"]).all()
+    # without the marker check the transfer's labels stand
+    assert "marker_cell_type" not in b.obs and set(b.obs["cell_type_rule"].astype(str)) <= {"transfer", "uncertain"}
+    assert (b.obs["predicted_cell_type"] == b.obs["transferred_cell_type"]).to_numpy()[
+        b.obs["cell_type_rule"].astype(str).to_numpy() == "transfer"].all()
+    assert (a.obs["transferred_cell_type"] == b.obs["transferred_cell_type"]).all()
     assert not (tmp_path / "again" / "report.html").exists()
 
 
@@ -110,7 +135,7 @@ def test_batch_collision_renamed_and_logged(ref_run, sim, tmp_path, capsys, cli_
     args = ["query", str(ref_run), str(path), "--out", str(out), "--counts", "layers/counts", "--gene-ids", "ensembl",
             "--obs-column", "patient_id=donor_id", "--obs-column", "tissue=tissue", "--constant",
             f"sample_id={ref_batches[0]}", "--constant", "cancer_type=HCC", "--max-epochs", "2",
-            "--batch-size", "512", "--state-method", "knn"]  # fmt: skip
+            "--batch-size", "512", "--state-method", "knn", "--no-marker-check"]  # fmt: skip
     cfg = tmp_path / "settings.yaml"
     cfg.write_text("query:\n  calibration_cells: 500\n  report: false\n")
     with pytest.raises(SystemExit) as exit_:
@@ -122,6 +147,7 @@ def test_batch_collision_renamed_and_logged(ref_run, sim, tmp_path, capsys, cli_
     assert "state_method 'evidence'" not in printed.out  # --state-method knn: the vote, no fallback to announce
     q = ad.read_h5ad(out / "query.h5ad")
     assert "state_rule" not in q.obs and q.obs["predicted_state"].notna().any()
+    assert "marker_cell_type" not in q.obs and "records no cell-type rule" not in printed.out  # --no-marker-check
     assert set(q.obs["sample_id"]) == {f"query:{ref_batches[0]}"}
     renames = pd.read_csv(out / "tables" / "batch_renames.csv")
     assert renames.to_dict("records") == [{"column": "sample_id", "original": ref_batches[0],

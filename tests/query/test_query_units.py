@@ -13,6 +13,7 @@ import scipy.sparse as sp
 from atlas.core.errors import ConfigError, InputDataError
 from atlas.query import QuerySettings
 from atlas.query.inputs import dataset_id_from_path, query_ingest_config
+from atlas.query.markers import absent_types, novel_cells
 from atlas.query.prepare import _to_hvgs, check_overlap, gene_overlap, rename_batches
 from atlas.query.reference import check_versions
 from atlas.query.transfer import knn_weights, transfer_labels
@@ -51,6 +52,23 @@ def test_transfer_labels_known_and_absent_types():
     # without the distance term the absent cells are confidently (and wrongly) labelled
     t2, _ = transfer_labels(ref, names, q, k=15, threshold=0.5, distance_uncertainty=False)
     assert (t2["label"].to_numpy()[150:] == "unknown").mean() < 0.2
+
+
+def test_absent_types_are_those_without_a_neighbourhood_of_reference_cells():
+    counts = pd.Series({"neutrophil": 500, "T": 300, "B": 14, "unknown": 40})
+    assert absent_types(["neutrophil", "T", "B", "NK"], counts, 15) == ["B", "NK"]
+    assert absent_types(["neutrophil", "T", "B", "NK"], counts, 1) == ["NK"]
+
+
+def test_novel_cells_need_an_absent_own_call_with_more_evidence_than_the_transferred_label():
+    """A B-called cell is novel when its B evidence beats its evidence for the transferred label; a cell whose
+    transferred label has no markers counts as having none; an own call the reference has is never novel."""
+    enrich = pd.DataFrame({"B": [3.0, 0.5, 2.0, 4.0, 1.0], "T": [0.2, 1.5, 0.0, 5.0, 0.0],
+                           "neutrophil": [0.0, 0.0, 0.1, 0.0, 3.0]})  # fmt: skip
+    own = np.array(["B", "B", "B", "T", "neutrophil"])
+    transferred = np.array(["T", "T", "unknown", "T", "T"])
+    assert novel_cells(own, enrich, transferred, ["B"]).tolist() == [True, False, True, False, False]
+    assert not novel_cells(own, enrich, transferred, []).any()
 
 
 def test_transfer_vote_uncertainty_between_types():
