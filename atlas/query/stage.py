@@ -303,9 +303,11 @@ def _transfer(q, latent: np.ndarray, store: Path, run: _Run) -> None:
     markers, then neutrophil states."""
     t = time.perf_counter()
     _transfer_cell_types(q, latent, run.ref, run.s)
+    t_check = time.perf_counter()
     _marker_check(q, latent, store, run)
+    run.seconds["marker_check"] = time.perf_counter() - t_check
     _transfer_states(q, latent, run.ref, run.s, run.notes)
-    run.seconds["transfer"] = time.perf_counter() - t
+    run.seconds["transfer"] = time.perf_counter() - t - run.seconds["marker_check"]
 
 
 def _score(q, store: Path, run: _Run) -> tuple[pd.DataFrame, dict]:
