@@ -15,9 +15,11 @@
    the fallback, which the output says).
 3. Map the held-out data sets with ``map_query`` (defaults; CPU) and score against the ground truth:
    cell-type accuracy on cells of types the reference has (unknown counts as wrong), neutrophil-state
-   macro-F1 (of ``predicted_state``, and of the reference neighbours' vote ``predicted_state_knn``), AUROC of the uncertainty for the absent type vs the known types and its share marked
-   unknown, wall time, and iLISI (scib-metrics ``ilisi_knn``, 90 exact neighbours, scaled to [0, 1])
-   of query vs reference cells of the same types on the joint latent. With the analysis stage's
+   macro-F1 (of ``predicted_state``, and of the reference neighbours' vote ``predicted_state_knn``), AUROC of the
+   uncertainty for the absent type vs the known types and its share marked unknown (and, ``*_transfer``, the
+   shares the transfer's vote and distance terms alone mark, before the query's marker check), wall time, and
+   iLISI (scib-metrics ``ilisi_knn``, 90 exact neighbours, scaled to [0, 1]) of query vs reference cells of the
+   same types on the joint latent. With the analysis stage's
    labels the transfer is also scored with the reference's true labels (same latent), which
    separates the transfer from the reference annotation.
 
@@ -193,6 +195,13 @@ def ilisi(q, ref, types: list[str], seed: int) -> float:
     return float(ilisi_knn(NeighborsResults(indices=i, distances=d), batches))
 
 
+def _transfer_only(obs: pd.DataFrame, absent: np.ndarray, threshold: float) -> dict:
+    """Known and absent cells the transfer alone marks unknown (vote and distance terms; no marker check)."""
+    u = np.maximum(obs["vote_uncertainty"].to_numpy(), obs["distance_uncertainty"].to_numpy())
+    return {"known_marked_unknown_transfer": float((u[~absent] > threshold).mean()),
+            "absent_marked_unknown_transfer": float((u[absent] > threshold).mean())}
+
+
 def evaluate(out: Path, run: Path, args) -> dict:
     """Figures of the mapped query against the ground truth (truth_* read here only, for scoring)."""
     import anndata as ad
@@ -217,6 +226,8 @@ def evaluate(out: Path, run: Path, args) -> dict:
                                if "predicted_state_knn" in obs else float("nan")),
         "absent_auroc": float(roc_auc_score(absent, u)),
         "absent_marked_unknown": float((pred[absent] == "unknown").mean()),
+        # the transfer's own uncertainty alone (before the query's marker check), on the same mapping
+        **_transfer_only(obs, absent, float(q.uns["query"]["settings"]["uncertainty_threshold"])),
         "ilisi_query_vs_reference": ilisi(q, ref, sorted(set(truth[~absent])), args.seed),
     }
     # the transfer alone: the reference's true labels on the same latent

@@ -51,3 +51,14 @@ def test_the_reference_is_trained_like_the_demo_unless_epochs_are_given():
     assert integrate.scarches_architecture is False
     integrate, _ = bench.reference_settings(_args(ref_epochs=40, scarches_architecture=True))
     assert (integrate.batch_size, integrate.max_epochs, integrate.scarches_architecture) == (1024, 40, True)
+
+
+def test_the_transfer_alone_is_read_from_its_two_uncertainty_terms():
+    """What the vote and distance terms mark unknown without the marker check, from the same mapped cells."""
+    import numpy as np
+    import pandas as pd
+
+    obs = pd.DataFrame({"vote_uncertainty": [0.1, 0.6, 0.2, 0.1], "distance_uncertainty": [0.0, 0.0, 0.7, 0.3]})
+    absent = np.array([False, False, True, True])
+    assert _bench()._transfer_only(obs, absent, 0.5) == {"known_marked_unknown_transfer": 0.5,
+                                                         "absent_marked_unknown_transfer": 0.5}  # fmt: skip
