@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 import anndata as ad
 import numpy as np
@@ -185,3 +186,13 @@ def test_settings_validation():
         QuerySettings(min_overlap=0.9, warn_overlap=0.8)
     with pytest.raises(ValueError):
         QuerySettings(max_epochs=0)
+
+
+def test_the_example_query_config_is_every_setting_at_its_default():
+    """configs/query_example.yaml documents QuerySettings: every field, each at its default."""
+    import yaml
+
+    path = Path(__file__).resolve().parents[2] / "configs" / "query_example.yaml"
+    section = yaml.safe_load(path.read_text())["query"]
+    assert set(section) == set(QuerySettings.model_fields)
+    assert QuerySettings(**section) == QuerySettings()
