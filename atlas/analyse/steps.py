@@ -100,7 +100,7 @@ def identify_neutrophils(
     neutrophil-like clusters, and only when likely neutrophils themselves); writes the cell-type columns and
     ``passed_qc`` into ``atlas.obs``."""
     clusters = _cell_type_clusters(atlas, s, atlas_path)
-    cells, cluster_table = annotate_cell_types(markers, clusters, _cell_type_rule(s))
+    cells, cluster_table = annotate_cell_types(markers, clusters, cell_type_rule(s.cell_types, s.seed))
     passed, qc_cell_types = _second_qc_pass(atlas, store, cells, cluster_table, s.cell_types.min_confidence)
     for col in _CELL_TYPE_COLUMNS:
         atlas.obs[col] = cells[col]
@@ -150,10 +150,6 @@ def overcluster_latent(latent: np.ndarray, o: CellTypeOptions, seed: int) -> np.
     labels = overcluster(np.asarray(latent), res, o.n_neighbors, seed)
     log.info("cell types: %d clusters of the latent's graph at Leiden resolution %g", len(set(labels)), res)
     return labels
-
-
-def _cell_type_rule(s: AnalysisSettings) -> CellTypeRule:
-    return cell_type_rule(s.cell_types, s.seed)
 
 
 def _cell_type_clusters(atlas, s: AnalysisSettings, atlas_path: Path) -> pd.Series:

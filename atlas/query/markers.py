@@ -88,15 +88,22 @@ def _settings(record: dict | None):
 
 
 def _measured(markers: dict[str, list[str]], store: Path, notes: list[str]) -> dict[str, list[str]]:
-    """The marker types with at least one gene in the query store (the others cannot be called; noted)."""
-    import anndata as ad
+    """The marker types with a gene in the query store, looked up as scoring looks them up (as given, then under
+    current or previous symbols: :func:`atlas.score.gene_sets.match_genes`); the others cannot be called (noted)."""
+    import h5py
+    from anndata.io import read_elem
 
-    a = ad.read_h5ad(store, backed="r")
-    try:
-        genes = set(a.var_names.astype(str))
-    finally:
-        a.file.close()
-    out = {t: g for t, g in markers.items() if set(g) & genes}
+    from ..score.gene_sets import match_genes, resolve_gene_sets
+
+    with h5py.File(store, "r") as f:
+        var_names = read_elem(f["var"]).index.astype(str)
+    out = {}
+    for rs in resolve_gene_sets(markers):
+        try:
+            match_genes(rs, var_names)
+        except AtlasError:
+            continue
+        out[rs.name] = markers[rs.name]
     if len(out) < len(markers):
         notes.append("marker check: the query measures no marker of " + ", ".join(sorted(set(markers) - set(out)))
                      + "; those types cannot be found in it")  # fmt: skip
