@@ -66,10 +66,11 @@ SIMULATOR_HOLD = ["ds02_HCC", "ds08_HCC"]
 
 def make_cohort(args, work: Path) -> Path:
     """Write the cohort under ``work/sim``; returns its ingest.yaml."""
-    if args.cohort == "independent":
+    if args.cohort != "simulator":
         import independent_cohort
 
-        return independent_cohort.generate(work / "sim", args.n_cells, args.n_datasets, args.seed)
+        return independent_cohort.generate(work / "sim", args.n_cells, args.n_datasets, args.seed,
+                                           extra_types=args.cohort == "independent_extra_types")  # fmt: skip
     from atlas.simulate import simulate
 
     sim = simulate(work / "sim", n_cells=args.n_cells, n_datasets=args.n_datasets, seed=args.seed,
@@ -226,6 +227,8 @@ def evaluate(out: Path, run: Path, args) -> dict:
                                if "predicted_state_knn" in obs else float("nan")),
         "absent_auroc": float(roc_auc_score(absent, u)),
         "absent_marked_unknown": float((pred[absent] == "unknown").mean()),
+        **({f"absent_marked_unknown_{t}": float((pred[(truth == t).to_numpy()] == "unknown").mean())
+            for t in args.drop if (truth == t).any()} if len(args.drop) > 1 else {}),
         # the transfer's own uncertainty alone (before the query's marker check), on the same mapping
         **_transfer_only(obs, absent, float(q.uns["query"]["settings"]["uncertainty_threshold"])),
         "ilisi_query_vs_reference": ilisi(q, ref, sorted(set(truth[~absent])), args.seed),
@@ -250,8 +253,9 @@ def main() -> None:
     p.add_argument("--n-cells", type=int, default=51_000, help="simulated cells (the query keeps ~10,000)")
     p.add_argument("--n-datasets", type=int, default=8)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--cohort", choices=["simulator", "independent"], default="simulator",
-                   help="atlas's simulator or scripts/independent_cohort.py")
+    p.add_argument("--cohort", choices=["simulator", "independent", "independent_extra_types"], default="simulator",
+                   help="atlas's simulator or scripts/independent_cohort.py (the last with mast, plasma and dendritic "
+                        "cells, types outside the marker panel: drop them too, --drop B mast plasma dendritic)")
     p.add_argument("--difficulty", default=None, help="simulate.difficulty preset (simulator only)")
     p.add_argument("--hold", nargs="+", default=None, help="data sets held out as the query (default: see above)")
     p.add_argument("--drop", nargs="+", default=["B"])
@@ -289,7 +293,7 @@ def main() -> None:
     }
     print(json.dumps(row, indent=2))
     if not args.no_record:
-        cohort = ("independent cohort (scripts/independent_cohort.py)" if args.cohort == "independent" else
+        cohort = (f"{args.cohort} cohort (scripts/independent_cohort.py)" if args.cohort != "simulator" else
                   f"simulator (difficulty {args.difficulty or 'none'})")  # fmt: skip
         scvi = (f"{args.ref_epochs} epochs of 1,024 cells" if args.ref_epochs is not None else
                 "atlas demo's settings (6,000 steps of 256 cells)")  # fmt: skip
@@ -302,7 +306,7 @@ def main() -> None:
                 + "; map_wall_s = whole map_query (ingest, surgery, transfer, scores, report) on the CPU; load_1min = "
                 "the machine's 1-minute load average before / after mapping (above the core count: shared cores)")  # fmt: skip
         cmd = "python " + shlex.join([str(Path(sys.argv[0]).resolve().relative_to(REPO)), *sys.argv[1:]])
-        title = "held-out data sets of an independent cohort" if args.cohort == "independent" else \
+        title = "held-out data sets of an independent cohort" if args.cohort != "simulator" else \
             "held-out simulated data sets"
         record("query.md", f"Query mapping: {title}", [row], cmd, note)
 

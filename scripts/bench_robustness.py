@@ -56,6 +56,8 @@ from atlas.simulate.evaluate import evaluate_peer, evaluate_robustness, input_tr
 
 DEFAULT_GRID = ("default", "weak_markers", "confounded", "hard")
 INDEPENDENT = "independent"  # not a preset: a cohort of scripts/independent_cohort.py
+#: grid points that are cohorts of scripts/independent_cohort.py -> whether they hold types outside the marker panel
+INDEPENDENT_POINTS = {INDEPENDENT: False, "independent_extra_types": True}
 DASH = "—"
 
 
@@ -91,6 +93,8 @@ FIGURES: tuple[Figure, ...] = (
     Figure("cell_type_accuracy", "cell-type accuracy (9 types)", ">= 0.90", "cell_type_accuracy", 0.90),
     Figure("cell_type_unknown_share", "↳ share called unknown", peer_key="cell_type_unknown_share", lower_is_better=True),
     Figure("cell_type_ece", "cell_type_confidence ECE", lower_is_better=True),
+    Figure("outside_panel_unknown_share", "cells of types outside the marker panel called unknown (extra-type cohorts)",
+           peer_key="outside_panel_unknown_share"),
     Figure("batch_correction_scvi", "batch correction, scVI (peer: PCA)", "> Harmony", "batch_correction_pca",
            above="batch_correction_harmony", strict=True),
     Figure("batch_correction_harmony", "↳ batch correction, Harmony"),
@@ -129,11 +133,11 @@ def write_config(runs: Path, point: str, seed: int, n_cells: int, n_datasets: in
     run_dir = runs / run_name(point, seed)
     cfg = demo_config(run_dir).model_dump(mode="json")
     cfg["seed"] = seed
-    if point == INDEPENDENT:
+    if point in INDEPENDENT_POINTS:
         cfg["simulate"] = None
         ingest = _cohort_dir(runs, point, seed) / "ingest.yaml"  # kept: a new cohort would rerun every stage
-        cfg["ingest"] = str(ingest if ingest.exists() else independent_cohort.generate(ingest.parent, n_cells,
-                                                                                      n_datasets, seed))
+        cfg["ingest"] = str(ingest if ingest.exists() else independent_cohort.generate(
+            ingest.parent, n_cells, n_datasets, seed, extra_types=INDEPENDENT_POINTS[point]))
     else:
         cfg["simulate"].update(seed=seed, n_cells=n_cells, n_datasets=n_datasets, difficulty=point)
     path = runs / f"{run_name(point, seed)}.yaml"
@@ -149,7 +153,7 @@ def _cohort_dir(runs: Path, point: str, seed: int) -> Path:
 def _link_cohort(runs: Path, point: str, seed: int) -> None:
     """``RUN/data`` -> the independent cohort, where the evaluation and the peer read the simulator's data."""
     link = runs / run_name(point, seed) / "data"
-    if point == INDEPENDENT and link.parent.is_dir() and not link.exists():
+    if point in INDEPENDENT_POINTS and link.parent.is_dir() and not link.exists():
         link.symlink_to(_cohort_dir(runs, point, seed).resolve(), target_is_directory=True)
 
 
@@ -323,8 +327,9 @@ def evaluate_one(runs: Path, point: str, seed: int, timing: dict, args) -> dict:
     if atlas:
         atlas.update(cancer_ceiling_and_index(run_dir))
         # what the cohort's own programmes reach on the same store: the per-cell ceiling
-        if point == INDEPENDENT:
-            atlas.update(independent_cohort.oracle_figures(run_dir / "store.h5ad", seed, args.n_datasets))
+        if point in INDEPENDENT_POINTS:
+            atlas.update(independent_cohort.oracle_figures(run_dir / "store.h5ad", seed, args.n_datasets,
+                                                           INDEPENDENT_POINTS[point]))
 
     peer_dir = runs / f"{name}.peer"
     peer_dir.mkdir(exist_ok=True)
@@ -543,14 +548,15 @@ def _check_grid(grid: list[str]) -> None:
     from atlas.simulate.difficulty import Difficulty
 
     for point in grid:
-        if point != INDEPENDENT:
+        if point not in INDEPENDENT_POINTS:
             Difficulty.preset(point)  # raises with the known presets
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--grid", nargs="+", default=list(DEFAULT_GRID),
-                    help=f"simulate.difficulty presets, or {INDEPENDENT!r} (scripts/independent_cohort.py)")
+                    help=f"simulate.difficulty presets, or {' / '.join(INDEPENDENT_POINTS)} (scripts/independent_cohort.py; "
+                         "the second also holds mast, plasma and dendritic cells, types outside the marker panel)")
     ap.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     ap.add_argument("--n-cells", type=int, default=8000)
     ap.add_argument("--n-datasets", type=int, default=8)

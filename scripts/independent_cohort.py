@@ -23,6 +23,8 @@ vocabularies are shared, as they are the evaluation's):
   states, which rise about 12-fold); its switch is ``sigmoid((t - 0.62) / 0.06)`` with a 15 % linear drift, and
   T3 is ``t >= 0.7``; a 200-gene maturation drift along ``t`` (3-7 fold at ``t = 1``); interferon (hN2) and antigen-presenting side
   states; an immature state from granule and promyelocyte genes;
+* with ``--extra-types``: tissues also hold mast, plasma and dendritic cells, types outside atlas's marker panel
+  (``bench_robustness.py --grid independent_extra_types``);
 * confounders: monocytes express the neutrophil S100A8/S100A9/FCN1/MNDA/LYZ genes, tumour cells a hypoxia
   programme (HALLMARK_HYPOXIA genes, VEGFA among them), a share of macrophages are SPP1/VEGFA-high;
 * cohort: cancer-type means are a random permutation of six values per seed (no fixed order), patients'
@@ -97,32 +99,51 @@ COMPOSITION = {
 }  # fmt: skip
 
 
-#: every gene a marker list or a programme names (the rest of the genes are drawn at random)
-NAMED_GENES = tuple(sorted({g for gs in (*MARKERS.values(), T3_GENES, NAIVE_GENES, IMMATURE_GENES, IFN_GENES,
-                                         AP_GENES, HYPOXIA_GENES, SPP1_MAC_GENES) for g in gs}))  # fmt: skip
+#: Cell types outside atlas's marker panel (``extra_types``): tumours hold them, and a caller that knows only its
+#: panel must leave them unknown rather than give them the nearest panel type. Dendritic cells carry the HLA class
+#: II genes of the neutrophils' antigen-presenting state; plasma cells share CD79A with B cells.
+EXTRA_MARKERS = {
+    "mast": ("CPA3", "KIT", "MS4A2", "HDC", "GATA2", "TPSAB1", "TPSB2", "CLC"),
+    "plasma": ("JCHAIN", "MZB1", "IGKC", "XBP1", "SDC1", "IGHG1", "CD79A"),
+    "dendritic": ("CD1C", "FCER1A", "CLEC10A", "CLEC9A", "XCR1", "CCR7", "LAMP3", "HLA-DRA", "CD74", "HLA-DPA1"),
+}  # fmt: skip
+EXTRA_COMPOSITION = {"tumour": (0.03, 0.03, 0.02), "adjacent_normal": (0.03, 0.02, 0.02), "blood": (0.0, 0.0, 0.01)}
+
+
+def _named_genes(markers: dict) -> tuple[str, ...]:
+    """Every gene a marker list or a programme names (the rest of the genes are drawn at random)."""
+    return tuple(sorted({g for gs in (*markers.values(), T3_GENES, NAIVE_GENES, IMMATURE_GENES, IFN_GENES, AP_GENES,
+                                      HYPOXIA_GENES, SPP1_MAC_GENES) for g in gs}))  # fmt: skip
+
+
+NAMED_GENES = _named_genes(MARKERS)
 
 
 class World:
     """Per-cohort biology: base profiles (log means), programmes (gene index, log fold) and batch effects."""
 
-    def __init__(self, rng: np.random.Generator, n_datasets: int) -> None:
-        self.table = build_gene_table(15000, extra=NAMED_GENES)
+    def __init__(self, rng: np.random.Generator, n_datasets: int, extra_types: bool = False) -> None:
+        marker_lists = MARKERS | (EXTRA_MARKERS if extra_types else {})
+        named = _named_genes(marker_lists)
+        self.cell_types = tuple(marker_lists)
+        self.composition = {k: v + (EXTRA_COMPOSITION[k] if extra_types else ()) for k, v in COMPOSITION.items()}
+        self.table = build_gene_table(15000, extra=named)
         idx = self.table.index()
         g = len(self.table.symbols)
         mito = np.array([idx[m] for m in MT_GENES if m in idx])
         free = np.setdiff1d(np.arange(g), mito)
-        unnamed = np.setdiff1d(free, np.array(sorted(idx[x] for x in NAMED_GENES if x in idx)))
+        unnamed = np.setdiff1d(free, np.array(sorted(idx[x] for x in named if x in idx)))
         base = np.log(rng.gamma(0.6, 1 / 0.3, g))  # Splatter-like gene means, 2 % high outliers
         out_genes = rng.choice(unnamed, int(0.02 * g), replace=False)
         base[out_genes] += rng.lognormal(np.log(3.0), 0.3, len(out_genes))
         base[mito] = -np.inf
         high = float(np.quantile(base[free], 0.995))
-        markers = np.array(sorted({idx[m] for ms in MARKERS.values() for m in ms if m in idx}))
+        markers = np.array(sorted({idx[m] for ms in marker_lists.values() for m in ms if m in idx}))
         base[markers] = np.quantile(base[free], 0.3) + rng.normal(0, 0.5, len(markers))  # off elsewhere
         self.mito = mito
         self.base = {}
         self.dropped = {}
-        for t, markers in MARKERS.items():
+        for t, markers in marker_lists.items():
             prof = base + rng.normal(0, 0.25, g)
             de = rng.choice(unnamed, 150, replace=False)
             prof[de] += rng.normal(0, 1.0, 150)
@@ -255,9 +276,9 @@ def _design(rng, n_cells: int, n_datasets: int) -> pd.DataFrame:
 
 
 def _sample(rng, w: World, row, f: float) -> tuple[sp.csr_matrix, pd.DataFrame]:
-    share = np.asarray(COMPOSITION[row.tissue])
+    share = np.asarray(w.composition[row.tissue])
     comp = rng.dirichlet(share * 40 + 1e-3)
-    types = np.asarray(CELL_TYPES)[rng.choice(len(CELL_TYPES), row.n, p=comp)]
+    types = np.asarray(w.cell_types)[rng.choice(len(w.cell_types), row.n, p=comp)]
     state, t = np.full(row.n, "", object), np.full(row.n, np.nan)
     neut = types == "neutrophil"
     state[neut], t[neut] = _neutrophil_states(rng, int(neut.sum()), row.tissue, f)
@@ -329,11 +350,13 @@ def _write(out: Path, d: int, name: str, species: str, x: sp.csr_matrix, obs: pd
                     "obs_path": f"datasets/{name}_metadata.csv", "gene_ids": "symbol"}  # fmt: skip
 
 
-def generate(out: str | Path, n_cells: int = 8000, n_datasets: int = 8, seed: int = 0) -> Path:
-    """Write one independent cohort to ``out``; returns the path of its ingest.yaml."""
+def generate(out: str | Path, n_cells: int = 8000, n_datasets: int = 8, seed: int = 0, extra_types: bool = False) -> Path:
+    """Write one independent cohort to ``out``; returns the path of its ingest.yaml. ``extra_types``: tissues also
+    hold mast, plasma and dendritic cells (:data:`EXTRA_MARKERS`), types outside atlas's marker panel (a different
+    cohort: the generator's random draws change)."""
     out = Path(out)
     rng = np.random.default_rng(10_000 + seed)
-    w = World(rng, n_datasets)
+    w = World(rng, n_datasets, extra_types)
     des = _design(rng, n_cells, n_datasets)
     sd = 0.6
     f_pat = {}
@@ -365,7 +388,7 @@ def generate(out: str | Path, n_cells: int = 8000, n_datasets: int = 8, seed: in
     ct.to_csv(truth / "cancer_types.csv", index=False)
     (truth / "generator.json").write_text(json.dumps({"generator": "scripts/independent_cohort.py", "seed": seed,
                                                       "n_cells": int(des["n"].sum()), "n_datasets": n_datasets,
-                                                      "dropped_markers": w.dropped}, indent=1))  # fmt: skip
+                                                      "dropped_markers": w.dropped, "extra_types": extra_types}, indent=1))  # fmt: skip
     cfg = {"datasets": entries, "keep_obs": ["truth_*"]}
     path = out / "ingest.yaml"
     path.write_text("# independent cohort (scripts/independent_cohort.py); truth_* columns kept for evaluation only\n"
@@ -373,7 +396,7 @@ def generate(out: str | Path, n_cells: int = 8000, n_datasets: int = 8, seed: in
     return path
 
 
-def oracle_figures(store: str | Path, seed: int, n_datasets: int = 8) -> dict[str, float]:
+def oracle_figures(store: str | Path, seed: int, n_datasets: int = 8, extra_types: bool = False) -> dict[str, float]:
     """What the cohort's own programmes reach on the true neutrophils of an ingested store (the task's ceiling).
 
     The log-normalised expression of each programme's genes, weighted by their true log folds (the T3
@@ -386,7 +409,7 @@ def oracle_figures(store: str | Path, seed: int, n_datasets: int = 8) -> dict[st
     from scipy.stats import spearmanr
     from sklearn.metrics import roc_auc_score
 
-    w = World(np.random.default_rng(10_000 + seed), n_datasets)
+    w = World(np.random.default_rng(10_000 + seed), n_datasets, extra_types)
     a = ad.read_h5ad(store)
     a = a[(a.obs["truth_cell_type"].astype(str) == "neutrophil").to_numpy()].copy()
     sc.pp.normalize_total(a, target_sum=1e4)
@@ -434,9 +457,12 @@ def main() -> None:
     ap.add_argument("--n-cells", type=int, default=8000)
     ap.add_argument("--n-datasets", type=int, default=8)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--extra-types", action="store_true",
+                    help="tissues also hold mast, plasma and dendritic cells (types outside atlas's marker panel)")
     ap.add_argument("--oracle", action="store_true", help="print oracle_figures of the store OUT instead")
     a = ap.parse_args()
-    print(oracle_figures(a.out, a.seed, a.n_datasets) if a.oracle else generate(a.out, a.n_cells, a.n_datasets, a.seed))
+    print(oracle_figures(a.out, a.seed, a.n_datasets, a.extra_types) if a.oracle
+          else generate(a.out, a.n_cells, a.n_datasets, a.seed, a.extra_types))
 
 
 if __name__ == "__main__":

@@ -27,6 +27,7 @@ import pandas as pd
 from ..core.errors import InputDataError
 from . import statistics as st
 from .celltypes import (
+    NO_TYPE_ENRICHED,
     UNKNOWN,
     CellTypeRule,
     annotate_cell_types,
@@ -106,12 +107,23 @@ def identify_neutrophils(
         atlas.obs[col] = cells[col]
     atlas.obs["passed_qc"] = passed
     notes: list[str] = []
+    _note_clusters_outside_panel(cluster_table, notes)
     if (~passed).any():
         in_neut = int(cluster_table.loc[cluster_table["neutrophil_like"], "left_out_second_pass"].sum())
         _note(notes, f"second QC pass: {int((~passed).sum())} low-RNA cells left out, {in_neut} of them in "
               f"neutrophil-like clusters (neutrophil confidence below {s.cell_types.min_confidence:g})",
               logging.INFO)  # fmt: skip
     return CellTypeCalls(passed, cluster_table, qc_cell_types, notes)
+
+
+def _note_clusters_outside_panel(cluster_table: pd.DataFrame, notes: list[str]) -> None:
+    """Say which clusters no marker type is enriched in (their cells stay unknown)."""
+    empty = cluster_table[cluster_table["rule"] == NO_TYPE_ENRICHED]
+    if len(empty):
+        names = ", ".join(map(str, empty["cluster"].head(10))) + (", ..." if len(empty) > 10 else "")
+        _note(notes, f"{int(empty['n_cells'].sum())} cells in {len(empty)} clusters ({names}) show no marker type "
+              "enriched and stay unknown: a cell type outside analyse.cell_type_markers (mast, dendritic or plasma "
+              "cells?) or low-quality cells; add the type's markers to call it (tables/cell_type_clusters.csv)")  # fmt: skip
 
 
 def cell_type_tables(obs: pd.DataFrame, calls: CellTypeCalls) -> dict[str, pd.DataFrame]:

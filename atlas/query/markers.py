@@ -23,6 +23,12 @@ marked no more known cells (17 -> 11, 39 -> 39, 5 -> 5); on the simulator nothin
   transfer (``n_neighbors``: too few to ever win a vote), and
 * its own evidence for that type exceeds its evidence for the label transferred to it.
 
+A cell whose own call is ``unknown`` (the rule finds no type of the marker panel for it: its cluster has no type
+enriched, as a type outside the panel such as mast or dendritic cells, or is mixed and the cell's own evidence
+is not clear) is a novel type as well when the transfer gave it a panel type: the reference's labels are the
+panel's types, and the query's own markers do not back any of them (in 12 query runs of panel types only, 8
+such cells, 5 of them already unknown by the transfer; ``benchmarks/query.md``, stop 34).
+
 Such cells get ``predicted_cell_type`` unknown and ``marker_uncertainty`` 1 (0 otherwise; the
 prediction uncertainty is the largest of the vote, distance and marker terms). The check adds no
 threshold of its own: the calls are the analysis's rule, with its units measured on the query's cells.
@@ -52,6 +58,7 @@ class MarkerCheck:
 
     own: np.ndarray  # the query's own call per cell (str; ``unknown`` where the rule made none)
     novel: np.ndarray  # bool per cell: a type the reference lacks, by the cell's own evidence
+    no_panel_type: np.ndarray  # bool per cell: own call unknown, transferred label a panel type
     absent: list[str]  # marker types the reference lacks
     enrichment: pd.DataFrame  # cells x marker types: the cell's evidence (marker_z of the analysis)
 
@@ -148,7 +155,7 @@ def marker_check(
     :class:`MarkerCheck`, or ``None`` (with a note) when the reference's labels are not the marker types or the
     query's markers cannot be scored.
     """
-    from ..analyse.celltypes import annotate_cell_types
+    from ..analyse.celltypes import UNKNOWN, annotate_cell_types
     from ..analyse.steps import cell_type_rule, overcluster_latent
     from ..score import score_store
 
@@ -179,10 +186,16 @@ def marker_check(
     own = cells["cell_type"].astype(str).to_numpy()
     enrichment = cells[[f"marker_z_{t}" for t in markers]].set_axis(list(markers), axis=1)
     absent = absent_types(markers, ref_label_counts, min_reference_cells)
-    novel = novel_cells(own, enrichment, np.asarray(transferred).astype(str), absent)
+    transferred = np.asarray(transferred).astype(str)
+    novel = novel_cells(own, enrichment, transferred, absent)
+    no_type = (own == UNKNOWN) & np.isin(transferred, list(markers))
     if novel.any():
         found = pd.Series(own[novel]).value_counts()
         notes.append("labelled unknown: " + ", ".join(f"{n:,} cells whose own markers call {t}" for t, n in found.items())
                      + f", a type the reference has fewer than {min_reference_cells} cells of (marker_cell_type)")  # fmt: skip
         log.warning(notes[-1])
-    return MarkerCheck(own=own, novel=novel, absent=absent, enrichment=enrichment)
+    if no_type.any():
+        notes.append(f"labelled unknown: {int(no_type.sum()):,} cells whose own markers call no type of the panel (a "
+                     "cell type outside it?), which the transfer gave a panel type (marker_cell_type unknown)")  # fmt: skip
+        log.warning(notes[-1])
+    return MarkerCheck(own=own, novel=novel | no_type, absent=absent, enrichment=enrichment, no_panel_type=no_type)

@@ -308,14 +308,18 @@ def cell_type_figures(truth: np.ndarray, pred: np.ndarray, confidence: np.ndarra
 
     Returns
     -------
-    ``(figures, reliability)``: figures ``cell_type_accuracy``, ``cell_type_unknown_share`` and, with
-    a confidence, ``cell_type_ece``; the :func:`reliability_table` (None without a confidence).
+    ``(figures, reliability)``: figures ``cell_type_accuracy``, ``cell_type_unknown_share``,
+    ``outside_panel_unknown_share`` (of the cells of other types, e.g. mast cells: the share called ``unknown``, the
+    only right call for a caller that knows the nine; NaN without such cells) and, with a confidence,
+    ``cell_type_ece``; the :func:`reliability_table` (None without a confidence).
     """
     truth, pred = np.asarray(truth).astype(str), np.asarray(pred).astype(str)
     m = np.isin(truth, CELL_TYPES)
+    outside = ~m & (truth != "nan") & (truth != "")
     correct = truth[m] == pred[m]
     out = {"cell_type_accuracy": float(correct.mean()) if m.any() else float("nan"),
-           "cell_type_unknown_share": float((pred[m] == "unknown").mean()) if m.any() else float("nan")}  # fmt: skip
+           "cell_type_unknown_share": float((pred[m] == "unknown").mean()) if m.any() else float("nan"),
+           "outside_panel_unknown_share": float((pred[outside] == "unknown").mean()) if outside.any() else float("nan")}  # fmt: skip
     if confidence is None:
         return out, None
     table = reliability_table(np.asarray(confidence, dtype=np.float64)[m], correct, n_bins)

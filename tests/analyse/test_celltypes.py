@@ -159,6 +159,26 @@ def test_no_type_enriched_means_no_neutrophils():
     assert (cells["cell_type_confidence"] == 0).all()
 
 
+def test_a_cluster_of_a_type_outside_the_panel_stays_unknown_not_given_the_nearest_type():
+    # cluster 3: mast cells, whose markers the panel lacks (no type enriched); the posteriors know only the
+    # panel's types and would give them to the nearest one with a confidence near 1
+    rng = np.random.default_rng(8)
+    spec = [("0", "neutrophil", 300, 4.0), ("1", "monocyte", 300, 4.0), ("2", "T", 300, 4.0), ("3", "T", 150, 0.0),
+            ("4", "neutrophil", 60, 4.0), ("4", "T", 60, 4.0)]  # fmt: skip
+    scores, truth, clusters = _cohort(rng, spec)
+    scores.loc[(clusters == "3").to_numpy(), "T"] -= 1.0  # below every type's baseline
+    cells, table = annotate_cell_types(scores, clusters)
+    by = table.set_index("cluster")
+    assert by.loc["3", ["call", "rule"]].tolist() == [UNKNOWN, "unknown: no type enriched"]
+    mast = (clusters == "3").to_numpy()
+    assert (cells.loc[mast, "cell_type"].astype(str) == UNKNOWN).all()
+    assert (cells.loc[mast, "cell_type_confidence"] == 0).all() and not cells.loc[mast, "is_neutrophil"].any()
+    # a mixed cluster's cells still take their own clear types
+    mixed = (clusters == "4").to_numpy()
+    assert by.loc["4", "rule"].startswith("unknown: mixed")
+    assert (cells.loc[mixed, "cell_type"].astype(str) == truth[mixed]).mean() > 0.9
+
+
 def test_second_pass_keeps_low_rna_neutrophils_of_neutrophil_clusters_only(tmp_path):
     rng = np.random.default_rng(5)
     spec = [("0", "neutrophil", 200, 3.0), ("1", "T", 200, 3.0), ("2", "monocyte", 200, 3.0)]

@@ -13,23 +13,24 @@ from atlas.query.markers import marker_check
 TYPES = ("neutrophil", "T", "B", "monocyte")
 
 
-def _query(tmp_path, n_per_type=150, seed=0, drop=()):
+def _query(tmp_path, n_per_type=150, seed=0, drop=(), types=TYPES):
     """Raw counts of four types, each expressing its own markers (weakly: ~1 count per marker gene) over 800
     background genes and the other types' markers (the genes of ``drop`` types not measured), and a latent where
-    each type is a blob; the store as ingest writes it (CSR counts)."""
+    each type is a blob; the store as ingest writes it (CSR counts). A type of ``types`` outside the marker panel
+    expresses eight background genes instead (G0-G7)."""
     rng = np.random.default_rng(seed)
     genes = list(dict.fromkeys(g for t in DEFAULT_MARKERS if t not in drop for g in DEFAULT_MARKERS[t]))
     genes += [f"G{i}" for i in range(800)]
     col = {g: j for j, g in enumerate(genes)}
-    labels = np.repeat(TYPES, n_per_type)
+    labels = np.repeat(types, n_per_type)
     mu = np.full((len(labels), len(genes)), 0.3)
     for i, t in enumerate(labels):
-        mu[i, [col[g] for g in DEFAULT_MARKERS[t]]] = 1.5
+        mu[i, [col[g] for g in DEFAULT_MARKERS.get(t, [f"G{k}" for k in range(8)])]] = 1.5
     x = sp.csr_matrix(rng.poisson(mu * rng.gamma(4, 0.25, size=(len(labels), 1))).astype(np.float32))
     names = pd.Index([f"c{i}" for i in range(len(labels))])
     store = tmp_path / "store.h5ad"
     ad.AnnData(x, obs=pd.DataFrame(index=names), var=pd.DataFrame(index=genes)).write_h5ad(store)
-    centres = rng.normal(0, 4, size=(len(TYPES), 10))
+    centres = rng.normal(0, 4, size=(len(types), 10))
     latent = (centres[pd.factorize(labels)[0]] + rng.normal(0, 1, size=(len(labels), 10))).astype(np.float32)
     return store, names, latent, labels
 
@@ -72,3 +73,22 @@ def test_marker_check_is_skipped_for_labels_of_another_vocabulary(tmp_path):
     check = marker_check(store, names, latent, truth, pd.Series({"Neutrophils": 50, "T cells": 50}), record=None,
                          scoring={"method": "scanpy"}, min_reference_cells=15, notes=notes)  # fmt: skip
     assert check is None and "not the analysis's marker types" in notes[0]
+
+
+def test_marker_check_marks_a_type_outside_the_marker_panel(tmp_path):
+    # mast cells: no marker type is enriched in their cluster; the transfer gave them the nearest known label
+    store, names, latent, truth = _query(tmp_path, types=(*TYPES, "mast"))
+    mast = truth == "mast"
+    transferred = np.where(mast, "monocyte", truth)
+    ref_counts = pd.Series(1000, index=list(DEFAULT_MARKERS))  # the reference has every panel type
+    notes: list[str] = []
+    check = marker_check(store, names, latent, transferred, ref_counts, record={"cell_type_markers": DEFAULT_MARKERS},
+                         scoring={"method": "scanpy"}, min_reference_cells=15, notes=notes)  # fmt: skip
+    assert check.absent == [] and (check.own[mast] == "unknown").all()
+    assert check.no_panel_type[mast].all() and check.novel[mast].all() and not check.novel[~mast].any()
+    assert any("call no type of the panel" in n for n in notes)
+    # cells the transfer already left unknown need no second mark
+    left = marker_check(store, names, latent, np.where(mast, "unknown", truth), ref_counts,
+                        record={"cell_type_markers": DEFAULT_MARKERS}, scoring={"method": "scanpy"},
+                        min_reference_cells=15, notes=[])  # fmt: skip
+    assert not left.novel.any()

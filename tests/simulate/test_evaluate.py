@@ -79,6 +79,11 @@ def test_cell_type_accuracy_counts_unknown_as_wrong_and_skips_other_truths():
     assert out["cell_type_ece"] == pytest.approx((0.1 + 0.4 + 0.2 + 0.6) / 4)
     out, table = cell_type_figures(truth, pred)
     assert table is None and "cell_type_ece" not in out
+    # cells of a type outside the nine (the doublet) are right only as unknown; without such cells: NaN
+    assert out["outside_panel_unknown_share"] == 0.0
+    pred[3] = "unknown"
+    assert cell_type_figures(truth, pred)[0]["outside_panel_unknown_share"] == 1.0
+    assert np.isnan(cell_type_figures(truth[truth != "doublet"], pred[truth != "doublet"])[0]["outside_panel_unknown_share"])
 
 
 def test_integration_figures_read_the_first_batch_key():

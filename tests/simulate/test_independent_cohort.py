@@ -68,6 +68,21 @@ def test_neutrophils_are_low_rna_and_damaged_cells_mito_high(cohort):
     assert damaged.any() and np.median(mt[damaged]) > 3 * np.median(mt[~damaged])
 
 
+def test_extra_types_add_cell_types_outside_the_marker_panel(tmp_path):
+    from atlas.analyse.settings import DEFAULT_MARKERS
+
+    out = independent_cohort.generate(tmp_path / "x", n_cells=1500, n_datasets=6, seed=1, extra_types=True).parent
+    truth = input_truth(out)
+    extra = set(truth["truth_cell_type"]) - set(independent_cohort.CELL_TYPES)
+    assert extra == set(independent_cohort.EXTRA_MARKERS) and not extra & set(DEFAULT_MARKERS)
+    import anndata as ad
+
+    a = ad.read_h5ad(out / "datasets" / "study01_PDAC.h5ad")
+    types = a.obs["truth_cell_type"].astype(str).to_numpy()
+    cpa3 = np.asarray(a[:, "CPA3"].X.todense()).ravel()
+    assert cpa3[types == "mast"].mean() > 5 * cpa3[types != "mast"].mean()  # the mast cells' own marker
+
+
 def test_same_seed_same_cohort(tmp_path):
     a = independent_cohort.generate(tmp_path / "a", n_cells=300, n_datasets=6, seed=1).parent
     b = independent_cohort.generate(tmp_path / "b", n_cells=300, n_datasets=6, seed=1).parent
