@@ -70,6 +70,8 @@ NO_TYPE_ENRICHED = "unknown: no type enriched"
 N_REFITS = 3  # refits of the marker model on its own posteriors (see calibrated_posteriors)
 BASELINE_QUANTILE = 0.25  # a type's baseline: this quantile of the cluster means (clusters without it)
 EXACT_KNN_MAX_CELLS = 50_000  # above: approximate neighbours for the over-clustering
+#: the low end of a type's clean clusters' enrichments, in the shared-markers test (:func:`_shared_not_mixed`)
+CLEAN_LOW_QUANTILE = 0.1
 
 
 @dataclass(frozen=True)
@@ -206,17 +208,23 @@ def _shared_not_mixed(
     ``ratio / (1 + ratio)`` of its cells prefer the runner-up on their own evidence; cells of one type that
     express some of another type's markers (monocytes and neutrophils share S100A8/9, MNDA, CSF3R) do not
     split. Such a cluster keeps its winner when (a) fewer than half that expected share of its cells prefer
-    the runner-up, (b) the runner-up's enrichment is below that of every clean cluster (called, no close
-    runner-up) of the runner-up's type, so it is no cluster of that type, and (c) the winner's enrichment is
-    not below that of every clean cluster of its own type (doublets of two types dilute both). Without a clean
-    cluster of the runner-up's type nothing says what a cluster of it looks like: the cluster stays mixed.
+    the runner-up, (b) the runner-up's enrichment is below the clean clusters (called, no close runner-up) of
+    the runner-up's type, so it is no cluster of that type, and (c) the winner's enrichment is not below the
+    clean clusters of its own type (doublets of two types dilute both). "Below the clean clusters" is below the
+    lower :data:`CLEAN_LOW_QUANTILE` of their enrichments (the lowest of two or three), not below their minimum:
+    one clean cluster that is itself a dilute mixture (low-count cells of several types around neutrophils,
+    enrichment 5.8 where the type's other 18 clusters reach 11.7-14.9) would otherwise make every monocyte
+    cluster sharing neutrophil genes (runner-up 5.9-6.3) look mixed and leave the monocytes unknown (one
+    independent cohort: cell-type accuracy 0.886 -> 0.983; no other call changed on 17 runs;
+    ``benchmarks/robustness.md``, stop 34). Without a clean cluster of the runner-up's type nothing says what a
+    cluster of it looks like: the cluster stays mixed.
     """
     if order.shape[1] < 2:
         return np.zeros(len(win), dtype=bool)
     win_type, run_type = order[:, 0], order[:, 1]
-    # per type, the lowest winner enrichment of its clean clusters (NaN: none; comparisons with NaN are False)
-    lowest = np.array([win[clean & (win_type == t)].min() if (clean & (win_type == t)).any() else np.nan
-                       for t in range(order.shape[1])])  # fmt: skip
+    # per type, the low end of its clean clusters' winner enrichments (NaN: none; comparisons with NaN are False)
+    lowest = np.array([np.quantile(win[clean & (win_type == t)], CLEAN_LOW_QUANTILE)
+                       if (clean & (win_type == t)).any() else np.nan for t in range(order.shape[1])])  # fmt: skip
     not_split = share < 0.5 * ratio / (1.0 + ratio)
     below_runner_type = run < lowest[run_type]
     diluted = win < lowest[win_type]

@@ -98,6 +98,23 @@ def test_monocytes_sharing_neutrophil_markers_keep_their_call_doublets_do_not():
     assert (cells.loc[mono, "cell_type"].astype(str) == "monocyte").all()
 
 
+def test_one_dilute_neutrophil_cluster_does_not_make_every_monocyte_cluster_a_mixture():
+    """Ten clean neutrophil clusters and one of low-count cells (clean, but half as enriched as the monocytes'
+    shared neutrophil markers): the monocyte clusters' runner-up is still below the neutrophil clusters."""
+    rng = np.random.default_rng(9)
+    spec = [(f"n{i}", "neutrophil", 60, 8.0) for i in range(10)] + [
+        ("dilute", "neutrophil", 60, 2.5), ("m0", "monocyte", 200, 8.0), ("m1", "monocyte", 200, 8.0)] + [
+        (f"t{i}", "T", 60, 6.0) for i in range(10)]  # fmt: skip
+    scores, truth, clusters = _cohort(rng, spec)
+    mono = (truth == "monocyte").to_numpy()
+    scores.loc[mono, "neutrophil"] += 4.5
+    cells, table = annotate_cell_types(scores, clusters)
+    t = table.set_index("cluster")
+    assert t.loc["dilute", "call"] == "neutrophil" and t.loc["dilute", "winner_effect"] < t.loc["m0", "runner_up_effect"]
+    assert (t.loc[["m0", "m1"], "call"] == "monocyte").all()
+    assert (cells.loc[mono, "cell_type"].astype(str) == "monocyte").all()
+
+
 def _monocyte_in_a_neutrophil_cluster():
     """Scores and clusters with a clear monocyte and a neutrophil with almost no evidence in the neutrophil cluster."""
     rng = np.random.default_rng(2)
