@@ -215,7 +215,7 @@ def _shared_not_mixed(
     one clean cluster that is itself a dilute mixture (low-count cells of several types around neutrophils,
     enrichment 5.8 where the type's other 18 clusters reach 11.7-14.9) would otherwise make every monocyte
     cluster sharing neutrophil genes (runner-up 5.9-6.3) look mixed and leave the monocytes unknown (one
-    independent cohort: cell-type accuracy 0.886 -> 0.983; no other call changed on 17 runs;
+    independent cohort: cell-type accuracy 0.886 -> 0.983; no other call changed on 18 runs;
     ``benchmarks/robustness.md``, stop 34). Without a clean cluster of the runner-up's type nothing says what a
     cluster of it looks like: the cluster stays mixed.
     """

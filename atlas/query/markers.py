@@ -27,7 +27,7 @@ A cell whose own call is ``unknown`` (the rule finds no type of the marker panel
 enriched, as a type outside the panel such as mast or dendritic cells, or is mixed and the cell's own evidence
 is not clear) is a novel type as well when the transfer gave it a panel type: the reference's labels are the
 panel's types, and the query's own markers do not back any of them (in 12 query runs of panel types only, 8
-such cells, 5 of them already unknown by the transfer; ``benchmarks/query.md``, stop 34).
+such cells, 6 of them already unknown by the transfer; ``benchmarks/query.md``, stop 34).
 
 Such cells get ``predicted_cell_type`` unknown and ``marker_uncertainty`` 1 (0 otherwise; the
 prediction uncertainty is the largest of the vote, distance and marker terms). The check adds no
