@@ -131,7 +131,8 @@ def write_query_report(out_dir: Path, *, ref, q, tables: dict[str, pd.DataFrame]
         rep.paragraph(f"The query's own markers, called with the reference's cell-type rule on the query's own "
                       f"clusters (obs marker_cell_type), agree with the transferred label for "
                       f"{agree.sum() / max(check['n_cells'].sum(), 1):.1%} of the cells; {novel:,} cells whose own "
-                      "markers call a type the reference lacks are 'unknown' (cell_type_rule novel_type).")
+                      "markers call a type the reference lacks, or no type of the marker panel (marker_cell_type "
+                      "unknown: a type outside it?), are 'unknown' (cell_type_rule novel_type).")
         rep.table(check.sort_values("n_cells", ascending=False), "Transferred label x the query's own marker call.",
                   csv_name="marker_check.csv", max_rows=60)
     if "scanvi_prediction" in obs:
