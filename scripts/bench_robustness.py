@@ -538,7 +538,7 @@ def standing_table(sets: dict[str, list[dict]]) -> str:
             cell = f"{s['runs meeting target']} (worst {s['atlas worst']})"
             if s["atlas >= peer (runs)"] != DASH:
                 cell += f"; >= peer {s['atlas >= peer (runs)']}"
-            row[f"{label} ({len(sets[label])} runs)"] = cell
+            row[f"{label} ({len(sets[label])} run{'' if len(sets[label]) == 1 else 's'})"] = cell
         rows.append(row)
     return _table(rows)
 
