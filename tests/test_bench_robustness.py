@@ -30,7 +30,7 @@ def test_standing_table_counts_targets_worst_values_and_the_peer_per_set():
         "other": [_run(0.85, 0.80, 0.71)],
     })  # fmt: skip
     lines = table.splitlines()
-    assert lines[0] == "| figure | target | sim (2 runs) | other (1 runs) |"
+    assert lines[0] == "| figure | target | sim (2 runs) | other (1 run) |"
     precision = next(line for line in lines if line.startswith("| neutrophil precision |"))
     assert "2/2 (worst 0.950); >= peer 1/2" in precision and "0/1 (worst 0.850); >= peer 1/1" in precision
     f1 = next(line for line in lines if line.startswith("| state macro-F1 |"))
