@@ -446,14 +446,13 @@ def annotate_cell_types(
     # An unknown cell takes its most likely type only when the posteriors know its cluster's winning type: they
     # are calibrated on called clusters, so a type no cluster was called (monocytes sharing neutrophil genes,
     # every one of their clusters mixed) has no posterior, and its cells would go to whatever type is nearest
-    # (on an independent cohort 745 such cells went to neutrophil or endothelial, 13 of them rightly).
-    winner = np.array([types.index(w) if w in types else -1 for w in table["winner"]])[codes]
-    known = np.isin(winner, call_idx[call_idx >= 0])
-    # A cluster with no type enriched is no panel type at all (on a cohort with mast cells, dendritic and plasma
-    # cells, 301 of the 304 cells such clusters held went to B at a median posterior of 0.998, 3 rightly; no such
-    # cluster in 14 runs of panel types only; benchmarks/robustness.md, stop 34): its cells stay unknown.
-    outside_panel = (table["rule"].to_numpy() == NO_TYPE_ENRICHED)[codes]
-    take = (label < 0) & sure & known & ~outside_panel
+    # (on an independent cohort 745 such cells went to neutrophil or endothelial, 13 of them rightly). Nor when
+    # no type is enriched in its cluster: that is no panel type at all (on a cohort with mast, dendritic and
+    # plasma cells, 301 of the 304 cells such clusters held went to B at a median posterior of 0.998, 3 rightly;
+    # no such cluster in 14 runs of panel types only; benchmarks/robustness.md, stop 34).
+    winner = np.array([types.index(w) if w in types else -1 for w in table["winner"]])
+    can_propagate = np.isin(winner, call_idx[call_idx >= 0]) & (table["rule"].to_numpy() != NO_TYPE_ENRICHED)
+    take = (label < 0) & sure & can_propagate[codes]
     label[take] = best[take]
     how[take] = "propagated"
     names = np.asarray([*types, UNKNOWN], dtype=object)

@@ -58,7 +58,6 @@ class MarkerCheck:
 
     own: np.ndarray  # the query's own call per cell (str; ``unknown`` where the rule made none)
     novel: np.ndarray  # bool per cell: a type the reference lacks, by the cell's own evidence
-    no_panel_type: np.ndarray  # bool per cell: own call unknown, transferred label a panel type
     absent: list[str]  # marker types the reference lacks
     enrichment: pd.DataFrame  # cells x marker types: the cell's evidence (marker_z of the analysis)
 
@@ -70,8 +69,11 @@ def absent_types(types, ref_label_counts: pd.Series, min_cells: int) -> list[str
 
 
 def novel_cells(own: np.ndarray, enrichment: pd.DataFrame, transferred: np.ndarray, absent: list[str]) -> np.ndarray:
-    """Cells whose own call is an absent type and whose evidence for it beats that for the transferred label
-    (a transferred label without markers counts as no evidence)."""
+    """Cells the reference cannot label, by their own markers: an own call of an absent type with more evidence
+    for it than for the transferred label (a transferred label without markers counts as no evidence), or an own
+    call of ``unknown`` (no type of the panel, ``enrichment``'s columns) where the transfer gave a panel type."""
+    from ..analyse.celltypes import UNKNOWN
+
     e = enrichment.to_numpy(np.float64)
     col = {t: j for j, t in enumerate(enrichment.columns)}
     rows = np.arange(len(own))
@@ -79,7 +81,7 @@ def novel_cells(own: np.ndarray, enrichment: pd.DataFrame, transferred: np.ndarr
     lab_j = np.array([col.get(t, -1) for t in transferred])
     own_e = np.where(own_j >= 0, e[rows, np.maximum(own_j, 0)], -np.inf)
     lab_e = np.where(lab_j >= 0, e[rows, np.maximum(lab_j, 0)], -np.inf)
-    return np.isin(own, absent) & (own_e > lab_e)
+    return (np.isin(own, absent) & (own_e > lab_e)) | ((own == UNKNOWN) & (lab_j >= 0))
 
 
 def _settings(record: dict | None):
@@ -186,11 +188,10 @@ def marker_check(
     own = cells["cell_type"].astype(str).to_numpy()
     enrichment = cells[[f"marker_z_{t}" for t in markers]].set_axis(list(markers), axis=1)
     absent = absent_types(markers, ref_label_counts, min_reference_cells)
-    transferred = np.asarray(transferred).astype(str)
-    novel = novel_cells(own, enrichment, transferred, absent)
-    no_type = (own == UNKNOWN) & np.isin(transferred, list(markers))
-    if novel.any():
-        found = pd.Series(own[novel]).value_counts()
+    novel = novel_cells(own, enrichment, np.asarray(transferred).astype(str), absent)
+    no_type = novel & (own == UNKNOWN)
+    if (novel & ~no_type).any():
+        found = pd.Series(own[novel & ~no_type]).value_counts()
         notes.append("labelled unknown: " + ", ".join(f"{n:,} cells whose own markers call {t}" for t, n in found.items())
                      + f", a type the reference has fewer than {min_reference_cells} cells of (marker_cell_type)")  # fmt: skip
         log.warning(notes[-1])
@@ -198,4 +199,4 @@ def marker_check(
         notes.append(f"labelled unknown: {int(no_type.sum()):,} cells whose own markers call no type of the panel (a "
                      "cell type outside it?), which the transfer gave a panel type (marker_cell_type unknown)")  # fmt: skip
         log.warning(notes[-1])
-    return MarkerCheck(own=own, novel=novel | no_type, absent=absent, enrichment=enrichment, no_panel_type=no_type)
+    return MarkerCheck(own=own, novel=novel, absent=absent, enrichment=enrichment)

@@ -70,6 +70,9 @@ def test_novel_cells_need_an_absent_own_call_with_more_evidence_than_the_transfe
     transferred = np.array(["T", "T", "unknown", "T", "T"])
     assert novel_cells(own, enrich, transferred, ["B"]).tolist() == [True, False, True, False, False]
     assert not novel_cells(own, enrich, transferred, []).any()
+    # an own call of no panel type is novel where the transfer gave a panel type, not where it gave none
+    assert novel_cells(np.array(["unknown", "unknown"]), enrich.iloc[:2], np.array(["T", "unknown"]), []).tolist() == [
+        True, False]
 
 
 def test_transfer_vote_uncertainty_between_types():
