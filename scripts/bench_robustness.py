@@ -56,8 +56,13 @@ from atlas.simulate.evaluate import evaluate_peer, evaluate_robustness, input_tr
 
 DEFAULT_GRID = ("default", "weak_markers", "confounded", "hard")
 INDEPENDENT = "independent"  # not a preset: a cohort of scripts/independent_cohort.py
-#: grid points that are cohorts of scripts/independent_cohort.py -> whether they hold types outside the marker panel
-INDEPENDENT_POINTS = {INDEPENDENT: False, "independent_extra_types": True}
+#: grid points that are cohorts of scripts/independent_cohort.py -> the generator's options: types outside the
+#: marker panel; droplet platforms that capture few neutrophils (~1-2 % of a 10x sample's cells)
+INDEPENDENT_POINTS = {
+    INDEPENDENT: {},
+    "independent_extra_types": {"extra_types": True},
+    "independent_rare_droplet_neutrophils": {"droplet_neutrophil_capture": 0.1},
+}
 DASH = "—"
 
 
@@ -137,7 +142,7 @@ def write_config(runs: Path, point: str, seed: int, n_cells: int, n_datasets: in
         cfg["simulate"] = None
         ingest = _cohort_dir(runs, point, seed) / "ingest.yaml"  # kept: a new cohort would rerun every stage
         cfg["ingest"] = str(ingest if ingest.exists() else independent_cohort.generate(
-            ingest.parent, n_cells, n_datasets, seed, extra_types=INDEPENDENT_POINTS[point]))
+            ingest.parent, n_cells, n_datasets, seed, **INDEPENDENT_POINTS[point]))
     else:
         cfg["simulate"].update(seed=seed, n_cells=n_cells, n_datasets=n_datasets, difficulty=point)
     path = runs / f"{run_name(point, seed)}.yaml"
@@ -328,8 +333,8 @@ def evaluate_one(runs: Path, point: str, seed: int, timing: dict, args) -> dict:
         atlas.update(cancer_ceiling_and_index(run_dir))
         # what the cohort's own programmes reach on the same store: the per-cell ceiling
         if point in INDEPENDENT_POINTS:
-            atlas.update(independent_cohort.oracle_figures(run_dir / "store.h5ad", seed, args.n_datasets,
-                                                           INDEPENDENT_POINTS[point]))
+            extra_types = INDEPENDENT_POINTS[point].get("extra_types", False)
+            atlas.update(independent_cohort.oracle_figures(run_dir / "store.h5ad", seed, args.n_datasets, extra_types))
 
     peer_dir = runs / f"{name}.peer"
     peer_dir.mkdir(exist_ok=True)
@@ -556,7 +561,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--grid", nargs="+", default=list(DEFAULT_GRID),
                     help=f"simulate.difficulty presets, or {' / '.join(INDEPENDENT_POINTS)} (scripts/independent_cohort.py; "
-                         "the second also holds mast, plasma and dendritic cells, types outside the marker panel)")
+                         "the second also holds mast, plasma and dendritic cells, types outside the marker panel; "
+                         "the third has droplet platforms capture few neutrophils)")
     ap.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     ap.add_argument("--n-cells", type=int, default=8000)
     ap.add_argument("--n-datasets", type=int, default=8)

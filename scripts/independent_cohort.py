@@ -275,8 +275,12 @@ def _design(rng, n_cells: int, n_datasets: int) -> pd.DataFrame:
     return des
 
 
-def _sample(rng, w: World, row, f: float) -> tuple[sp.csr_matrix, pd.DataFrame]:
-    share = np.asarray(w.composition[row.tissue])
+def _sample(rng, w: World, row, f: float, droplet_capture: float = 1.0) -> tuple[sp.csr_matrix, pd.DataFrame]:
+    """One sample's counts and obs; ``droplet_capture`` scales the neutrophils' share on droplet platforms."""
+    share = np.asarray(w.composition[row.tissue], dtype=float)
+    if PLATFORMS[row.platform][0] and droplet_capture != 1.0:
+        share = share.copy()
+        share[w.cell_types.index("neutrophil")] *= droplet_capture
     comp = rng.dirichlet(share * 40 + 1e-3)
     types = np.asarray(w.cell_types)[rng.choice(len(w.cell_types), row.n, p=comp)]
     state, t = np.full(row.n, "", object), np.full(row.n, np.nan)
@@ -350,10 +354,14 @@ def _write(out: Path, d: int, name: str, species: str, x: sp.csr_matrix, obs: pd
                     "obs_path": f"datasets/{name}_metadata.csv", "gene_ids": "symbol"}  # fmt: skip
 
 
-def generate(out: str | Path, n_cells: int = 8000, n_datasets: int = 8, seed: int = 0, extra_types: bool = False) -> Path:
+def generate(out: str | Path, n_cells: int = 8000, n_datasets: int = 8, seed: int = 0, extra_types: bool = False,
+             droplet_neutrophil_capture: float = 1.0) -> Path:
     """Write one independent cohort to ``out``; returns the path of its ingest.yaml. ``extra_types``: tissues also
     hold mast, plasma and dendritic cells (:data:`EXTRA_MARKERS`), types outside atlas's marker panel (a different
-    cohort: the generator's random draws change)."""
+    cohort: the generator's random draws change). ``droplet_neutrophil_capture``: the neutrophils' share of a
+    sample on droplet platforms (10x) is the tissue's share times this (droplet chemistries lose most
+    neutrophils: 0.1 gives ~1-2 % neutrophils there, as in many public 10x tumour data sets); 1 leaves the
+    cohort unchanged."""
     out = Path(out)
     rng = np.random.default_rng(10_000 + seed)
     w = World(rng, n_datasets, extra_types)
@@ -365,7 +373,7 @@ def generate(out: str | Path, n_cells: int = 8000, n_datasets: int = 8, seed: in
         f_pat[p] = float(1 / (1 + np.exp(-(np.log(m / (1 - m)) + rng.normal(0, sd)))))
     entries, patients = [], []
     for (d, name), grp in des.groupby(["d", "dataset"], sort=True):
-        parts = [_sample(rng, w, row, f_pat[row.patient]) for row in grp.itertuples()]
+        parts = [_sample(rng, w, row, f_pat[row.patient], droplet_neutrophil_capture) for row in grp.itertuples()]
         x = sp.vstack([p[0] for p in parts]).tocsr()
         obs = pd.concat([p[1] for p in parts], ignore_index=True)
         species = grp["species"].iloc[0]
@@ -388,7 +396,8 @@ def generate(out: str | Path, n_cells: int = 8000, n_datasets: int = 8, seed: in
     ct.to_csv(truth / "cancer_types.csv", index=False)
     (truth / "generator.json").write_text(json.dumps({"generator": "scripts/independent_cohort.py", "seed": seed,
                                                       "n_cells": int(des["n"].sum()), "n_datasets": n_datasets,
-                                                      "dropped_markers": w.dropped, "extra_types": extra_types}, indent=1))  # fmt: skip
+                                                      "dropped_markers": w.dropped, "extra_types": extra_types,
+                                                      "droplet_neutrophil_capture": droplet_neutrophil_capture}, indent=1))  # fmt: skip
     cfg = {"datasets": entries, "keep_obs": ["truth_*"]}
     path = out / "ingest.yaml"
     path.write_text("# independent cohort (scripts/independent_cohort.py); truth_* columns kept for evaluation only\n"
@@ -459,10 +468,12 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--extra-types", action="store_true",
                     help="tissues also hold mast, plasma and dendritic cells (types outside atlas's marker panel)")
+    ap.add_argument("--droplet-neutrophil-capture", type=float, default=1.0, metavar="F",
+                    help="neutrophils' share on droplet platforms times F (0.1: ~1-2 %% of a 10x sample's cells)")
     ap.add_argument("--oracle", action="store_true", help="print oracle_figures of the store OUT instead")
     a = ap.parse_args()
     print(oracle_figures(a.out, a.seed, a.n_datasets, a.extra_types) if a.oracle
-          else generate(a.out, a.n_cells, a.n_datasets, a.seed, a.extra_types))
+          else generate(a.out, a.n_cells, a.n_datasets, a.seed, a.extra_types, a.droplet_neutrophil_capture))
 
 
 if __name__ == "__main__":

@@ -83,6 +83,15 @@ def test_extra_types_add_cell_types_outside_the_marker_panel(tmp_path):
     assert cpa3[types == "mast"].mean() > 5 * cpa3[types != "mast"].mean()  # the mast cells' own marker
 
 
+def test_droplet_neutrophil_capture_makes_droplet_neutrophils_rare(tmp_path):
+    out = independent_cohort.generate(tmp_path / "x", n_cells=3000, n_datasets=8, seed=0,
+                                      droplet_neutrophil_capture=0.1).parent  # fmt: skip
+    truth = input_truth(out)
+    neut = truth["truth_cell_type"] == "neutrophil"
+    share = neut.groupby(truth["droplet"]).mean()
+    assert share[True] < 0.03 < 0.08 < share[False]  # 10x: ~1-2 % neutrophils; plate/microwell: the tissue's share
+
+
 def test_same_seed_same_cohort(tmp_path):
     a = independent_cohort.generate(tmp_path / "a", n_cells=300, n_datasets=6, seed=1).parent
     b = independent_cohort.generate(tmp_path / "b", n_cells=300, n_datasets=6, seed=1).parent
