@@ -7,7 +7,9 @@
     python scripts/bench_robustness.py --standing "sim 8k=A/robustness.json" "independent=B/robustness.json"  # one table
 
 For every grid point (a simulator difficulty preset, ``simulate.difficulty``, or ``independent``: a cohort of
-``scripts/independent_cohort.py``, a generator designed apart from atlas's simulator) and seed:
+``scripts/independent_cohort.py``, a generator designed apart from atlas's simulator; ``independent_extra_types``
+and ``independent_rare_droplet_neutrophils``: the same generator with mast, plasma and dendritic cells, or with
+droplet platforms that capture few neutrophils) and seed:
 
 1. ``atlas run`` of the built-in demo config (its ``integrate.metrics_label_key: truth_cell_type``
    is kept: truth is used there only to *evaluate* integration) with that difficulty, seed and
