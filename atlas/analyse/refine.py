@@ -27,9 +27,11 @@ it kept 29. The index's own signatures are refined as they are: T3 and blood-lik
 
 Only positively correlated genes are taken: a programme is genes that rise together, and allowing
 anti-correlated genes let a side programme (immature) drift onto the dominant axis of the cohort (T3) on the
-hard simulator preset. A refinement that keeps fewer than ``min_genes`` genes, or whose signature has fewer
-than two candidate genes (:data:`MIN_SEED_GENES`), is not used: the registry signature stays, and the analysis
-says so.
+hard simulator preset. A refinement that keeps fewer than ``min_genes`` genes, or none of its signature's own
+genes (it followed another programme: on a cohort whose 10x data sets hold few neutrophils the antigen-presenting
+signature's two detected genes both fell out and the "programme" was 12 unrelated genes that called no cell), or
+whose signature has fewer than two candidate genes (:data:`MIN_SEED_GENES`), is not used: the registry signature
+stays, and the analysis says so.
 
 The learned programme's score of a cell is its weighted sum of log-normalised expression minus that of
 control genes of matched expression, as ``scanpy.tl.score_genes`` scores a gene set (Tirosh et al. 2016): the
@@ -336,8 +338,9 @@ def refine_programme(
     Returns
     -------
     programme, info
-        The programme (None when the refinement kept fewer than ``min_genes`` genes, or the signature has no
-        detected gene) and what happened (seed genes used and kept, iterations, genes).
+        The programme (None when the refinement kept fewer than ``min_genes`` genes or none of the signature's
+        own genes, or the signature has too few detected genes) and what happened (seed genes used and kept,
+        iterations, genes).
     """
     c = candidates or prepare_candidates(counts, blocks, min_detection=min_detection)
     genes, x, design, var = c.genes, c.x, c.design, c.var
@@ -370,14 +373,17 @@ def refine_programme(
         return None, info
     kept = np.flatnonzero(w > 0)
     order = kept[np.argsort(-w[kept], kind="stable")]
+    n_seed_kept = int(np.isin(seed, kept).sum())
+    info.update(n_genes=int(kept.size), n_seed_genes_kept=n_seed_kept, top_genes=[str(g) for g in genes[order[:10]]])
+    if n_seed_kept == 0:  # drifted: the genes that rose together are another programme's, not the signature's
+        info["reason"] = "the refinement kept none of the signature's own genes (it followed another programme)"
+        return None, info
     ctrl, ctrl_w = control_genes(c.mean, order, w[order], seed=random_state)
     net = w.copy()
     net[ctrl] -= ctrl_w  # control genes are never programme genes: the score as Programme.score computes it
     score = np.asarray(x @ net).ravel()
     corr = float(np.corrcoef(score, seed_score)[0, 1]) if np.std(score) > 0 and np.std(seed_score) > 0 else 0.0
-    info.update(n_genes=int(kept.size), n_seed_genes_kept=int(np.isin(seed, kept).sum()),
-                n_control_genes=int(ctrl.size), corr_with_signature=corr,
-                top_genes=[str(g) for g in genes[order[:10]]])  # fmt: skip
+    info.update(n_control_genes=int(ctrl.size), corr_with_signature=corr)
     prog = Programme(name=name or refined_name(source), source=source,
                      genes=tuple(str(g) for g in genes[order]), weights=tuple(float(v) for v in w[order]), info=info,
                      control_genes=tuple(str(g) for g in genes[ctrl]),

@@ -174,3 +174,26 @@ def test_a_side_programme_refined_apart_from_the_others_does_not_take_their_gene
     among = on_i | on_t  # I cells against T cells
     score = lambda p: programme_scores(a, [p])[p.name].to_numpy()[among]  # noqa: E731
     assert roc_auc_score(on_i[among], score(apart)) > roc_auc_score(on_i[among], score(naive)) + 0.05
+
+
+def _tied_cohort(seed=0, n=3000, depth=300.0):
+    """A strong programme Q (Q0-Q29, 5x in 30 % of cells) and a two-gene signature S0/S1 that only rises 2x with
+    Q: genes correlated with the signature's score are Q's, while S0 and S1 barely correlate with each other."""
+    rng = np.random.default_rng(seed)
+    on_q = rng.random(n) < 0.3
+    genes = ["S0", "S1"] + [f"Q{i}" for i in range(30)] + [f"N{i}" for i in range(300)]
+    rate = np.tile(rng.gamma(2.0, 0.5, len(genes)), (n, 1))
+    rate[:, 2:32] *= np.where(on_q, 5.0, 1.0)[:, None]
+    rate[:, :2] *= np.where(on_q, 2.0, 1.0)[:, None]
+    rate = rate / rate.sum(axis=1, keepdims=True) * depth * rng.lognormal(0, 0.4, n)[:, None]
+    return ad.AnnData(sp.csr_matrix(rng.poisson(rate).astype(np.float32)), var=pd.DataFrame(index=genes))
+
+
+def test_a_refinement_that_keeps_none_of_its_signatures_genes_is_not_used():
+    a = _tied_cohort()
+    drifted, info = refine_programme(a, ["S0", "S1"], max_iterations=1, source="S")
+    assert drifted is None and info["n_seed_genes_kept"] == 0 and info["n_genes"] >= 5
+    assert "none of the signature's own genes" in info["reason"] and info["top_genes"][0].startswith("Q")
+    # a second step brings the signature's genes back in: then the programme is used (the guard is "none", not "few")
+    prog, info = refine_programme(a, ["S0", "S1"], max_iterations=2, source="S")
+    assert prog is not None and info["n_seed_genes_kept"] == 2
