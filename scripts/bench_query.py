@@ -46,6 +46,7 @@ import numpy as np
 import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import independent_cohort  # noqa: E402
 from _bench_common import REPO, record  # noqa: E402
 
 log = logging.getLogger("bench_query")
@@ -67,10 +68,8 @@ SIMULATOR_HOLD = ["ds02_HCC", "ds08_HCC"]
 def make_cohort(args, work: Path) -> Path:
     """Write the cohort under ``work/sim``; returns its ingest.yaml."""
     if args.cohort != "simulator":
-        import independent_cohort
-
         return independent_cohort.generate(work / "sim", args.n_cells, args.n_datasets, args.seed,
-                                           extra_types=args.cohort == "independent_extra_types")  # fmt: skip
+                                           **independent_cohort.VARIANTS[args.cohort])  # fmt: skip
     from atlas.simulate import simulate
 
     sim = simulate(work / "sim", n_cells=args.n_cells, n_datasets=args.n_datasets, seed=args.seed,
@@ -253,9 +252,10 @@ def main() -> None:
     p.add_argument("--n-cells", type=int, default=51_000, help="simulated cells (the query keeps ~10,000)")
     p.add_argument("--n-datasets", type=int, default=8)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--cohort", choices=["simulator", "independent", "independent_extra_types"], default="simulator",
-                   help="atlas's simulator or scripts/independent_cohort.py (the last with mast, plasma and dendritic "
-                        "cells, types outside the marker panel: drop them too, --drop B mast plasma dendritic)")
+    p.add_argument("--cohort", choices=["simulator", *independent_cohort.VARIANTS], default="simulator",
+                   help="atlas's simulator or a variant of scripts/independent_cohort.py (independent_extra_types holds "
+                        "mast, plasma and dendritic cells, types outside the marker panel: drop them too, --drop B mast "
+                        "plasma dendritic; independent_rare_droplet_neutrophils has 10x capture few neutrophils)")
     p.add_argument("--difficulty", default=None, help="simulate.difficulty preset (simulator only)")
     p.add_argument("--hold", nargs="+", default=None, help="data sets held out as the query (default: see above)")
     p.add_argument("--drop", nargs="+", default=["B"])

@@ -58,13 +58,8 @@ from atlas.simulate.evaluate import evaluate_peer, evaluate_robustness, input_tr
 
 DEFAULT_GRID = ("default", "weak_markers", "confounded", "hard")
 INDEPENDENT = "independent"  # not a preset: a cohort of scripts/independent_cohort.py
-#: grid points that are cohorts of scripts/independent_cohort.py -> the generator's options: types outside the
-#: marker panel; droplet platforms that capture few neutrophils (~1-2 % of a 10x sample's cells)
-INDEPENDENT_POINTS = {
-    INDEPENDENT: {},
-    "independent_extra_types": {"extra_types": True},
-    "independent_rare_droplet_neutrophils": {"droplet_neutrophil_capture": 0.1},
-}
+#: grid points that are cohorts of scripts/independent_cohort.py -> the generator's options
+INDEPENDENT_POINTS = independent_cohort.VARIANTS
 DASH = "—"
 
 

@@ -110,6 +110,16 @@ EXTRA_MARKERS = {
 EXTRA_COMPOSITION = {"tumour": (0.03, 0.03, 0.02), "adjacent_normal": (0.03, 0.02, 0.02), "blood": (0.0, 0.0, 0.01)}
 
 
+#: Named variants of the cohort (benchmark grid points, ``bench_robustness.py --grid`` / ``bench_query.py --cohort``)
+#: -> :func:`generate` options: the plain cohort; tissues that also hold types outside atlas's marker panel; droplet
+#: platforms that capture a tenth of the tissue's neutrophils.
+VARIANTS = {
+    "independent": {},
+    "independent_extra_types": {"extra_types": True},
+    "independent_rare_droplet_neutrophils": {"droplet_neutrophil_capture": 0.1},
+}
+
+
 def _named_genes(markers: dict) -> tuple[str, ...]:
     """Every gene a marker list or a programme names (the rest of the genes are drawn at random)."""
     return tuple(sorted({g for gs in (*markers.values(), T3_GENES, NAIVE_GENES, IMMATURE_GENES, IFN_GENES, AP_GENES,
