@@ -546,12 +546,15 @@ def standing_table(sets: dict[str, list[dict]]) -> str:
 
 
 # ----------------------------------------------------------------------------------------- main
-def _check_grid(grid: list[str]) -> None:
-    from atlas.simulate.difficulty import Difficulty
+def _grid_problem(grid: list[str]) -> str | None:
+    """What is wrong with ``--grid``: points that are neither simulator difficulty presets nor independent cohorts."""
+    from atlas.simulate.difficulty import DIFFICULTY_PRESETS
 
-    for point in grid:
-        if point not in INDEPENDENT_POINTS:
-            Difficulty.preset(point)  # raises with the known presets
+    unknown = [p for p in grid if p not in INDEPENDENT_POINTS and p not in DIFFICULTY_PRESETS]
+    if not unknown:
+        return None
+    return (f"--grid {' '.join(unknown)}: unknown grid point; choose simulator difficulty presets "
+            f"({', '.join(DIFFICULTY_PRESETS)}) or independent cohorts ({', '.join(INDEPENDENT_POINTS)})")
 
 
 def main() -> None:
@@ -601,7 +604,8 @@ def main() -> None:
             record_markdown(data["records"], rows, f"{data['command']} (report rebuilt with {command})")
         return
 
-    _check_grid(args.grid)
+    if problem := _grid_problem(args.grid):
+        ap.error(problem)
     work = args.work_dir or Path(tempfile.mkdtemp(prefix="atlas_bench_robustness_"))
     runs = work / "runs"
     runs.mkdir(parents=True, exist_ok=True)

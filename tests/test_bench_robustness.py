@@ -36,3 +36,11 @@ def test_standing_table_counts_targets_worst_values_and_the_peer_per_set():
     f1 = next(line for line in lines if line.startswith("| state macro-F1 |"))
     assert "1/2 (worst 0.650) |" in f1 and "1/1 (worst 0.710) |" in f1 and "peer" not in f1
     assert not any(line.startswith("| ↳") for line in lines)  # only figures with a target
+
+
+def test_an_unknown_grid_point_is_named_with_the_known_ones():
+    br = _bench()
+    assert br._grid_problem(["hard", "independent", "independent_rare_droplet_neutrophils"]) is None
+    problem = br._grid_problem(["hard", "independent_rare"])
+    assert problem.startswith("--grid independent_rare:") and "weak_markers" in problem
+    assert "independent_extra_types" in problem and "independent_rare_droplet_neutrophils" in problem
