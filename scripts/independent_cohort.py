@@ -482,6 +482,8 @@ def main() -> None:
                     help="neutrophils' share on droplet platforms times F (0.1: ~1-2 %% of a 10x sample's cells)")
     ap.add_argument("--oracle", action="store_true", help="print oracle_figures of the store OUT instead")
     a = ap.parse_args()
+    if a.droplet_neutrophil_capture <= 0:
+        ap.error(f"--droplet-neutrophil-capture {a.droplet_neutrophil_capture}: a share multiplier, > 0 (0.1: few)")
     print(oracle_figures(a.out, a.seed, a.n_datasets, a.extra_types) if a.oracle
           else generate(a.out, a.n_cells, a.n_datasets, a.seed, a.extra_types, a.droplet_neutrophil_capture))
 
