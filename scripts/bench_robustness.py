@@ -57,7 +57,6 @@ from atlas.pipeline.demo import demo_config  # noqa: E402
 from atlas.simulate.evaluate import evaluate_peer, evaluate_robustness, input_truth  # noqa: E402
 
 DEFAULT_GRID = ("default", "weak_markers", "confounded", "hard")
-INDEPENDENT = "independent"  # not a preset: a cohort of scripts/independent_cohort.py
 #: grid points that are cohorts of scripts/independent_cohort.py -> the generator's options
 INDEPENDENT_POINTS = independent_cohort.VARIANTS
 DASH = "—"

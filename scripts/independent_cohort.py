@@ -287,9 +287,9 @@ def _design(rng, n_cells: int, n_datasets: int) -> pd.DataFrame:
 
 def _sample(rng, w: World, row, f: float, droplet_capture: float = 1.0) -> tuple[sp.csr_matrix, pd.DataFrame]:
     """One sample's counts and obs; ``droplet_capture`` scales the neutrophils' share on droplet platforms."""
-    share = np.asarray(w.composition[row.tissue], dtype=float)
-    if PLATFORMS[row.platform][0] and droplet_capture != 1.0:
-        share = share.copy()
+    droplet, neut_umi, other_umi = PLATFORMS[row.platform]
+    share = np.array(w.composition[row.tissue], dtype=float)
+    if droplet:
         share[w.cell_types.index("neutrophil")] *= droplet_capture
     comp = rng.dirichlet(share * 40 + 1e-3)
     types = np.asarray(w.cell_types)[rng.choice(len(w.cell_types), row.n, p=comp)]
@@ -298,7 +298,6 @@ def _sample(rng, w: World, row, f: float, droplet_capture: float = 1.0) -> tuple
     state[neut], t[neut] = _neutrophil_states(rng, int(neut.sum()), row.tissue, f)
     logw = _log_profiles(w, types, state, t, row.tissue, rng)
     logw += w.study[row.d] + w.platform[row.platform] + rng.normal(0, 0.1, logw.shape[1])
-    droplet, neut_umi, other_umi = PLATFORMS[row.platform]
     med = np.where(neut, rng.uniform(*neut_umi), rng.uniform(*other_umi))
     lib = rng.lognormal(np.log(med), 0.5)
     mito_share = rng.beta(2, 40, row.n)
