@@ -55,8 +55,14 @@ class StatsOptions(StrictModel):
         ge=1,
         description="patient-tissue pairs (samples pooled) with fewer neutrophils leave the fractions",
     )
-    n_boot: int = Field(2000, ge=100, description="bootstrap resamples of patients (then of their cells)")
+    n_boot: int = Field(2000, ge=100, description="bootstrap resamples of patients (then of their cells); interval: bootstrap")
     ci: float = Field(0.95, gt=0.5, lt=1.0, description="interval coverage")
+    interval: Literal["hierarchical", "bootstrap"] = Field(
+        "hierarchical",
+        description="per-cancer intervals: hierarchical (the T3-like fraction's population mean from a beta-binomial"
+        " model of the patients, the index's from Student's t) or bootstrap (two-stage percentile bootstrap of earlier"
+        " versions; too narrow with 2-5 patients)",
+    )
 
 
 class RefineOptions(StrictModel):

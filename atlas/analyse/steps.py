@@ -447,7 +447,7 @@ def stats_settings(s: AnalysisSettings) -> st.StatsSettings:
     """The patient statistics' settings of an analysis (``analyse.statistics`` and its seed)."""
     o = s.statistics
     return st.StatsSettings(min_neutrophils_per_patient=o.min_neutrophils_per_patient, n_boot=o.n_boot, ci=o.ci,
-                            random_state=s.seed)  # fmt: skip
+                            random_state=s.seed, interval=o.interval)  # fmt: skip
 
 
 def _statistics(neut: pd.DataFrame, s: AnalysisSettings) -> dict[str, pd.DataFrame]:

@@ -92,14 +92,24 @@ class RunInputs:
         df = self.tables.get(name)
         return df if df is not None and len(df) else None
 
+    def _statistics_setting(self, key: str):
+        for src in ((self.analysis or {}).get("settings") or {}, self.config.get("analyse") or {}):
+            stats = src.get("statistics") if isinstance(src, dict) else None
+            if isinstance(stats, dict) and key in stats:
+                return stats[key]
+        return None
+
     @property
     def ci_level(self) -> float | None:
         """Coverage of the intervals (``analyse.statistics.ci``), when the run says."""
-        for src in ((self.analysis or {}).get("settings") or {}, self.config.get("analyse") or {}):
-            stats = src.get("statistics") if isinstance(src, dict) else None
-            if isinstance(stats, dict) and isinstance(stats.get("ci"), int | float):
-                return float(stats["ci"])
-        return None
+        ci = self._statistics_setting("ci")
+        return float(ci) if isinstance(ci, int | float) else None
+
+    @property
+    def interval_method(self) -> str:
+        """How the per-cancer intervals were made (``analyse.statistics.interval``; runs before it: bootstrap)."""
+        method = self._statistics_setting("interval")
+        return method if isinstance(method, str) else "bootstrap"
 
     @property
     def notes(self) -> list[str]:

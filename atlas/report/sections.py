@@ -31,6 +31,14 @@ def _ci(inputs: RunInputs) -> str:
     return f"{lvl * 100:g} % interval" if lvl else "interval"
 
 
+def _interval_sentence(inputs: RunInputs) -> str:
+    """How the per-cancer intervals were made, in one sentence for the reader."""
+    if inputs.interval_method == "hierarchical":
+        return ("Intervals are for the mean over all patients of a cancer type, not only those sampled: from a "
+                "beta-binomial model of the patients (wide when a cancer type has few patients).")
+    return "Intervals are bootstrap intervals over patients."
+
+
 def _pseudotime_caption(inputs) -> str:
     """What the pseudotime column is, from the method the analysis recorded (index_vs_pseudotime.csv)."""
     t = inputs.table("index_vs_pseudotime")
@@ -185,8 +193,8 @@ def summary(rep: HtmlReport, inputs: RunInputs) -> None:
                      f"{fmt_num(row.get('n_patients'))} patients)")
     rep.paragraph(
         "Which cancers reprogram their neutrophils? Ranked by the T3-like fraction of tumour neutrophils "
-        f"(mean over patients), the strongest are: {'; '.join(parts)}. Intervals are bootstrap intervals over "
-        "patients; overlapping intervals mean the ranking between those cancer types is not settled.")
+        f"(mean over patients), the strongest are: {'; '.join(parts)}. {_interval_sentence(inputs)} Overlapping "
+        "intervals mean the ranking between those cancer types is not settled.")
     rep.table(_intervals_table(r, ci), "Which cancers reprogram: cancer types ranked by the T3-like fraction of "
               f"tumour neutrophils, with {ci}s over patients. " + UNIT, csv_name="ranking.csv",
               table_id="headline")
@@ -207,9 +215,10 @@ def ranking(rep: HtmlReport, inputs: RunInputs) -> None:
     if estimates:
         fig = plots.forest_plot(src, label="cancer_type", estimates=estimates,
                                 hue="tissue" if "tissue" in src else None, order=order)
+        how = ("a beta-binomial model of the patients; Student's t for the index"
+               if inputs.interval_method == "hierarchical" else "a bootstrap over patients")
         rep.figure(fig, f"Per cancer type and tissue: the T3-like fraction of neutrophils (left) and the mean "
-                   f"reprogramming index (right), each the mean over patients with its {ci} from a bootstrap over "
-                   "patients. Cancer types are in ranking order (most reprogrammed tumour neutrophils first). "
+                   f"reprogramming index (right), each the mean over patients with its {ci} ({how}). Cancer types are in ranking order (most reprogrammed tumour neutrophils first). "
                    f"A point without a bar had a single patient: no interval; a cancer type none of whose patients has enough "
                    f"neutrophils is pooled over its cells (see the notes). {UNIT}", name="forest_t3_fraction")
     if "n_patients" in src:

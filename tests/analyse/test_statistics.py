@@ -6,6 +6,7 @@ import pytest
 
 from atlas.analyse.statistics import (
     StatsSettings,
+    beta_binomial_mean_interval,
     cancer_type_groups,
     paired_tissue_comparison,
     per_group,
@@ -161,3 +162,53 @@ def test_rare_t3_intervals_are_not_degenerate_and_cover_the_truth():
     assert np.mean(covered) >= 0.85 and min(widths) > 0
     blood = g[g["tissue"] == "blood"].iloc[0]  # no T3-like cell at all: the interval starts at exactly 0
     assert blood["t3_fraction_lo"] == 0 and 0 < blood["t3_fraction_hi"] < 0.2
+
+
+def test_beta_binomial_interval_edges_and_order():
+    rng_free = beta_binomial_mean_interval
+    assert np.isnan(rng_free([3], [10], 0.95)[0])  # one patient: no interval
+    lo, hi = rng_free([0, 0, 0], [20, 30, 25], 0.95)  # no T3-like cell at all: starts at 0, an upper bound above 0
+    assert lo == 0 and 0 < hi < 0.2
+    assert rng_free([20, 30], [20, 30], 0.95)[1] == 1.0  # all T3-like: ends at 1
+    lo, hi = rng_free([200, 210, 190], [1000, 1000, 1000], 0.95)  # three alike patients of many cells
+    assert lo < 0.2 < hi and hi - lo < 0.15
+    assert rng_free([5, 40, 12, 12], [50, 80, 30, 30], 0.95) == rng_free([12, 5, 12, 40], [30, 50, 30, 80], 0.95)
+    wide, narrow = rng_free([5, 40], [50, 80], 0.95), rng_free([5, 40, 12, 30, 20, 25], [50, 80, 60, 70, 55, 60], 0.95)
+    assert wide[1] - wide[0] > narrow[1] - narrow[0]  # more patients, a narrower interval
+
+
+def _patient_cohorts(rng, reps, k, cells=150):
+    """``reps`` cancer types of ``k`` patients whose fractions differ widely (Beta(2, 8), mean 0.2)."""
+    frac = rng.beta(2.0, 8.0, size=(reps, k))
+    n = rng.poisson(cells, size=(reps, k)) + 5
+    x = rng.binomial(n, frac)
+    return pd.DataFrame({"cancer_type": np.repeat([f"c{i:03d}" for i in range(reps)], k), "tissue": "tumour",
+                         "patient_id": [f"p{j}" for _ in range(reps) for j in range(k)], "n_neutrophils": n.ravel(),
+                         "n_t3": x.ravel(), "t3_fraction": (x / n).ravel(), "mean_index": (x / n).ravel()})  # fmt: skip
+
+
+def test_hierarchical_intervals_cover_the_mean_of_few_heterogeneous_patients():
+    # Three patients with many cells each and fractions that differ widely: the bootstrap is too narrow (it treats
+    # the three as the population); the beta-binomial posterior and Student's t cover the population mean.
+    pats = _patient_cohorts(np.random.default_rng(3), reps=150, k=3)
+    cover = {}
+    for method in ("bootstrap", "hierarchical"):
+        g = per_group(pats, StatsSettings(n_boot=500, interval=method))
+        cover[method] = ((g["t3_fraction_lo"] <= 0.2) & (0.2 <= g["t3_fraction_hi"])).mean()
+        cover[method + "_index"] = ((g["mean_index_lo"] <= 0.2) & (0.2 <= g["mean_index_hi"])).mean()
+    assert cover["bootstrap"] < 0.8 and cover["hierarchical"] >= 0.9, cover
+    assert cover["bootstrap_index"] < 0.8 and cover["hierarchical_index"] >= 0.9, cover
+
+
+def test_the_interval_setting_reaches_the_statistics():
+    from pydantic import ValidationError
+
+    from atlas.analyse.settings import AnalysisSettings
+    from atlas.analyse.steps import stats_settings
+
+    assert stats_settings(AnalysisSettings()).interval == "hierarchical"
+    assert stats_settings(AnalysisSettings(statistics={"interval": "bootstrap"})).interval == "bootstrap"
+    with pytest.raises(ValidationError, match="interval"):
+        AnalysisSettings(statistics={"interval": "wald"})
+    with pytest.raises(ValueError, match="interval 'wald'"):
+        per_group(_patient_cohorts(np.random.default_rng(0), 2, 3), StatsSettings(interval="wald"))

@@ -264,7 +264,8 @@ def synthetic_run_dir(path: str | Path, *, n_cells: int = 3000, seed: int = 0, w
     # run identity, config, provenance
     lay.run_json.write_text(json.dumps({"atlas_version": "0.1.0", "created": 0.0, "name": "synthetic"}))
     cfg = {"name": "synthetic", "run_dir": str(run), "seed": seed, "score": {"method": "scanpy"},
-           "analyse": {"statistics": {"ci": 0.95, "n_boot": 300, "min_cells_per_sample": 10}, "seed": seed}}
+           "analyse": {"statistics": {"ci": 0.95, "n_boot": 300, "min_cells_per_sample": 10, "interval": "hierarchical"},
+                       "seed": seed}}
     lay.config_resolved.write_text(yaml.safe_dump(cfg, sort_keys=False))
     lay.provenance.write_text(json.dumps({
         "atlas_version": "0.1.0", "command": ["atlas", "run", "synthetic.yaml"], "python": "3.11",

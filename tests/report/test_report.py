@@ -146,6 +146,7 @@ def test_headline_ranking_and_intervals(full_run):
     text = path.read_text()
     top = r.iloc[0]
     assert f"{top['cancer_type']} ({fmt_num(top['t3_fraction'])}; 95 % interval" in text
+    assert "from a beta-binomial model of the patients" in text  # the run's interval method (analysis.json)
     assert any("melanoma (tumour): single patient: no interval" in n for n in parsed.notes)
 
 
@@ -292,3 +293,20 @@ def test_state_caption_names_the_rule():
     smoothed = SimpleNamespace(atlas=SimpleNamespace(uns={"state_rule": {"cells": "smoothed"}}))
     assert "graph-smoothed rule" in _state_rule_caption(smoothed)
     assert _state_rule_caption(SimpleNamespace(atlas=None)) == ""
+
+
+def test_a_run_from_before_the_interval_setting_says_bootstrap(make_run):
+    # runs analysed before `analyse.statistics.interval` existed had bootstrap intervals: the report says so
+    import json
+
+    import yaml
+
+    from atlas.report import write_report
+
+    run = make_run()
+    for name, load, dump in (("analysis.json", json.loads, json.dumps), ("config.resolved.yaml", yaml.safe_load, yaml.safe_dump)):
+        doc = load((run / name).read_text())
+        (doc["settings"] if name == "analysis.json" else doc["analyse"])["statistics"].pop("interval")
+        (run / name).write_text(dump(doc))
+    text = write_report(run).read_text()
+    assert "Intervals are bootstrap intervals over patients." in text and "beta-binomial" not in text
