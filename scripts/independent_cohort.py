@@ -86,7 +86,8 @@ CANCERS = {
     "NSCLC": "non-small cell lung cancer", "CRC": "colorectal cancer", "BRCA": "breast cancer",
     "melanoma": "cutaneous melanoma",
 }  # fmt: skip
-CANCER_MEANS = (0.50, 0.36, 0.26, 0.17, 0.09, 0.04)
+CANCER_MEANS = (0.50, 0.36, 0.26, 0.17, 0.09, 0.04)  # patients' median T3 fraction per cancer type
+PATIENT_LOGIT_SD = 0.6  # patients' spread around it, on the logit scale
 #: Platform -> (droplet, neutrophil median UMIs range, other cells' median UMIs range)
 PLATFORMS = {"10x_3p": (True, (280, 450), (1800, 4000)), "10x_5p": (True, (300, 500), (1500, 3500)),
              "BD_Rhapsody": (False, (800, 1500), (2500, 5000)), "SeqWell": (False, (600, 1100), (1500, 3000))}  # fmt: skip
@@ -363,6 +364,12 @@ def _write(out: Path, d: int, name: str, species: str, x: sp.csr_matrix, obs: pd
                     "obs_path": f"datasets/{name}_metadata.csv", "gene_ids": "symbol"}  # fmt: skip
 
 
+def logit_normal_mean(median: float, sd: float) -> float:
+    """Mean of a fraction whose logit is normal around ``logit(median)`` with ``sd`` (Gauss-Hermite quadrature)."""
+    x, w = np.polynomial.hermite_e.hermegauss(80)
+    return float((w / w.sum() / (1 + np.exp(-(np.log(median / (1 - median)) + sd * x)))).sum())
+
+
 def generate(out: str | Path, n_cells: int = 8000, n_datasets: int = 8, seed: int = 0, extra_types: bool = False,
              droplet_neutrophil_capture: float = 1.0) -> Path:
     """Write one independent cohort to ``out``; returns the path of its ingest.yaml. ``extra_types``: tissues also
@@ -375,7 +382,7 @@ def generate(out: str | Path, n_cells: int = 8000, n_datasets: int = 8, seed: in
     rng = np.random.default_rng(10_000 + seed)
     w = World(rng, n_datasets, extra_types)
     des = _design(rng, n_cells, n_datasets)
-    sd = 0.6
+    sd = PATIENT_LOGIT_SD
     f_pat = {}
     for p, grp in des.groupby("patient", sort=False):
         m = w.cancer_mean[grp["cancer_type"].iloc[0]]
@@ -398,8 +405,11 @@ def generate(out: str | Path, n_cells: int = 8000, n_datasets: int = 8, seed: in
     truth.mkdir(parents=True, exist_ok=True)
     pat = pd.DataFrame(patients)
     pat.to_csv(truth / "patients.csv", index=False)
+    # patients' fractions are logit-normal around the cancer type's centre: its median; their population mean,
+    # what a mean over patients estimates, lies a little towards 0.5
     ct = pd.DataFrame({"cancer_type": list(CANCERS), "name": list(CANCERS.values()),
-                       "mean_t3_fraction": [w.cancer_mean[c] for c in CANCERS]})  # fmt: skip
+                       "mean_t3_fraction": [logit_normal_mean(w.cancer_mean[c], sd) for c in CANCERS],
+                       "median_t3_fraction": [w.cancer_mean[c] for c in CANCERS]})  # fmt: skip
     ct["n_patients"] = ct["cancer_type"].map(pat.groupby("cancer_type").size()).fillna(0).astype(int)
     ct["n_tumour_neutrophils"] = ct["cancer_type"].map(pat.groupby("cancer_type")["n_tumour_neutrophils"].sum())
     ct.to_csv(truth / "cancer_types.csv", index=False)
