@@ -114,6 +114,8 @@ FIGURES: tuple[Figure, ...] = (
     Figure("cancer_spearman_index", "↳ Spearman of the mean reprogramming index per cancer"),
     Figure("n_cancers_reported", "cancers reported (of 6)", "6 of 6", "n_cancers_reported", 6),
     Figure("n_cancers_in_interval", "cancers with the truth in the interval", ">= 5 of 6", threshold=5),
+    Figure("n_cancers_in_interval_single_patient", "↳ of which intervals of one patient (the model's prior)",
+           lower_is_better=True),
     Figure("n_cancers_in_interval_oracle", "↳ the same on the true states (ceiling)"),
 )  # fmt: skip
 

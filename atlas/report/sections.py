@@ -39,6 +39,13 @@ def _interval_sentence(inputs: RunInputs) -> str:
     return "Intervals are bootstrap intervals over patients."
 
 
+def _single_patient_sentence(inputs: RunInputs) -> str:
+    if inputs.interval_method == "hierarchical":
+        return ("A cancer type with a single patient has a wide bar from the model's prior on how patients differ "
+                "(a pointer, not an estimate) and no bar for the index.")
+    return "A point without a bar had a single patient: no interval."
+
+
 def _pseudotime_caption(inputs) -> str:
     """What the pseudotime column is, from the method the analysis recorded (index_vs_pseudotime.csv)."""
     t = inputs.table("index_vs_pseudotime")
@@ -219,15 +226,16 @@ def ranking(rep: HtmlReport, inputs: RunInputs) -> None:
                if inputs.interval_method == "hierarchical" else "a bootstrap over patients")
         rep.figure(fig, f"Per cancer type and tissue: the T3-like fraction of neutrophils (left) and the mean "
                    f"reprogramming index (right), each the mean over patients with its {ci} ({how}). Cancer types are in ranking order (most reprogrammed tumour neutrophils first). "
-                   f"A point without a bar had a single patient: no interval; a cancer type none of whose patients has enough "
+                   f"{_single_patient_sentence(inputs)} A cancer type none of whose patients has enough "
                    f"neutrophils is pooled over its cells (see the notes). {UNIT}", name="forest_t3_fraction")
     if "n_patients" in src:
         one = src[src["n_patients"] == 1]
         single = [f"{r.cancer_type} ({str(r.tissue).replace('_', ' ')})" if "tissue" in one else str(r.cancer_type)
                   for r in one.itertuples()]
         if single:
-            rep.note(f"{', '.join(single)}: single patient: no interval (an interval needs at least two patients).",
-                     "warn")
+            why = ("its interval rests on the model's prior for how much patients differ, not on data: read it as a "
+                   "pointer" if inputs.interval_method == "hierarchical" else "no interval (it needs two patients)")
+            rep.note(f"{', '.join(single)}: single patient: {why}.", "warn")
         for r in src[src["n_patients"] == 0].itertuples():  # pooled rows of sparse groups carry their own note
             where = f"{r.cancer_type} ({str(r.tissue).replace('_', ' ')})" if "tissue" in src else str(r.cancer_type)
             rep.note(f"{where}: {getattr(r, 'note', 'pooled over few cells')}: read it as a pointer, not an estimate.",

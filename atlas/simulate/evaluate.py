@@ -380,7 +380,8 @@ def cancer_figures(estimate: pd.DataFrame, truth: pd.DataFrame) -> tuple[dict[st
     -------
     ``(figures, table)``: ``cancer_spearman`` (estimate vs ``mean_t3_fraction`` over the cancers
     reported), ``n_cancers``, ``n_cancers_reported`` and, with an interval, ``n_cancers_in_interval``
-    (NaN without one); the merged table.
+    (NaN without one) and ``n_cancers_in_interval_single_patient`` (of those, the intervals of one patient,
+    which rest on the hierarchical model's prior); the merged table.
     """
     m = truth[["cancer_type", "mean_t3_fraction"]].merge(estimate, on="cancer_type", how="left")
     rep = m["t3_fraction"].notna()
@@ -392,6 +393,10 @@ def cancer_figures(estimate: pd.DataFrame, truth: pd.DataFrame) -> tuple[dict[st
         )
         m["truth_in_interval"] = inside
         out["n_cancers_in_interval"] = float(inside.sum())
+        # of those, intervals resting on one patient (the hierarchical model's prior on how patients differ)
+        note = m["note"].fillna("").astype(str) if "note" in m else pd.Series("", index=m.index)
+        one = note.str.startswith("single patient") | note.str.contains(r"\bof 1 patient\(s\)")
+        out["n_cancers_in_interval_single_patient"] = float((inside & one).sum())
     else:
         out["n_cancers_in_interval"] = float("nan")
     return out, m

@@ -76,11 +76,17 @@ def test_intervals_cover_truth_and_ranking_is_right():
     assert (blood["t3_fraction"] == 0).all()
 
 
-def test_single_patient_gets_no_interval_and_small_samples_are_dropped():
+def test_single_patient_gets_a_prior_interval_or_none_and_small_samples_are_dropped():
     rng = np.random.default_rng(1)
     cells = _cells(rng, {"BRCA": 0.1}, n_patients=1)
-    groups = per_group(per_patient(per_sample(cells)))
-    assert groups["t3_fraction_lo"].isna().all() and groups["note"].str.contains("single patient").all()
+    pats = per_patient(per_sample(cells))
+    groups = per_group(pats)  # hierarchical: an interval from the prior on how patients differ, said so
+    tumour = groups[groups["tissue"] == "tumour"].iloc[0]
+    assert tumour["t3_fraction_lo"] < tumour["t3_fraction"] < tumour["t3_fraction_hi"]
+    assert tumour["t3_fraction_hi"] - tumour["t3_fraction_lo"] > 0.2  # one patient says little about the population
+    assert groups["mean_index_lo"].isna().all() and groups["note"].str.contains("single patient: wide interval").all()
+    boot = per_group(pats, StatsSettings(interval="bootstrap"))
+    assert boot["t3_fraction_lo"].isna().all() and (boot["note"] == "single patient: no interval").all()
     tiny = _cells(rng, {"BRCA": 0.1}, n_patients=3, cells=(2, 5))
     assert per_patient(per_sample(tiny), StatsSettings(min_neutrophils_per_patient=10)).empty
 
@@ -128,7 +134,10 @@ def test_a_cancer_with_no_qualifying_patient_is_reported_pooled_with_a_note():
     assert list(zip(both["cancer_type"], both["tissue"], strict=True)) == sorted(zip(both["cancer_type"], both["tissue"], strict=True))
     assert set(both["cancer_type"]) == {"PDAC", "NSCLC"} and len(both) == len(groups) + len(sparse)
     one = cells[(cells["cancer_type"] == "NSCLC") & (cells["patient_id"] == "NSCLC_0")]
-    lone = sparse_groups(per_sample(one), groups, settings).iloc[0]  # one patient: no interval, said so
+    lone = sparse_groups(per_sample(one), groups, settings).iloc[0]  # one patient: the prior's interval, said so
+    assert lone["t3_fraction_hi"] - lone["t3_fraction_lo"] > 0.2 and "wide interval from the model's prior" in lone["note"]
+    boot = StatsSettings(min_neutrophils_per_patient=5, interval="bootstrap")
+    lone = sparse_groups(per_sample(one), groups, boot).iloc[0]  # the bootstrap: none
     assert np.isnan(lone["t3_fraction_lo"]) and "no interval" in lone["note"]
 
 
@@ -166,7 +175,9 @@ def test_rare_t3_intervals_are_not_degenerate_and_cover_the_truth():
 
 def test_beta_binomial_interval_edges_and_order():
     rng_free = beta_binomial_mean_interval
-    assert np.isnan(rng_free([3], [10], 0.95)[0])  # one patient: no interval
+    assert np.isnan(rng_free([], [], 0.95)[0])
+    lo, hi = rng_free([3], [10], 0.95)  # one patient: the prior on how patients differ makes it wide
+    assert lo < 0.3 < hi and hi - lo > 0.4
     lo, hi = rng_free([0, 0, 0], [20, 30, 25], 0.95)  # no T3-like cell at all: starts at 0, an upper bound above 0
     assert lo == 0 and 0 < hi < 0.2
     assert rng_free([20, 30], [20, 30], 0.95)[1] == 1.0  # all T3-like: ends at 1

@@ -105,15 +105,6 @@ def _umap(obs: pd.DataFrame, rng: np.random.Generator) -> np.ndarray:
     return xy.astype(np.float32)
 
 
-def _bootstrap(values: np.ndarray, rng: np.random.Generator, n_boot: int = 300, ci: float = 0.95):
-    values = values[np.isfinite(values)]
-    if len(values) < 2:
-        return np.nan, np.nan
-    boots = rng.choice(values, size=(n_boot, len(values)), replace=True).mean(axis=1)
-    a = (1 - ci) / 2
-    return float(np.quantile(boots, a)), float(np.quantile(boots, 1 - a))
-
-
 def _tables(obs: pd.DataFrame, rng: np.random.Generator) -> dict[str, pd.DataFrame]:
     o = obs.copy()
     for c in o.columns:
@@ -151,17 +142,13 @@ def _tables(obs: pd.DataFrame, rng: np.random.Generator) -> dict[str, pd.DataFra
     p["t3_fraction"] = p["n_t3"] / p["n_neutrophils"]
     t["patients"] = p[["cancer_type", "patient_id", "tissue", "n_samples", "n_neutrophils", "n_t3", "t3_fraction",
                        "mean_index"]]
-    rows = []
-    for (c, ti), g in p.groupby(["cancer_type", "tissue"]):
-        f_lo, f_hi = _bootstrap(g["t3_fraction"].to_numpy(), rng)
-        i_lo, i_hi = _bootstrap(g["mean_index"].to_numpy(), rng)
-        rows.append({"cancer_type": c, "tissue": ti, "n_patients": len(g), "n_neutrophils": int(g["n_neutrophils"].sum()),
-                     "t3_fraction": g["t3_fraction"].mean(), "t3_fraction_lo": f_lo, "t3_fraction_hi": f_hi,
-                     "mean_index": g["mean_index"].mean(), "mean_index_lo": i_lo, "mean_index_hi": i_hi,
-                     "note": "single patient: no interval" if len(g) == 1 else ""})
-    cty = pd.DataFrame(rows, columns=["cancer_type", "tissue", "n_patients", "n_neutrophils", "t3_fraction",
-                                      "t3_fraction_lo", "t3_fraction_hi", "mean_index", "mean_index_lo",
-                                      "mean_index_hi", "note"])
+    from atlas.analyse.statistics import StatsSettings, per_group
+
+    cty = per_group(p, StatsSettings(n_boot=300, interval="hierarchical"))  # as the config below says
+    if cty.empty:
+        cty = pd.DataFrame(columns=["cancer_type", "tissue", "n_patients", "n_neutrophils", "t3_fraction",
+                                    "t3_fraction_lo", "t3_fraction_hi", "mean_index", "mean_index_lo",
+                                    "mean_index_hi", "note"])  # fmt: skip
     t["cancer_types"] = cty
     rows = []
     for c, g in p.groupby("cancer_type"):

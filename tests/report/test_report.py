@@ -138,7 +138,7 @@ def test_headline_ranking_and_intervals(full_run):
         assert _same(shown["T3-like fraction"], row["t3_fraction"])
         assert _same(shown["mean index"], row["mean_index"])
         assert _same(shown["patients"], row["n_patients"])
-        if row["n_patients"] == 1:
+        if row["n_patients"] == 1 and np.isnan(row["t3_fraction_lo"]):
             assert shown[iv] == MISSING and shown["note"] == "single patient: no interval"
         else:
             lo, hi = shown[iv].split(" – ")
@@ -147,7 +147,7 @@ def test_headline_ranking_and_intervals(full_run):
     top = r.iloc[0]
     assert f"{top['cancer_type']} ({fmt_num(top['t3_fraction'])}; 95 % interval" in text
     assert "from a beta-binomial model of the patients" in text  # the run's interval method (analysis.json)
-    assert any("melanoma (tumour): single patient: no interval" in n for n in parsed.notes)
+    assert any("melanoma (tumour): single patient: its interval rests on the model's prior" in n for n in parsed.notes)
 
 
 def test_summary_numbers_equal_tables_and_atlas(full_run):

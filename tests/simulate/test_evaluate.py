@@ -119,7 +119,14 @@ def test_cancer_figures_interval_and_missing_cancers():
     assert out["cancer_spearman"] == pytest.approx(1.0)
     assert out["n_cancers"] == 6 and out["n_cancers_reported"] == 5
     assert out["n_cancers_in_interval"] == 4  # C's interval misses 0.3, F has none
+    assert out["n_cancers_in_interval_single_patient"] == 0
     assert not table.set_index("cancer_type").loc["F", "truth_in_interval"]
+    notes = ["single patient: wide interval from the model's prior on how patients differ", "",
+             "single patient: wide interval from the model's prior on how patients differ",
+             "no patient with >= 5 neutrophils: pooled over 3 cells of 1 patient(s), a wide interval from the model's "
+             "prior", "no patient with >= 5 neutrophils: pooled over 9 cells of 11 patient(s), wide interval"]
+    out, _ = cancer_figures(est.assign(note=notes), truth)  # A and D covered from one patient; C missed; E of 11
+    assert out["n_cancers_in_interval"] == 4 and out["n_cancers_in_interval_single_patient"] == 2
     out, _ = cancer_figures(est[["cancer_type", "t3_fraction"]].assign(t3_fraction=[5, 4, 3, 2, 1]), truth)
     assert out["cancer_spearman"] == pytest.approx(-1.0) and np.isnan(out["n_cancers_in_interval"])
 
