@@ -7,8 +7,8 @@ continuous reprogramming index.
 
 Intervals. A cancer type often has two to five patients, where resampling the patients at hand (a
 percentile bootstrap) is too narrow: it treats them as the population (with two to four patients of many
-cells each, a nominal 95 % interval covered the population mean in as few as 50 % of cohorts, the posterior
-below in at least 88 %; ``scripts/bench_intervals.py``, ``benchmarks/statistics.md``). With ``interval="hierarchical"`` (the
+cells each, a nominal 95 % interval covered the population mean in as few as 52 % of cohorts, the posterior
+below in at least 87 %; ``scripts/bench_intervals.py``, ``benchmarks/statistics.md``). With ``interval="hierarchical"`` (the
 default) the T3-like fraction's interval is the posterior of the patients' population mean under a
 beta-binomial model: each patient's T3-like count is binomial in its own fraction, the fractions are
 Beta(mu kappa, (1 - mu) kappa), mu is uniform and kappa has density proportional to (1 + kappa)^(-3/2)
