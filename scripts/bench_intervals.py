@@ -33,6 +33,7 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _bench_common import record  # noqa: E402
+from independent_cohort import logit_normal_mean  # noqa: E402
 
 from atlas.analyse.statistics import StatsSettings, per_group  # noqa: E402
 
@@ -43,18 +44,12 @@ CELLS = (20, 150)
 METHODS = ("hierarchical", "bootstrap", "naive_cells")
 
 
-def _logit_normal(mean_logit: float, sd: float) -> float:
-    """Mean of a logit-normal (Gauss-Hermite quadrature)."""
-    x, w = np.polynomial.hermite_e.hermegauss(80)
-    return float((w / w.sum() / (1 + np.exp(-(mean_logit + sd * x)))).sum())
-
-
 def _patient_fractions(rng, family: str, param: float, centre: float, size) -> tuple[np.ndarray, float]:
     """Patients' true fractions and the population mean they are drawn around."""
     if family == "beta":
         return rng.beta(centre * param, (1 - centre) * param, size=size), centre
     mu = np.log(centre / (1 - centre))
-    return 1 / (1 + np.exp(-(mu + rng.normal(0, param, size=size)))), _logit_normal(mu, param)
+    return 1 / (1 + np.exp(-(mu + rng.normal(0, param, size=size)))), logit_normal_mean(centre, param)
 
 
 def _cohorts(rng, k: int, family: str, param: float, centre: float, cells: int, reps: int, floor: int):

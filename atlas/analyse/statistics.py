@@ -178,6 +178,15 @@ def _bootstrap_fraction(
     return (0.0 if not n_t3.any() else lo), (1.0 if (n_t3 == n).all() else hi)
 
 
+def _fraction_interval(
+    n_t3: np.ndarray, n: np.ndarray, rng: np.random.Generator, settings: StatsSettings, *, pooled: bool = False
+) -> tuple[float, float]:
+    """The T3-like fraction's interval as ``settings.interval`` says (``pooled``: the bootstrap's estimand)."""
+    if settings.interval == "hierarchical":
+        return beta_binomial_mean_interval(n_t3, n, settings.ci)
+    return _bootstrap_fraction(n_t3, n, rng, settings.n_boot, settings.ci, pooled=pooled)
+
+
 def _check_interval(settings: StatsSettings) -> None:
     if settings.interval not in INTERVALS:
         raise ValueError(f"statistics interval {settings.interval!r}: use one of {INTERVALS}")
@@ -205,12 +214,10 @@ def per_group(
         row = dict(zip(by, key, strict=True))
         frac = grp["t3_fraction"].to_numpy(float)
         idx = grp["mean_index"].to_numpy(float)
-        n_t3, n = grp["n_t3"].to_numpy(np.int64), grp["n_neutrophils"].to_numpy(np.int64)
-        if settings.interval == "hierarchical":
-            (lo, hi), (ilo, ihi) = beta_binomial_mean_interval(n_t3, n, settings.ci), _t_interval(idx, settings.ci)
-        else:
-            lo, hi = _bootstrap_fraction(n_t3, n, rng, settings.n_boot, settings.ci)
-            ilo, ihi = _bootstrap_mean(idx, rng, settings.n_boot, settings.ci)
+        lo, hi = _fraction_interval(grp["n_t3"].to_numpy(np.int64), grp["n_neutrophils"].to_numpy(np.int64), rng,
+                                    settings)  # fmt: skip
+        ilo, ihi = (_t_interval(idx, settings.ci) if settings.interval == "hierarchical"
+                    else _bootstrap_mean(idx, rng, settings.n_boot, settings.ci))  # fmt: skip
         row.update(
             n_patients=len(grp),
             n_neutrophils=int(grp["n_neutrophils"].sum()),
@@ -251,11 +258,8 @@ def sparse_groups(samples: pd.DataFrame, groups: pd.DataFrame, settings: StatsSe
             continue
         pat = grp.groupby("patient_id", observed=True)[["n_t3", "n_neutrophils"]].sum()
         pat = pat[pat["n_neutrophils"] > 0]
-        n_t3, n_pat = pat["n_t3"].to_numpy(np.int64), pat["n_neutrophils"].to_numpy(np.int64)
-        if settings.interval == "hierarchical":
-            lo, hi = beta_binomial_mean_interval(n_t3, n_pat, settings.ci)
-        else:
-            lo, hi = _bootstrap_fraction(n_t3, n_pat, rng, settings.n_boot, settings.ci, pooled=True)
+        lo, hi = _fraction_interval(pat["n_t3"].to_numpy(np.int64), pat["n_neutrophils"].to_numpy(np.int64), rng,
+                                    settings, pooled=True)  # fmt: skip
         row = dict(zip(by, key, strict=True))
         row.update(
             n_patients=0,

@@ -109,7 +109,7 @@ class RunInputs:
     def interval_method(self) -> str:
         """How the per-cancer intervals were made (``analyse.statistics.interval``; runs before it: bootstrap)."""
         method = self._statistics_setting("interval")
-        return method if isinstance(method, str) else "bootstrap"
+        return method if method in ("hierarchical", "bootstrap") else "bootstrap"
 
     @property
     def notes(self) -> list[str]:

@@ -31,19 +31,25 @@ def _ci(inputs: RunInputs) -> str:
     return f"{lvl * 100:g} % interval" if lvl else "interval"
 
 
-def _interval_sentence(inputs: RunInputs) -> str:
-    """How the per-cancer intervals were made, in one sentence for the reader."""
-    if inputs.interval_method == "hierarchical":
-        return ("Intervals are for the mean over all patients of a cancer type, not only those sampled: from a "
-                "beta-binomial model of the patients (wide when a cancer type has few patients).")
-    return "Intervals are bootstrap intervals over patients."
-
-
-def _single_patient_sentence(inputs: RunInputs) -> str:
-    if inputs.interval_method == "hierarchical":
-        return ("A cancer type with a single patient has a wide bar from the model's prior on how patients differ "
-                "(a pointer, not an estimate) and no bar for the index.")
-    return "A point without a bar had a single patient: no interval."
+#: What the report says of the per-cancer intervals, per ``analyse.statistics.interval``: the summary's sentence,
+#: the forest plot's "from ...", its sentence on single patients, and the note naming them.
+INTERVAL_TEXT = {
+    "hierarchical": {
+        "summary": "Intervals are for the mean over all patients of a cancer type, not only those sampled: from a "
+                   "beta-binomial model of the patients (wide when a cancer type has few patients).",
+        "how": "a beta-binomial model of the patients; Student's t for the index",
+        "single_caption": "A cancer type with a single patient has a wide bar from the model's prior on how patients "
+                          "differ (a pointer, not an estimate) and no bar for the index.",
+        "single_note": "its interval rests on the model's prior for how much patients differ, not on data: read it "
+                       "as a pointer",
+    },
+    "bootstrap": {
+        "summary": "Intervals are bootstrap intervals over patients.",
+        "how": "a bootstrap over patients",
+        "single_caption": "A point without a bar had a single patient: no interval.",
+        "single_note": "no interval (it needs two patients)",
+    },
+}  # fmt: skip
 
 
 def _pseudotime_caption(inputs) -> str:
@@ -200,7 +206,7 @@ def summary(rep: HtmlReport, inputs: RunInputs) -> None:
                      f"{fmt_num(row.get('n_patients'))} patients)")
     rep.paragraph(
         "Which cancers reprogram their neutrophils? Ranked by the T3-like fraction of tumour neutrophils "
-        f"(mean over patients), the strongest are: {'; '.join(parts)}. {_interval_sentence(inputs)} Overlapping "
+        f"(mean over patients), the strongest are: {'; '.join(parts)}. {INTERVAL_TEXT[inputs.interval_method]['summary']} Overlapping "
         "intervals mean the ranking between those cancer types is not settled.")
     rep.table(_intervals_table(r, ci), "Which cancers reprogram: cancer types ranked by the T3-like fraction of "
               f"tumour neutrophils, with {ci}s over patients. " + UNIT, csv_name="ranking.csv",
@@ -222,20 +228,18 @@ def ranking(rep: HtmlReport, inputs: RunInputs) -> None:
     if estimates:
         fig = plots.forest_plot(src, label="cancer_type", estimates=estimates,
                                 hue="tissue" if "tissue" in src else None, order=order)
-        how = ("a beta-binomial model of the patients; Student's t for the index"
-               if inputs.interval_method == "hierarchical" else "a bootstrap over patients")
+        text = INTERVAL_TEXT[inputs.interval_method]
         rep.figure(fig, f"Per cancer type and tissue: the T3-like fraction of neutrophils (left) and the mean "
-                   f"reprogramming index (right), each the mean over patients with its {ci} ({how}). Cancer types are in ranking order (most reprogrammed tumour neutrophils first). "
-                   f"{_single_patient_sentence(inputs)} A cancer type none of whose patients has enough "
+                   f"reprogramming index (right), each the mean over patients with its {ci} ({text['how']}). Cancer types are in ranking order (most reprogrammed tumour neutrophils first). "
+                   f"{text['single_caption']} A cancer type none of whose patients has enough "
                    f"neutrophils is pooled over its cells (see the notes). {UNIT}", name="forest_t3_fraction")
     if "n_patients" in src:
         one = src[src["n_patients"] == 1]
         single = [f"{r.cancer_type} ({str(r.tissue).replace('_', ' ')})" if "tissue" in one else str(r.cancer_type)
                   for r in one.itertuples()]
         if single:
-            why = ("its interval rests on the model's prior for how much patients differ, not on data: read it as a "
-                   "pointer" if inputs.interval_method == "hierarchical" else "no interval (it needs two patients)")
-            rep.note(f"{', '.join(single)}: single patient: {why}.", "warn")
+            rep.note(f"{', '.join(single)}: single patient: {INTERVAL_TEXT[inputs.interval_method]['single_note']}.",
+                     "warn")
         for r in src[src["n_patients"] == 0].itertuples():  # pooled rows of sparse groups carry their own note
             where = f"{r.cancer_type} ({str(r.tissue).replace('_', ' ')})" if "tissue" in src else str(r.cancer_type)
             rep.note(f"{where}: {getattr(r, 'note', 'pooled over few cells')}: read it as a pointer, not an estimate.",
