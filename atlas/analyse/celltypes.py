@@ -32,7 +32,12 @@
    ``min_confidence`` (else ``unknown``, confidence 0: that call is never right), except in a cluster where
    no type is enriched: the posteriors know only the panel's types and give a cell type outside the panel
    (mast cells, dendritic cells) to whichever is nearest with a confidence near 1, so such a cluster's cells
-   stay ``unknown`` (the report names the clusters).
+   stay ``unknown`` (the report names the clusters). A cell is propagated only when its neighbourhood agrees:
+   the mean posterior of its type over the cell and its neighbours in the latent's kNN graph (the graph
+   the over-clustering is cut from) must also reach ``min_confidence``, as a kNN label transfer would give it.
+   The marker model learns from the called clusters only, so a cell unlike any of them (a monocyte expressing
+   the neutrophil genes it shares, in a cluster of such monocytes) can get a confident posterior for the
+   wrong type; its neighbours, cells of its own kind, mostly do not (``benchmarks/robustness.md``, stop 37).
 5. ``is_neutrophil`` = called neutrophil. (The analyse stage then runs the second QC pass,
    :func:`atlas.ingest.qc.second_pass_keep`: low-RNA cells stay only in clusters called neutrophil, and
    only when their ``neutrophil_confidence`` reaches ``min_confidence``.)
@@ -57,6 +62,8 @@ __all__ = [
     "cluster_order",
     "marker_enrichment",
     "neutrophil_yield",
+    "knn_graph",
+    "neighbourhood_posteriors",
     "overcluster",
     "marker_probabilities",
     "cluster_posteriors",
@@ -263,11 +270,12 @@ def _demote(enrich: np.ndarray, codes: np.ndarray, call_idx: np.ndarray, demote_
     return label
 
 
-def overcluster(latent: np.ndarray, resolution: float, n_neighbors: int = 15, seed: int = 0) -> np.ndarray:
-    """Leiden clusters at ``resolution`` on the kNN graph of ``latent`` (the over-clustering calls are made on).
+def knn_graph(latent: np.ndarray, n_neighbors: int = 15, seed: int = 0):
+    """The symmetrised binary kNN graph of ``latent`` (sparse, no self loops): the graph the over-clustering
+    is cut from and the neighbourhoods :func:`annotate_cell_types` checks propagated calls against.
 
     Exact kNN with scikit-learn's tree search up to ``EXACT_KNN_MAX_CELLS`` cells (no numba
-    compilation), scanpy's approximate neighbours above; the symmetrised binary graph; Leiden with igraph.
+    compilation), scanpy's approximate neighbours above.
     """
     import anndata as ad
     import scanpy as sc
@@ -277,11 +285,11 @@ def overcluster(latent: np.ndarray, resolution: float, n_neighbors: int = 15, se
     x = np.asarray(latent, dtype=np.float32)
     n = len(x)
     k = int(min(n_neighbors, max(1, n - 1)))
-    a = ad.AnnData(obs=pd.DataFrame(index=pd.RangeIndex(n).astype(str)))
     if n > EXACT_KNN_MAX_CELLS:  # approximate neighbours (pynndescent): O(n log n) in any dimension
         from ..core.jit import cache_graph_kernels
 
         cache_graph_kernels()
+        a = ad.AnnData(obs=pd.DataFrame(index=pd.RangeIndex(n).astype(str)))
         a.obsm["X"] = x
         sc.pp.neighbors(a, n_neighbors=k + 1, use_rep="X", random_state=seed)
         adj = a.obsp["distances"].tocsr()
@@ -292,10 +300,33 @@ def overcluster(latent: np.ndarray, resolution: float, n_neighbors: int = 15, se
         )
         adj.setdiag(0)
         adj.eliminate_zeros()
-    adj = ((adj + adj.T) > 0).astype(np.float64).tocsr()
+    return ((adj + adj.T) > 0).astype(np.float64).tocsr()
+
+
+def overcluster(
+    latent: np.ndarray | None, resolution: float, n_neighbors: int = 15, seed: int = 0, *, graph=None
+) -> np.ndarray:
+    """Leiden clusters at ``resolution`` (igraph) on the kNN graph of ``latent`` (:func:`knn_graph`; or on
+    ``graph`` when given): the over-clustering calls are made on."""
+    import anndata as ad
+    import scanpy as sc
+
+    adj = knn_graph(latent, n_neighbors, seed) if graph is None else graph
+    a = ad.AnnData(obs=pd.DataFrame(index=pd.RangeIndex(adj.shape[0]).astype(str)))
     sc.tl.leiden(a, resolution=resolution, random_state=seed, adjacency=adj, flavor="igraph", n_iterations=2,
                  directed=False)  # fmt: skip
     return a.obs["leiden"].astype(str).to_numpy()
+
+
+def neighbourhood_posteriors(post: np.ndarray, graph, rows: np.ndarray | None = None) -> np.ndarray:
+    """The posteriors of the cells ``rows`` (all when ``None``) averaged over each cell and its neighbours in
+    ``graph`` (binary, symmetric; same row order as ``post``)."""
+    import scipy.sparse as sp
+
+    rows = np.arange(len(post)) if rows is None else np.asarray(rows)
+    near = sp.csr_matrix(graph, dtype=np.float64)[rows]
+    total = np.asarray(near @ post) + post[rows]
+    return total / (np.asarray(near.sum(axis=1)) + 1.0)
 
 
 def auto_resolution(n_cells: int) -> float:
@@ -403,6 +434,7 @@ def annotate_cell_types(
     marker_scores: pd.DataFrame,
     clusters: pd.Series,
     rule: CellTypeRule | None = None,
+    graph=None,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Assign a cell type, a calibrated confidence and a neutrophil call to every cell.
 
@@ -414,14 +446,19 @@ def annotate_cell_types(
         Cluster of each cell (same index): an over-clustering of the integrated graph.
     rule
         :class:`CellTypeRule` (defaults when ``None``).
+    graph
+        The cells' kNN graph in the latent (:func:`knn_graph`, same row order): a cell of an ``unknown``
+        cluster is propagated only where its neighbourhood agrees (see the module docstring). ``None``: no
+        neighbourhood check.
 
     Returns
     -------
     ``(cells, clusters)``: per cell ``cell_type``, ``cell_type_confidence``, ``is_neutrophil``,
     ``neutrophil_confidence``, ``cell_type_rule`` (cluster, demoted, propagated, unknown),
     ``cell_type_cluster`` and one ``marker_z_<type>`` (enrichment) column per type; per cluster
-    the evidence and call of :func:`cluster_calls` plus ``n_demoted``, ``n_propagated`` and
-    ``mean_confidence``.
+    the evidence and call of :func:`cluster_calls` plus ``n_demoted``, ``n_propagated``,
+    ``n_not_propagated_neighbours`` (cells whose own posterior would have propagated them but whose
+    neighbourhood disagreed) and ``mean_confidence``.
     """
     rule = rule or CellTypeRule()
     types = list(marker_scores.columns)
@@ -453,6 +490,12 @@ def annotate_cell_types(
     winner = np.array([types.index(w) if w in types else -1 for w in table["winner"]])
     can_propagate = np.isin(winner, call_idx[call_idx >= 0]) & (table["rule"].to_numpy() != NO_TYPE_ENRICHED)
     take = (label < 0) & sure & can_propagate[codes]
+    held = np.zeros(len(label), dtype=bool)
+    if graph is not None and take.any():  # the latent neighbourhood must agree (see the module docstring)
+        rows = np.flatnonzero(take)
+        near = neighbourhood_posteriors(post, graph, rows)[np.arange(rows.size), best[rows]]
+        held[rows[near < rule.min_confidence]] = True
+        take &= ~held
     label[take] = best[take]
     how[take] = "propagated"
     names = np.asarray([*types, UNKNOWN], dtype=object)
@@ -473,6 +516,7 @@ def annotate_cell_types(
         cells[f"marker_z_{t}"] = e[:, j]
     table["n_demoted"] = np.bincount(codes[how == "demoted"], minlength=len(uniques))
     table["n_propagated"] = np.bincount(codes[how == "propagated"], minlength=len(uniques))
+    table["n_not_propagated_neighbours"] = np.bincount(codes[held], minlength=len(uniques))
     table["mean_confidence"] = np.bincount(codes, weights=conf, minlength=len(uniques)) / np.maximum(
         table["n_cells"].to_numpy(), 1
     )

@@ -142,6 +142,13 @@ class CellTypeOptions(StrictModel):
         "least this (else unknown); a low-RNA cell of a neutrophil-like cluster passes the second QC pass only when its "
         "calibrated neutrophil probability is at least this",
     )
+    neighbourhood_check: bool = Field(
+        True,
+        description="a cell of an unknown cluster takes its most likely type only when the mean probability of "
+        "that type over the cell and its neighbours in the kNN graph on X_scVI also reaches min_confidence (a "
+        "monocyte expressing the neutrophil genes it shares can look like a neutrophil on its own; its neighbours "
+        "mostly do not). Off: the cell's own probability decides",
+    )
     n_folds: int = Field(5, ge=2, le=20, description="cross-validation folds of the confidence model")
     max_train_cells: int = Field(
         50_000, ge=100, description="seed cells the confidence model trains on per fold (a random subset)"

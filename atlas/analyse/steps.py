@@ -32,6 +32,7 @@ from .celltypes import (
     CellTypeRule,
     annotate_cell_types,
     auto_resolution,
+    knn_graph,
     neutrophil_yield,
     overcluster,
 )
@@ -100,8 +101,8 @@ def identify_neutrophils(
     """Cell types from the marker scores on the clusters, then the second QC pass (low-RNA cells only in
     neutrophil-like clusters, and only when likely neutrophils themselves); writes the cell-type columns and
     ``passed_qc`` into ``atlas.obs``."""
-    clusters = _cell_type_clusters(atlas, s, atlas_path)
-    cells, cluster_table = annotate_cell_types(markers, clusters, cell_type_rule(s.cell_types, s.seed))
+    clusters, graph = _cell_type_clusters(atlas, s, atlas_path)
+    cells, cluster_table = annotate_cell_types(markers, clusters, cell_type_rule(s.cell_types, s.seed), graph)
     passed, qc_cell_types = _second_qc_pass(atlas, store, cells, cluster_table, s.cell_types.min_confidence)
     for col in _CELL_TYPE_COLUMNS:
         atlas.obs[col] = cells[col]
@@ -155,24 +156,30 @@ def cell_type_rule(o: CellTypeOptions, seed: int) -> CellTypeRule:
                         seed=seed)  # fmt: skip
 
 
-def overcluster_latent(latent: np.ndarray, o: CellTypeOptions, seed: int) -> np.ndarray:
+def overcluster_latent(latent: np.ndarray, o: CellTypeOptions, seed: int) -> tuple[np.ndarray, Any]:
     """The over-clustering cell types are called on: Leiden on the latent's kNN graph at ``o.resolution``
-    (``auto`` or ``None``: :func:`~atlas.analyse.celltypes.auto_resolution` of the number of cells)."""
+    (``auto`` or ``None``: :func:`~atlas.analyse.celltypes.auto_resolution` of the number of cells). Returns
+    the labels and the graph (for the neighbourhood check of propagated calls)."""
     res = auto_resolution(len(latent)) if o.resolution in ("auto", None) else float(o.resolution)
-    labels = overcluster(np.asarray(latent), res, o.n_neighbors, seed)
+    graph = knn_graph(np.asarray(latent), o.n_neighbors, seed)
+    labels = overcluster(None, res, seed=seed, graph=graph)
     log.info("cell types: %d clusters of the latent's graph at Leiden resolution %g", len(set(labels)), res)
-    return labels
+    return labels, graph
 
 
-def _cell_type_clusters(atlas, s: AnalysisSettings, atlas_path: Path) -> pd.Series:
-    """The clusters cell types are called on: an over-clustering of the scVI graph, or ``cluster_key`` as is."""
+def _cell_type_clusters(atlas, s: AnalysisSettings, atlas_path: Path) -> tuple[pd.Series, Any]:
+    """The clusters cell types are called on (an over-clustering of the scVI graph, or ``cluster_key`` as is)
+    and the latent's kNN graph for the neighbourhood check (``None`` when it is off or there is no latent)."""
     o = s.cell_types
+    latent = atlas.obsm["X_scVI"] if "X_scVI" in atlas.obsm else None
     if o.resolution is None:
-        return atlas.obs[s.cluster_key]
-    if "X_scVI" not in atlas.obsm:
+        check = o.neighbourhood_check and latent is not None
+        return atlas.obs[s.cluster_key], knn_graph(np.asarray(latent), o.n_neighbors, s.seed) if check else None
+    if latent is None:
         raise InputDataError(f"{atlas_path} has no obsm['X_scVI'] to over-cluster; rerun the integrate stage, or "
                              "set analyse.cell_types.resolution: null to call types on analyse.cluster_key")  # fmt: skip
-    return pd.Series(overcluster_latent(atlas.obsm["X_scVI"], o, s.seed), index=atlas.obs_names)
+    labels, graph = overcluster_latent(latent, o, s.seed)
+    return pd.Series(labels, index=atlas.obs_names), graph if o.neighbourhood_check else None
 
 
 def _low_rna_flags(atlas, store: Path) -> np.ndarray | None:

@@ -282,7 +282,8 @@ def atlas_umaps(rep: HtmlReport, inputs: RunInputs) -> None:
         rep.table(t, "Cell-type call per cluster of the over-clustered integrated graph: the winning and runner-up "
                   "types with their mean marker enrichment (per-cell noise units above the type's baseline), the "
                   "call (unknown when the runner-up is too close, nothing is enriched or the cluster is small), the "
-                  "rule that made it, cells demoted or propagated, the mean calibrated confidence, whether it is "
+                  "rule that made it, cells demoted or propagated (and those left unknown because their latent "
+                  "neighbourhood disagreed with their own posterior), the mean calibrated confidence, whether it is "
                   "neutrophil-like (called neutrophil, or unknown with neutrophil leading: its low-RNA cells may stay) "
                   "and the low-RNA cells the second QC pass left out (in a neutrophil-like cluster: those whose own "
                   "neutrophil confidence is below the cell-type rule's min_confidence).",

@@ -196,6 +196,45 @@ def test_a_cluster_of_a_type_outside_the_panel_stays_unknown_not_given_the_neare
     assert (cells.loc[mixed, "cell_type"].astype(str) == truth[mixed]).mean() > 0.9
 
 
+def _latent_by_type(rng, truth: pd.Series, spread: float = 0.3) -> np.ndarray:
+    """A 2-D latent where each true type is one blob (as scVI places a type's cells together)."""
+    centre = {"neutrophil": (0.0, 0.0), "monocyte": (3.0, 0.0), "T": (0.0, 3.0)}
+    return np.array([centre[t] for t in truth]) + rng.normal(0, spread, (len(truth), 2))
+
+
+def _shared_marker_monocytes_in_a_mixed_cluster(seed: int = 11):
+    """Cluster 0 mixes clear neutrophils with monocytes whose own evidence leans to neutrophil (the genes they
+    share); clean neutrophil, monocyte and T clusters calibrate the marker model."""
+    rng = np.random.default_rng(seed)
+    spec = [("0", "neutrophil", 100, 4.0), ("0", "monocyte", 200, 2.5), ("1", "neutrophil", 300, 4.0),
+            ("2", "monocyte", 300, 4.0), ("3", "T", 300, 4.0)]  # fmt: skip
+    scores, truth, clusters = _cohort(rng, spec)
+    shared = ((clusters == "0") & (truth == "monocyte")).to_numpy()
+    scores.loc[shared, "neutrophil"] += 2.5
+    return scores, truth, clusters, shared, _latent_by_type(rng, truth)
+
+
+def test_a_propagated_call_needs_its_latent_neighbourhood_to_agree():
+    from atlas.analyse.celltypes import knn_graph
+
+    scores, truth, clusters, shared, latent = _shared_marker_monocytes_in_a_mixed_cluster()
+    alone, table = annotate_cell_types(scores, clusters)
+    assert table.set_index("cluster").loc["0", "rule"].startswith("unknown: mixed")
+    assert alone.loc[shared, "is_neutrophil"].sum() >= 20  # their own posterior calls many of them neutrophil
+    cells, table = annotate_cell_types(scores, clusters, graph=knn_graph(latent, 15))
+    assert cells.loc[shared, "is_neutrophil"].sum() <= 10  # their neighbours (monocytes) disagree
+    held = int(table.set_index("cluster").loc["0", "n_not_propagated_neighbours"])
+    assert held >= alone.loc[shared, "is_neutrophil"].sum() - 10
+    unknown = shared & (cells["cell_type"].astype(str) == UNKNOWN).to_numpy()
+    assert unknown.sum() >= held and (cells.loc[unknown, "cell_type_confidence"] == 0).all()
+    # the mixed cluster's true neutrophils, among neutrophils in the latent, are still propagated
+    neut0 = ((clusters == "0") & (truth == "neutrophil")).to_numpy()
+    assert cells.loc[neut0, "is_neutrophil"].mean() > 0.95
+    assert (cells.loc[neut0, "cell_type_rule"].astype(str) == "propagated").all()
+    called = (clusters != "0").to_numpy()  # called clusters are not touched by the check
+    assert (cells.loc[called, "cell_type"] == alone.loc[called, "cell_type"]).all()
+
+
 def test_second_pass_keeps_low_rna_neutrophils_of_neutrophil_clusters_only(tmp_path):
     rng = np.random.default_rng(5)
     spec = [("0", "neutrophil", 200, 3.0), ("1", "T", 200, 3.0), ("2", "monocyte", 200, 3.0)]
