@@ -32,13 +32,17 @@
    ``min_confidence`` (else ``unknown``, confidence 0: that call is never right), except in a cluster where
    no type is enriched: the posteriors know only the panel's types and give a cell type outside the panel
    (mast cells, dendritic cells) to whichever is nearest with a confidence near 1, so such a cluster's cells
-   stay ``unknown`` (the report names the clusters). A cell is propagated only when its neighbourhood agrees:
-   the mean posterior of its type over the cell and its neighbours in the latent's kNN graph (the graph
-   the over-clustering is cut from) must also reach ``min_confidence``, as a kNN label transfer would give it.
-   The marker model learns from the called clusters only, so a cell unlike any of them (a monocyte expressing
-   the neutrophil genes it shares, in a cluster of such monocytes) can get a confident posterior for the
-   wrong type; its neighbours, cells of its own kind, mostly do not (``benchmarks/robustness.md``, stop 37).
-5. ``is_neutrophil`` = called neutrophil. (The analyse stage then runs the second QC pass,
+   stay ``unknown`` (the report names the clusters).
+5. **The neighbourhood's second opinion** (``neighbourhood_check``, given the latent's kNN graph: the graph the
+   over-clustering is cut from). Wherever a cell's own posterior leaves its cluster's call, the mean posterior
+   over the cell and its neighbours must agree (reach ``min_confidence`` for the same type), as a kNN label
+   transfer would. A cell of an ``unknown`` cluster is propagated only then: the marker model learns from the
+   called clusters only, so a cell unlike any of them (a monocyte expressing the neutrophil genes it shares, in
+   a cluster of such monocytes) can get a confident posterior for the wrong type, which its neighbours, cells
+   of its own kind, mostly do not give. A cell of a called cluster moves to the other type (rule ``demoted``)
+   only then: a few monocytes at the edge of a neutrophil cluster have both, a low-RNA neutrophil whose one
+   detected marker misleads its own posterior has not (``benchmarks/robustness.md``, stop 37).
+6. ``is_neutrophil`` = called neutrophil. (The analyse stage then runs the second QC pass,
    :func:`atlas.ingest.qc.second_pass_keep`: low-RNA cells stay only in clusters called neutrophil, and
    only when their ``neutrophil_confidence`` reaches ``min_confidence``.)
 """
@@ -447,9 +451,9 @@ def annotate_cell_types(
     rule
         :class:`CellTypeRule` (defaults when ``None``).
     graph
-        The cells' kNN graph in the latent (:func:`knn_graph`, same row order): a cell of an ``unknown``
-        cluster is propagated only where its neighbourhood agrees (see the module docstring). ``None``: no
-        neighbourhood check.
+        The cells' kNN graph in the latent (:func:`knn_graph`, same row order): a cell leaves its cluster's
+        call (propagated out of an ``unknown`` cluster, or moved out of a called one) only where its
+        neighbourhood agrees (5. of the module docstring). ``None``: no neighbourhood check.
 
     Returns
     -------
@@ -480,6 +484,14 @@ def annotate_cell_types(
         moved = (label >= 0) & (best != label) & (post[np.arange(len(label)), best] >= 0.5)
         label[moved] = best[moved]
         how[moved] = "demoted"
+    agree = np.ones(len(label), dtype=bool)  # the latent neighbourhood's posterior agrees with the cell's own
+    if graph is not None:  # a second opinion wherever a cell's own posterior leaves its cluster's call
+        rows = np.flatnonzero(sure & (best != label))
+        near = neighbourhood_posteriors(post, graph, rows)[np.arange(rows.size), best[rows]]
+        agree[rows] = near >= rule.min_confidence
+        moved = (label >= 0) & sure & (best != label) & agree
+        label[moved] = best[moved]
+        how[moved] = "demoted"
     # An unknown cell takes its most likely type only when the posteriors know its cluster's winning type: they
     # are calibrated on called clusters, so a type no cluster was called (monocytes sharing neutrophil genes,
     # every one of their clusters mixed) has no posterior, and its cells would go to whatever type is nearest
@@ -490,12 +502,8 @@ def annotate_cell_types(
     winner = np.array([types.index(w) if w in types else -1 for w in table["winner"]])
     can_propagate = np.isin(winner, call_idx[call_idx >= 0]) & (table["rule"].to_numpy() != NO_TYPE_ENRICHED)
     take = (label < 0) & sure & can_propagate[codes]
-    held = np.zeros(len(label), dtype=bool)
-    if graph is not None and take.any():  # the latent neighbourhood must agree (see the module docstring)
-        rows = np.flatnonzero(take)
-        near = neighbourhood_posteriors(post, graph, rows)[np.arange(rows.size), best[rows]]
-        held[rows[near < rule.min_confidence]] = True
-        take &= ~held
+    held = take & ~agree
+    take &= agree
     label[take] = best[take]
     how[take] = "propagated"
     names = np.asarray([*types, UNKNOWN], dtype=object)

@@ -125,7 +125,7 @@ class CellTypeOptions(StrictModel):
         False,
         description="let a cell leave its cluster's call on its own evidence (a demote_z outlier, or a calibrated "
         "posterior above 0.5 for another type). Off: cells take their cluster's call (CellTypist's majority "
-        "voting); on every simulated difficulty per-cell moves broke more calls than they fixed, as low-RNA "
+        "voting) unless neighbourhood_check moves them; on every simulated difficulty per-cell moves broke more calls than they fixed, as low-RNA "
         "cells' scores rest on one or two detected marker transcripts",
     )
     demote_z: float = Field(
@@ -144,10 +144,13 @@ class CellTypeOptions(StrictModel):
     )
     neighbourhood_check: bool = Field(
         True,
-        description="a cell of an unknown cluster takes its most likely type only when the mean probability of "
-        "that type over the cell and its neighbours in the kNN graph on X_scVI also reaches min_confidence (a "
-        "monocyte expressing the neutrophil genes it shares can look like a neutrophil on its own; its neighbours "
-        "mostly do not). Off: the cell's own probability decides",
+        description="the latent neighbourhood's second opinion: where a cell's calibrated probability makes a "
+        "type other than its cluster's call likely (>= min_confidence), the mean probability of that type over "
+        "the cell and its neighbours in the kNN graph on X_scVI must reach min_confidence too; then a cell of an "
+        "unknown cluster takes that type (else stays unknown) and a cell of a called cluster moves to it (rule "
+        "demoted). A monocyte expressing the neutrophil genes it shares can look like a neutrophil on its own, "
+        "its neighbours mostly do not. Off: unknown clusters' cells follow their own probability, called "
+        "clusters' cells keep the call (unless refine_cells)",
     )
     n_folds: int = Field(5, ge=2, le=20, description="cross-validation folds of the confidence model")
     max_train_cells: int = Field(

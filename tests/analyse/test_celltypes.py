@@ -235,6 +235,31 @@ def test_a_propagated_call_needs_its_latent_neighbourhood_to_agree():
     assert (cells.loc[called, "cell_type"] == alone.loc[called, "cell_type"]).all()
 
 
+def test_a_monocyte_pocket_leaves_its_neutrophil_cluster_only_with_its_neighbourhood():
+    """Cluster 0 holds 300 neutrophils and 30 monocytes that the latent places with the monocytes; 10 of its
+    neutrophils have scores that read as monocyte (one misleading transcript at low depth) but sit among
+    neutrophils. Majority voting keeps all 330 neutrophil; with the latent graph the monocytes leave (their own
+    posterior and their neighbours' agree), the misread neutrophils stay (their neighbours disagree)."""
+    from atlas.analyse.celltypes import knn_graph
+
+    rng = np.random.default_rng(21)
+    spec = [("0", "neutrophil", 300, 4.0), ("0", "monocyte", 30, 4.0), ("1", "monocyte", 300, 4.0),
+            ("2", "T", 300, 4.0)]  # fmt: skip
+    scores, truth, clusters = _cohort(rng, spec)
+    misread = np.zeros(len(truth), dtype=bool)
+    misread[:10] = True  # the first 10 neutrophils of cluster 0
+    scores.loc[misread, ["neutrophil", "monocyte"]] = [0.0, 6.0]
+    pocket = ((clusters == "0") & (truth == "monocyte")).to_numpy()
+    alone, _ = annotate_cell_types(scores, clusters)
+    assert (alone.loc[pocket | misread, "cell_type"].astype(str) == "neutrophil").all()  # majority voting
+    assert (alone.loc[misread, "neutrophil_confidence"] < 0.5).all()  # their own posterior says otherwise
+    cells, _ = annotate_cell_types(scores, clusters, graph=knn_graph(_latent_by_type(rng, truth), 15))
+    assert (cells.loc[pocket, "cell_type"].astype(str) == "monocyte").mean() > 0.9
+    assert (cells.loc[pocket & (cells["cell_type"].astype(str) == "monocyte").to_numpy(), "cell_type_rule"] == "demoted").all()
+    assert (cells.loc[misread, "cell_type"].astype(str) == "neutrophil").all()
+    other = ~(pocket | misread)
+    assert (cells.loc[other, "cell_type"].astype(str) == truth[other]).all()
+
 def test_second_pass_keeps_low_rna_neutrophils_of_neutrophil_clusters_only(tmp_path):
     rng = np.random.default_rng(5)
     spec = [("0", "neutrophil", 200, 3.0), ("1", "T", 200, 3.0), ("2", "monocyte", 200, 3.0)]
