@@ -27,8 +27,7 @@
    fold never trains the model that scores it); each cluster's composition, estimated by EM
    (Saerens et al. 2002), is that cluster's prior, and the model is refitted ``N_REFITS`` times on
    its own posteriors so a cluster's contaminants stop teaching it their markers. The posterior of a
-   cell's call is ``cell_type_confidence`` (with the latent graph: its mean with the neighbourhood's, 5.);
-   that of neutrophil is ``neutrophil_confidence`` (the cell's own, which the second QC pass reads). Cells of
+   cell's call is ``cell_type_confidence``; that of neutrophil is ``neutrophil_confidence``. Cells of
    ``unknown`` clusters take their most likely type when its posterior is at least
    ``min_confidence`` (else ``unknown``, confidence 0: that call is never right), except in a cluster where
    no type is enriched: the posteriors know only the panel's types and give a cell type outside the panel
@@ -67,7 +66,6 @@ __all__ = [
     "cluster_order",
     "marker_enrichment",
     "neutrophil_yield",
-    "call_confidence",
     "knn_graph",
     "neighbourhood_posteriors",
     "overcluster",
@@ -324,22 +322,6 @@ def overcluster(
     return a.obs["leiden"].astype(str).to_numpy()
 
 
-def call_confidence(post: np.ndarray, label: np.ndarray, graph=None) -> np.ndarray:
-    """``cell_type_confidence``: the probability of each cell's call (``label``, -1 = unknown: 0). Without a
-    graph the cell's own calibrated posterior; with one, the mean of it and its neighbourhood's
-    (:func:`neighbourhood_posteriors`), two estimates of the same probability. The own posterior alone is
-    under-confident where a low-RNA cell's one detected marker misleads it (simulator: cells at 0.01-0.9 right
-    97-100 %) and over-confident where the marker model never saw the cell's kind (independent cohorts: right
-    18-55 % at 0.01-0.74); the mean is closer on both (``benchmarks/robustness.md``, stop 37)."""
-    conf = np.zeros(len(label))
-    rows = np.flatnonzero(label >= 0)
-    conf[rows] = post[rows, label[rows]]
-    if graph is not None and rows.size:
-        near = neighbourhood_posteriors(post, graph, rows)[np.arange(rows.size), label[rows]]
-        conf[rows] = (conf[rows] + near) / 2
-    return conf
-
-
 def neighbourhood_posteriors(post: np.ndarray, graph, rows: np.ndarray | None = None) -> np.ndarray:
     """The posteriors of the cells ``rows`` (all when ``None``) averaged over each cell and its neighbours in
     ``graph`` (binary, symmetric; same row order as ``post``)."""
@@ -525,7 +507,7 @@ def annotate_cell_types(
     label[take] = best[take]
     how[take] = "propagated"
     names = np.asarray([*types, UNKNOWN], dtype=object)
-    conf = call_confidence(post, label, graph)
+    conf = np.where(label >= 0, post[np.arange(len(label)), np.maximum(label, 0)], 0.0)
     neut = types.index("neutrophil")
     cells = pd.DataFrame(
         {

@@ -260,21 +260,6 @@ def test_a_monocyte_pocket_leaves_its_neutrophil_cluster_only_with_its_neighbour
     other = ~(pocket | misread)
     assert (cells.loc[other, "cell_type"].astype(str) == truth[other]).all()
 
-def test_call_confidence_is_the_mean_of_the_cells_and_its_neighbourhoods_posterior():
-    import scipy.sparse as sp
-
-    from atlas.analyse.celltypes import call_confidence
-
-    post = np.array([[0.9, 0.1], [0.2, 0.8], [0.6, 0.4], [0.5, 0.5]])
-    label = np.array([0, 0, 1, -1])
-    assert call_confidence(post, label).tolist() == [0.9, 0.2, 0.4, 0.0]  # own posterior; unknown: 0
-    graph = sp.csr_matrix(np.array([[0, 1, 0, 0], [1, 0, 1, 0], [0, 1, 0, 0], [0, 0, 0, 0]], dtype=float))
-    near0 = (0.9 + 0.2) / 2  # cell 0 and its one neighbour
-    near1 = (0.2 + 0.9 + 0.6) / 3
-    near2 = (0.4 + 0.8) / 2
-    expected = [(0.9 + near0) / 2, (0.2 + near1) / 2, (0.4 + near2) / 2, 0.0]
-    assert call_confidence(post, label, graph) == pytest.approx(expected)
-
 def test_second_pass_keeps_low_rna_neutrophils_of_neutrophil_clusters_only(tmp_path):
     rng = np.random.default_rng(5)
     spec = [("0", "neutrophil", 200, 3.0), ("1", "T", 200, 3.0), ("2", "monocyte", 200, 3.0)]
