@@ -276,7 +276,7 @@ def _demote(enrich: np.ndarray, codes: np.ndarray, call_idx: np.ndarray, demote_
 
 def knn_graph(latent: np.ndarray, n_neighbors: int = 15, seed: int = 0):
     """The symmetrised binary kNN graph of ``latent`` (sparse, no self loops): the graph the over-clustering
-    is cut from and the neighbourhoods :func:`annotate_cell_types` checks propagated calls against.
+    is cut from, and the neighbourhoods :func:`annotate_cell_types` asks before a cell leaves its cluster's call.
 
     Exact kNN with scikit-learn's tree search up to ``EXACT_KNN_MAX_CELLS`` cells (no numba
     compilation), scanpy's approximate neighbours above.
