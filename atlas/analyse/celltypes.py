@@ -95,6 +95,7 @@ class CellTypeRule:
     demote_z: float = 4.0
     refine_cells: bool = False
     min_confidence: float = 0.5
+    neighbourhood_check: bool = True  # with a graph given to annotate_cell_types (5. of the module docstring)
     n_folds: int = 5
     max_train_cells: int = 50_000
     seed: int = 0
@@ -307,17 +308,14 @@ def knn_graph(latent: np.ndarray, n_neighbors: int = 15, seed: int = 0):
     return ((adj + adj.T) > 0).astype(np.float64).tocsr()
 
 
-def overcluster(
-    latent: np.ndarray | None, resolution: float, n_neighbors: int = 15, seed: int = 0, *, graph=None
-) -> np.ndarray:
-    """Leiden clusters at ``resolution`` (igraph) on the kNN graph of ``latent`` (:func:`knn_graph`; or on
-    ``graph`` when given): the over-clustering calls are made on."""
+def overcluster(graph, resolution: float, seed: int = 0) -> np.ndarray:
+    """Leiden clusters (igraph) at ``resolution`` on ``graph`` (:func:`knn_graph` of the latent): the
+    over-clustering calls are made on."""
     import anndata as ad
     import scanpy as sc
 
-    adj = knn_graph(latent, n_neighbors, seed) if graph is None else graph
-    a = ad.AnnData(obs=pd.DataFrame(index=pd.RangeIndex(adj.shape[0]).astype(str)))
-    sc.tl.leiden(a, resolution=resolution, random_state=seed, adjacency=adj, flavor="igraph", n_iterations=2,
+    a = ad.AnnData(obs=pd.DataFrame(index=pd.RangeIndex(graph.shape[0]).astype(str)))
+    sc.tl.leiden(a, resolution=resolution, random_state=seed, adjacency=graph, flavor="igraph", n_iterations=2,
                  directed=False)  # fmt: skip
     return a.obs["leiden"].astype(str).to_numpy()
 
@@ -453,7 +451,8 @@ def annotate_cell_types(
     graph
         The cells' kNN graph in the latent (:func:`knn_graph`, same row order): a cell leaves its cluster's
         call (propagated out of an ``unknown`` cluster, or moved out of a called one) only where its
-        neighbourhood agrees (5. of the module docstring). ``None``: no neighbourhood check.
+        neighbourhood agrees (5. of the module docstring). ``None`` (or ``rule.neighbourhood_check`` off): no
+        neighbourhood check.
 
     Returns
     -------
@@ -485,11 +484,13 @@ def annotate_cell_types(
         label[moved] = best[moved]
         how[moved] = "demoted"
     agree = np.ones(len(label), dtype=bool)  # the latent neighbourhood's posterior agrees with the cell's own
-    if graph is not None:  # a second opinion wherever a cell's own posterior leaves its cluster's call
-        rows = np.flatnonzero(sure & (best != label))
+    # a second opinion wherever a cell's own posterior leaves its cluster's call
+    if graph is not None and rule.neighbourhood_check:
+        leaves = sure & (best != label)
+        rows = np.flatnonzero(leaves)
         near = neighbourhood_posteriors(post, graph, rows)[np.arange(rows.size), best[rows]]
         agree[rows] = near >= rule.min_confidence
-        moved = (label >= 0) & sure & (best != label) & agree
+        moved = (label >= 0) & leaves & agree
         label[moved] = best[moved]
         how[moved] = "demoted"
     # An unknown cell takes its most likely type only when the posteriors know its cluster's winning type: they

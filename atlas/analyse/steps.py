@@ -152,8 +152,8 @@ def cell_type_rule(o: CellTypeOptions, seed: int) -> CellTypeRule:
     """The :class:`~atlas.analyse.celltypes.CellTypeRule` of ``analyse.cell_types`` (the query reuses it)."""
     return CellTypeRule(min_cluster_cells=o.min_cluster_cells, min_effect=o.min_effect,
                         max_runner_up_ratio=o.max_runner_up_ratio, demote_z=o.demote_z, refine_cells=o.refine_cells,
-                        min_confidence=o.min_confidence, n_folds=o.n_folds, max_train_cells=o.max_train_cells,
-                        seed=seed)  # fmt: skip
+                        min_confidence=o.min_confidence, neighbourhood_check=o.neighbourhood_check, n_folds=o.n_folds,
+                        max_train_cells=o.max_train_cells, seed=seed)  # fmt: skip
 
 
 def overcluster_latent(latent: np.ndarray, o: CellTypeOptions, seed: int) -> tuple[np.ndarray, Any]:
@@ -162,14 +162,15 @@ def overcluster_latent(latent: np.ndarray, o: CellTypeOptions, seed: int) -> tup
     the labels and the graph (for the neighbourhood check of propagated calls)."""
     res = auto_resolution(len(latent)) if o.resolution in ("auto", None) else float(o.resolution)
     graph = knn_graph(np.asarray(latent), o.n_neighbors, seed)
-    labels = overcluster(None, res, seed=seed, graph=graph)
+    labels = overcluster(graph, res, seed)
     log.info("cell types: %d clusters of the latent's graph at Leiden resolution %g", len(set(labels)), res)
     return labels, graph
 
 
 def _cell_type_clusters(atlas, s: AnalysisSettings, atlas_path: Path) -> tuple[pd.Series, Any]:
     """The clusters cell types are called on (an over-clustering of the scVI graph, or ``cluster_key`` as is)
-    and the latent's kNN graph for the neighbourhood check (``None`` when it is off or there is no latent)."""
+    and the latent's kNN graph for the neighbourhood check (``None`` without a latent, or with ``cluster_key``
+    and the check off: no graph is built for it then)."""
     o = s.cell_types
     latent = atlas.obsm["X_scVI"] if "X_scVI" in atlas.obsm else None
     if o.resolution is None:
@@ -179,7 +180,7 @@ def _cell_type_clusters(atlas, s: AnalysisSettings, atlas_path: Path) -> tuple[p
         raise InputDataError(f"{atlas_path} has no obsm['X_scVI'] to over-cluster; rerun the integrate stage, or "
                              "set analyse.cell_types.resolution: null to call types on analyse.cluster_key")  # fmt: skip
     labels, graph = overcluster_latent(latent, o, s.seed)
-    return pd.Series(labels, index=atlas.obs_names), graph if o.neighbourhood_check else None
+    return pd.Series(labels, index=atlas.obs_names), graph
 
 
 def _low_rna_flags(atlas, store: Path) -> np.ndarray | None:

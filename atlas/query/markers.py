@@ -185,7 +185,7 @@ def marker_check(
     labels, graph = overcluster_latent(latent, opts, seed)
     clusters = pd.Series(labels, index=obs_names)
     rule = replace(cell_type_rule(opts, seed), refine_cells=True)  # a novel cell inside a known type's cluster
-    cells, _ = annotate_cell_types(scores, clusters, rule, graph if opts.neighbourhood_check else None)
+    cells, _ = annotate_cell_types(scores, clusters, rule, graph)
     own = cells["cell_type"].astype(str).to_numpy()
     enrichment = cells[[f"marker_z_{t}" for t in markers]].set_axis(list(markers), axis=1)
     absent = absent_types(markers, ref_label_counts, min_reference_cells)
