@@ -108,8 +108,10 @@ class RunInputs:
     @property
     def interval_method(self) -> str:
         """How the per-cancer intervals were made (``analyse.statistics.interval``; runs before it: bootstrap)."""
+        from ..analyse.statistics import INTERVALS
+
         method = self._statistics_setting("interval")
-        return method if method in ("hierarchical", "bootstrap") else "bootstrap"
+        return method if method in INTERVALS else "bootstrap"
 
     @property
     def notes(self) -> list[str]:
