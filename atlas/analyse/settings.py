@@ -152,6 +152,13 @@ class CellTypeOptions(StrictModel):
         "its neighbours mostly do not. Off: unknown clusters' cells follow their own probability, called "
         "clusters' cells keep the call (unless refine_cells)",
     )
+    confident_neutrophils: bool = Field(
+        True,
+        description="a cell called neutrophil needs its own calibrated neutrophil probability (its cluster's "
+        "composition as the prior) to reach min_confidence, else it is unknown (rule contested): its markers make "
+        "another type at least as likely. Only neutrophils, the set the analysis studies; other types keep their "
+        "cluster's call. Off: every cell of a neutrophil cluster is a neutrophil",
+    )
     n_folds: int = Field(5, ge=2, le=20, description="cross-validation folds of the confidence model")
     max_train_cells: int = Field(
         50_000, ge=100, description="seed cells the confidence model trains on per fold (a random subset)"

@@ -152,7 +152,8 @@ def cell_type_rule(o: CellTypeOptions, seed: int) -> CellTypeRule:
     """The :class:`~atlas.analyse.celltypes.CellTypeRule` of ``analyse.cell_types`` (the query reuses it)."""
     return CellTypeRule(min_cluster_cells=o.min_cluster_cells, min_effect=o.min_effect,
                         max_runner_up_ratio=o.max_runner_up_ratio, demote_z=o.demote_z, refine_cells=o.refine_cells,
-                        min_confidence=o.min_confidence, neighbourhood_check=o.neighbourhood_check, n_folds=o.n_folds,
+                        min_confidence=o.min_confidence, neighbourhood_check=o.neighbourhood_check,
+                        confident_neutrophils=o.confident_neutrophils, n_folds=o.n_folds,
                         max_train_cells=o.max_train_cells, seed=seed)  # fmt: skip
 
 

@@ -184,7 +184,8 @@ def marker_check(
         return None
     labels, graph = overcluster_latent(latent, opts, seed)
     clusters = pd.Series(labels, index=obs_names)
-    rule = replace(cell_type_rule(opts, seed), refine_cells=True)  # a novel cell inside a known type's cluster
+    # refine: a novel cell inside a known type's cluster; no neutrophil gate: an unsure neutrophil is no novel type
+    rule = replace(cell_type_rule(opts, seed), refine_cells=True, confident_neutrophils=False)
     cells, _ = annotate_cell_types(scores, clusters, rule, graph)
     own = cells["cell_type"].astype(str).to_numpy()
     enrichment = cells[[f"marker_z_{t}" for t in markers]].set_axis(list(markers), axis=1)

@@ -283,7 +283,8 @@ def atlas_umaps(rep: HtmlReport, inputs: RunInputs) -> None:
                   "types with their mean marker enrichment (per-cell noise units above the type's baseline), the "
                   "call (unknown when the runner-up is too close, nothing is enriched or the cluster is small), the "
                   "rule that made it, cells demoted or propagated (and those left unknown because their latent "
-                  "neighbourhood disagreed with their own posterior), the mean calibrated confidence, whether it is "
+                  "neighbourhood disagreed with their own posterior), cells of a neutrophil call left unknown because "
+                  "their own neutrophil confidence was too low (n_contested), the mean calibrated confidence, whether it is "
                   "neutrophil-like (called neutrophil, or unknown with neutrophil leading: its low-RNA cells may stay) "
                   "and the low-RNA cells the second QC pass left out (in a neutrophil-like cluster: those whose own "
                   "neutrophil confidence is below the cell-type rule's min_confidence).",
@@ -312,7 +313,15 @@ def atlas_umaps(rep: HtmlReport, inputs: RunInputs) -> None:
 
 
 def _low_confidence_neutrophils(rep: HtmlReport, obs: pd.DataFrame) -> None:
-    """How many cells of neutrophil clusters have their own markers against them (a strict set filters them)."""
+    """How many cells of neutrophil clusters their own markers did not back (rule contested; with the gate off,
+    those still called neutrophil: a strict set filters them)."""
+    if "cell_type_rule" in obs:
+        contested = int((obs["cell_type_rule"].astype(str) == "contested").sum())
+        if contested:
+            rep.paragraph(f"{contested:,} cells of neutrophil clusters are unknown (rule contested): their own "
+                          "calibrated neutrophil probability is below the cell-type rule's min_confidence, their "
+                          "markers point to another type (contaminants, doublets or ambiguous cells the cluster call "
+                          "would have kept; analyse.cell_types.confident_neutrophils).")  # fmt: skip
     if not {"is_neutrophil", "neutrophil_confidence"} <= set(obs):
         return
     neut = obs["is_neutrophil"].fillna(False).astype(bool).to_numpy()

@@ -128,9 +128,29 @@ def _monocyte_in_a_neutrophil_cluster():
 
 def test_cells_take_their_cluster_call_by_default_and_a_clear_outlier_says_so_in_its_confidence():
     scores, clusters, mono, weak = _monocyte_in_a_neutrophil_cluster()
-    cells, _ = annotate_cell_types(scores, clusters)
+    cells, _ = annotate_cell_types(scores, clusters, CellTypeRule(confident_neutrophils=False))
     assert (cells["cell_type_rule"].astype(str) == "cluster").all()  # majority voting: nobody leaves
     assert cells.loc[mono, "cell_type_confidence"] < 0.5 < cells.loc[weak, "cell_type_confidence"]
+
+
+def test_a_neutrophil_call_needs_the_cells_own_confidence_a_weak_neutrophil_keeps_it():
+    """The clear monocyte of the neutrophil cluster is no neutrophil (unknown, rule contested); the neutrophil with
+    almost no evidence keeps the call (its cluster's composition carries its posterior); other types' clusters keep
+    their calls whatever a cell's own posterior says."""
+    scores, clusters, mono, weak = _monocyte_in_a_neutrophil_cluster()
+    t_cell = scores.index[(clusters == "2").to_numpy()][0]
+    scores.loc[t_cell] = [8.0, 0.0, 0.0]  # a neutrophil-looking cell in the T cluster
+    cells, table = annotate_cell_types(scores, clusters)
+    assert cells.loc[mono, "cell_type"] == UNKNOWN and cells.loc[mono, "cell_type_rule"] == "contested"
+    assert not cells.loc[mono, "is_neutrophil"] and cells.loc[mono, "cell_type_confidence"] == 0
+    assert cells.loc[mono, "neutrophil_confidence"] < 0.5
+    assert cells.loc[weak, "is_neutrophil"] and cells.loc[weak, "cell_type_rule"] == "cluster"
+    assert cells.loc[t_cell, "cell_type"] == "T" and cells.loc[t_cell, "cell_type_rule"] == "cluster"
+    contested = cells["cell_type_rule"].astype(str) == "contested"
+    assert (cells.loc[contested, "neutrophil_confidence"] < 0.5).all()
+    assert contested.sum() <= 3  # per-cell noise in a pure cluster of weak neutrophils contests (almost) nobody
+    by_cluster = table.set_index("cluster")["n_contested"]
+    assert by_cluster["0"] == contested.sum() and by_cluster[["1", "2"]].sum() == 0
 
 
 def test_clear_monocyte_in_neutrophil_cluster_is_demoted_with_refine_cells_weak_neutrophils_are_not():
@@ -250,15 +270,21 @@ def test_a_monocyte_pocket_leaves_its_neutrophil_cluster_only_with_its_neighbour
     misread[:10] = True  # the first 10 neutrophils of cluster 0
     scores.loc[misread, ["neutrophil", "monocyte"]] = [0.0, 6.0]
     pocket = ((clusters == "0") & (truth == "monocyte")).to_numpy()
-    alone, _ = annotate_cell_types(scores, clusters)
+    alone, _ = annotate_cell_types(scores, clusters, CellTypeRule(confident_neutrophils=False))
     assert (alone.loc[pocket | misread, "cell_type"].astype(str) == "neutrophil").all()  # majority voting
     assert (alone.loc[misread, "neutrophil_confidence"] < 0.5).all()  # their own posterior says otherwise
-    cells, _ = annotate_cell_types(scores, clusters, graph=knn_graph(_latent_by_type(rng, truth), 15))
+    graph = knn_graph(_latent_by_type(rng, truth), 15)
+    cells, _ = annotate_cell_types(scores, clusters, CellTypeRule(confident_neutrophils=False), graph)
     assert (cells.loc[pocket, "cell_type"].astype(str) == "monocyte").mean() > 0.9
     assert (cells.loc[pocket & (cells["cell_type"].astype(str) == "monocyte").to_numpy(), "cell_type_rule"] == "demoted").all()
     assert (cells.loc[misread, "cell_type"].astype(str) == "neutrophil").all()
     other = ~(pocket | misread)
     assert (cells.loc[other, "cell_type"].astype(str) == truth[other]).all()
+    # by default a neutrophil call also needs the cell's own confidence: the misread cells are unknown, not monocytes
+    gated, _ = annotate_cell_types(scores, clusters, graph=graph)
+    assert (gated.loc[misread, "cell_type_rule"].astype(str) == "contested").all()
+    assert (gated.loc[misread, "cell_type"].astype(str) == UNKNOWN).all()
+    assert (gated.loc[~misread, "cell_type"] == cells.loc[~misread, "cell_type"]).all()
 
 def test_second_pass_keeps_low_rna_neutrophils_of_neutrophil_clusters_only(tmp_path):
     rng = np.random.default_rng(5)
