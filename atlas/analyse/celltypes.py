@@ -47,9 +47,10 @@
    ``unknown`` (rule ``contested``): its own markers make another type at least as likely, and its neighbourhood
    did not confirm that type, so neither call is safe. Only neutrophils: they are the set the analysis goes on
    to study (states, index, per-cancer fractions), where a contaminant's profile counts; propagated and demoted
-   calls already need that confidence, and the second QC pass asks it of low-RNA cells. On 17 runs of
-   independent cohorts and simulator presets, 46 of the 48 cells it took out of the neutrophils were other
-   types (``benchmarks/robustness.md``, stop 38). Other types keep their cluster's call: for them such conflicts
+   calls already need that confidence, and the second QC pass asks it of low-RNA cells. On 15 runs of
+   independent cohorts it took 56 false and 1 true neutrophil out of the neutrophils; on 7 simulator runs 11 true
+   ones (5 of ~850 on ``weak_markers`` seeds 1 and 2, where a neutrophil's own markers are weakest) and 2 false
+   (``benchmarks/robustness.md``, stop 38). Other types keep their cluster's call: for them such conflicts
    were the cluster's right call as often as not (all 57 on two simulator presets).
 7. ``is_neutrophil`` = called neutrophil. (The analyse stage then runs the second QC pass,
    :func:`atlas.ingest.qc.second_pass_keep`: low-RNA cells stay only in clusters called neutrophil, and
