@@ -315,8 +315,10 @@ def atlas_umaps(rep: HtmlReport, inputs: RunInputs) -> None:
 def _low_confidence_neutrophils(rep: HtmlReport, obs: pd.DataFrame) -> None:
     """How many cells of neutrophil clusters their own markers did not back (rule contested; with the gate off,
     those still called neutrophil: a strict set filters them)."""
+    from ..analyse.celltypes import CONTESTED
+
     if "cell_type_rule" in obs:
-        contested = int((obs["cell_type_rule"].astype(str) == "contested").sum())
+        contested = int((obs["cell_type_rule"].astype(str) == CONTESTED).sum())
         if contested:
             rep.paragraph(f"{contested:,} cells of neutrophil clusters are unknown (rule contested): their own "
                           "calibrated neutrophil probability is below the cell-type rule's min_confidence, their "
