@@ -332,11 +332,15 @@ class AnalysisSettings(StrictModel):
     reprogramming_down: list[str] = Field(
         default_factory=lambda: ["blood_like"], description="blood-like side"
     )
-    pseudotime_method: Literal["signature", "distance_ratio", "harmonic", "dpt"] = Field(
-        "signature",
-        description="signature: each cell's score on the genes that tell the T3-like end cells from the start cells"
+    pseudotime_method: Literal["state_contrast", "signature", "distance_ratio", "harmonic", "dpt"] = Field(
+        "state_contrast",
+        description="state_contrast: the end state's evidence minus the immature state's (the reprogramming index,"
+        " standardised, minus state_z_immature; state_z_<end state> when the index is not built on that state's"
+        " signatures), scaled to [0, 1], with the signature axis below as a recorded cross-check (axis_spearman);"
+        " signature: each cell's score on the genes that tell the T3-like end cells from the start cells"
         " (t-test within pseudotime_block_key, Cohen's d >= pseudotime_min_effect, BH FDR <= pseudotime_fdr;"
-        " weights the mean differences; when fewer than 5 genes pass, the standardised index (state_z_<end state> when the index is not built on that state's signatures) - state_z_immature); distance_ratio: relative"
+        " weights the mean differences), averaged with the state contrast (pseudotime_with_state_contrast); the"
+        " state contrast alone when fewer than 5 genes pass; distance_ratio: relative"
         " position in the sub-atlas latent between the start cells and the T3-like cells, d_start / (d_start +"
         " d_end); harmonic: probability that a random walk on the neutrophil graph reaches"
         " the end before the start; dpt: scanpy's diffusion pseudotime from one start cell",
@@ -351,7 +355,8 @@ class AnalysisSettings(StrictModel):
         description="blood_like start: chosen among this tissue's neutrophils (any tissue when absent)",
     )
     pseudotime_end_state: str = Field(
-        "T3", description="signature, distance_ratio: the state whose neutrophils are the end of the trajectory"
+        "T3", description="state_contrast, signature, distance_ratio: the state whose neutrophils are the end of the"
+        " trajectory"
     )
     pseudotime_with_state_contrast: bool = Field(
         True,
@@ -361,15 +366,15 @@ class AnalysisSettings(StrictModel):
     pseudotime_min_effect: float = Field(
         0.8,
         gt=0,
-        description="signature: smallest standardised effect (Cohen's d, end vs start cells' log expression) of a"
+        description="signature (and state_contrast's cross-check axis): smallest standardised effect (Cohen's d, end vs start cells' log expression) of a"
         " gene on the pseudotime's axis (0.8: a 'large' effect)",
     )
     pseudotime_fdr: float = Field(
-        0.05, gt=0, le=1, description="signature: Benjamini-Hochberg FDR of the axis genes' t-tests"
+        0.05, gt=0, le=1, description="signature, state_contrast's cross-check: Benjamini-Hochberg FDR of the axis genes' t-tests"
     )
     pseudotime_block_key: str | None = Field(
         "dataset_id",
-        description="signature: obs column the start and end cells are compared within (data sets with 3 of each;"
+        description="signature, state_contrast's cross-check: obs column the start and end cells are compared within (data sets with 3 of each;"
         " all cells together when none has); null: all cells together",
     )
     pseudotime_anchor_neighbors: int = Field(
@@ -383,7 +388,7 @@ class AnalysisSettings(StrictModel):
         0.05,
         gt=0,
         lt=0.5,
-        description="share of neutrophils that start the trajectory: harmonic always; signature and distance_ratio"
+        description="share of neutrophils that start the trajectory: harmonic always; state_contrast (its cross-check), signature and distance_ratio"
         " when fewer than 10 are annotated immature, or with pseudotime_root blood_like",
     )
     pseudotime_end_fraction: float = Field(
@@ -391,7 +396,7 @@ class AnalysisSettings(StrictModel):
         gt=0,
         lt=0.5,
         description="share of neutrophils with the highest reprogramming index that end the trajectory: harmonic"
-        " always; signature and distance_ratio when fewer than 10 are annotated pseudotime_end_state",
+        " always; state_contrast (its cross-check), signature and distance_ratio when fewer than 10 are annotated pseudotime_end_state",
     )
     pseudotime_n_neighbors: int = Field(
         30, ge=2, le=200, description="harmonic: neighbours of the graph on the sub-atlas latent it runs on"
@@ -435,7 +440,7 @@ class AnalysisSettings(StrictModel):
     @model_validator(mode="after")
     def _end_state_known(self) -> AnalysisSettings:
         if (
-            self.pseudotime_method in ("signature", "distance_ratio")
+            self.pseudotime_method in ("state_contrast", "signature", "distance_ratio")
             and self.pseudotime_end_state not in self.state_signatures
         ):
             raise ValueError(

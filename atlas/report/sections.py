@@ -52,6 +52,13 @@ INTERVAL_TEXT = {
 }  # fmt: skip
 
 
+def _cell(t: pd.DataFrame | None, column: str) -> str:
+    """The first row's ``column`` of a one-row table as text ('' when the table, column or value is missing)."""
+    if t is None or column not in t or pd.isna(t[column].iloc[0]):
+        return ""
+    return str(t[column].iloc[0])
+
+
 def _pseudotime_caption(inputs) -> str:
     """What the pseudotime column is, from the method the analysis recorded (index_vs_pseudotime.csv)."""
     t = inputs.table("index_vs_pseudotime")
@@ -71,8 +78,15 @@ def _pseudotime_caption(inputs) -> str:
         return ("pseudotime: each neutrophil's relative position in the sub-atlas latent between the start and the "
                 f"T3-like end of the trajectory{ends}, d_start / (d_start + d_end) scaled to 0-1")  # fmt: skip
     if method == "state_contrast":
-        return ("pseudotime: the T3-like end's evidence (the reprogramming index by default) minus the immature state's "
-                "(standardised within the neutrophils) scaled to 0-1; no gene told the trajectory's start from its end on its own here")  # fmt: skip
+        text = ("pseudotime: the T3-like end's evidence (the reprogramming index by default) minus the immature state's "
+                "(standardised within the neutrophils) scaled to 0-1")  # fmt: skip
+        if _cell(t, "fallback_from"):
+            return f"{text}; no gene told the trajectory's start from its end on its own here"
+        rho, n_genes = _cell(t, "axis_spearman"), _cell(t, "n_axis_genes")
+        if rho and n_genes not in ("", "0"):
+            return (f"{text}; cross-check: the score on the {n_genes} genes that tell its start from its end{ends} "
+                    f"orders the neutrophils with Spearman {float(rho):.2f} to it")  # fmt: skip
+        return f"{text}; no gene told the trajectory's start from its end on its own here, so it has no cross-check"
     if method == "harmonic":
         return ("pseudotime: the probability that a random walk on the neutrophil graph from the cell reaches the "
                 "most T3-like neutrophils before the start of the trajectory (0 = start, 1 = T3-like end)")  # fmt: skip
@@ -378,8 +392,11 @@ def subatlas(rep: HtmlReport, inputs: RunInputs) -> None:
                        "Their Spearman correlation is in the table below.", name="index_vs_pseudotime", size="half")
     t = inputs.table("index_vs_pseudotime")
     if t is not None:
-        rep.table(t, "Spearman correlation between the reprogramming index and the pseudotime over neutrophils.",
-                  csv_name="index_vs_pseudotime.csv")
+        built_on_index = "reprogramming_index" in _cell(t, "contrast")
+        rep.table(t, "Spearman correlation between the reprogramming index and the pseudotime over neutrophils"
+                  + (" (the pseudotime is built on the index here, so the two agree by construction; axis_spearman, the "
+                     "gene axis learned from the start and end cells, is the independent check)" if built_on_index else "")
+                  + ".", csv_name="index_vs_pseudotime.csv")  # fmt: skip
     t = inputs.table("state_clusters")
     if t is not None:
         rep.table(t, "Clusters of the neutrophil sub-atlas: size, majority state and its share, and mean state "

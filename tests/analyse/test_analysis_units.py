@@ -234,7 +234,7 @@ def _trajectory_counts(rng, t, n_moving=30, n_null=200):
     return sp.csr_matrix(rng.poisson(rate).astype(np.float32))
 
 
-@pytest.mark.parametrize("method", ["signature", "distance_ratio", "harmonic"])
+@pytest.mark.parametrize("method", ["state_contrast", "signature", "distance_ratio", "harmonic"])
 @pytest.mark.parametrize("root", ["immature", "blood_like"])
 def test_reprogramming_pseudotime_follows_the_trajectory_with_side_states(root, method):
     from scipy.stats import spearmanr
@@ -312,18 +312,20 @@ def test_signature_pseudotime_without_moving_genes_falls_back_to_the_state_contr
     a.X = sp.csr_matrix(rng.poisson(2.0, (400, 260)).astype(np.float32))  # no gene follows the trajectory
     pt, genes, _ = signature_pseudotime(a.X, np.flatnonzero(t < 0.08), np.flatnonzero(t > 0.75))
     assert genes.size == 0 and np.isnan(pt).all()
-    pt, summary, notes = reprogramming_pseudotime(a, obs, AnalysisSettings())
+    signature = AnalysisSettings(pseudotime_method="signature")
+    pt, summary, notes = reprogramming_pseudotime(a, obs, signature)
     assert summary["method"] == "state_contrast" and "fewer than 5 genes" in notes[-1]
+    assert summary["fallback_from"] == "signature"
     assert "reprogramming_index - state_z_immature" in notes[-1]  # no state_z_T3 column: the index stands in
     assert np.isfinite(pt).all() and pt.min() == 0 and pt.max() == 1
     # the end state's evidence minus the start's: noisy alone, together they order the cells
     obs["state_z_T3"] = t + rng.normal(0, 0.3, t.size)
     obs["state_z_immature"] = -t + rng.normal(0, 0.3, t.size)
     obs["reprogramming_index"] = t + rng.normal(0, 0.2, t.size)  # the T3 axis, less noisy than state_z_T3
-    pt, summary, notes = reprogramming_pseudotime(a, obs, AnalysisSettings())
+    pt, summary, notes = reprogramming_pseudotime(a, obs, signature)
     assert "reprogramming_index - state_z_immature" in notes[-1]  # the index is built on T3's signature
     rho_index = spearmanr(pt, t).statistic
-    other_up = AnalysisSettings(reprogramming_up=["HALLMARK_HYPOXIA"])  # an index that is not T3's axis
+    other_up = AnalysisSettings(pseudotime_method="signature", reprogramming_up=["HALLMARK_HYPOXIA"])  # not T3's axis
     pt, summary, notes = reprogramming_pseudotime(a, obs, other_up)
     assert "state_z_T3 - state_z_immature" in notes[-1]
     rho = spearmanr(pt, t).statistic
@@ -390,8 +392,9 @@ def test_signature_pseudotime_is_averaged_with_the_state_contrast():
     a, obs, t, _ = _latent_trajectory(rng, n=600)
     obs["reprogramming_index"] = t + rng.normal(0, 0.08, t.size)  # a contrast about as noisy as the gene axis
     obs["state_z_immature"] = -t + rng.normal(0, 0.08, t.size)
-    alone, s_alone, _ = reprogramming_pseudotime(a, obs, AnalysisSettings(pseudotime_with_state_contrast=False))
-    both, s_both, _ = reprogramming_pseudotime(a, obs, AnalysisSettings())
+    alone, s_alone, _ = reprogramming_pseudotime(a, obs, AnalysisSettings(pseudotime_method="signature",
+                                                                         pseudotime_with_state_contrast=False))
+    both, s_both, _ = reprogramming_pseudotime(a, obs, AnalysisSettings(pseudotime_method="signature"))
     contrast, what = state_contrast_pseudotime(obs, "T3", immature=True, index_is_end_axis=True)
     assert s_alone["method"] == s_both["method"] == "signature" and "combined_with" not in s_alone
     assert s_both["combined_with"] == what == "reprogramming_index - state_z_immature"
@@ -399,6 +402,31 @@ def test_signature_pseudotime_is_averaged_with_the_state_contrast():
     rho = {k: spearmanr(v, t).statistic for k, v in (("alone", alone), ("contrast", contrast), ("both", both))}
     assert rho["both"] > max(rho["alone"], rho["contrast"])  # two estimates with independent noise
     assert both.min() == 0 and both.max() == 1
+
+
+def test_state_contrast_pseudotime_is_the_default_and_records_the_axis_as_a_cross_check():
+    from scipy.stats import spearmanr
+
+    rng = np.random.default_rng(22)
+    a, obs, t, _ = _latent_trajectory(rng, n=600)
+    pt, summary, notes = reprogramming_pseudotime(a, obs, AnalysisSettings())
+    contrast, what = state_contrast_pseudotime(obs, "T3", immature=True, index_is_end_axis=True)
+    np.testing.assert_array_equal(pt, contrast)  # the contrast itself: no anchor cell moves it
+    assert summary["method"] == "state_contrast" and summary["contrast"] == what and notes == []
+    assert "fallback_from" not in summary and summary["n_axis_genes"] >= 40  # the moving genes, found from the anchors
+    axis, _, _ = reprogramming_pseudotime(a, obs, AnalysisSettings(pseudotime_method="signature",
+                                                                   pseudotime_with_state_contrast=False))
+    assert summary["axis_spearman"] == pytest.approx(spearmanr(pt, axis).statistic) and summary["axis_spearman"] > 0.9
+    # wrong state calls (T3 given to random cells): the anchors of the cross-check fail, the pseudotime does not move
+    obs["neutrophil_state"] = np.where(t < 0.08, "immature", np.where(rng.random(t.size) < 0.1, "T3", "mature"))
+    wrong, summary, notes = reprogramming_pseudotime(a, obs, AnalysisSettings())
+    np.testing.assert_array_equal(wrong, contrast)
+    assert summary["anchor_check"] != "passed" and any("anchor check" in n for n in notes)
+    # no gene separates the ends: the contrast all the same, with no cross-check
+    a.X = sp.csr_matrix(rng.poisson(2.0, (600, 260)).astype(np.float32))
+    flat, summary, notes = reprogramming_pseudotime(a, obs, AnalysisSettings())
+    np.testing.assert_array_equal(flat, contrast)
+    assert summary["n_axis_genes"] == 0 and np.isnan(summary["axis_spearman"])
 
 
 def test_mean_of_standardised_ignores_scale_and_keeps_nan():

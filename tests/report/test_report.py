@@ -266,16 +266,24 @@ def test_not_a_run_dir(tmp_path):
         write_report(tmp_path / "nope")
 
 
-def test_pseudotime_caption_names_the_state_contrast_fallback():
+@pytest.mark.parametrize(
+    ("extra", "said"),
+    [({"fallback_from": ["signature"]}, "no gene told the trajectory's start from its end on its own here"),
+     ({"n_axis_genes": [12], "axis_spearman": [0.734]}, "the score on the 12 genes that tell its start from its end "
+      "(state immature -> state T3) orders the neutrophils with Spearman 0.73 to it"),
+     ({"n_axis_genes": [0], "axis_spearman": [float("nan")]}, "so it has no cross-check")],
+)  # fmt: skip
+def test_pseudotime_caption_names_the_state_contrast_and_its_cross_check(extra, said):
     from atlas.report.sections import _pseudotime_caption
 
     class Inputs:
         def table(self, name):
             return pd.DataFrame({"method": ["state_contrast"], "start_cells": ["state immature"],
-                                 "end_cells": ["state T3"]}) if name == "index_vs_pseudotime" else None  # fmt: skip
+                                 "end_cells": ["state T3"], **extra}) if name == "index_vs_pseudotime" else None  # fmt: skip
 
     caption = _pseudotime_caption(Inputs())
-    assert "T3-like end's evidence (the reprogramming index by default) minus the immature state's" in caption and "no gene" in caption
+    assert "T3-like end's evidence (the reprogramming index by default) minus the immature state's" in caption
+    assert said in caption
 
 
 def test_state_caption_names_the_rule():
