@@ -7,11 +7,11 @@ immature neutrophils, or the most blood-like ones) and an end population (the T3
     The end state's evidence minus the start's (:func:`state_contrast_pseudotime`: the reprogramming index,
     standardised, minus ``state_z_immature``), scaled to [0, 1]. It reads no anchor cells, so wrong state calls
     cannot move it; the ``signature`` axis below is still learned from the anchors and its Spearman correlation
-    with the contrast recorded (``axis_spearman``) as a cross-check. Over 18 robustness runs at 8,000 cells
-    (stop 39, ``benchmarks/robustness.md``) it followed the truth better than ``signature`` (the axis averaged
-    with the contrast) on every independent-generator cohort where the two differ and on the simulator's
-    ``hard``/``weak_markers`` presets, worse by 0.01-0.04 on ``default``, where the axis holds ~130 genes; the
-    axis of the independent cohorts holds 5-9 genes and alone is the worst of the three.
+    with the contrast recorded (``axis_spearman``) as a cross-check. Over 27 robustness runs (stop 39,
+    ``benchmarks/robustness.md``) it followed the truth at least as well as ``signature`` (the axis averaged with
+    the contrast) on all 15 of the independent generator (8 better by up to 0.09), whose axes hold 5-9 genes, and
+    on 7 of the simulator's 12 (worse by 0.007-0.042 on the other 5, where the axis holds 90-140 genes); its worst
+    run is better on both.
 ``signature``
     Each cell's position on the genes that tell the end cells from the start cells: a t-test of every
     sub-atlas gene (log-normalised counts) between the two populations, within data sets
