@@ -59,6 +59,15 @@ def _cell(t: pd.DataFrame | None, column: str) -> str:
     return str(t[column].iloc[0])
 
 
+def _built_on_index(t: pd.DataFrame | None) -> str:
+    """The index-vs-pseudotime table's warning when the pseudotime is built on the index ('' otherwise)."""
+    if "reprogramming_index" not in _cell(t, "contrast"):
+        return ""
+    check = ("; axis_spearman, the gene axis learned from the start and end cells, is the independent check"
+             if _cell(t, "axis_spearman") else "")  # fmt: skip
+    return f" (the pseudotime is built on the index here, so the two agree by construction{check})"
+
+
 def _pseudotime_caption(inputs) -> str:
     """What the pseudotime column is, from the method the analysis recorded (index_vs_pseudotime.csv)."""
     t = inputs.table("index_vs_pseudotime")
@@ -392,11 +401,8 @@ def subatlas(rep: HtmlReport, inputs: RunInputs) -> None:
                        "Their Spearman correlation is in the table below.", name="index_vs_pseudotime", size="half")
     t = inputs.table("index_vs_pseudotime")
     if t is not None:
-        built_on_index = "reprogramming_index" in _cell(t, "contrast")
-        rep.table(t, "Spearman correlation between the reprogramming index and the pseudotime over neutrophils"
-                  + (" (the pseudotime is built on the index here, so the two agree by construction; axis_spearman, the "
-                     "gene axis learned from the start and end cells, is the independent check)" if built_on_index else "")
-                  + ".", csv_name="index_vs_pseudotime.csv")  # fmt: skip
+        rep.table(t, f"Spearman correlation between the reprogramming index and the pseudotime over neutrophils"
+                  f"{_built_on_index(t)}.", csv_name="index_vs_pseudotime.csv")  # fmt: skip
     t = inputs.table("state_clusters")
     if t is not None:
         rep.table(t, "Clusters of the neutrophil sub-atlas: size, majority state and its share, and mean state "

@@ -286,6 +286,16 @@ def test_pseudotime_caption_names_the_state_contrast_and_its_cross_check(extra, 
     assert said in caption
 
 
+def test_index_vs_pseudotime_table_says_when_the_pseudotime_is_built_on_the_index():
+    from atlas.report.sections import _built_on_index
+
+    row = {"method": ["state_contrast"], "contrast": ["reprogramming_index - state_z_immature"]}
+    assert "agree by construction; axis_spearman" in _built_on_index(pd.DataFrame({**row, "axis_spearman": [0.5]}))
+    fallback = _built_on_index(pd.DataFrame({**row, "axis_spearman": [float("nan")]}))
+    assert "agree by construction)" in fallback and "axis_spearman" not in fallback
+    assert _built_on_index(pd.DataFrame({"method": ["signature"]})) == "" and _built_on_index(None) == ""
+
+
 def test_state_caption_names_the_rule():
     from types import SimpleNamespace
 
