@@ -75,6 +75,7 @@ __all__ = [
     "diffusion_pseudotime",
     "distance_ratio_pseudotime",
     "extreme_cells",
+    "finite_spearman",
     "harmonic_pseudotime",
     "mean_of_standardised",
     "reprogramming_pseudotime",
@@ -430,10 +431,11 @@ def state_contrast_pseudotime(
     return scale_to_unit(value), what
 
 
-def _spearman(a: np.ndarray, b: np.ndarray) -> float:
+def finite_spearman(a, b) -> float:
     """Spearman correlation over the cells where both are finite (NaN with fewer than 3)."""
     from scipy.stats import spearmanr
 
+    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
     ok = np.isfinite(a) & np.isfinite(b)
     return float(spearmanr(a[ok], b[ok]).statistic) if ok.sum() > 2 else float("nan")
 
@@ -529,7 +531,7 @@ def reprogramming_pseudotime(
         contrast, what = state_contrast_pseudotime(neut_obs, end_state, immature,
                                                    index_is_end_axis=index_reads_state(settings, end_state))
         if method == "state_contrast":
-            summary.update(signature or {"n_axis_genes": 0}, contrast=what, axis_spearman=_spearman(contrast, pt))
+            summary.update(signature or {"n_axis_genes": 0}, contrast=what, axis_spearman=finite_spearman(contrast, pt))
             return contrast, summary, notes
         if signature is not None:
             summary.update(signature, combined_with=what)

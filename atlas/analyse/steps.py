@@ -36,7 +36,7 @@ from .celltypes import (
     neutrophil_yield,
     overcluster,
 )
-from .pseudotime import reprogramming_pseudotime
+from .pseudotime import finite_spearman, reprogramming_pseudotime
 from .reprogramming import ReprogrammingAxis, apply_reprogramming_axis, fit_reprogramming_axis
 from .settings import AnalysisSettings, CellTypeOptions
 from .states import assign_states, state_clusters, state_scores
@@ -439,11 +439,9 @@ def neutrophil_pseudotime(neut_obs: pd.DataFrame, sub: SubAtlas, s: AnalysisSett
 
 
 def _index_vs_pseudotime(neut_obs: pd.DataFrame, pt_summary: dict[str, Any]) -> pd.DataFrame:
-    from scipy.stats import spearmanr
-
-    ok = neut_obs[["reprogramming_index", "reprogramming_pseudotime"]].dropna()
-    rho = float(spearmanr(ok.iloc[:, 0], ok.iloc[:, 1]).statistic) if len(ok) > 2 else float("nan")
-    return pd.DataFrame([{"spearman": rho, "n_cells": len(ok), **pt_summary}])
+    index, pt = neut_obs["reprogramming_index"], neut_obs["reprogramming_pseudotime"]
+    rho = finite_spearman(index, pt)
+    return pd.DataFrame([{"spearman": rho, "n_cells": int((index.notna() & pt.notna()).sum()), **pt_summary}])
 
 
 # ------------------------------------------------------------------------------ 5. tables and statistics

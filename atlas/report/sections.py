@@ -71,14 +71,13 @@ def _built_on_index(t: pd.DataFrame | None) -> str:
 def _pseudotime_caption(inputs) -> str:
     """What the pseudotime column is, from the method the analysis recorded (index_vs_pseudotime.csv)."""
     t = inputs.table("index_vs_pseudotime")
-    method = str(t["method"].iloc[0]) if t is not None and "method" in t else ""  # table(): None when empty
-    ends = [str(t[c].iloc[0]) if t is not None and c in t else "" for c in ("start_cells", "end_cells")]
-    ends = f" ({ends[0]} -> {ends[1]})" if all(ends) and "nan" not in ends else ""
+    method = _cell(t, "method")  # table(): None when empty
+    ends = [_cell(t, c) for c in ("start_cells", "end_cells")]
+    ends = f" ({ends[0]} -> {ends[1]})" if all(ends) else ""
     if method == "signature":
-        genes = [str(t[c].iloc[0]) if c in t and pd.notna(t[c].iloc[0]) else "" for c in ("n_axis_genes", "axis_genes_up",
-                                                                                          "axis_genes_down")]  # fmt: skip
+        genes = [_cell(t, c) for c in ("n_axis_genes", "axis_genes_up", "axis_genes_down")]
         axis = f"; {genes[0]} genes, rising {genes[1] or '-'}, falling {genes[2] or '-'}" if genes[0] else ""
-        both = str(t["combined_with"].iloc[0]) if "combined_with" in t and pd.notna(t["combined_with"].iloc[0]) else ""
+        both = _cell(t, "combined_with")
         both = f", averaged with the state contrast {both} (each standardised)" if both else ""
         return ("pseudotime: each neutrophil's score on the genes that tell the T3-like end of the trajectory from its "
                 f"start{ends} (compared within data sets: large effect, FDR-controlled; weighted by their mean difference{axis})"
