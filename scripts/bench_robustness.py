@@ -107,6 +107,7 @@ FIGURES: tuple[Figure, ...] = (
     Figure("oracle_t3_auroc", "↳ the cohort's own T3 programme (independent cohorts only; ceiling)"),
     Figure("state_macro_f1", "state macro-F1", ">= 0.70", threshold=0.70),
     Figure("oracle_state_macro_f1", "↳ the cohort's own programmes, truth-chosen thresholds (ceiling)"),
+    Figure("state_ece", "neutrophil_state_confidence ECE", lower_is_better=True),
     Figure("pseudotime_spearman", "pseudotime Spearman", ">= 0.60", threshold=0.60),
     Figure("oracle_pseudotime_spearman", "↳ the cohort's own programmes (ceiling)"),
     Figure("cancer_spearman", "per-cancer T3 fraction Spearman", ">= 0.9", "cancer_spearman", 0.9),

@@ -45,6 +45,10 @@ Rule (all thresholds in :class:`atlas.analyse.AnalysisSettings`):
    keeps steps 2-4's calls.
 7. A cluster of the neutrophil sub-atlas takes the majority state of its cells (ignoring
    unassigned), with its share.
+8. ``neutrophil_state_confidence`` is each call's probability of being right, from each state's count and its
+   score's reliability (:mod:`atlas.analyse.state_posterior`: the true score given the observed one); the mean over
+   a state's calls is its expected precision. Without reliabilities it is the squashed margin
+   (:func:`state_confidence`), which ranks calls but is no probability.
 """
 
 from __future__ import annotations
@@ -54,6 +58,7 @@ import pandas as pd
 import scipy.sparse as sp
 
 from .celltypes import cluster_order
+from .state_posterior import call_confidence, state_probabilities, true_score_cuts
 
 __all__ = [
     "UNASSIGNED",
@@ -190,7 +195,8 @@ def assign_states(
         State of cells with no evidence reaching ``min_z``: a name, ``"auto"`` (chosen from the data)
         or ``None`` (unassigned).
     clusters, reliability
-        Cluster label per neutrophil and split-half reliability per state: cluster shrinkage.
+        Cluster label per neutrophil and split-half reliability per state: cluster shrinkage; the reliability also
+        makes the confidence a calibrated probability (step 8 of the module notes).
     cells
         ``"own"``: the smoothed rule sets how many cells each state holds, each cell's own evidence which
         (step 6 of the module notes); ``"smoothed"``: the smoothed rule's calls.
@@ -206,7 +212,10 @@ def assign_states(
         the share of its smoothed z step 3 keeps) and ``attrs["cluster_weight"]`` (per state, ``1 - k``) record the
         data-dependent parts of the rule, ``attrs["z_loc"]`` / ``attrs["z_scale"]`` (per state) the mean and standard
         deviation that standardised its score; with ``cells="own"`` also
-        ``attrs["cell_cuts"]`` (per state, the cut on its unsmoothed z; NaN: no cell, or the default state).
+        ``attrs["cell_cuts"]`` (per state, the cut on its unsmoothed z; NaN: no cell, or the default state); with
+        ``reliability``, ``attrs["true_score_cuts"]`` (per state, the cut on the true-score scale its confidence reads;
+        NaN: no cell, no reliability, or the default state) and ``attrs["expected_precision"]`` (per called state, the
+        mean confidence of its calls).
     """
     if cells not in ("own", "smoothed"):
         raise ValueError(f"cells={cells!r}: use 'own' or 'smoothed'")
@@ -241,7 +250,12 @@ def assign_states(
     else:
         _label_default(label, rule, default_state)
         margin = top - second
-    conf = state_confidence(margin)
+    if reliability is not None:  # calibrated: each call's probability from its score's reliability
+        counts = [0 if st == default_state else int(np.sum(label == st)) for st in states]
+        tau = true_score_cuts(z_raw, rel, counts)
+        conf = call_confidence(label, states, default_state, state_probabilities(z_raw, rel, tau))
+    else:
+        conf, tau = state_confidence(margin), None
     cats = list(dict.fromkeys([*states, *([default_state] if default_state else []), UNASSIGNED]))
     out = pd.DataFrame(
         {"neutrophil_state": pd.Categorical(label, categories=cats), "neutrophil_state_confidence": conf,
@@ -255,13 +269,17 @@ def assign_states(
     out.attrs["z_scale"] = {st: float(sd[j]) for j, st in enumerate(states)}  # cells are read in these units
     out.attrs["evidence_weight"] = {st: float(kept[j]) for j, st in enumerate(states)}
     out.attrs["cluster_weight"] = {st: float(1.0 - k[j]) for j, st in enumerate(states)}
+    if tau is not None:
+        out.attrs["true_score_cuts"] = {st: float(t) if np.isfinite(t) else float("nan") for st, t in zip(states, tau, strict=True)}
+        out.attrs["expected_precision"] = {st: float(conf[label == st].mean()) for st in states if np.any(label == st)}
     if cuts is not None:
         out.attrs["cell_cuts"] = {st: float(c) if np.isfinite(c) else float("nan") for st, c in zip(states, cuts, strict=True)}
     return out
 
 
 def state_confidence(margin: np.ndarray) -> np.ndarray:
-    """How far a cell's evidence is from another call, squashed to 0-1 (0 = a tie, ~1 = clear)."""
+    """How far a cell's evidence is from another call, squashed to 0-1 (0 = a tie, ~1 = clear): it ranks the calls
+    but is no probability (:mod:`atlas.analyse.state_posterior` is; this serves calls made without reliabilities)."""
     return 1.0 - np.exp(-np.maximum(margin, 0.0))
 
 

@@ -404,6 +404,9 @@ def assign_neutrophil_states(
     state_fit = {"default_state_used": states.attrs.get("default_state") or "unassigned",
                  "reliability": state_rel, "evidence_weight": states.attrs.get("evidence_weight", {}),
                  "cluster_weight": states.attrs.get("cluster_weight", {}), "cells": s.state_cells}  # fmt: skip
+    for key in ("true_score_cuts", "expected_precision"):  # the calibrated confidence (a query reads the cuts)
+        if key in states.attrs:
+            state_fit[key] = states.attrs[key]
     if "cell_cuts" in states.attrs:
         state_fit["cell_cuts"] = states.attrs["cell_cuts"]
         state_fit["z_loc"], state_fit["z_scale"] = states.attrs["z_loc"], states.attrs["z_scale"]

@@ -354,7 +354,7 @@ def _evidence_states(q, scores: pd.DataFrame, run: _Run) -> None:
         run.notes.append(f"state_method 'evidence': {why}; states are the nearest reference neutrophils' vote instead")
         log.warning(run.notes[-1])
         return
-    from ..analyse.states import UNASSIGNED, calls_at_cuts, state_confidence, state_scores
+    from ..analyse.states import UNASSIGNED, calls_at_cuts, state_scores
 
     is_neut = _called_neutrophil(q, s)
     q.obs["predicted_state_knn"] = q.obs["predicted_state"]
@@ -363,18 +363,37 @@ def _evidence_states(q, scores: pd.DataFrame, run: _Run) -> None:
     z = (x - pd.Series(rule["z_loc"], dtype=float)[states]) / pd.Series(rule["z_scale"], dtype=float)[states]
     cut = np.array([float(rule["cell_cuts"].get(st, np.nan)) for st in states])
     default = rule.get("default_state_used")
-    label, how, margin = calls_at_cuts(np.nan_to_num(z.to_numpy(np.float64)), cut, states,
-                                       None if default in (None, UNASSIGNED) else str(default),
-                                       float(rule.get("state_min_margin", 0.25)))  # fmt: skip
+    default = None if default in (None, UNASSIGNED) else str(default)
+    z_own = np.nan_to_num(z.to_numpy(np.float64))
+    label, how, margin = calls_at_cuts(z_own, cut, states, default, float(rule.get("state_min_margin", 0.25)))
     state = np.full(q.n_obs, None, dtype=object)
     state[is_neut] = label
     u = np.full(q.n_obs, np.nan)
-    u[is_neut] = 1.0 - state_confidence(margin)
+    u[is_neut] = 1.0 - _state_confidence(rule, z_own, label, states, default, margin, run.notes)
     rule_col = np.full(q.n_obs, None, dtype=object)
     rule_col[is_neut] = how
     q.obs["predicted_state"] = pd.Categorical(state)
     q.obs["state_uncertainty"] = u
     q.obs["state_rule"] = pd.Categorical(rule_col)
+
+
+def _state_confidence(rule: dict, z_own: np.ndarray, label: np.ndarray, states: list[str], default: str | None,
+                      margin: np.ndarray, notes: list[str]) -> np.ndarray:
+    """Each query call's probability of being right, from the reference's true-score cuts and reliabilities
+    (:mod:`atlas.analyse.state_posterior`, as the analysis scored its own calls); a reference analysed before they
+    were recorded gives the squashed margin instead, with a note."""
+    from ..analyse.state_posterior import call_confidence, state_probabilities
+    from ..analyse.states import state_confidence
+
+    cuts, rel = rule.get("true_score_cuts"), rule.get("reliability")
+    if not cuts or not rel:
+        notes.append("the reference records no true_score_cuts (analysed by an older atlas): state_uncertainty is "
+                     "1 - the squashed margin, which ranks calls but is no probability; rerun its analyse stage")
+        log.warning(notes[-1])
+        return state_confidence(margin)
+    tau = np.array([float(cuts.get(st, np.nan)) for st in states])
+    r = np.array([float(rel.get(st, np.nan)) for st in states])
+    return call_confidence(label, states, default, state_probabilities(z_own, r, tau))
 
 
 def _tables(prep: _Prepared, scores: pd.DataFrame, ref: Reference) -> dict[str, pd.DataFrame]:

@@ -374,8 +374,9 @@ def subatlas(rep: HtmlReport, inputs: RunInputs) -> None:
                                        name="neutrophil_state"),
                        "Neutrophil sub-atlas coloured by state (immature, mature/blood-like, interferon, "
                        "antigen-presenting, T3; unassigned where two states are too close to call). "
-                       + _state_rule_caption(inputs),
+                       + _state_rule_caption(inputs) + _expected_precision_caption(inputs),
                        name="subatlas_state", size="half")
+            _unreliable_states_note(rep, inputs)
         for col, what in (("reprogramming_index", "reprogramming index: a per-cell position on the blood-like -> "
                            "T3 axis from signature scores (higher = more T3-like)"),
                           ("reprogramming_pseudotime", _pseudotime_caption(inputs))):
@@ -630,8 +631,7 @@ def provenance(rep: HtmlReport, inputs: RunInputs) -> None:
 
 def _state_rule_caption(inputs: RunInputs) -> str:
     """Which rule made the state calls (``uns["state_rule"]``), in a sentence."""
-    uns = inputs.atlas.uns if inputs.atlas is not None else {}
-    rule = dict(uns.get("state_rule") or {})
+    rule = _state_rule(inputs)
     if rule.get("cells") == "own":
         cuts = {k: float(v) for k, v in dict(rule.get("cell_cuts") or {}).items() if np.isfinite(float(v))}
         shown = ", ".join(f"{k} z >= {v:.2f}" for k, v in cuts.items())
@@ -642,6 +642,40 @@ def _state_rule_caption(inputs: RunInputs) -> str:
     if rule.get("cells") == "smoothed":
         return "Calls of the graph-smoothed rule (state_cells: smoothed)."
     return ""
+
+
+def _state_rule(inputs: RunInputs) -> dict:
+    uns = inputs.atlas.uns if inputs.atlas is not None else {}
+    return dict(uns.get("state_rule") or {})
+
+
+def _expected_precision_caption(inputs: RunInputs) -> str:
+    """The expected precision of each state's calls (the mean of their calibrated confidence), in a sentence."""
+    prec = {k: float(v) for k, v in dict(_state_rule(inputs).get("expected_precision") or {}).items()}
+    if not prec:
+        return ""
+    return (" neutrophil_state_confidence is each call's probability of being right, from its score's reliability on "
+            "these neutrophils; expected precision of the calls (their mean confidence): "
+            + ", ".join(f"{k} {v:.2f}" for k, v in prec.items()) + ".")
+
+
+#: expected precision below which a state's calls are reported as not told apart from counting noise
+LOW_EXPECTED_PRECISION = 0.5
+
+
+def _unreliable_states_note(rep: HtmlReport, inputs: RunInputs) -> None:
+    """A warning naming the called states whose calls are expected to be mostly wrong, with their reliability."""
+    rule = _state_rule(inputs)
+    prec = {k: float(v) for k, v in dict(rule.get("expected_precision") or {}).items()}
+    rel = {k: float(v) for k, v in dict(rule.get("reliability") or {}).items()}
+    default = rule.get("default_state_used")
+    low = [k for k, v in prec.items() if v < LOW_EXPECTED_PRECISION and k != default]
+    if low:
+        rep.note("Expected precision below 0.5 (most of these calls are counting noise at this depth; its score's "
+                 "split-half reliability on these neutrophils in brackets): "
+                 + ", ".join(f"{k} {prec[k]:.2f} (reliability {rel.get(k, float('nan')):.2f})" for k in low)
+                 + ". Read these states' cells and fractions with caution; a signature with more genes detected "
+                 "in these data (analyse.state_signatures) would measure them better.", "warn")
 
 
 def _shrunk_caption(rule: dict) -> str:

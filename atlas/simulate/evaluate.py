@@ -425,7 +425,8 @@ def evaluate_robustness(rundir: str | Path, truth_input: pd.DataFrame | None = N
     -------
     A dict of float figures (see :func:`detection_figures`, :func:`cell_type_figures`,
     :func:`integration_figures`, :func:`cancer_figures`; plus ``index_auroc_t3``,
-    ``t3_proxy_auroc_t3``, ``state_macro_f1``, ``pseudotime_spearman``) and the frames
+    ``t3_proxy_auroc_t3``, ``state_macro_f1``, ``state_ece`` (of ``neutrophil_state_confidence``),
+    ``pseudotime_spearman``) and the frames
     ``"reliability"`` and ``"cancer_types"``.
     """
     import anndata as ad
@@ -452,6 +453,10 @@ def evaluate_robustness(rundir: str | Path, truth_input: pd.DataFrame | None = N
                                 else float("nan"))  # fmt: skip
     out["state_macro_f1"] = _state_f1(sub["truth_state"].astype(str).to_numpy(),
                                       sub["neutrophil_state"].astype(str).to_numpy())  # fmt: skip
+    if "neutrophil_state_confidence" in sub:  # calibration of the state calls' confidence
+        right = (sub["truth_state"].astype(str) == sub["neutrophil_state"].astype(str)).to_numpy()
+        table = reliability_table(sub["neutrophil_state_confidence"].to_numpy(float), right)
+        out["state_ece"] = expected_calibration_error(table)
     out["pseudotime_spearman"] = _spearman(sub["reprogramming_pseudotime"].to_numpy(float),
                                            sub["truth_pseudotime"].to_numpy(float))  # fmt: skip
 

@@ -293,7 +293,8 @@ def test_evidence_states_call_the_query_at_the_references_cuts(run_copy, query_c
     loc, scale, cut = 0.05, 0.5, 0.4  # T3 above 0.05 + 0.4 x 0.5 = 0.25 on the query's own T3_proxy score
     atlas.uns["state_rule"] = {"cell_cuts": {"T3": cut, "mature": float("nan")}, "z_loc": {"T3": loc, "mature": 0.0},
                                "z_scale": {"T3": scale, "mature": 1.0}, "default_state_used": "mature",
-                               "signatures_read": {"T3": ["T3_proxy"], "mature": ["blood_like"]}, "state_min_margin": 0.25}
+                               "signatures_read": {"T3": ["T3_proxy"], "mature": ["blood_like"]}, "state_min_margin": 0.25,
+                               "reliability": {"T3": 0.8, "mature": 0.1}, "true_score_cuts": {"T3": 0.3, "mature": float("nan")}}
     atlas.write_h5ad(path)
     out = map_query(run_copy, query_cfg, tmp_path / "q", **tiny).out_dir
     q = ad.read_h5ad(out / "query.h5ad").obs
@@ -303,6 +304,9 @@ def test_evidence_states_call_the_query_at_the_references_cuts(run_copy, query_c
     assert 0 < (expected[neut] == "T3").sum() < neut.sum()
     assert q["predicted_state"].isna().to_numpy()[~neut].all() and q["predicted_state_knn"].notna().to_numpy()[neut].all()
     assert set(q["state_rule"].astype(str)[neut]) <= {"cell", "default"}
-    u = q["state_uncertainty"].to_numpy()[neut]
-    assert ((u > 0) & (u <= 1)).all()
+    # uncertainty = 1 - the calibrated confidence, read with the reference's reliability and true-score cut
+    from scipy.special import ndtr
+
+    p_t3 = ndtr((0.8 * (q["T3_proxy"].to_numpy()[neut] - loc) / scale - 0.3) / np.sqrt(0.8 * 0.2))
+    np.testing.assert_allclose(q["state_uncertainty"].to_numpy()[neut], 1 - np.where(expected[neut] == "T3", p_t3, 1 - p_t3))
     assert "own state evidence" in (out / "report.html").read_text()

@@ -313,6 +313,27 @@ def test_state_caption_names_the_rule():
     assert _state_rule_caption(SimpleNamespace(atlas=None)) == ""
 
 
+def test_state_calls_expected_precision_in_the_caption_and_a_warning_when_mostly_noise():
+    from types import SimpleNamespace
+
+    from atlas.report.html import HtmlReport
+    from atlas.report.sections import _expected_precision_caption, _unreliable_states_note
+
+    rule = {"expected_precision": {"T3": 0.71, "antigen_presenting": 0.02, "mature": 0.35},
+            "reliability": {"T3": 0.63, "antigen_presenting": 0.0}, "default_state_used": "mature"}
+    inputs = SimpleNamespace(atlas=SimpleNamespace(uns={"state_rule": rule}))
+    assert "T3 0.71, antigen_presenting 0.02" in _expected_precision_caption(inputs)
+    rep = HtmlReport("t")
+    _unreliable_states_note(rep, inputs)
+    html = rep.to_html()
+    assert "antigen_presenting 0.02 (reliability 0.00)" in html and "T3 0.71" not in html
+    assert "mature 0.35" not in html  # the default state is what no other state's evidence reaches: not warned of
+    old = SimpleNamespace(atlas=SimpleNamespace(uns={"state_rule": {"cells": "own"}}))  # analysed before stop 40
+    rep = HtmlReport("t")
+    _unreliable_states_note(rep, old)
+    assert _expected_precision_caption(old) == "" and "Expected precision" not in rep.to_html()
+
+
 def test_a_run_from_before_the_interval_setting_says_bootstrap(make_run):
     # runs analysed before `analyse.statistics.interval` existed had bootstrap intervals: the report says so
     import json
