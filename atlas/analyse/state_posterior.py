@@ -66,7 +66,8 @@ def true_score_cuts(z_own: np.ndarray, reliability, counts) -> np.ndarray:
     Returns
     -------
     numpy.ndarray
-        ``tau`` per state; inf where the state has no cell or no reliability (its probabilities are 0).
+        ``tau`` per state; inf where the state has no cell or no reliability (its probabilities are 0), -inf where
+        it holds every cell (1).
     """
     from scipy.optimize import brentq
     from scipy.special import ndtr
@@ -75,7 +76,10 @@ def true_score_cuts(z_own: np.ndarray, reliability, counts) -> np.ndarray:
     r_all = _reliability(reliability)
     tau = np.full(z.shape[1], np.inf)
     for j, (r, n) in enumerate(zip(r_all, np.asarray(counts, dtype=np.float64), strict=True)):
-        if r <= 0 or n <= 0 or n >= len(z):
+        if r <= 0 or n <= 0:
+            continue
+        if n >= len(z):  # every cell is in the state
+            tau[j] = -np.inf
             continue
         mean, sd = _posterior(z[:, j], r)
         lo, hi = float(mean.min()) - 10 * sd - 1.0, float(mean.max()) + 10 * sd + 1.0
@@ -85,14 +89,16 @@ def true_score_cuts(z_own: np.ndarray, reliability, counts) -> np.ndarray:
 
 def state_probabilities(z_own: np.ndarray, reliability, tau) -> np.ndarray:
     """Cells x states: ``P(true score > tau | z)`` (the module notes); 0 where ``tau`` is inf or NaN or the
-    reliability is 0 or not measured."""
+    reliability is 0 or not measured, 1 where ``tau`` is -inf."""
     from scipy.special import ndtr
 
     z = np.nan_to_num(np.asarray(z_own, dtype=np.float64))
     r_all, cut = _reliability(reliability), np.asarray(tau, dtype=np.float64)
     p = np.zeros_like(z)
     for j, r in enumerate(r_all):
-        if r > 0 and np.isfinite(cut[j]):
+        if r > 0 and cut[j] == -np.inf:
+            p[:, j] = 1.0
+        elif r > 0 and np.isfinite(cut[j]):
             mean, sd = _posterior(z[:, j], r)
             p[:, j] = ndtr((mean - cut[j]) / sd)
     return p

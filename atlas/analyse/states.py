@@ -47,8 +47,8 @@ Rule (all thresholds in :class:`atlas.analyse.AnalysisSettings`):
    unassigned), with its share.
 8. ``neutrophil_state_confidence`` is each call's probability of being right, from each state's count and its
    score's reliability (:mod:`atlas.analyse.state_posterior`: the true score given the observed one); the mean over
-   a state's calls is its expected precision. Without reliabilities it is the squashed margin
-   (:func:`state_confidence`), which ranks calls but is no probability.
+   a state's calls is its expected precision. It reads each cell's own z, whichever rule chose the cells. Without
+   reliabilities it is the squashed margin (:func:`state_confidence`), which ranks calls but is no probability.
 """
 
 from __future__ import annotations

@@ -59,7 +59,9 @@ class QuerySettings(StrictModel):
         "the latent space",
     )
     state_uncertainty_threshold: float = Field(
-        1.0, gt=0, le=1, description="neutrophils with a higher state uncertainty get state unknown (1 = never)"
+        1.0, gt=0, le=1, description="neutrophils with a higher state uncertainty get state unknown (1 = never); with "
+        "state_method evidence the uncertainty is 1 - the calibrated probability that the call is right (rule "
+        "'uncertain')"
     )
     distance_uncertainty: bool = Field(
         True,

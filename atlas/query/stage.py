@@ -372,6 +372,8 @@ def _evidence_states(q, scores: pd.DataFrame, run: _Run) -> None:
     u[is_neut] = 1.0 - _state_confidence(rule, z_own, label, states, default, margin, run.notes)
     rule_col = np.full(q.n_obs, None, dtype=object)
     rule_col[is_neut] = how
+    uncertain = is_neut & (u > s.state_uncertainty_threshold)  # never at the default threshold of 1
+    state[uncertain], rule_col[uncertain] = s.unknown_label, "uncertain"
     q.obs["predicted_state"] = pd.Categorical(state)
     q.obs["state_uncertainty"] = u
     q.obs["state_rule"] = pd.Categorical(rule_col)

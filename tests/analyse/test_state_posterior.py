@@ -59,6 +59,9 @@ def test_a_state_with_no_reliability_gets_no_confidence():
         np.testing.assert_allclose(conf[:40], p[:40, 0])
         np.testing.assert_allclose(conf[60:], 1 - p[60:, 0])
     assert (call_confidence(np.array(["unassigned"]), states, "mature", p[:1]) == 0).all()
+    # a state holding every cell: each is in it for sure
+    every = true_score_cuts(z[:, :1], [0.5], [500])
+    assert every[0] == -np.inf and (state_probabilities(z[:, :1], [0.5], every) == 1).all()
 
 
 def test_assign_states_records_its_calibration_and_a_query_reads_it_back():
