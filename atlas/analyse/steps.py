@@ -465,7 +465,7 @@ def _statistics(neut: pd.DataFrame, s: AnalysisSettings) -> dict[str, pd.DataFra
     cells = neut.assign(is_t3=neut["neutrophil_state"].astype(str) == "T3")
     samples = st.per_sample(cells)
     patients = st.per_patient(samples, stats)
-    groups = st.cancer_type_groups(samples, patients, stats)
+    groups = _with_t3_call_confidence(st.cancer_type_groups(samples, patients, stats), cells)
     comparisons = [st.paired_tissue_comparison(patients, "tumour", b) for b in ("blood", "adjacent_normal")]
     return {
         "samples": samples,
@@ -474,6 +474,17 @@ def _statistics(neut: pd.DataFrame, s: AnalysisSettings) -> dict[str, pd.DataFra
         "tissue_comparison": pd.concat(comparisons, ignore_index=True),
         "ranking": st.rank_cancers(groups) if len(groups) else groups,
     }
+
+
+def _with_t3_call_confidence(groups: pd.DataFrame, cells: pd.DataFrame) -> pd.DataFrame:
+    """``groups`` with ``t3_call_confidence``: per cancer type and tissue, the mean calibrated confidence of its T3
+    calls (their expected precision; NaN without a T3 call or a confidence)."""
+    if not len(groups) or "neutrophil_state_confidence" not in cells:
+        return groups
+    keys = ["cancer_type", "tissue"]
+    conf = (cells[cells["is_t3"]].groupby(keys, observed=True)["neutrophil_state_confidence"].mean()
+            .rename("t3_call_confidence").reset_index())  # fmt: skip
+    return groups.merge(conf.astype({k: groups[k].dtype for k in keys}), on=keys, how="left")
 
 
 def _composition(obs: pd.DataFrame, column: str) -> pd.DataFrame:

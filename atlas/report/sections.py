@@ -272,7 +272,8 @@ def ranking(rep: HtmlReport, inputs: RunInputs) -> None:
                   f"{ci} bounds).", csv_name="ranking.csv")
     if ct is not None:
         rep.table(ct, f"Per cancer type and tissue: patients, neutrophils, T3-like fraction and mean index with "
-                  f"{ci} bounds (lo/hi). {UNIT}", csv_name="cancer_types.csv", max_rows=100)
+                  f"{ci} bounds (lo/hi); t3_call_confidence, where present, is the mean calibrated confidence of the "
+                  f"group's T3 calls (their expected precision). {UNIT}", csv_name="cancer_types.csv", max_rows=100)
 
 
 def atlas_umaps(rep: HtmlReport, inputs: RunInputs) -> None:

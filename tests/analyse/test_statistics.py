@@ -223,3 +223,21 @@ def test_the_interval_setting_reaches_the_statistics():
         AnalysisSettings(statistics={"interval": "wald"})
     with pytest.raises(ValueError, match="interval 'wald'"):
         per_group(_patient_cohorts(np.random.default_rng(0), 2, 3), StatsSettings(interval="wald"))
+
+
+def test_cancer_tables_carry_the_t3_calls_expected_precision():
+    """``cancer_types``/``ranking`` give each group's mean calibrated confidence of its T3 calls; a group without T3
+    calls has none (NaN), and an analysis without confidences adds no column."""
+    from atlas.analyse.settings import AnalysisSettings
+    from atlas.analyse.steps import neutrophil_tables
+
+    rng = np.random.default_rng(4)
+    cells = _cells(rng, {"PDAC": 0.3, "CRC": 0.1})
+    neut = cells.assign(neutrophil_state=np.where(cells.pop("is_t3"), "T3", "mature"))
+    conf = np.where(neut["cancer_type"] == "PDAC", 0.9, 0.4)
+    tables = neutrophil_tables(neut.assign(neutrophil_state_confidence=conf), AnalysisSettings())
+    ct = tables["cancer_types"].set_index(["cancer_type", "tissue"])["t3_call_confidence"]
+    assert ct[("PDAC", "tumour")] == pytest.approx(0.9) and ct[("CRC", "tumour")] == pytest.approx(0.4)
+    assert np.isnan(ct[("PDAC", "blood")])  # blood is never T3 here
+    assert "t3_call_confidence" in tables["ranking"]
+    assert "t3_call_confidence" not in neutrophil_tables(neut, AnalysisSettings())["cancer_types"]
