@@ -372,11 +372,19 @@ def _evidence_states(q, scores: pd.DataFrame, run: _Run) -> None:
     u[is_neut] = 1.0 - _state_confidence(rule, z_own, label, states, default, margin, run.notes)
     rule_col = np.full(q.n_obs, None, dtype=object)
     rule_col[is_neut] = how
-    uncertain = is_neut & (u > s.state_uncertainty_threshold)  # never at the default threshold of 1
-    state[uncertain], rule_col[uncertain] = s.unknown_label, "uncertain"
+    _uncertain_states_unknown(state, rule_col, u, s.state_uncertainty_threshold, s.unknown_label)
     q.obs["predicted_state"] = pd.Categorical(state)
     q.obs["state_uncertainty"] = u
     q.obs["state_rule"] = pd.Categorical(rule_col)
+
+
+def _uncertain_states_unknown(state: np.ndarray, rule: np.ndarray, uncertainty: np.ndarray, threshold: float,
+                              unknown: str) -> None:
+    """In place: calls whose uncertainty is above ``threshold`` become ``unknown``, rule ``uncertain`` (none at the
+    default threshold of 1; cells without a call, NaN uncertainty, are left as they are)."""
+    with np.errstate(invalid="ignore"):
+        uncertain = uncertainty > threshold
+    state[uncertain], rule[uncertain] = unknown, "uncertain"
 
 
 def _state_confidence(rule: dict, z_own: np.ndarray, label: np.ndarray, states: list[str], default: str | None,

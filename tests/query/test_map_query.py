@@ -310,12 +310,3 @@ def test_evidence_states_call_the_query_at_the_references_cuts(run_copy, query_c
     p_t3 = ndtr((0.8 * (q["T3_proxy"].to_numpy()[neut] - loc) / scale - 0.3) / np.sqrt(0.8 * 0.2))
     np.testing.assert_allclose(q["state_uncertainty"].to_numpy()[neut], 1 - np.where(expected[neut] == "T3", p_t3, 1 - p_t3))
     assert "own state evidence" in (out / "report.html").read_text()
-    # state_uncertainty_threshold: calls less likely than 1 - threshold to be right become unknown (rule 'uncertain')
-    strict = ad.read_h5ad(map_query(run_copy, query_cfg, tmp_path / "q2", **tiny,
-                                    state_uncertainty_threshold=0.2).out_dir / "query.h5ad").obs
-    unsure = neut & (q["state_uncertainty"].to_numpy() > 0.2)
-    assert 0 < unsure.sum() < neut.sum()
-    assert (strict["predicted_state"].astype(str).to_numpy()[unsure] == "unknown").all()
-    assert (strict["state_rule"].astype(str).to_numpy()[unsure] == "uncertain").all()
-    kept = neut & ~unsure
-    assert (strict["predicted_state"].astype(str).to_numpy()[kept] == q["predicted_state"].astype(str).to_numpy()[kept]).all()

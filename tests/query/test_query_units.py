@@ -199,3 +199,17 @@ def test_the_example_query_config_is_every_setting_at_its_default():
     section = yaml.safe_load(path.read_text())["query"]
     assert set(section) == set(QuerySettings.model_fields)
     assert QuerySettings(**section) == QuerySettings()
+
+
+def test_state_uncertainty_threshold_makes_uncertain_calls_unknown():
+    """``state_uncertainty_threshold``: own-evidence calls less likely to be right than 1 - threshold become unknown
+    (rule ``uncertain``); 1 (the default) changes nothing; cells without a call (NaN) are left alone."""
+    from atlas.query.stage import _uncertain_states_unknown
+
+    u = np.array([0.05, 0.3, 0.9, np.nan])
+    for threshold, expected in ((1.0, ["T3", "mature", "T3", None]), (0.2, ["T3", "unknown", "unknown", None])):
+        state = np.array(["T3", "mature", "T3", None], dtype=object)
+        rule = np.array(["cell", "default", "cell", None], dtype=object)
+        _uncertain_states_unknown(state, rule, u, threshold, "unknown")
+        assert state.tolist() == expected
+        assert (rule[np.array(expected, dtype=object) == "unknown"] == "uncertain").all()
