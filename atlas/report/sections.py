@@ -672,7 +672,7 @@ def _unreliable_states_note(rep: HtmlReport, inputs: RunInputs) -> None:
     default = rule.get("default_state_used")
     low = [k for k, v in prec.items() if v < LOW_EXPECTED_PRECISION and k != default]
     if low:
-        rep.note("Expected precision below 0.5 (most of these calls are counting noise at this depth; its score's "
+        rep.note("Expected precision below 0.5 (most of these calls are counting noise at this depth; each state's score's "
                  "split-half reliability on these neutrophils in brackets): "
                  + ", ".join(f"{k} {prec[k]:.2f} (reliability {rel.get(k, float('nan')):.2f})" for k in low)
                  + ". Read these states' cells and fractions with caution; a signature with more genes detected "
