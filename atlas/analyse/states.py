@@ -214,7 +214,7 @@ def assign_states(
         deviation that standardised its score; with ``cells="own"`` also
         ``attrs["cell_cuts"]`` (per state, the cut on its unsmoothed z; NaN: no cell, or the default state); with
         ``reliability``, ``attrs["true_score_cuts"]`` (per state, the cut on the true-score scale its confidence reads;
-        NaN: no cell, no reliability, or the default state) and ``attrs["expected_precision"]`` (per called state, the
+        NaN: no cell, no reliability, or the default state; -inf: it holds every cell) and ``attrs["expected_precision"]`` (per called state, the
         mean confidence of its calls).
     """
     if cells not in ("own", "smoothed"):
@@ -270,7 +270,7 @@ def assign_states(
     out.attrs["evidence_weight"] = {st: float(kept[j]) for j, st in enumerate(states)}
     out.attrs["cluster_weight"] = {st: float(1.0 - k[j]) for j, st in enumerate(states)}
     if tau is not None:
-        out.attrs["true_score_cuts"] = {st: float(t) if np.isfinite(t) else float("nan") for st, t in zip(states, tau, strict=True)}
+        out.attrs["true_score_cuts"] = {st: float(t) if t < np.inf else float("nan") for st, t in zip(states, tau, strict=True)}
         out.attrs["expected_precision"] = {st: float(conf[label == st].mean()) for st in states if np.any(label == st)}
     if cuts is not None:
         out.attrs["cell_cuts"] = {st: float(c) if np.isfinite(c) else float("nan") for st, c in zip(states, cuts, strict=True)}

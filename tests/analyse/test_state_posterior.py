@@ -100,5 +100,9 @@ def test_assign_states_records_its_calibration_and_a_query_reads_it_back():
     assert not notes
     old = _state_confidence({}, z, q_label, states, "mature", margin, notes)  # a reference of an older atlas
     assert "true_score_cuts" in notes[0] and np.allclose(old, 1 - np.exp(-np.maximum(margin, 0)))
+    # a reference state that held every neutrophil (cut -inf) is certain for a query cell called in it
+    every = {"true_score_cuts": {"T3": -np.inf, "mature": np.nan}, "reliability": {"T3": 0.5}}
+    conf_every = _state_confidence(every, z[:, [0, 2]], np.array(["T3"] * n), ["T3", "mature"], "mature", margin, notes)
+    assert (conf_every == 1).all()
     plain = assign_states(scores, smoothing_steps=0, default_state="mature")
     assert "true_score_cuts" not in plain.attrs
