@@ -97,9 +97,7 @@ def state_probabilities(z_own: np.ndarray, reliability, tau) -> np.ndarray:
     r_all, cut = _reliability(reliability), np.asarray(tau, dtype=np.float64)
     p = np.zeros_like(z)
     for j, r in enumerate(r_all):
-        if r > 0 and cut[j] == -np.inf:
-            p[:, j] = 1.0
-        elif r > 0 and np.isfinite(cut[j]):
+        if r > 0 and cut[j] < np.inf:  # NaN compares False; -inf gives 1 through ndtr
             mean, sd = _posterior(z[:, j], r)
             p[:, j] = ndtr((mean - cut[j]) / sd)
     return p

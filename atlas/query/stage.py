@@ -361,7 +361,7 @@ def _evidence_states(q, scores: pd.DataFrame, run: _Run) -> None:
     x = state_scores(scores.loc[is_neut], reads)  # each state's score as the analysis built it
     states = list(x.columns)
     z = (x - pd.Series(rule["z_loc"], dtype=float)[states]) / pd.Series(rule["z_scale"], dtype=float)[states]
-    cut = np.array([float(rule["cell_cuts"].get(st, np.nan)) for st in states])
+    cut = _per_state(rule["cell_cuts"], states)
     default = rule.get("default_state_used")
     default = None if default in (None, UNASSIGNED) else str(default)
     z_own = np.nan_to_num(z.to_numpy(np.float64))
@@ -376,6 +376,11 @@ def _evidence_states(q, scores: pd.DataFrame, run: _Run) -> None:
     q.obs["predicted_state"] = pd.Categorical(state)
     q.obs["state_uncertainty"] = u
     q.obs["state_rule"] = pd.Categorical(rule_col)
+
+
+def _per_state(values: dict, states: list[str]) -> np.ndarray:
+    """A recorded per-state dict as an array in ``states`` order (NaN where a state is missing)."""
+    return np.array([float(values.get(st, np.nan)) for st in states])
 
 
 def _uncertain_states_unknown(state: np.ndarray, rule: np.ndarray, uncertainty: np.ndarray, threshold: float,
@@ -401,9 +406,8 @@ def _state_confidence(rule: dict, z_own: np.ndarray, label: np.ndarray, states: 
                      "1 - the squashed margin, which ranks calls but is no probability; rerun its analyse stage")
         log.warning(notes[-1])
         return state_confidence(margin)
-    tau = np.array([float(cuts.get(st, np.nan)) for st in states])
-    r = np.array([float(rel.get(st, np.nan)) for st in states])
-    return call_confidence(label, states, default, state_probabilities(z_own, r, tau))
+    return call_confidence(label, states, default,
+                           state_probabilities(z_own, _per_state(rel, states), _per_state(cuts, states)))
 
 
 def _tables(prep: _Prepared, scores: pd.DataFrame, ref: Reference) -> dict[str, pd.DataFrame]:

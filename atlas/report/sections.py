@@ -634,7 +634,7 @@ def _state_rule_caption(inputs: RunInputs) -> str:
     """Which rule made the state calls (``uns["state_rule"]``), in a sentence."""
     rule = _state_rule(inputs)
     if rule.get("cells") == "own":
-        cuts = {k: float(v) for k, v in dict(rule.get("cell_cuts") or {}).items() if np.isfinite(float(v))}
+        cuts = {k: v for k, v in _floats(rule, "cell_cuts").items() if np.isfinite(v)}
         shown = ", ".join(f"{k} z >= {v:.2f}" for k, v in cuts.items())
         return ("Each state holds as many cells as the graph-smoothed rule (state_min_z, state_min_margin, cluster "
                 f"evidence{_shrunk_caption(rule)}) gives it, chosen by each cell's own unsmoothed evidence "
@@ -650,9 +650,14 @@ def _state_rule(inputs: RunInputs) -> dict:
     return dict(uns.get("state_rule") or {})
 
 
+def _floats(rule: dict, key: str) -> dict[str, float]:
+    """``rule[key]``, a per-state dict, with float values (empty when absent)."""
+    return {str(k): float(v) for k, v in dict(rule.get(key) or {}).items()}
+
+
 def _expected_precision_caption(inputs: RunInputs) -> str:
     """The expected precision of each state's calls (the mean of their calibrated confidence), in a sentence."""
-    prec = {k: float(v) for k, v in dict(_state_rule(inputs).get("expected_precision") or {}).items()}
+    prec = _floats(_state_rule(inputs), "expected_precision")
     if not prec:
         return ""
     return (" neutrophil_state_confidence is each call's probability of being right, from its score's reliability on "
@@ -667,12 +672,11 @@ LOW_EXPECTED_PRECISION = 0.5
 def _unreliable_states_note(rep: HtmlReport, inputs: RunInputs) -> None:
     """A warning naming the called states whose calls are expected to be mostly wrong, with their reliability."""
     rule = _state_rule(inputs)
-    prec = {k: float(v) for k, v in dict(rule.get("expected_precision") or {}).items()}
-    rel = {k: float(v) for k, v in dict(rule.get("reliability") or {}).items()}
+    prec, rel = _floats(rule, "expected_precision"), _floats(rule, "reliability")
     default = rule.get("default_state_used")
     low = [k for k, v in prec.items() if v < LOW_EXPECTED_PRECISION and k != default]
     if low:
-        rep.note("Expected precision below 0.5 (most of these calls are counting noise at this depth; each state's score's "
+        rep.note(f"Expected precision below {LOW_EXPECTED_PRECISION} (most of these calls are counting noise at this depth; each state's score's "
                  "split-half reliability on these neutrophils in brackets): "
                  + ", ".join(f"{k} {prec[k]:.2f} (reliability {rel.get(k, float('nan')):.2f})" for k in low)
                  + ". Read these states' cells and fractions with caution; a signature with more genes detected "
@@ -681,7 +685,7 @@ def _unreliable_states_note(rep: HtmlReport, inputs: RunInputs) -> None:
 
 def _shrunk_caption(rule: dict) -> str:
     """The states whose smoothed evidence the rule shrank by their reliability, and what share it kept."""
-    kept = {k: float(v) for k, v in dict(rule.get("evidence_weight") or {}).items() if float(v) < 0.995}  # NaN: no
+    kept = {k: v for k, v in _floats(rule, "evidence_weight").items() if v < 0.995}  # NaN: no
     if not kept:
         return ""
     return "; the smoothed evidence of noisy scores shrunk by their reliability first: " + ", ".join(
