@@ -8,8 +8,8 @@
 
 For every grid point (a simulator difficulty preset, ``simulate.difficulty``, or ``independent``: a cohort of
 ``scripts/independent_cohort.py``, a generator designed apart from atlas's simulator; ``independent_extra_types``
-and ``independent_rare_droplet_neutrophils``: the same generator with mast, plasma and dendritic cells, or with
-droplet platforms that capture few neutrophils) and seed:
+, ``independent_rare_droplet_neutrophils`` and ``independent_doublets``: the same generator with mast, plasma and
+dendritic cells, with droplet platforms that capture few neutrophils, or with 8 % heterotypic doublets) and seed:
 
 1. ``atlas run`` of the built-in demo config (its ``integrate.metrics_label_key: truth_cell_type``
    is kept: truth is used there only to *evaluate* integration) with that difficulty, seed and
@@ -96,6 +96,11 @@ FIGURES: tuple[Figure, ...] = (
     Figure("cell_type_ece", "cell_type_confidence ECE", lower_is_better=True),
     Figure("outside_panel_unknown_share", "cells of types outside the marker panel called unknown (extra-type cohorts)",
            peer_key="outside_panel_unknown_share"),
+    Figure("doublets_removed", "heterotypic doublets removed by QC (doublet cohorts)"),
+    Figure("neutrophil_calls_doublet_share", "↳ doublets among the neutrophil calls",
+           peer_key="neutrophil_calls_doublet_share", lower_is_better=True),
+    Figure("neutrophil_doublets_called_neutrophil", "↳ doublets with a neutrophil in them called neutrophil",
+           peer_key="neutrophil_doublets_called_neutrophil", lower_is_better=True),
     Figure("batch_correction_scvi", "batch correction, scVI (peer: PCA)", "> Harmony", "batch_correction_pca",
            above="batch_correction_harmony", strict=True),
     Figure("batch_correction_harmony", "↳ batch correction, Harmony"),

@@ -113,11 +113,13 @@ EXTRA_COMPOSITION = {"tumour": (0.03, 0.03, 0.02), "adjacent_normal": (0.03, 0.0
 
 #: Named variants of the cohort (benchmark grid points, ``bench_robustness.py --grid`` / ``bench_query.py --cohort``)
 #: -> :func:`generate` options: the plain cohort; tissues that also hold types outside atlas's marker panel; droplet
-#: platforms that capture a tenth of the tissue's neutrophils.
+#: platforms that capture a tenth of the tissue's neutrophils; the plain cohort with heterotypic doublets (8 % of a
+#: droplet sample's cells, as 10x reports for ~10,000 cells loaded; half that on the other platforms).
 VARIANTS = {
     "independent": {},
     "independent_extra_types": {"extra_types": True},
     "independent_rare_droplet_neutrophils": {"droplet_neutrophil_capture": 0.1},
+    "independent_doublets": {"doublet_rate": 0.08},
 }
 
 
@@ -286,8 +288,30 @@ def _design(rng, n_cells: int, n_datasets: int) -> pd.DataFrame:
     return des
 
 
-def _sample(rng, w: World, row, f: float, droplet_capture: float = 1.0) -> tuple[sp.csr_matrix, pd.DataFrame]:
-    """One sample's counts and obs; ``droplet_capture`` scales the neutrophils' share on droplet platforms."""
+def _add_doublets(drng, x: sp.csr_matrix, types: np.ndarray, rate: float) -> tuple[sp.csr_matrix, np.ndarray]:
+    """Make ``rate`` of the cells heterotypic doublets: each takes the counts of a cell of another type on top of its
+    own (two cells captured in one droplet); returns the counts and each cell's pair (``"a+b"``, "" for singlets)."""
+    n = len(types)
+    pair = np.full(n, "", dtype=object)
+    idx = drng.choice(n, drng.binomial(n, rate), replace=False)
+    rows, cols = [], []
+    for i in idx:
+        others = np.flatnonzero(types != types[i])
+        if others.size:
+            j = int(drng.choice(others))
+            rows.append(i)
+            cols.append(j)
+            pair[i] = "+".join(sorted((str(types[i]), str(types[j]))))
+    if rows:
+        x = (x + sp.csr_matrix((np.ones(len(rows), np.float32), (rows, cols)), shape=(n, n)) @ x).tocsr()
+    return x, pair
+
+
+def _sample(rng, w: World, row, f: float, droplet_capture: float = 1.0, doublet_rate: float = 0.0,
+            drng: np.random.Generator | None = None) -> tuple[sp.csr_matrix, pd.DataFrame]:
+    """One sample's counts and obs; ``droplet_capture`` scales the neutrophils' share on droplet platforms;
+    ``doublet_rate`` (half of it off droplet platforms) makes heterotypic doublets, drawn from ``drng`` so that
+    the rest of the cohort is the one without them."""
     droplet, neut_umi, other_umi = PLATFORMS[row.platform]
     share = np.array(w.composition[row.tissue], dtype=float)
     if droplet:
@@ -310,12 +334,20 @@ def _sample(rng, w: World, row, f: float, droplet_capture: float = 1.0) -> tuple
     soup = p.mean(axis=0)  # the sample's ambient profile
     x = sp.vstack([_counts(rng, p[i:i + 500], lib[i:i + 500], mito_share[i:i + 500], w.mito, ambient, soup)
                    for i in range(0, row.n, 500)]).tocsr()  # fmt: skip
+    pair = None
+    if doublet_rate > 0:
+        x, pair = _add_doublets(drng, x, types, doublet_rate if droplet else doublet_rate / 2)
+        dbl = pair != ""
+        types, state, t = types.astype(object), state.copy(), t.copy()
+        types[dbl], state[dbl], t[dbl] = "doublet", "", np.nan
     obs = pd.DataFrame({
         "subject": row.patient, "indication": CANCERS[row.cancer_type], "site": TISSUE_SPELLING[row.tissue],
         "assay": row.platform, "library": f"{row.patient}_{row.tissue}",
         "truth_cell_type": types, "truth_state": state.astype(str), "truth_pseudotime": t,
         "truth_quality": np.where(damaged, "damaged", "ok"),
     })  # fmt: skip
+    if pair is not None:
+        obs["truth_doublet"] = pair.astype(str)
     return x, obs
 
 
@@ -371,15 +403,18 @@ def logit_normal_mean(median: float, sd: float) -> float:
 
 
 def generate(out: str | Path, n_cells: int = 8000, n_datasets: int = 8, seed: int = 0, extra_types: bool = False,
-             droplet_neutrophil_capture: float = 1.0) -> Path:
+             droplet_neutrophil_capture: float = 1.0, doublet_rate: float = 0.0) -> Path:
     """Write one independent cohort to ``out``; returns the path of its ingest.yaml. ``extra_types``: tissues also
     hold mast, plasma and dendritic cells (:data:`EXTRA_MARKERS`), types outside atlas's marker panel (a different
     cohort: the generator's random draws change). ``droplet_neutrophil_capture``: the neutrophils' share of a
     sample on droplet platforms (10x) is the tissue's share times this (droplet chemistries lose most
     neutrophils: 0.1 gives ~1-2 % neutrophils there, as in many public 10x tumour data sets); 1 leaves the
-    cohort unchanged."""
+    cohort unchanged. ``doublet_rate``: the share of each droplet sample's cells that are heterotypic doublets
+    (half of it on the other platforms; ``truth_cell_type`` ``doublet``, the pair in ``truth_doublet``); drawn
+    from their own random stream, so every other cell is the cohort of rate 0."""
     out = Path(out)
     rng = np.random.default_rng(10_000 + seed)
+    drng = np.random.default_rng([10_000 + seed, 1])  # doublets only: the rest of the cohort does not move
     w = World(rng, n_datasets, extra_types)
     des = _design(rng, n_cells, n_datasets)
     sd = PATIENT_LOGIT_SD
@@ -389,7 +424,8 @@ def generate(out: str | Path, n_cells: int = 8000, n_datasets: int = 8, seed: in
         f_pat[p] = float(1 / (1 + np.exp(-(np.log(m / (1 - m)) + rng.normal(0, sd)))))
     entries, patients = [], []
     for (d, name), grp in des.groupby(["d", "dataset"], sort=True):
-        parts = [_sample(rng, w, row, f_pat[row.patient], droplet_neutrophil_capture) for row in grp.itertuples()]
+        parts = [_sample(rng, w, row, f_pat[row.patient], droplet_neutrophil_capture, doublet_rate, drng)
+                 for row in grp.itertuples()]
         x = sp.vstack([p[0] for p in parts]).tocsr()
         obs = pd.concat([p[1] for p in parts], ignore_index=True)
         species = grp["species"].iloc[0]
@@ -416,7 +452,8 @@ def generate(out: str | Path, n_cells: int = 8000, n_datasets: int = 8, seed: in
     (truth / "generator.json").write_text(json.dumps({"generator": "scripts/independent_cohort.py", "seed": seed,
                                                       "n_cells": int(des["n"].sum()), "n_datasets": n_datasets,
                                                       "dropped_markers": w.dropped, "extra_types": extra_types,
-                                                      "droplet_neutrophil_capture": droplet_neutrophil_capture}, indent=1))  # fmt: skip
+                                                      "droplet_neutrophil_capture": droplet_neutrophil_capture,
+                                                      "doublet_rate": doublet_rate}, indent=1))  # fmt: skip
     cfg = {"datasets": entries, "keep_obs": ["truth_*"]}
     path = out / "ingest.yaml"
     path.write_text("# independent cohort (scripts/independent_cohort.py); truth_* columns kept for evaluation only\n"
@@ -489,12 +526,17 @@ def main() -> None:
                     help="tissues also hold mast, plasma and dendritic cells (types outside atlas's marker panel)")
     ap.add_argument("--droplet-neutrophil-capture", type=float, default=1.0, metavar="F",
                     help="neutrophils' share on droplet platforms times F (0.1: ~1-2 %% of a 10x sample's cells)")
+    ap.add_argument("--doublet-rate", type=float, default=0.0, metavar="R",
+                    help="share of a droplet sample's cells that are heterotypic doublets (half that elsewhere)")
     ap.add_argument("--oracle", action="store_true", help="print oracle_figures of the store OUT instead")
     a = ap.parse_args()
     if a.droplet_neutrophil_capture <= 0:
         ap.error(f"--droplet-neutrophil-capture {a.droplet_neutrophil_capture}: a share multiplier, > 0 (0.1: few)")
+    if not 0 <= a.doublet_rate < 0.5:
+        ap.error(f"--doublet-rate {a.doublet_rate}: a share of cells in [0, 0.5)")
     print(oracle_figures(a.out, a.seed, a.n_datasets, a.extra_types) if a.oracle
-          else generate(a.out, a.n_cells, a.n_datasets, a.seed, a.extra_types, a.droplet_neutrophil_capture))
+          else generate(a.out, a.n_cells, a.n_datasets, a.seed, a.extra_types, a.droplet_neutrophil_capture,
+                        a.doublet_rate))
 
 
 if __name__ == "__main__":

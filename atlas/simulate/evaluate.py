@@ -38,6 +38,9 @@ __all__ = [
 #: The simulator's nine cell types (cell-type accuracy is measured over cells of these types).
 CELL_TYPES = ("neutrophil", "monocyte", "macrophage", "T", "B", "NK", "tumour_epithelial", "fibroblast",
               "endothelial")  # fmt: skip
+#: ``truth_cell_type`` of a heterotypic doublet (``scripts/independent_cohort.py --doublet-rate``; pair in
+#: ``truth_doublet``): not a cell of any type, so a neutrophil call on it counts against precision
+DOUBLET = "doublet"
 
 
 def _auroc(y: np.ndarray, score: np.ndarray) -> float:
@@ -289,6 +292,30 @@ def detection_figures(
         out["neutrophil_recall"] = tp / len(t_neut) if len(t_neut) else float("nan")
         if ok is not None:
             out["neutrophil_recall_ok"] = share(ok, pd.Index(obs.index[called & is_true]))
+    out.update(doublet_figures(truth_input, obs, called, passed))
+    return out
+
+
+def doublet_figures(truth_input: pd.DataFrame, obs: pd.DataFrame, called: np.ndarray | None,
+                    passed: np.ndarray) -> dict[str, float]:  # fmt: skip
+    """What became of the input's doublets (``truth_cell_type`` :data:`DOUBLET`; none: no figures).
+
+    ``doublets_removed``: input doublets not analysed or failing QC; with a neutrophil call
+    ``neutrophil_calls_doublet_share`` (doublets among the passing neutrophil calls) and
+    ``neutrophil_doublets_called_neutrophil`` (of the passing doublets with a neutrophil in them).
+    """
+    dbl_in = truth_input.index[truth_input["truth_cell_type"].astype(str) == DOUBLET]
+    if not len(dbl_in):
+        return {}
+    is_dbl = (obs["truth_cell_type"].astype(str) == DOUBLET).to_numpy()
+    out = {"doublets_removed": 1 - float(dbl_in.isin(obs.index[is_dbl & passed]).mean())}
+    if called is None:
+        return out
+    called = np.asarray(called, dtype=bool) & passed
+    out["neutrophil_calls_doublet_share"] = float(is_dbl[called].mean()) if called.any() else float("nan")
+    pair = obs["truth_doublet"].astype(str) if "truth_doublet" in obs else pd.Series("", index=obs.index)
+    with_neut = is_dbl & passed & pair.str.contains("neutrophil").to_numpy()
+    out["neutrophil_doublets_called_neutrophil"] = float(called[with_neut].mean()) if with_neut.any() else float("nan")
     return out
 
 
@@ -309,13 +336,14 @@ def cell_type_figures(truth: np.ndarray, pred: np.ndarray, confidence: np.ndarra
     Returns
     -------
     ``(figures, reliability)``: figures ``cell_type_accuracy``, ``cell_type_unknown_share``,
-    ``outside_panel_unknown_share`` (of the cells of other types, e.g. mast cells: the share called ``unknown``, the
-    only right call for a caller that knows the nine; NaN without such cells) and, with a confidence,
+    ``outside_panel_unknown_share`` (of the cells of other types, e.g. mast cells, doublets left out: the share
+    called ``unknown``, the only right call for a caller that knows the nine; NaN without such cells) and, with a
+    confidence,
     ``cell_type_ece``; the :func:`reliability_table` (None without a confidence).
     """
     truth, pred = np.asarray(truth).astype(str), np.asarray(pred).astype(str)
     m = np.isin(truth, CELL_TYPES)
-    outside = ~m & (truth != "nan") & (truth != "")
+    outside = ~m & ~np.isin(truth, ("nan", "", DOUBLET))
     correct = truth[m] == pred[m]
     out = {"cell_type_accuracy": float(correct.mean()) if m.any() else float("nan"),
            "cell_type_unknown_share": float((pred[m] == "unknown").mean()) if m.any() else float("nan"),
@@ -491,7 +519,8 @@ def evaluate_peer(peer_obs: pd.DataFrame, truth_input: pd.DataFrame, truth_cance
     """
     called = peer_obs["peer_is_neutrophil"].to_numpy(bool)
     det = detection_figures(truth_input, peer_obs, called)
-    out: dict = {k: det[k] for k in ("neutrophil_precision", "neutrophil_recall", "neutrophil_recall_ok") if k in det}
+    out: dict = {k: det[k] for k in ("neutrophil_precision", "neutrophil_recall", "neutrophil_recall_ok",
+                                     "neutrophil_calls_doublet_share", "neutrophil_doublets_called_neutrophil") if k in det}  # fmt: skip
     ct, _ = cell_type_figures(peer_obs["truth_cell_type"].to_numpy(), peer_obs["peer_cell_type"].to_numpy())
     out.update(ct)
     is_true = (peer_obs["truth_cell_type"].astype(str) == "neutrophil").to_numpy()

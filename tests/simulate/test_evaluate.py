@@ -70,20 +70,37 @@ def test_detection_counts_qc_losses_against_the_input():
 
 
 def test_cell_type_accuracy_counts_unknown_as_wrong_and_skips_other_truths():
-    truth = np.array(["neutrophil", "T", "B", "doublet", "NK"])
-    pred = np.array(["neutrophil", "unknown", "B", "T", "T"])
-    out, table = cell_type_figures(truth, pred, np.array([0.9, 0.4, 0.8, 0.9, 0.6]))
+    truth = np.array(["neutrophil", "T", "B", "mast", "NK", "doublet"])
+    pred = np.array(["neutrophil", "unknown", "B", "T", "T", "T"])
+    out, table = cell_type_figures(truth, pred, np.array([0.9, 0.4, 0.8, 0.9, 0.6, 0.9]))
     assert out["cell_type_accuracy"] == pytest.approx(2 / 4)
     assert out["cell_type_unknown_share"] == pytest.approx(1 / 4)
-    assert table["n_cells"].sum() == 4  # the 'doublet' cell is not one of the nine types
+    assert table["n_cells"].sum() == 4  # the mast cell and the doublet are not of the nine types
     assert out["cell_type_ece"] == pytest.approx((0.1 + 0.4 + 0.2 + 0.6) / 4)
     out, table = cell_type_figures(truth, pred)
     assert table is None and "cell_type_ece" not in out
-    # cells of a type outside the nine (the doublet) are right only as unknown; without such cells: NaN
+    # cells of a type outside the nine (the mast cell) are right only as unknown; without such cells: NaN.
+    # A doublet is no type at all: it is not counted there
     assert out["outside_panel_unknown_share"] == 0.0
     pred[3] = "unknown"
     assert cell_type_figures(truth, pred)[0]["outside_panel_unknown_share"] == 1.0
-    assert np.isnan(cell_type_figures(truth[truth != "doublet"], pred[truth != "doublet"])[0]["outside_panel_unknown_share"])
+    assert np.isnan(cell_type_figures(truth[truth != "mast"], pred[truth != "mast"])[0]["outside_panel_unknown_share"])
+
+
+def test_doublet_figures_count_what_qc_removed_and_what_was_called_neutrophil():
+    truth = _truth_input()
+    assert not {k for k in detection_figures(truth, truth, None) if "doublet" in k}  # a cohort without doublets
+    truth.loc[["d1:4", "d2:1", "d2:2"], "truth_cell_type"] = "doublet"
+    truth["truth_doublet"] = ""
+    truth.loc[["d1:4", "d2:1", "d2:2"], "truth_doublet"] = ["T+neutrophil", "neutrophil+tumour_epithelial", "B+T"]
+    obs = truth.drop(index=["d2:2"]).copy()  # QC removed one doublet ...
+    obs["passed_qc"] = ~obs.index.isin(["d2:1"])  # ... and a second pass another
+    called = obs.index.isin(["d1:0", "d1:1", "d1:4", "d2:1"])
+    out = detection_figures(truth, obs, called)
+    assert out["doublets_removed"] == pytest.approx(2 / 3)
+    assert out["neutrophil_calls_doublet_share"] == pytest.approx(1 / 3)  # d1:4 of d1:0, d1:1, d1:4
+    assert out["neutrophil_doublets_called_neutrophil"] == 1.0  # d1:4, the one left with a neutrophil in it
+    assert out["neutrophil_precision"] == pytest.approx(2 / 3)  # a doublet is no neutrophil
 
 
 def test_integration_figures_read_the_first_batch_key():

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import scipy.sparse as sp
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "scripts"))
 import independent_cohort  # noqa: E402
@@ -94,6 +95,31 @@ def test_droplet_neutrophil_capture_makes_droplet_neutrophils_rare(tmp_path):
     neut = truth["truth_cell_type"] == "neutrophil"
     share = neut.groupby(truth["droplet"]).mean()
     assert share[True] < 0.03 < 0.08 < share[False]  # 10x: ~1-2 % neutrophils; plate/microwell: the tissue's share
+
+
+def test_doublets_sum_two_cells_of_different_types():
+    rng = np.random.default_rng(0)
+    types = np.array(["neutrophil"] * 50 + ["T"] * 30 + ["tumour_epithelial"] * 20)
+    x = sp.csr_matrix(rng.poisson(3.0, (100, 40)).astype(np.float32))
+    y, pair = independent_cohort._add_doublets(np.random.default_rng(1), x, types, 0.2)
+    dbl = np.flatnonzero(pair != "")
+    assert 8 <= len(dbl) <= 35 and (y[pair == ""] != x[pair == ""]).nnz == 0
+    for i in dbl:  # the cell's own counts plus one cell of another type's
+        extra = (y[i] - x[i]).toarray().ravel()
+        j = [k for k in range(100) if types[k] != types[i] and np.array_equal(x[k].toarray().ravel(), extra)]
+        assert j and pair[i] == "+".join(sorted((types[i], types[j[0]])))
+
+
+def test_a_doublet_cohort_is_the_plain_cohort_plus_its_doublets(tmp_path):
+    plain = input_truth(independent_cohort.generate(tmp_path / "a", n_cells=400, n_datasets=6, seed=1).parent)
+    dbl = input_truth(independent_cohort.generate(tmp_path / "b", n_cells=400, n_datasets=6, seed=1,
+                                                  doublet_rate=0.1).parent)  # fmt: skip
+    is_dbl = dbl["truth_cell_type"] == "doublet"
+    assert is_dbl[dbl["droplet"]].mean() > is_dbl[~dbl["droplet"]].mean() > 0
+    assert (dbl.loc[is_dbl, "truth_doublet"].str.count("\\+") == 1).all()
+    keep = ~is_dbl.to_numpy()
+    pd.testing.assert_frame_equal(plain.loc[keep, ["truth_cell_type", "truth_state"]],
+                                  dbl.loc[keep, ["truth_cell_type", "truth_state"]])  # fmt: skip
 
 
 def test_same_seed_same_cohort(tmp_path):
