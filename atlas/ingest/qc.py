@@ -451,6 +451,7 @@ class QCTally:
         self.evidence_in = 0
         self.evidence_removed = 0
         self.evidence_low_rna = 0
+        self.doublet_samples_not_trusted = 0
 
     def add(
         self, metrics: pd.DataFrame, reason: np.ndarray, floor_kept: np.ndarray | None = None, *, new_cells: bool = True
@@ -496,6 +497,7 @@ class QCTally:
         evidence: np.ndarray,
         floor_kept: np.ndarray,
         low_rna: np.ndarray | None = None,
+        n_untrusted: int = 0,
     ) -> None:
         """Count doublets removed among the cells that passed the thresholds.
 
@@ -505,9 +507,12 @@ class QCTally:
             Predicted doublets (bool) of the passing cells.
         evidence, floor_kept, low_rna
             Neutrophil evidence, floor-kept and low-RNA flags of the same cells.
+        n_untrusted
+            Samples whose doublet calls were not trusted (:func:`detect_doublets`).
         """
         if not self.enabled:
             return
+        self.doublet_samples_not_trusted += n_untrusted
         self.removed["doublets"] += int(predicted.sum())
         self.evidence_removed += int((evidence & predicted).sum())
         self.floor_kept -= int((floor_kept & predicted).sum())
@@ -529,6 +534,7 @@ class QCTally:
                 "cells_flagged_low_rna": self.low_rna,
                 "cells_out": self.cells_out,
                 "kept_by_neutrophil_floor": self.floor_kept,
+                "doublet_samples_not_trusted": self.doublet_samples_not_trusted,
                 "qc_enabled": self.enabled,
                 "qc_mode": self.thresholds.mode,
             }
@@ -665,8 +671,14 @@ def detect_doublets(
     min_cells: int = 100,
     random_state: int = 0,
     dataset_id: str = "",
-) -> tuple[np.ndarray, np.ndarray]:
+    max_share: float = 1.0,
+) -> tuple[np.ndarray, np.ndarray, list[str]]:
     """Scrublet (:func:`scanpy.pp.scrublet`) per sample on raw counts.
+
+    Scrublet's automatic threshold (the minimum between the two modes of the simulated doublets' scores)
+    fails where that histogram is not bimodal, and can then call most of a sample doublets (scrublet issues
+    #3, #39; on a 300-cell sample of ``scripts/independent_cohort.py`` 92 %): a sample where it calls more
+    than ``max_share`` keeps every cell, with a warning.
 
     Parameters
     ----------
@@ -681,13 +693,17 @@ def detect_doublets(
         Seed passed to scrublet.
     dataset_id
         For log lines.
+    max_share
+        The largest share of a sample that may be called doublets (``qc.doublet_max_share``).
 
     Returns
     -------
     score
         Doublet score per cell (NaN where skipped).
     predicted
-        Predicted doublet per cell.
+        Predicted doublet per cell (False in samples not trusted).
+    untrusted
+        Samples whose calls exceeded ``max_share`` and were dropped.
     """
     import anndata as ad
     import scanpy as sc
@@ -695,6 +711,7 @@ def detect_doublets(
     samples = np.asarray(samples).astype(str)
     score = np.full(len(samples), np.nan, dtype=np.float32)
     predicted = np.zeros(len(samples), dtype=bool)
+    untrusted: list[str] = []
     for s in pd.unique(samples):
         idx = np.flatnonzero(samples == s)
         if len(idx) < min_cells:
@@ -709,15 +726,25 @@ def detect_doublets(
         a = ad.AnnData(sp.csr_matrix(X[idx], dtype=np.float32))
         sc.pp.scrublet(a, random_state=random_state, verbose=False)
         score[idx] = a.obs["doublet_score"].to_numpy()
-        predicted[idx] = a.obs["predicted_doublet"].to_numpy().astype(bool)
+        called = a.obs["predicted_doublet"].to_numpy().astype(bool)
+        if called.mean() > max_share:
+            untrusted.append(str(s))
+            logger.warning(
+                "data set %s, sample %s: scrublet's automatic threshold called %d of %d cells (%.0f %%) doublets, "
+                "more than qc.doublet_max_share=%.2f; the threshold failed (doublet scores not bimodal), so no "
+                "cell of this sample is removed as a doublet (scores kept in obs['doublet_score'])",
+                dataset_id, s, int(called.sum()), len(idx), 100 * called.mean(), max_share,
+            )  # fmt: skip
+            continue
+        predicted[idx] = called
         logger.info(
             "data set %s, sample %s: %d of %d cells predicted doublets",
             dataset_id,
             s,
-            int(predicted[idx].sum()),
+            int(called.sum()),
             len(idx),
         )
-    return score, predicted
+    return score, predicted, untrusted
 
 
 def scrublet_available() -> bool:

@@ -154,6 +154,14 @@ class QCConfig(StrictModel):
     doublets: bool = Field(False, description="run scanpy's scrublet per sample and drop predicted doublets")
     doublet_min_cells: int = Field(100, ge=10, description="samples smaller than this skip doublet detection")
     doublet_random_state: int = Field(0, description="seed of scrublet's simulated doublets")
+    doublet_max_share: float = Field(
+        0.25,
+        gt=0,
+        le=1,
+        description="a sample where scrublet's automatic threshold calls more than this share doublets is not "
+        "trusted (the threshold failed on a score histogram that is not bimodal): none of its cells is removed, "
+        "with a warning; the default is above the ~16 % doublets of a 10x lane at its highest loading",
+    )
 
     def thresholds_for(self, dataset_id: str) -> QCThresholds:
         """The thresholds of one data set: defaults updated by its overrides."""

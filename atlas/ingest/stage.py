@@ -276,18 +276,20 @@ def _mad_pass(plan: _Plan, obs: pd.DataFrame, tally: QCTally) -> np.ndarray:
 def _doublets(config: IngestConfig, part: PartFile, obs: pd.DataFrame, keep: np.ndarray, tally: QCTally) -> np.ndarray:
     """Scrublet per sample on the part file's cells that passed QC; the keep mask without doublets."""
     idx = np.flatnonzero(keep)
-    score, pred = detect_doublets(
+    score, pred, untrusted = detect_doublets(
         _Rows(part, idx),
         obs["sample_id"].astype(str).to_numpy()[idx],
         min_cells=config.qc.doublet_min_cells,
         random_state=config.qc.doublet_random_state,
         dataset_id=tally.dataset_id,
+        max_share=config.qc.doublet_max_share,
     )
     tally.add_doublets(
         pred,
         obs["neutrophil_evidence"].to_numpy(dtype=bool)[idx],
         obs["_floor_kept"].to_numpy(dtype=bool)[idx],
         obs["qc_low_rna"].to_numpy(dtype=bool)[idx],
+        n_untrusted=len(untrusted),
     )
     obs["doublet_score"] = np.float32(np.nan)
     obs["predicted_doublet"] = False

@@ -517,6 +517,18 @@ def patients(rep: HtmlReport, inputs: RunInputs) -> None:
                   csv_name="samples.csv", max_rows=30)
 
 
+def _untrusted_doublet_samples_note(rep: HtmlReport, qc: pd.DataFrame) -> None:
+    """Warn where scrublet's automatic threshold failed and a sample's doublet calls were dropped."""
+    if "doublet_samples_not_trusted" not in qc:
+        return
+    n = pd.to_numeric(qc["doublet_samples_not_trusted"], errors="coerce").fillna(0)
+    if n.sum() > 0:
+        where = ", ".join(f"{d} ({int(k)})" for d, k in zip(qc["dataset_id"], n, strict=True) if k > 0)
+        rep.note(f"Doublet detection: in {int(n.sum())} sample(s) scrublet's automatic threshold called more "
+                 f"than qc.doublet_max_share of the cells doublets, so those calls were not used and every "
+                 f"cell was kept: {where}. The scores are in obs['doublet_score'] (log: the samples).", "warn")
+
+
 def quality(rep: HtmlReport, inputs: RunInputs) -> None:
     """QC per data set and neutrophil yield per data set and platform."""
     if inputs.qc is not None and len(inputs.qc):
@@ -525,6 +537,7 @@ def quality(rep: HtmlReport, inputs: RunInputs) -> None:
         rep.table(qc[keep] if keep else qc, "Quality control per data set (store.qc.csv): cells read, removed by "
                   "reason and kept; kept_by_neutrophil_floor counts cells kept only thanks to the lower "
                   "neutrophil floor (neutrophils carry little RNA).", csv_name="store.qc.csv", table_id="qc")
+        _untrusted_doublet_samples_note(rep, qc)
     else:
         rep.note("No QC table (store.qc.csv is missing): the ingest stage has not run in this directory.", "warn")
     if inputs.qc_neutrophils is not None and len(inputs.qc_neutrophils):

@@ -229,17 +229,23 @@ def test_doublets_and_disabled_qc(tmp_path, files):
                 "constants": {"patient_id": "p", "cancer_type": "c", "tissue": "tumour", "platform": "x"},
             }
         ],
-        "qc": {"doublets": True, "doublet_min_cells": 100, "thresholds": THRESHOLDS},
+        # random counts have no doublet structure: scrublet's threshold calls most of "big" doublets, which
+        # qc.doublet_max_share would refuse (below); here every call is taken, to check what removal does
+        "qc": {"doublets": True, "doublet_min_cells": 100, "doublet_max_share": 1.0, "thresholds": THRESHOLDS},
         "chunk_size": 100,
     }
     res = ingest(IngestConfig(**cfg), tmp_path / "o.h5ad")
     a = ad.read_h5ad(tmp_path / "o.h5ad")
     n_doublets = res.qc.loc["d", "removed_doublets"]
+    assert n_doublets > 0.25 * 120 and res.qc.loc["d", "doublet_samples_not_trusted"] == 0
     assert a.n_obs == 150 - n_doublets and not a.obs["predicted_doublet"].any()
     assert a.obs.loc[a.obs["sample_id"] == "tiny", "doublet_score"].isna().all()
     kept = [int(n.split(":c")[1]) for n in a.obs_names]
     expected = pd.DataFrame(X.toarray(), columns=genes).iloc[kept][list(a.var_names)]
     np.testing.assert_array_equal(a.X.toarray(), expected.to_numpy())
+    cfg["qc"]["doublet_max_share"] = 0.25  # the default: that sample's calls are not trusted, its cells stay
+    res = ingest(IngestConfig(**cfg), tmp_path / "o.h5ad", overwrite=True)
+    assert res.n_cells == 150 and res.qc.loc["d", ["removed_doublets", "doublet_samples_not_trusted"]].tolist() == [0, 1]
     cfg["qc"]["enabled"] = False
     res = ingest(IngestConfig(**cfg), tmp_path / "o.h5ad", overwrite=True)
     assert res.n_cells == 150 and res.qc.loc["d", "removed_doublets"] == 0

@@ -114,7 +114,7 @@ def test_doublets_skip_small_samples():
     rng = np.random.default_rng(0)
     X = sp.csr_matrix(rng.poisson(0.5, (130, 200)).astype(np.float32))
     samples = np.array(["big"] * 110 + ["small"] * 20)
-    score, predicted = detect_doublets(X, samples, min_cells=100, random_state=0)
+    score, predicted, untrusted = detect_doublets(X, samples, min_cells=100, random_state=0)
     assert np.isnan(score[110:]).all() and not predicted[110:].any()
     assert np.isfinite(score[:110]).all()
 
@@ -276,3 +276,28 @@ def test_qc_by_cell_type():
     assert t.loc[("a", "T")].tolist() == [1, 1, 1, 0] and t.loc[("b", "T")].tolist() == [2, 1, 1, 1]
     with pytest.raises(ValueError, match="'cell_type'"):
         qc_by_cell_type(obs.drop(columns="cell_type"), keep)
+
+
+
+def test_a_sample_where_scrublets_threshold_calls_most_cells_doublets_keeps_them(monkeypatch, caplog):
+    """Scrublet's automatic threshold can fail on a non-bimodal score histogram and call most of a sample
+    doublets; such a sample keeps every cell (with a warning), a plausible share is removed as called."""
+    import scanpy as sc
+
+    shares = iter([0.05, 0.9])  # sample "ok", then sample "failed"
+
+    def scrublet(a, random_state=0, verbose=False):
+        n = a.n_obs
+        a.obs["doublet_score"] = np.linspace(0, 1, n)
+        a.obs["predicted_doublet"] = np.arange(n) >= round(n * (1 - next(shares)))
+
+    monkeypatch.setattr(sc.pp, "scrublet", scrublet)
+    X = sp.csr_matrix(np.ones((400, 5), np.float32))
+    samples = np.array(["ok"] * 200 + ["failed"] * 200)
+    with caplog.at_level("WARNING", logger="atlas.ingest.qc"):
+        score, predicted, untrusted = detect_doublets(X, samples, min_cells=100, dataset_id="d1", max_share=0.25)
+    assert untrusted == ["failed"]
+    assert predicted[:200].sum() == 10 and not predicted[200:].any()
+    assert np.isfinite(score).all()  # the scores stay, for a user who sets a threshold by hand
+    assert "d1, sample failed" in caplog.text and "180 of 200" in caplog.text and "doublet_max_share" in caplog.text
+    assert QCConfig().doublet_max_share == 0.25

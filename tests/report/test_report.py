@@ -334,6 +334,20 @@ def test_state_calls_expected_precision_in_the_caption_and_a_warning_when_mostly
     assert _expected_precision_caption(old) == "" and "Expected precision" not in rep.to_html()
 
 
+def test_samples_whose_doublet_calls_were_not_trusted_are_named():
+    from atlas.report.html import HtmlReport
+    from atlas.report.sections import _untrusted_doublet_samples_note
+
+    qc = pd.DataFrame({"dataset_id": ["d1", "d2"], "doublet_samples_not_trusted": [0, 2]})
+    rep = HtmlReport("t")
+    _untrusted_doublet_samples_note(rep, qc)
+    assert "in 2 sample(s) scrublet" in rep.to_html() and ": d2 (2)" in rep.to_html()
+    for quiet in (qc.assign(doublet_samples_not_trusted=0), qc.drop(columns="doublet_samples_not_trusted")):
+        rep = HtmlReport("t")
+        _untrusted_doublet_samples_note(rep, quiet)  # none failed, or a store written before the column
+        assert "scrublet" not in rep.to_html()
+
+
 def test_a_run_from_before_the_interval_setting_says_bootstrap(make_run):
     # runs analysed before `analyse.statistics.interval` existed had bootstrap intervals: the report says so
     import json
