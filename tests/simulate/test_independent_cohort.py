@@ -111,8 +111,8 @@ def test_doublets_sum_two_cells_of_different_types():
 
 
 def test_a_doublet_cohort_is_the_plain_cohort_plus_its_doublets(tmp_path):
-    plain = input_truth(independent_cohort.generate(tmp_path / "a", n_cells=400, n_datasets=6, seed=1).parent)
-    dbl = input_truth(independent_cohort.generate(tmp_path / "b", n_cells=400, n_datasets=6, seed=1,
+    plain = input_truth(independent_cohort.generate(tmp_path / "a", n_cells=300, n_datasets=3, seed=1).parent)
+    dbl = input_truth(independent_cohort.generate(tmp_path / "b", n_cells=300, n_datasets=3, seed=1,
                                                   doublet_rate=0.1).parent)  # fmt: skip
     is_dbl = dbl["truth_cell_type"] == "doublet"
     assert is_dbl[dbl["droplet"]].mean() > is_dbl[~dbl["droplet"]].mean() > 0
@@ -123,8 +123,8 @@ def test_a_doublet_cohort_is_the_plain_cohort_plus_its_doublets(tmp_path):
 
 
 def test_same_seed_same_cohort(tmp_path):
-    a = independent_cohort.generate(tmp_path / "a", n_cells=300, n_datasets=6, seed=1).parent
-    b = independent_cohort.generate(tmp_path / "b", n_cells=300, n_datasets=6, seed=1).parent
+    a = independent_cohort.generate(tmp_path / "a", n_cells=300, n_datasets=3, seed=1).parent
+    b = independent_cohort.generate(tmp_path / "b", n_cells=300, n_datasets=3, seed=1).parent
     pa, pb = (pd.read_csv(p / "truth" / "patients.csv") for p in (a, b))
     pd.testing.assert_frame_equal(pa, pb)
 
