@@ -46,16 +46,16 @@ def _one(X: sp.csr_matrix, truth: np.ndarray) -> dict:
     """Scrublet's calls on one draw of cells against the truth."""
     from sklearn.metrics import roc_auc_score
 
-    from atlas.ingest.qc import detect_doublets
+    from atlas.ingest.qc import detect_doublets, doublet_threshold_failed
     from atlas.ingest.settings import QCConfig
 
-    score, called, _ = detect_doublets(X, np.zeros(X.shape[0], int), min_cells=10)
+    score, called, _ = detect_doublets(X, np.zeros(X.shape[0], int), min_cells=10)  # every call, as scrublet made it
     dbl, neut = truth == "doublet", truth == "neutrophil"
     return {"n_doublets": int(dbl.sum()), "tpr": called[dbl].mean() if dbl.any() else np.nan,
             "fpr": called[~dbl].mean(), "neutrophil_fpr": called[neut].mean() if neut.any() else np.nan,
             "called": called.mean(), "ppv": dbl[called].mean() if called.any() else np.nan,
             "auroc": roc_auc_score(dbl, score) if 0 < dbl.sum() < len(dbl) else np.nan,
-            "not_trusted": bool(called.mean() > QCConfig().doublet_max_share)}  # fmt: skip
+            "not_trusted": doublet_threshold_failed(called, QCConfig().doublet_max_share)}  # fmt: skip
 
 
 def main() -> None:

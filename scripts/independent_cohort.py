@@ -338,7 +338,7 @@ def _sample(rng, w: World, row, f: float, droplet_capture: float = 1.0, doublet_
     if doublet_rate > 0:
         x, pair = _add_doublets(drng, x, types, doublet_rate if droplet else doublet_rate / 2)
         dbl = pair != ""
-        types, state, t = types.astype(object), state.copy(), t.copy()
+        types = types.astype(object)
         types[dbl], state[dbl], t[dbl] = "doublet", "", np.nan
     obs = pd.DataFrame({
         "subject": row.patient, "indication": CANCERS[row.cancer_type], "site": TISSUE_SPELLING[row.tissue],

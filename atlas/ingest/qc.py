@@ -78,6 +78,7 @@ __all__ = [
     "QCGeneSets",
     "QCTally",
     "detect_doublets",
+    "doublet_threshold_failed",
     "fixed_bounds",
     "floor_reasons",
     "mad_bounds",
@@ -727,7 +728,7 @@ def detect_doublets(
         sc.pp.scrublet(a, random_state=random_state, verbose=False)
         score[idx] = a.obs["doublet_score"].to_numpy()
         called = a.obs["predicted_doublet"].to_numpy().astype(bool)
-        if called.mean() > max_share:
+        if doublet_threshold_failed(called, max_share):
             untrusted.append(str(s))
             logger.warning(
                 "data set %s, sample %s: scrublet's automatic threshold called %d of %d cells (%.0f %%) doublets, "
@@ -745,6 +746,11 @@ def detect_doublets(
             len(idx),
         )
     return score, predicted, untrusted
+
+
+def doublet_threshold_failed(called: np.ndarray, max_share: float) -> bool:
+    """Whether scrublet's calls on one sample exceed ``max_share`` of it (its threshold failed; not trusted)."""
+    return bool(np.mean(called) > max_share)
 
 
 def scrublet_available() -> bool:

@@ -278,7 +278,6 @@ def test_qc_by_cell_type():
         qc_by_cell_type(obs.drop(columns="cell_type"), keep)
 
 
-
 def test_a_sample_where_scrublets_threshold_calls_most_cells_doublets_keeps_them(monkeypatch, caplog):
     """Scrublet's automatic threshold can fail on a non-bimodal score histogram and call most of a sample
     doublets; such a sample keeps every cell (with a warning), a plausible share is removed as called."""
