@@ -129,6 +129,7 @@ def ingest(
 
     if chunk_size is not None:
         cfg.chunk_size = chunk_size
+    from .ingest.removed import removed_store_path
     from .ingest.stage import side_table_path
 
     res = _ingest(cfg, out, overwrite=overwrite)
@@ -137,7 +138,8 @@ def ingest(
                f"{len(qc)} data sets in {res.elapsed_s:.1f} s "
                f"({int(qc['cells_in'].sum()):,} cells read, {int(qc['cells_out'].sum()):,} kept by QC)")
     typer.echo(f"tables: {side_table_path(res.store, 'qc')}, {side_table_path(res.store, 'genes')}, "
-               f"{side_table_path(res.store, 'neutrophils')}")
+               f"{side_table_path(res.store, 'neutrophils')}; cells removed above the floor: "
+               f"{removed_store_path(res.store)}")
 
 
 # -------------------------------------------------------------------------------------- integrate

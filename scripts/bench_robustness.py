@@ -101,6 +101,10 @@ FIGURES: tuple[Figure, ...] = (
            peer_key="neutrophil_calls_doublet_share", lower_is_better=True),
     Figure("neutrophil_doublets_called_neutrophil", "↳ doublets with a neutrophil in them called neutrophil",
            peer_key="neutrophil_doublets_called_neutrophil", lower_is_better=True),
+    Figure("removed_cells", "cells QC removed at ingest (above the floor)"),
+    Figure("removed_audit_accuracy", "↳ typed right by the QC audit (nearest atlas cells)"),
+    Figure("removed_neutrophils", "↳ true neutrophils among them"),
+    Figure("removed_neutrophils_audited", "↳ removed cells the audit labelled neutrophil"),
     Figure("batch_correction_scvi", "batch correction, scVI (peer: PCA)", "> Harmony", "batch_correction_pca",
            above="batch_correction_harmony", strict=True),
     Figure("batch_correction_harmony", "↳ batch correction, Harmony"),
@@ -462,7 +466,10 @@ def point_table(records: list[dict], point: str) -> str:
 
 def pooled_reliability(records: list[dict]) -> pd.DataFrame:
     """The reliability tables of all runs pooled (counts summed, means weighted by counts)."""
-    df = pd.concat([pd.DataFrame(r["reliability"]) for r in records if r["reliability"]], ignore_index=True)
+    tables = [pd.DataFrame(r["reliability"]) for r in records if r["reliability"]]
+    if not tables:  # every run failed
+        return pd.DataFrame(columns=["bin_lo", "bin_hi", "n_cells", "mean_confidence", "accuracy"])
+    df = pd.concat(tables, ignore_index=True)
     df["conf_sum"] = df["mean_confidence"].fillna(0) * df["n_cells"]
     df["acc_sum"] = df["accuracy"].fillna(0) * df["n_cells"]
     g = df.groupby(["bin_lo", "bin_hi"], as_index=False)[["n_cells", "conf_sum", "acc_sum"]].sum()

@@ -60,7 +60,7 @@ def test_stages_use_the_layout(tmp_path):
     ctx = Context(config=cfg)
     lay = RunLayout(tmp_path, "zarr")
     assert ctx.layout == lay
-    assert INGEST.outputs(ctx) == [lay.store, *lay.store_tables]
+    assert INGEST.outputs(ctx) == [lay.store, *lay.store_tables, lay.store_removed]
     assert REPORT.outputs(ctx) == [lay.report, lay.figures]
 
 

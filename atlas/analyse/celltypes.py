@@ -75,6 +75,7 @@ __all__ = [
     "calibrated_posteriors",
     "cluster_calls",
     "cluster_order",
+    "enrichment_units",
     "marker_enrichment",
     "neutrophil_yield",
     "knn_graph",
@@ -145,8 +146,26 @@ def _group_stats(
     return sizes, mean, sd
 
 
+def enrichment_units(scores: pd.DataFrame, codes: np.ndarray, min_cluster_cells: int = 10) -> tuple[np.ndarray, np.ndarray]:
+    """Per type: the baseline and the per-cell noise :func:`marker_enrichment` measures on these cells.
+
+    The baseline is the :data:`BASELINE_QUANTILE` of the cluster means (clusters without the type), the noise the
+    median within-cluster standard deviation, over clusters of at least ``min_cluster_cells`` cells (all clusters if
+    fewer than two are).
+    """
+    x = np.nan_to_num(scores.to_numpy(dtype=np.float64), nan=0.0)
+    sizes, mean, sd = _group_stats(x, codes, int(codes.max()) + 1 if len(codes) else 0)
+    big = sizes >= min_cluster_cells
+    if big.sum() < 2:
+        big = sizes > 0
+    base = np.quantile(mean[big], BASELINE_QUANTILE, axis=0)
+    noise = np.median(sd[big], axis=0)
+    fallback = x.std(axis=0)
+    return base, np.where(noise > 0, noise, np.where(fallback > 0, fallback, 1.0))
+
+
 def marker_enrichment(scores: pd.DataFrame, codes: np.ndarray, min_cluster_cells: int = 10) -> pd.DataFrame:
-    """Per-cell enrichment per type: (score - type baseline) / type per-cell noise.
+    """Per-cell enrichment per type: (score - type baseline) / type per-cell noise (:func:`enrichment_units`).
 
     Parameters
     ----------
@@ -161,15 +180,8 @@ def marker_enrichment(scores: pd.DataFrame, codes: np.ndarray, min_cluster_cells
     -------
     Cells x types, same index and columns as ``scores``.
     """
+    base, noise = enrichment_units(scores, codes, min_cluster_cells)
     x = np.nan_to_num(scores.to_numpy(dtype=np.float64), nan=0.0)
-    sizes, mean, sd = _group_stats(x, codes, int(codes.max()) + 1 if len(codes) else 0)
-    big = sizes >= min_cluster_cells
-    if big.sum() < 2:
-        big = sizes > 0
-    base = np.quantile(mean[big], BASELINE_QUANTILE, axis=0)
-    noise = np.median(sd[big], axis=0)
-    fallback = x.std(axis=0)
-    noise = np.where(noise > 0, noise, np.where(fallback > 0, fallback, 1.0))
     return pd.DataFrame((x - base) / noise, index=scores.index, columns=scores.columns)
 
 

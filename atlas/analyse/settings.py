@@ -410,6 +410,11 @@ class AnalysisSettings(StrictModel):
         200, ge=20, description="fewer neutrophils: no sub-atlas (the whole-atlas latent is used instead)"
     )
     statistics: StatsOptions = Field(default_factory=StatsOptions)
+    qc_audit: bool = Field(
+        True,
+        description="label the cells QC removed at ingest (store.removed.h5ad) from their nearest annotated atlas "
+        "cells, so tables/qc_by_cell_type.csv says which cell types each QC rule removed (it never brings a cell back)",
+    )
     seed: int = 0
 
     def signatures_read(self) -> list[str]:

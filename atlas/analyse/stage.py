@@ -116,6 +116,9 @@ def analyse(
     log.info("%d neutrophils among %d cells", n_neut, atlas.n_obs)
     init_neutrophil_columns(atlas, s)
     tables = cell_type_tables(atlas.obs, calls)
+    if s.qc_audit:
+        with timed(seconds, "qc_audit"):
+            _qc_audit(store, refdir, atlas, tables, notes, s, _evidence(atlas, markers, s, scoring))
     neut = None
     if n_neut == 0:
         notes.append("no neutrophils found: no sub-atlas, states, index, pseudotime or statistics")
@@ -136,6 +139,40 @@ def analyse(
                "settings": s.model_dump(mode="json"), "scoring": scoring.kwargs(), "seconds": seconds}  # fmt: skip
     write_json(layout.analysis_json, summary)
     return AnalysisResult(rundir, atlas.n_obs, n_neut, state_counts, notes, seconds)
+
+
+def _evidence(atlas, markers: pd.DataFrame, s: AnalysisSettings, scoring: ScoreConfig):
+    """The analysis's marker evidence in the atlas's units, for the QC audit's check of its labels."""
+    from .qc_audit import MarkerEvidence
+
+    types = {t: g for t, g in s.cell_type_markers.items() if t in markers.columns}
+    return MarkerEvidence.of_atlas(types, markers, atlas.obs["cell_type_cluster"], s.cell_types.min_cluster_cells,
+                                   scoring.kwargs())  # fmt: skip
+
+
+def _qc_audit(store: Path, refdir: Path, atlas, tables: dict[str, pd.DataFrame], notes: list[str],
+              s: AnalysisSettings, evidence) -> None:  # fmt: skip
+    """The cells QC removed at ingest, labelled from the atlas and checked against their own markers, into
+    ``tables`` (an optional step: a failure is a note, never the end of the analysis)."""
+    from ..ingest.removed import removed_store_path
+    from .qc_audit import audit_removed_cells, with_removed_cells
+
+    path = removed_store_path(store)
+    try:
+        audit = audit_removed_cells(path, refdir, atlas, seed=s.seed, evidence=evidence)
+    except Exception as e:  # an optional table: say why it is missing and go on
+        notes.append(f"the cells QC removed at ingest were not labelled ({type(e).__name__}: {e}); "
+                     "tables/qc_by_cell_type.csv covers the cells in the store only")  # fmt: skip
+        log.warning(notes[-1])
+        return
+    if audit is None:
+        notes.append(f"no {path.name} beside the store (ingest writes it since December 2026): "
+                     "tables/qc_by_cell_type.csv covers the cells in the store only; rerun ingest to audit QC")  # fmt: skip
+        log.info(notes[-1])
+        return
+    notes.extend(audit.notes)
+    tables["qc_by_cell_type"] = with_removed_cells(tables["qc_by_cell_type"], audit.cells)
+    tables["qc_removed_cells"] = audit.cells
 
 
 def _read_inputs(refdir: Path, scores: str | Path | None, s: AnalysisSettings) -> tuple[Any, Path, pd.DataFrame | None]:

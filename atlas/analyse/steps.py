@@ -219,7 +219,8 @@ def _second_qc_pass(
     counted). Low-quality clusters led by another type keep none of their low-RNA cells.
 
     Cells that fail are not neutrophils (a propagated neutrophil call becomes unknown, confidence 0); ``clusters``
-    gains ``neutrophil_like`` and ``left_out_second_pass``, the cells of each cluster that fail.
+    gains ``neutrophil_like`` and ``left_out_second_pass``, the cells of each cluster that fail. The table types a
+    cell by its call before this pass, so a low-RNA cell called neutrophil and left out counts under neutrophil.
     """
     from ..ingest.qc import qc_by_cell_type, second_pass_keep
 
@@ -235,11 +236,12 @@ def _second_qc_pass(
     drop = ~keep
     left_out = cells.loc[drop, "cell_type_cluster"].astype(str).value_counts()
     clusters["left_out_second_pass"] = clusters["cluster"].astype(str).map(left_out).fillna(0).astype(int).to_numpy()
+    called = cells["cell_type"].to_numpy().copy()  # the table types a left-out cell by its call before this pass
     cells.loc[drop, "is_neutrophil"] = False
     relabel = drop & (cells["cell_type"].astype(str) == "neutrophil").to_numpy()
     cells.loc[relabel, "cell_type"] = UNKNOWN
     cells.loc[relabel, "cell_type_confidence"] = 0.0
-    obs = pd.DataFrame({"dataset_id": atlas.obs["dataset_id"].to_numpy(), "cell_type": cells["cell_type"].to_numpy(),
+    obs = pd.DataFrame({"dataset_id": atlas.obs["dataset_id"].to_numpy(), "cell_type": called,
                         "qc_low_rna": low if low is not None else False}, index=atlas.obs_names)  # fmt: skip
     return keep, qc_by_cell_type(obs, keep, "cell_type")
 

@@ -114,6 +114,11 @@ class RunLayout:
         return [self.store_table(n) for n in STORE_TABLES]
 
     @property
+    def store_removed(self) -> Path:
+        """The cells QC removed at ingest (above the lenient floor): ``store.removed.h5ad``."""
+        return self.root / "store.removed.h5ad"
+
+    @property
     def store_genestats(self) -> Path:
         """The per-gene statistics cached beside the store (``atlas.ingest.genestats``)."""
         return self.root / "store.genestats.parquet"

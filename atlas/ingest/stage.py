@@ -23,6 +23,9 @@ Two passes over the configuration:
    scrublet runs per sample reading only that sample's rows, and the copy also leaves out the
    predicted doublets.
 
+Cells QC removes above the lenient floor are written beside the store (``<stem>.removed.h5ad``, obs
+``qc_reason``; :mod:`atlas.ingest.removed`), so the analysis can say which cell types each rule removed.
+
 A data set without cells, or one whose cells QC all removes, is an :class:`InputDataError` naming
 it, with the counts per reason and the thresholds.
 
@@ -59,6 +62,7 @@ from .genes import GeneMapping, common_gene_axis, gene_report_table, harmonize_g
 from .genestats import GeneStatsCache
 from .metadata import map_obs
 from .qc import (
+    QC_REASONS,
     QCGeneSets,
     QCTally,
     detect_doublets,
@@ -70,6 +74,7 @@ from .qc import (
     scrublet_available,
 )
 from .readers import open_reader
+from .removed import RemovedCells, above_audit_floor, removed_store_path
 from .settings import SCHEMA_FIELDS, DatasetConfig, IngestConfig
 from .store import PartFile, StoreWriter, finalize_obs, store_format
 
@@ -186,9 +191,17 @@ def _stream_reasons(m: pd.DataFrame, tally: QCTally, mad: bool) -> tuple[np.ndar
 
 
 def _stream_dataset(
-    plan: _Plan, config: IngestConfig, sink, mapping: GeneMapping, to_store: GeneMapping | None
+    plan: _Plan,
+    config: IngestConfig,
+    sink,
+    mapping: GeneMapping,
+    to_store: GeneMapping | None,
+    removed: RemovedCells | None = None,
 ) -> tuple[list, QCTally]:
-    """Read, check, map and QC one data set into ``sink``; return its kept QC metrics and tally."""
+    """Read, check, map and QC one data set into ``sink``; return its kept QC metrics and tally.
+
+    Cells removed above the lenient floor (fixed mode's thresholds) go to ``removed``.
+    """
     ds, qc = plan.ds, config.qc
     tally = QCTally(ds.id, qc.thresholds_for(ds.id), enabled=qc.enabled, source=plan.source)
     mad = _mad_mode(config, ds.id)
@@ -229,6 +242,10 @@ def _stream_dataset(
             metrics_kept.append(m[keep])
             Xk = Xd if keep.all() else Xd[keep]
             sink.append(Xk if to_store is None else to_store.apply(Xk))
+            out = ~keep & above_audit_floor(m, tally.thresholds)
+            if removed is not None and out.any():
+                Xo = Xd[out]
+                removed.add(Xo if to_store is None else to_store.apply(Xo), _dataset_obs(plan, [m[out]]), reason[out])
             n_read += Xd.shape[0]
     if n_read != plan.n_obs:
         raise InputDataError(
@@ -267,6 +284,7 @@ def _mad_pass(plan: _Plan, obs: pd.DataFrame, tally: QCTally) -> np.ndarray:
     tally.bounds = mad_bounds(obs, tally.thresholds, dataset_id=plan.ds.id)
     reason, low_rna = mad_reasons(obs, tally.bounds)
     keep = tally.add(obs, reason, new_cells=False)
+    obs["_qc_reason"] = np.where(keep, 0, reason)
     obs["qc_low_rna"] = low_rna & keep
     tally.add_low_rna(low_rna[keep], obs["neutrophil_evidence"].to_numpy(dtype=bool)[keep])
     _check_cells_left(tally)
@@ -298,22 +316,30 @@ def _doublets(config: IngestConfig, part: PartFile, obs: pd.DataFrame, keep: np.
     if config.qc.enabled:
         keep = keep.copy()
         keep[idx[pred]] = False
+        obs.iloc[idx[pred], obs.columns.get_loc("_qc_reason")] = QC_REASONS.index("doublets") + 1
     _check_cells_left(tally)
     return keep
 
 
 def _second_pass(
-    plan: _Plan, config: IngestConfig, part: PartFile, obs: pd.DataFrame, tally: QCTally, writer
+    plan: _Plan, config: IngestConfig, part: PartFile, obs: pd.DataFrame, tally: QCTally, writer,
+    removed: RemovedCells | None = None,
 ) -> pd.DataFrame:
-    """MAD bounds and/or doublets on a data set's part file, then copy its kept cells to the store."""
+    """MAD bounds and/or doublets on a data set's part file, then copy its kept cells to the store (and the
+    cells these remove to ``removed``)."""
     keep = np.ones(len(obs), dtype=bool)
+    obs["_qc_reason"] = np.int8(0)
     if _mad_mode(config, plan.ds.id):
         keep = _mad_pass(plan, obs, tally)
     if config.qc.doublets:
         keep = _doublets(config, part, obs, keep, tally)
+    reasons = obs["_qc_reason"].to_numpy()
     for start, X in part.chunks(config.chunk_size):
         k = keep[start : start + X.shape[0]]
         writer.append(X if k.all() else X[k])
+        if removed is not None and not k.all():
+            rows = np.flatnonzero(~k)
+            removed.add(X[rows], obs.iloc[start + rows], reasons[start + rows])
     return obs[keep]
 
 
@@ -359,7 +385,7 @@ def ingest(config: IngestConfig, out: str | Path, *, overwrite: bool = False) ->
     out
         Store to write: ``.zarr`` for zarr, anything else (normally ``.h5ad``) for h5ad. The QC table
         and gene report are written beside it as ``<stem>.qc.csv``, ``<stem>.genes.csv`` and
-        ``<stem>.neutrophils.csv``.
+        ``<stem>.neutrophils.csv``; the cells QC removed above the lenient floor as ``<stem>.removed.h5ad``.
     overwrite
         Replace an existing store; otherwise an existing ``out`` is an error.
 
@@ -384,8 +410,9 @@ def ingest(config: IngestConfig, out: str | Path, *, overwrite: bool = False) ->
     logger.info("store gene axis (%s join): %d genes from %d data sets", config.join, len(genes), len(plans))
     tallies, obs_frames = [], []
     parts_dir = out.parent / f"{TMP_PREFIX}parts-{uuid.uuid4().hex[:8]}"
-    with atomic_path(out) as tmp:
+    with atomic_path(out) as tmp, atomic_path(removed_store_path(out)) as removed_tmp:
         writer = StoreWriter(tmp, len(genes), fmt=store_format(out), gene_stats=True)
+        removed = RemovedCells(removed_tmp, len(genes))
         try:
             for plan in plans:
                 mapping, to_store = _axes(plan.mapping, genes, config.join)
@@ -394,14 +421,14 @@ def ingest(config: IngestConfig, out: str | Path, *, overwrite: bool = False) ->
                     parts_dir.mkdir(parents=True, exist_ok=True)
                     part = PartFile(parts_dir / f"{plan.ds.id}.h5", len(genes))
                 try:
-                    metrics, tally = _stream_dataset(plan, config, part or writer, mapping, to_store)
+                    metrics, tally = _stream_dataset(plan, config, part or writer, mapping, to_store, removed)
                     obs = _dataset_obs(plan, metrics)
                     if part is not None:
-                        obs = _second_pass(plan, config, part, obs, tally, writer)
+                        obs = _second_pass(plan, config, part, obs, tally, writer, removed)
                 finally:
                     if part is not None:
                         part.close()
-                obs_frames.append(obs.drop(columns=["_floor_kept"]))
+                obs_frames.append(obs.drop(columns=[c for c in obs.columns if c.startswith("_")]))
                 tallies.append(tally)
                 logger.info("data set %s: %d of %d cells kept", plan.ds.id, tally.cells_out, tally.cells_in)
             qc_df = pd.DataFrame([t.row() for t in tallies]).set_index("dataset_id")
@@ -419,15 +446,18 @@ def ingest(config: IngestConfig, out: str | Path, *, overwrite: bool = False) ->
                 varm={"measured": measured},
                 uns=_uns(config, plans, genes_df, qc_df, neut_df, measured),
             )
+            removed.finish(var=var, categorical=[*SCHEMA_FIELDS, "qc_floor"])
         finally:
             writer.close()
+            removed.close()
             shutil.rmtree(parts_dir, ignore_errors=True)
     GeneStatsCache(out).save(writer.gene_stats)  # per-gene sums for scoring (a cache; never fatal)
     write_table(side_table_path(out, "qc"), qc_df)
     write_table(side_table_path(out, "genes"), genes_df)
     write_table(side_table_path(out, "neutrophils"), neut_df)
     elapsed = time.perf_counter() - t0
-    logger.info("ingest: %d cells x %d genes written to %s in %.1f s", len(obs), len(genes), out, elapsed)
+    logger.info("ingest: %d cells x %d genes written to %s in %.1f s (%d removed cells above the floor kept aside "
+                "in %s)", len(obs), len(genes), out, elapsed, removed.n_obs, removed_store_path(out))  # fmt: skip
     return IngestResult(
         store=out,
         n_cells=len(obs),

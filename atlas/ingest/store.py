@@ -38,14 +38,14 @@ def store_format(path: str | Path) -> str:
     return "zarr" if Path(path).suffix.lower() == ".zarr" else "h5ad"
 
 
-def _create_csr(group, key: str, n_cols: int):
+def _create_csr(group, key: str, n_cols: int, chunk_elems: int = _CHUNK_ELEMS):
     """Write an empty, growable CSR matrix at ``group[key]`` and return its backed dataset."""
     from anndata.io import sparse_dataset, write_elem
 
     empty = sp.csr_matrix(
         (np.empty(0, np.float32), np.empty(0, np.int32), np.zeros(1, np.int32)), shape=(0, n_cols)
     )
-    kwargs = {"indptr_dtype": "int64", "chunks": (_CHUNK_ELEMS,)}
+    kwargs = {"indptr_dtype": "int64", "chunks": (chunk_elems,)}
     write_elem(group, key, empty, dataset_kwargs=kwargs)
     return sparse_dataset(group[key])
 
@@ -64,9 +64,14 @@ class StoreWriter:
     gene_stats
         Also fold the appended rows into per-gene statistics (:attr:`gene_stats`, written beside
         the store by ingest so scoring reads the store once; see :mod:`atlas.ingest.genestats`).
+    chunk_elems
+        Chunk length of ``X``'s arrays (smaller for a store of few cells: a chunk is allocated whole).
     """
 
-    def __init__(self, path: str | Path, n_vars: int, *, fmt: str = "h5ad", gene_stats: bool = False):
+    def __init__(
+        self, path: str | Path, n_vars: int, *, fmt: str = "h5ad", gene_stats: bool = False,
+        chunk_elems: int = _CHUNK_ELEMS,
+    ):  # fmt: skip
         from .genestats import GeneStatsAccumulator
 
         self.path = Path(path)
@@ -83,7 +88,7 @@ class StoreWriter:
         else:
             self._root = h5py.File(self.path, "w")
         self._root.attrs.update({"encoding-type": "anndata", "encoding-version": "0.1.0"})
-        self._X = _create_csr(self._root, "X", n_vars)
+        self._X = _create_csr(self._root, "X", n_vars, chunk_elems)
 
     def append(self, X: sp.csr_matrix) -> None:
         """Append rows (CSR, ``n_vars`` columns) to ``X``.

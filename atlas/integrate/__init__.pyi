@@ -14,6 +14,7 @@ from .hvg import (
     gene_groups,
     select_hvgs,
 )
+from .label_transfer import transfer_labels
 from .metrics import integration_metrics, plot_metrics
 from .model import TrainResult, train_scvi, validation_elbo
 from .settings import IntegrateSettings

@@ -122,7 +122,7 @@ INGEST = Stage(
     # chunk_size changes memory use, not results
     settings=lambda ctx: ingest_config(ctx).model_dump(mode="json", exclude={"chunk_size"}),
     inputs=_ingest_inputs,
-    outputs=lambda ctx: [store_path(ctx), *_store_sidecars(ctx)],
+    outputs=lambda ctx: [store_path(ctx), *_store_sidecars(ctx), ctx.layout.store_removed],
     run=_run_ingest,
 )
 

@@ -3,7 +3,7 @@ placement on the reference UMAP, the reference's scores and reprogramming index,
 
 ``map_query(refdir, query, out)`` is the Python API of ``atlas query REFDIR QUERY --out DIR``; the
 steps are in :mod:`~atlas.query.reference`, :mod:`~atlas.query.inputs`, :mod:`~atlas.query.prepare`,
-:mod:`~atlas.query.mapping`, :mod:`~atlas.query.transfer`, :mod:`~atlas.query.compare` and
+:mod:`~atlas.query.mapping`, :mod:`~atlas.integrate.label_transfer`, :mod:`~atlas.query.compare` and
 :mod:`~atlas.query.report`. Names are imported on first use, so ``import atlas.query`` stays light.
 """
 

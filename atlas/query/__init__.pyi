@@ -3,4 +3,3 @@
 from .reference import Reference, load_reference
 from .settings import QuerySettings
 from .stage import QueryResult, map_query
-from .transfer import transfer_labels

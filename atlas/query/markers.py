@@ -2,7 +2,7 @@
 
 A label can only be transferred if the reference has it. Query cells of a type the reference holds
 no cells of take the label of whatever reference cells lie nearest; the distance term of the
-transfer (:mod:`atlas.query.transfer`) flags those that land far from every reference cell, but
+transfer (:mod:`atlas.integrate.label_transfer`) flags those that land far from every reference cell, but
 scArches can place a new population close to known ones (with the B cells removed from a
 reference of an independently generated cohort, half of the query's B cells sat inside the 99th
 percentile of the reference's own neighbour distances and took six different labels).

@@ -15,12 +15,11 @@ from __future__ import annotations
 
 import logging
 
-import numpy as np
 import pandas as pd
-import scipy.sparse as sp
 
 from ..core.errors import InputDataError
 from ..integrate._checks import INTEGRATION_BATCH
+from ..integrate.encode import onto_genes
 from .reference import Reference
 from .settings import QuerySettings
 
@@ -104,21 +103,6 @@ def rename_batches(obs: pd.DataFrame, key: str, reference_batches: list[str]) ->
     return pd.DataFrame(renames, columns=["column", "original", "renamed", "n_cells"])
 
 
-def _to_hvgs(adata, hvgs: list[str]):
-    """Cells x reference HVGs (float32 CSR): measured genes copied, the others zero-filled."""
-    import anndata as ad
-
-    hv = pd.Index(hvgs)
-    col = adata.var_names.get_indexer(hv)
-    X = sp.csr_matrix(adata.X, dtype=np.float32)
-    have = np.flatnonzero(col >= 0)
-    # relabel columns: X[:, col[have]] lands at positions `have`; the rest stay empty (zero-filled)
-    M = sp.csr_matrix((np.ones(len(have), np.float32), (col[have], have)), shape=(adata.n_vars, len(hv)))
-    out = ad.AnnData(X=(X @ M).tocsr(), obs=adata.obs.copy(), var=pd.DataFrame(index=hv))
-    out.var["measured"] = col >= 0
-    return out
-
-
 def prepare_query(adata, ref: Reference, notes: list[str]) -> tuple[object, pd.DataFrame]:
     """The query ready for ``load_query_data``, and the table of renamed batches.
 
@@ -133,7 +117,7 @@ def prepare_query(adata, ref: Reference, notes: list[str]) -> tuple[object, pd.D
     """
     import scvi
 
-    q = _to_hvgs(adata, ref.hvgs)
+    q = onto_genes(adata, ref.hvgs)
     args = ref.setup_args
     renames = pd.DataFrame(columns=["column", "original", "renamed", "n_cells"])
     batch_key = args.get("batch_key")

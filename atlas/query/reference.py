@@ -33,6 +33,7 @@ from .. import __version__
 from ..core import storage
 from ..core.errors import InputDataError
 from ..core.layout import STORE_FORMATS, RunLayout
+from ..integrate.encode import read_saved_model
 
 __all__ = ["BUNDLE_FILES", "Reference", "check_versions", "fetch_reference", "load_reference"]
 
@@ -159,19 +160,10 @@ def _locate(refdir: Path) -> tuple[Path, str]:
 
 def _load_model_file(bundle: Path) -> tuple[str, list[str], dict]:
     """Class name, genes and scvi-tools registry of the saved model (read without building it)."""
-    import torch
-
-    path = bundle / "model" / "model.pt"
-    try:
-        saved = torch.load(path, map_location="cpu", weights_only=False)
-        var_names = [str(g) for g in saved["var_names"]]
-        registry = saved["attr_dict"]["registry_"]
-    except Exception as e:  # torch/pickle errors on a damaged or foreign file
-        raise InputDataError(f"cannot read the scvi-tools model {path} ({type(e).__name__}: {e}); rebuild the "
-                             "reference bundle") from e  # fmt: skip
-    cls = registry.get("model_name")
+    cls, var_names, registry = read_saved_model(bundle / "model")
     if cls not in MODEL_CLASSES:
-        raise InputDataError(f"{path} holds a {cls} model; query mapping supports {', '.join(MODEL_CLASSES)}")
+        raise InputDataError(f"{bundle / 'model' / 'model.pt'} holds a {cls} model; query mapping supports "
+                             f"{', '.join(MODEL_CLASSES)}")  # fmt: skip
     return cls, var_names, registry
 
 

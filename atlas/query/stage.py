@@ -44,6 +44,7 @@ from .. import __version__
 from ..core import storage
 from ..core.atomic import atomic_path
 from ..core.errors import InputDataError, RunDirError
+from ..integrate.label_transfer import transfer_labels
 from .compare import (
     composition,
     index_summary,
@@ -56,7 +57,6 @@ from .inputs import query_ingest_config
 from .prepare import check_overlap, gene_overlap, prepare_query
 from .reference import Reference, load_reference
 from .settings import QuerySettings
-from .transfer import transfer_labels
 
 __all__ = ["QueryResult", "map_query"]
 

@@ -28,7 +28,7 @@ __all__ = ["TABLES", "CellData", "NotARunDirError", "RunInputs", "load_run"]
 TABLES = ("neutrophil_yield", "cell_type_composition", "state_composition", "state_clusters", "samples",
           "patients", "cancer_types", "tissue_comparison", "ranking", "index_vs_pseudotime")
 #: Tables shown when present, never reported missing.
-OPTIONAL_TABLES = ("cell_type_clusters", "refined_signatures")
+OPTIONAL_TABLES = ("cell_type_clusters", "refined_signatures", "qc_by_cell_type")
 _UNS_KEYS = ("reprogramming_axis", "atlas_scoring", "state_rule")
 
 

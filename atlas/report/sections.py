@@ -529,8 +529,32 @@ def _untrusted_doublet_samples_note(rep: HtmlReport, qc: pd.DataFrame) -> None:
                  f"cell was kept: {where}. The scores are in obs['doublet_score'] (log: the samples).", "warn")
 
 
+def _qc_neutrophil_note(rep: HtmlReport, t: pd.DataFrame) -> None:
+    """What QC did to the cells that are (or map to) neutrophils, against what it did to the others."""
+    num = t.select_dtypes("number").columns
+    by_type = t.groupby(t["cell_type"].astype(str))[list(num)].sum()
+    if "neutrophil" not in by_type.index or "cells_input" not in by_type:
+        return
+    n, rest = by_type.loc["neutrophil"], by_type.drop(index="neutrophil").sum()
+    gone = lambda r: r.get("removed_at_ingest", 0) + r.get("removed_second_pass", 0)  # noqa: E731
+    share_n = gone(n) / max(n["cells_input"], 1)
+    share_rest = gone(rest) / max(rest["cells_input"], 1)
+    reasons = ", ".join(f"{c.removeprefix('removed_')} {int(n[c])}" for c in t.columns
+                        if c.startswith("removed_") and c not in ("removed_at_ingest", "removed_second_pass") and n[c])
+    text = (f"QC removed {int(gone(n))} of {int(n['cells_input'])} cells that are or map to neutrophils "
+            f"({100 * share_n:.1f} %; at ingest: {reasons or 'none'}; low-RNA cells the second pass left out: "
+            f"{int(n.get('removed_second_pass', 0))}), and {100 * share_rest:.1f} % of the other cells. Cells removed "
+            "at ingest take the type of their nearest annotated atlas cells where their own markers agree, else "
+            f"unknown ({int(by_type['removed_at_ingest'].get('unknown', 0))} of "
+            f"{int(by_type['removed_at_ingest'].sum())}; tables/qc_removed_cells.csv).")
+    worse = share_n > 0.05 and share_n > 2 * share_rest
+    rep.note(text + (" QC cost neutrophils more than twice the rate of the other cells: check the bounds in "
+                     "store.qc.csv (mito, counts) against the neutrophils' own." if worse else ""),
+             "warn" if worse else "info")
+
+
 def quality(rep: HtmlReport, inputs: RunInputs) -> None:
-    """QC per data set and neutrophil yield per data set and platform."""
+    """QC per data set and per annotated cell type, and neutrophil yield per data set and platform."""
     if inputs.qc is not None and len(inputs.qc):
         qc = inputs.qc
         keep = [c for c in qc.columns if c == "dataset_id" or c.startswith(("cells_", "removed_", "kept_"))]
@@ -543,6 +567,16 @@ def quality(rep: HtmlReport, inputs: RunInputs) -> None:
     if inputs.qc_neutrophils is not None and len(inputs.qc_neutrophils):
         rep.table(inputs.qc_neutrophils, "Cells with neutrophil marker evidence per data set, before and after QC.",
                   csv_name="store.neutrophils.csv", table_id="qc_neutrophils")
+    by_type = inputs.table("qc_by_cell_type")
+    if by_type is not None and len(by_type):
+        _qc_neutrophil_note(rep, by_type)
+        ingest_note = ("" if "removed_at_ingest" in by_type else " Cells removed at ingest are not in it (the store "
+                       "predates store.removed.h5ad, or the audit was switched off).")
+        rep.table(by_type, "QC per data set and annotated cell type: cells in the store, low-RNA cells flagged and "
+                  "those the cluster-level second pass left out, and the cells removed at ingest by reason, typed by "
+                  "their nearest annotated atlas cells (unknown where those disagree or lie far away; a cell type "
+                  "is never restored)." + ingest_note, csv_name="qc_by_cell_type.csv", table_id="qc_by_cell_type",
+                  max_rows=60)
     y = inputs.table("neutrophil_yield")
     if y is None:
         _no_analysis_note(rep, inputs, "neutrophil yield", "neutrophil_yield")

@@ -319,6 +319,25 @@ def doublet_figures(truth_input: pd.DataFrame, obs: pd.DataFrame, called: np.nda
     return out
 
 
+def qc_audit_figures(removed: pd.DataFrame, truth_input: pd.DataFrame) -> dict[str, float]:
+    """How well the analysis typed the cells QC removed at ingest (``tables/qc_removed_cells.csv``).
+
+    ``removed_cells``; ``removed_audit_accuracy`` (label = true type, over removed cells of the nine types; unknown
+    counts wrong); ``removed_audit_unknown_share``; ``removed_neutrophils`` (true neutrophils among them) and
+    ``removed_neutrophils_audited`` (cells labelled neutrophil). No table (audit off): no figures.
+    """
+    if removed is None or "cell" not in removed:
+        return {}
+    truth = truth_input["truth_cell_type"].astype(str).reindex(removed["cell"].astype(str)).to_numpy()
+    label = removed["cell_type"].astype(str).to_numpy()
+    typed = np.isin(truth, CELL_TYPES)
+    out = {"removed_cells": float(len(removed)), "removed_neutrophils": float((truth == "neutrophil").sum()),
+           "removed_neutrophils_audited": float((label == "neutrophil").sum())}  # fmt: skip
+    out["removed_audit_accuracy"] = float((label[typed] == truth[typed]).mean()) if typed.any() else float("nan")
+    out["removed_audit_unknown_share"] = float((label == "unknown").mean()) if len(label) else float("nan")
+    return out
+
+
 def cell_type_figures(truth: np.ndarray, pred: np.ndarray, confidence: np.ndarray | None = None,
                       n_bins: int = 10) -> tuple[dict[str, float], pd.DataFrame | None]:  # fmt: skip
     """Cell-type accuracy over the nine simulated types, the share called unknown, and calibration.
@@ -471,6 +490,8 @@ def evaluate_robustness(rundir: str | Path, truth_input: pd.DataFrame | None = N
     ct, reliability = cell_type_figures(q["truth_cell_type"].to_numpy(), q["cell_type"].to_numpy(),
                                         q["cell_type_confidence"].to_numpy(float))  # fmt: skip
     out.update(ct)
+    removed = lay.table("qc_removed_cells")
+    out.update(qc_audit_figures(pd.read_csv(removed) if removed.exists() else None, truth_input))
     metrics = lay.reference_metrics
     out.update(integration_figures(pd.read_csv(metrics) if metrics.exists() else pd.DataFrame()))
 

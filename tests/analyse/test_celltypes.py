@@ -323,13 +323,17 @@ def test_second_pass_leaves_out_the_unlikely_cells_of_a_low_quality_cluster_call
     assert table.set_index("cluster").loc["3", "call"] == "neutrophil"
     low = (clusters == "3").to_numpy() | (np.arange(len(clusters)) < 20)  # plus 20 low-RNA cells of cluster 0
     atlas = ad.AnnData(obs=pd.DataFrame({"dataset_id": "d1", "qc_low_rna": low}, index=scores.index))
-    keep, _ = _second_qc_pass(atlas, None, cells, table)
+    before = cells["cell_type"].astype(str).copy()
+    keep, qc = _second_qc_pass(atlas, None, cells, table)
     in_3 = (clusters == "3").to_numpy()
     t_cells, neutrophils = in_3 & (truth == "T").to_numpy(), in_3 & (truth == "neutrophil").to_numpy()
     assert keep[:20].all()  # low-RNA cells of a pure neutrophil cluster all stay
     assert keep[t_cells].mean() < 0.2 and keep[neutrophils].mean() > 0.9
     assert not cells.loc[~keep, "is_neutrophil"].any()
     assert table.set_index("cluster").loc["3", "left_out_second_pass"] == (~keep[in_3]).sum()
+    # the QC table types a left-out cell by its call before the pass (a neutrophil call it loses counts there)
+    by_call = before[~keep].value_counts()
+    assert qc.groupby("cell_type")["removed_second_pass"].sum().loc[by_call.index].tolist() == by_call.tolist()
     # without the per-cell check (probability 0 needed) the whole cluster stays
     keep_all, _ = _second_qc_pass(atlas, None, cells.copy(), table, min_confidence=0.0)
     assert keep_all.all()
@@ -347,7 +351,10 @@ def test_second_pass_keeps_the_likely_neutrophils_of_an_unknown_cluster_led_by_n
     assert by.loc["4", ["call", "winner"]].tolist() == [UNKNOWN, "T"]
     low = clusters.isin(["3", "4"]).to_numpy()  # every cell of the two clusters flagged low-RNA
     atlas = ad.AnnData(obs=pd.DataFrame({"dataset_id": "d1", "qc_low_rna": low}, index=scores.index))
-    keep, _ = _second_qc_pass(atlas, None, cells, table)
+    before = cells["cell_type"].astype(str).copy()
+    keep, qc = _second_qc_pass(atlas, None, cells, table)
+    left_neut = int((~keep & (before == "neutrophil").to_numpy()).sum())  # the neutrophil calls of cluster 4
+    assert left_neut > 0 and qc.set_index("cell_type").loc["neutrophil", "removed_second_pass"] == left_neut
     in_3, in_4 = (clusters == "3").to_numpy(), (clusters == "4").to_numpy()
     neut = (truth == "neutrophil").to_numpy()
     assert keep[in_3 & neut].mean() > 0.9 and keep[in_3 & ~neut].mean() < 0.1

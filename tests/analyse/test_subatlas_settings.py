@@ -50,7 +50,8 @@ def test_bad_values_fail_validation(subatlas, message):
 
 def test_settings_hash_unchanged():
     # a change of the hash reruns analyse in existing run directories: it should change only with the
-    # analysis's settings (last: pseudotime_method state_contrast, 8f536abf7da15e41 / 4e6be1dbffd5ec44 before it;
+    # analysis's settings (last: qc_audit, 6b2e3705c3529c26 / 3d7249afaaaecba3 before it; pseudotime_method
+    # state_contrast, 8f536abf7da15e41 / 4e6be1dbffd5ec44 before it;
     # before it cell_types.confident_neutrophils, ff76fe6ba0dc4a07 / 5b68b1dc972147a3;
     # before it cell_types.neighbourhood_check, 3800c2d124effb60 / 4b0a93aa96cddd63;
     # before it statistics.interval, 5de3d4fd607da91f / 7d2e36f23442c89d; before it
@@ -63,8 +64,8 @@ def test_settings_hash_unchanged():
     # pseudotime_min_effect/pseudotime_fdr, 8a1555d90fa699a7 / 2a22b0fed424a955, and cell_types.refine_cells,
     # 24369d71f854fbac / 2d5b720890ad9106; the hash of commit 15a602b, when subatlas was a free dict, was
     # 9e58ef2dc511d2bb / 8c05b719cdcdb947)
-    assert settings_hash(AnalysisSettings()) == "6b2e3705c3529c26"
-    assert settings_hash(AnalysisSettings(subatlas={"n_hvgs": 500, "max_epochs": 5})) == "3d7249afaaaecba3"
+    assert settings_hash(AnalysisSettings()) == "75d7013d11903458"
+    assert settings_hash(AnalysisSettings(subatlas={"n_hvgs": 500, "max_epochs": 5})) == "5a341f8ab0391191"
     assert AnalysisSettings().model_dump(mode="json")["subatlas"] == {}
 
 

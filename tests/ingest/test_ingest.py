@@ -249,6 +249,7 @@ def test_doublets_and_disabled_qc(tmp_path, files):
     cfg["qc"]["enabled"] = False
     res = ingest(IngestConfig(**cfg), tmp_path / "o.h5ad", overwrite=True)
     assert res.n_cells == 150 and res.qc.loc["d", "removed_doublets"] == 0
+    assert ad.read_h5ad(tmp_path / "o.removed.h5ad").n_obs == 0  # nothing removed, nothing aside
 
 
 # --------------------------------------------------------------------------------- bad input
@@ -435,6 +436,25 @@ def test_mad_qc_flags_low_rna_and_removes_outliers(tmp_path, files, doublets):
         assert a.n_obs == n + 4 - row["removed_doublets"] and "doublet_score" in a.obs
     else:
         assert a.n_obs == n + 4
+    # the cells removed above the floor are kept aside with their reason and counts; the sub-floor barcode is not
+    r = ad.read_h5ad(tmp_path / "o.removed.h5ad")
+    assert r.obs.loc[f"bad1:c{n + 5}", "qc_reason"] == "high_mito" and f"bad1:c{n + 4}" not in r.obs_names
+    assert (r.obs["qc_reason"] == "doublets").sum() == row["removed_doublets"] and r.n_obs == 1 + row["removed_doublets"]
+    assert r.obs["dataset_id"].eq("bad1").all() and list(r.var_names) == list(a.var_names)
+    gone = [int(c.split(":c")[1]) for c in r.obs_names]
+    np.testing.assert_array_equal(r.X.toarray(), pd.DataFrame(src.X.toarray(), columns=src.var_names).iloc[gone][
+        list(a.var_names)].to_numpy())  # fmt: skip
+
+
+def test_fixed_qc_keeps_removed_cells_above_the_floor(tmp_path, files):
+    cfg, n = _mad_dataset(tmp_path, files)
+    cfg["qc"] = {"thresholds": {"mode": "fixed", "min_counts": 2400}}
+    res = ingest(IngestConfig(**cfg), tmp_path / "o.h5ad")
+    r = ad.read_h5ad(tmp_path / "o.removed.h5ad")
+    row = res.qc.loc["bad1"]
+    assert r.n_obs == row["removed_low_counts"] + row["removed_high_mito"] - 1  # all but the 30-UMI barcode
+    assert r.obs.loc[f"bad1:c{n + 5}", "qc_reason"] == "high_mito" and f"bad1:c{n + 4}" not in r.obs_names
+    assert set(r.obs["qc_reason"]) == {"low_counts", "high_mito"} and (r.obs["total_counts"] < 2400).sum() == r.n_obs - 1
 
 
 def test_dataset_without_cells_refused(tmp_path, files, three):

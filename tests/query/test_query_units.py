@@ -12,12 +12,13 @@ import pytest
 import scipy.sparse as sp
 
 from atlas.core.errors import ConfigError, InputDataError
+from atlas.integrate.encode import onto_genes
+from atlas.integrate.label_transfer import knn_weights, transfer_labels
 from atlas.query import QuerySettings
 from atlas.query.inputs import dataset_id_from_path, query_ingest_config
 from atlas.query.markers import absent_types, novel_cells
-from atlas.query.prepare import _to_hvgs, check_overlap, gene_overlap, rename_batches
+from atlas.query.prepare import check_overlap, gene_overlap, rename_batches
 from atlas.query.reference import check_versions
-from atlas.query.transfer import knn_weights, transfer_labels
 
 
 def _blobs(centres, n, rng, sd=0.3):
@@ -111,9 +112,9 @@ def test_gene_overlap_per_dataset_and_errors():
     assert len(notes) == 3 and "below 80%" in notes[0]  # a (70%), b (30%), all (70%) warned
 
 
-def test_to_hvgs_orders_and_zero_fills():
+def test_onto_genes_orders_and_zero_fills():
     store = _store(["B", "A", "Z"], ["a"])
-    q = _to_hvgs(store, ["A", "C", "B"])
+    q = onto_genes(store, ["A", "C", "B"])
     X = q.X.toarray()
     src = store.X.toarray()
     assert list(q.var_names) == ["A", "C", "B"] and sp.issparse(q.X)

@@ -348,6 +348,28 @@ def test_samples_whose_doublet_calls_were_not_trusted_are_named():
         assert "scrublet" not in rep.to_html()
 
 
+def test_qc_note_compares_what_qc_cost_neutrophils_with_the_other_cells():
+    from atlas.report.html import HtmlReport
+    from atlas.report.sections import _qc_neutrophil_note
+
+    t = pd.DataFrame({"dataset_id": ["d1", "d1", "d2"], "cell_type": ["neutrophil", "T", "neutrophil"],
+                      "cells_in_store": [90, 980, 50], "removed_second_pass": [2, 0, 0],
+                      "removed_at_ingest": [8, 20, 0], "removed_high_mito": [8, 15, 0], "removed_doublets": [0, 5, 0]})
+    t["cells_input"] = t["cells_in_store"] + t["removed_at_ingest"]
+    rep = HtmlReport("t")
+    _qc_neutrophil_note(rep, t)
+    html = rep.to_html()
+    assert "QC removed 10 of 148 cells that are or map to neutrophils (6.8 %; at ingest: high_mito 8;" in html
+    assert "left out: 2), and 2.0 % of the other cells" in html and "more than twice the rate" in html
+    assert "else unknown (0 of 28;" in html
+    rep = HtmlReport("t")
+    _qc_neutrophil_note(rep, t.assign(removed_high_mito=[1, 15, 0], removed_at_ingest=[1, 20, 0]))
+    assert "QC removed 3 of 148 cells that are or map to neutrophils (2.0 %; at ingest: high_mito 1;" in rep.to_html() and "twice" not in rep.to_html()
+    rep = HtmlReport("t")
+    _qc_neutrophil_note(rep, t.drop(columns=["removed_at_ingest", "cells_input"]))  # no audit: no note
+    assert "QC removed" not in rep.to_html()
+
+
 def test_a_run_from_before_the_interval_setting_says_bootstrap(make_run):
     # runs analysed before `analyse.statistics.interval` existed had bootstrap intervals: the report says so
     import json

@@ -1,4 +1,5 @@
-"""Label transfer with uncertainty and placement on the reference UMAP, from neighbours in the latent space.
+"""Label transfer with uncertainty and placement on the reference UMAP, from neighbours in the latent space
+(``atlas query``, and the analysis's audit of the cells QC removed, :mod:`atlas.analyse.qc_audit`).
 
 For every query cell the ``k`` nearest reference cells in the shared latent space (Euclidean, exact
 search with scikit-learn) are weighted as in scArches' ``weighted_knn_transfer`` (Lotfollahi et al.
