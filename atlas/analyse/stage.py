@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -118,7 +119,7 @@ def analyse(
     tables = cell_type_tables(atlas.obs, calls)
     if s.qc_audit:
         with timed(seconds, "qc_audit"):
-            _qc_audit(store, refdir, atlas, tables, notes, s, _evidence(atlas, markers, s, scoring))
+            _qc_audit(store, refdir, atlas, tables, notes, s, lambda: _evidence(atlas, markers, s, scoring))
     neut = None
     if n_neut == 0:
         notes.append("no neutrophils found: no sub-atlas, states, index, pseudotime or statistics")
@@ -151,15 +152,15 @@ def _evidence(atlas, markers: pd.DataFrame, s: AnalysisSettings, scoring: ScoreC
 
 
 def _qc_audit(store: Path, refdir: Path, atlas, tables: dict[str, pd.DataFrame], notes: list[str],
-              s: AnalysisSettings, evidence) -> None:  # fmt: skip
-    """The cells QC removed at ingest, labelled from the atlas and checked against their own markers, into
-    ``tables`` (an optional step: a failure is a note, never the end of the analysis)."""
+              s: AnalysisSettings, evidence: Callable[[], Any]) -> None:  # fmt: skip
+    """The cells QC removed at ingest, labelled from the atlas and checked against their own markers
+    (``evidence()``), into ``tables`` (an optional step: a failure is a note, never the end of the analysis)."""
     from ..ingest.removed import removed_store_path
     from .qc_audit import audit_removed_cells, with_removed_cells
 
     path = removed_store_path(store)
     try:
-        audit = audit_removed_cells(path, refdir, atlas, seed=s.seed, evidence=evidence)
+        audit = audit_removed_cells(path, refdir, atlas, seed=s.seed, evidence=evidence()) if path.exists() else None
     except Exception as e:  # an optional table: say why it is missing and go on
         notes.append(f"the cells QC removed at ingest were not labelled ({type(e).__name__}: {e}); "
                      "tables/qc_by_cell_type.csv covers the cells in the store only")  # fmt: skip

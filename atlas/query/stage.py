@@ -19,7 +19,8 @@ Layout of ``DIR``::
                           predicted_state, state_uncertainty, state_rule (and predicted_state_knn, the
                           reference neighbours' vote), reprogramming_index, one column per score
                           (the refined programmes among them); obsm X_scVI (query latent in the reference space), X_umap (placement)
-    store.h5ad            the ingested query (all genes) with store.{qc,genes,neutrophils}.csv
+    store.h5ad            the ingested query (all genes) with store.{qc,genes,neutrophils}.csv and
+                          store.removed.h5ad (the cells its QC removed above the floor)
     tables/               gene_overlap.csv, gene_overlap_summary.csv, batch_renames.csv, predictions.csv,
                           marker_check.csv (transferred label x own marker call), cell_type_composition.csv,
                           state_composition.csv, reprogramming_index.csv, score_means.csv
