@@ -9,7 +9,9 @@
 For every grid point (a simulator difficulty preset, ``simulate.difficulty``, or ``independent``: a cohort of
 ``scripts/independent_cohort.py``, a generator designed apart from atlas's simulator; ``independent_extra_types``
 , ``independent_rare_droplet_neutrophils`` and ``independent_doublets``: the same generator with mast, plasma and
-dendritic cells, with droplet platforms that capture few neutrophils, or with 8 % heterotypic doublets) and seed:
+dendritic cells, with droplet platforms that capture few neutrophils, or with 8 % heterotypic doublets;
+``independent_fixed_qc``: the plain independent cohort ingested with ``qc.thresholds.mode: fixed``, issue 12's
+QC, to see what the QC audit says of it) and seed:
 
 1. ``atlas run`` of the built-in demo config (its ``integrate.metrics_label_key: truth_cell_type``
    is kept: truth is used there only to *evaluate* integration) with that difficulty, seed and
@@ -59,6 +61,10 @@ from atlas.simulate.evaluate import evaluate_peer, evaluate_robustness, input_tr
 DEFAULT_GRID = ("default", "weak_markers", "confounded", "hard")
 #: grid points that are cohorts of scripts/independent_cohort.py -> the generator's options
 INDEPENDENT_POINTS = independent_cohort.VARIANTS
+#: grid points that run atlas with other ingest QC on an independent cohort: point -> (the cohort's point, qc section);
+#: ``independent_fixed_qc`` is issue 12's setting (min_counts 500 with the neutrophil marker floor), where the QC
+#: audit should say what QC cost the neutrophils
+QC_POINTS = {"independent_fixed_qc": ("independent", {"thresholds": {"mode": "fixed"}})}
 DASH = "—"
 
 
@@ -146,11 +152,17 @@ def write_config(runs: Path, point: str, seed: int, n_cells: int, n_datasets: in
     run_dir = runs / run_name(point, seed)
     cfg = demo_config(run_dir).model_dump(mode="json")
     cfg["seed"] = seed
-    if point in INDEPENDENT_POINTS:
+    cohort, qc = QC_POINTS.get(point, (point, None))
+    if cohort in INDEPENDENT_POINTS:
         cfg["simulate"] = None
         ingest = _cohort_dir(runs, point, seed) / "ingest.yaml"  # kept: a new cohort would rerun every stage
-        cfg["ingest"] = str(ingest if ingest.exists() else independent_cohort.generate(
-            ingest.parent, n_cells, n_datasets, seed, **INDEPENDENT_POINTS[point]))
+        ingest = ingest if ingest.exists() else independent_cohort.generate(
+            ingest.parent, n_cells, n_datasets, seed, **INDEPENDENT_POINTS[cohort])  # fmt: skip
+        if qc is not None:  # beside the cohort's own ingest.yaml, so its relative paths hold
+            doc = yaml.safe_load(Path(ingest).read_text()) | {"qc": qc}
+            ingest = Path(ingest).with_name(f"ingest_{point}.yaml")
+            ingest.write_text(yaml.safe_dump(doc, sort_keys=False))
+        cfg["ingest"] = str(ingest)
     else:
         cfg["simulate"].update(seed=seed, n_cells=n_cells, n_datasets=n_datasets, difficulty=point)
     path = runs / f"{run_name(point, seed)}.yaml"
@@ -159,14 +171,20 @@ def write_config(runs: Path, point: str, seed: int, n_cells: int, n_datasets: in
 
 
 def _cohort_dir(runs: Path, point: str, seed: int) -> Path:
-    """Where an independent cohort is written (outside the run folder, which atlas wants empty or its own)."""
-    return runs / f"{run_name(point, seed)}.data"
+    """Where an independent cohort is written (outside the run folder, which atlas wants empty or its own); a QC
+    point shares its cohort's."""
+    return runs / f"{run_name(QC_POINTS.get(point, (point,))[0], seed)}.data"
+
+
+def _cohort_point(point: str) -> str:
+    """The grid point whose cohort ``point`` runs on (itself but for :data:`QC_POINTS`)."""
+    return QC_POINTS.get(point, (point,))[0]
 
 
 def _link_cohort(runs: Path, point: str, seed: int) -> None:
     """``RUN/data`` -> the independent cohort, where the evaluation and the peer read the simulator's data."""
     link = runs / run_name(point, seed) / "data"
-    if point in INDEPENDENT_POINTS and link.parent.is_dir() and not link.exists():
+    if _cohort_point(point) in INDEPENDENT_POINTS and link.parent.is_dir() and not link.exists():
         link.symlink_to(_cohort_dir(runs, point, seed).resolve(), target_is_directory=True)
 
 
@@ -340,8 +358,8 @@ def evaluate_one(runs: Path, point: str, seed: int, timing: dict, args) -> dict:
     if atlas:
         atlas.update(cancer_ceiling_and_index(run_dir))
         # what the cohort's own programmes reach on the same store: the per-cell ceiling
-        if point in INDEPENDENT_POINTS:
-            extra_types = INDEPENDENT_POINTS[point].get("extra_types", False)
+        if _cohort_point(point) in INDEPENDENT_POINTS:
+            extra_types = INDEPENDENT_POINTS[_cohort_point(point)].get("extra_types", False)
             atlas.update(independent_cohort.oracle_figures(run_dir / "store.h5ad", seed, args.n_datasets, extra_types))
 
     peer_dir = runs / f"{name}.peer"
@@ -564,11 +582,12 @@ def _grid_problem(grid: list[str]) -> str | None:
     """What is wrong with ``--grid``: points that are neither simulator difficulty presets nor independent cohorts."""
     from atlas.simulate.difficulty import DIFFICULTY_PRESETS
 
-    unknown = [p for p in grid if p not in INDEPENDENT_POINTS and p not in DIFFICULTY_PRESETS]
+    unknown = [p for p in grid if p not in INDEPENDENT_POINTS and p not in QC_POINTS and p not in DIFFICULTY_PRESETS]
     if not unknown:
         return None
     return (f"--grid {' '.join(unknown)}: unknown grid point; choose simulator difficulty presets "
-            f"({', '.join(DIFFICULTY_PRESETS)}) or independent cohorts ({', '.join(INDEPENDENT_POINTS)})")
+            f"({', '.join(DIFFICULTY_PRESETS)}), independent cohorts ({', '.join(INDEPENDENT_POINTS)}) or "
+            f"other QC on them ({', '.join(QC_POINTS)})")
 
 
 def main() -> None:
@@ -576,7 +595,8 @@ def main() -> None:
     ap.add_argument("--grid", nargs="+", default=list(DEFAULT_GRID),
                     help=f"simulate.difficulty presets, or {' / '.join(INDEPENDENT_POINTS)} (scripts/independent_cohort.py; "
                          "the second also holds mast, plasma and dendritic cells, types outside the marker panel; "
-                         "the third has droplet platforms capture few neutrophils)")
+                         "the third has droplet platforms capture few neutrophils, the fourth 8 % doublets), or "
+                         f"{' / '.join(QC_POINTS)} (the independent cohort with fixed-threshold QC)")
     ap.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     ap.add_argument("--n-cells", type=int, default=8000)
     ap.add_argument("--n-datasets", type=int, default=8)
