@@ -40,7 +40,22 @@ def test_standing_table_counts_targets_worst_values_and_the_peer_per_set():
 
 def test_an_unknown_grid_point_is_named_with_the_known_ones():
     br = _bench()
-    assert br._grid_problem(["hard", "independent", "independent_rare_droplet_neutrophils"]) is None
+    assert br._grid_problem(["hard", "independent", "independent_rare_droplet_neutrophils", "independent_fixed_qc"]) is None
     problem = br._grid_problem(["hard", "independent_rare"])
     assert problem.startswith("--grid independent_rare:") and "weak_markers" in problem
     assert "independent_extra_types" in problem and "independent_rare_droplet_neutrophils" in problem
+
+
+def test_a_qc_point_runs_on_its_cohort_with_its_own_ingest_qc(tmp_path):
+    import yaml
+
+    br = _bench()
+    cohort = br._cohort_dir(tmp_path, "independent", 3)
+    assert br._cohort_dir(tmp_path, "independent_fixed_qc", 3) == cohort and cohort.name == "independent-seed3.data"
+    cohort.mkdir()
+    (cohort / "ingest.yaml").write_text(yaml.safe_dump({"datasets": [{"id": "d", "path": "datasets/d.h5ad"}]}))
+    cfg = yaml.safe_load(br.write_config(tmp_path, "independent_fixed_qc", 3, 1000, 2).read_text())
+    assert cfg["run_dir"] == str(tmp_path / "independent_fixed_qc-seed3") and cfg["simulate"] is None
+    ingest = yaml.safe_load(Path(cfg["ingest"]).read_text())
+    assert Path(cfg["ingest"]).parent == cohort and ingest["qc"] == {"thresholds": {"mode": "fixed"}}
+    assert ingest["datasets"] == [{"id": "d", "path": "datasets/d.h5ad"}]  # relative to the cohort, as before
