@@ -529,8 +529,9 @@ def _untrusted_doublet_samples_note(rep: HtmlReport, qc: pd.DataFrame) -> None:
                  f"cell was kept: {where}. The scores are in obs['doublet_score'] (log: the samples).", "warn")
 
 
-def _qc_neutrophil_note(rep: HtmlReport, t: pd.DataFrame) -> None:
-    """What QC did to the cells that are (or map to) neutrophils, against what it did to the others."""
+def _qc_neutrophil_note(rep: HtmlReport, t: pd.DataFrame, fixed: list[str] | None = None) -> None:
+    """What QC did to the cells that are (or map to) neutrophils, against what it did to the others (``fixed``:
+    the data sets QC'd with fixed thresholds, named in the warning)."""
     num = t.select_dtypes("number").columns
     by_type = t.groupby(t["cell_type"].astype(str))[list(num)].sum()
     if "neutrophil" not in by_type.index or "cells_input" not in by_type:
@@ -548,8 +549,11 @@ def _qc_neutrophil_note(rep: HtmlReport, t: pd.DataFrame) -> None:
             f"unknown ({int(by_type['removed_at_ingest'].get('unknown', 0))} of "
             f"{int(by_type['removed_at_ingest'].sum())}; tables/qc_removed_cells.csv).")
     worse = share_n > 0.05 and share_n > 2 * share_rest
+    advice = (f" {', '.join(fixed)} used fixed thresholds (qc.thresholds.mode: fixed), whose min_counts / min_genes "
+              "remove low-RNA neutrophils: the default mode, mad, keeps them for the cluster-level second pass."
+              if fixed else "")
     rep.note(text + (" QC cost neutrophils more than twice the rate of the other cells: check the bounds in "
-                     "store.qc.csv (mito, counts) against the neutrophils' own." if worse else ""),
+                     "store.qc.csv (mito, counts) against the neutrophils' own." + advice if worse else ""),
              "warn" if worse else "info")
 
 
@@ -569,7 +573,9 @@ def quality(rep: HtmlReport, inputs: RunInputs) -> None:
                   csv_name="store.neutrophils.csv", table_id="qc_neutrophils")
     by_type = inputs.table("qc_by_cell_type")
     if by_type is not None and len(by_type):
-        _qc_neutrophil_note(rep, by_type)
+        qc = inputs.qc if inputs.qc is not None else pd.DataFrame()
+        fixed = qc.loc[qc["qc_mode"].astype(str) == "fixed", "dataset_id"].astype(str).tolist() if "qc_mode" in qc else []
+        _qc_neutrophil_note(rep, by_type, fixed)
         ingest_note = ("" if "removed_at_ingest" in by_type else " Cells removed at ingest are not in it (the store "
                        "predates store.removed.h5ad, or the audit was switched off).")
         rep.table(by_type, "QC per data set and annotated cell type: cells in the store, low-RNA cells flagged and "

@@ -361,7 +361,10 @@ def test_qc_note_compares_what_qc_cost_neutrophils_with_the_other_cells():
     html = rep.to_html()
     assert "QC removed 10 of 148 cells that are or map to neutrophils (6.8 %; at ingest: high_mito 8;" in html
     assert "left out: 2), and 2.0 % of the other cells" in html and "more than twice the rate" in html
-    assert "else unknown (0 of 28;" in html
+    assert "else unknown (0 of 28;" in html and "mode: fixed" not in html
+    rep = HtmlReport("t")
+    _qc_neutrophil_note(rep, t, fixed=["d1"])
+    assert "d1 used fixed thresholds (qc.thresholds.mode: fixed)" in rep.to_html()
     rep = HtmlReport("t")
     _qc_neutrophil_note(rep, t.assign(removed_high_mito=[1, 15, 0], removed_at_ingest=[1, 20, 0]))
     assert "QC removed 3 of 148 cells that are or map to neutrophils (2.0 %; at ingest: high_mito 1;" in rep.to_html() and "twice" not in rep.to_html()
