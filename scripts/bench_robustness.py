@@ -11,7 +11,8 @@ For every grid point (a simulator difficulty preset, ``simulate.difficulty``, or
 , ``independent_rare_droplet_neutrophils`` and ``independent_doublets``: the same generator with mast, plasma and
 dendritic cells, with droplet platforms that capture few neutrophils, or with 8 % heterotypic doublets;
 ``independent_fixed_qc``: the plain independent cohort ingested with ``qc.thresholds.mode: fixed``, issue 12's
-QC, to see what the QC audit says of it) and seed:
+QC, and ``independent_doublets_scrublet``: the doublet cohort with ``qc.doublets``, to see what the QC audit says of
+them) and seed:
 
 1. ``atlas run`` of the built-in demo config (its ``integrate.metrics_label_key: truth_cell_type``
    is kept: truth is used there only to *evaluate* integration) with that difficulty, seed and
@@ -63,8 +64,12 @@ DEFAULT_GRID = ("default", "weak_markers", "confounded", "hard")
 INDEPENDENT_POINTS = independent_cohort.VARIANTS
 #: grid points that run atlas with other ingest QC on an independent cohort: point -> (the cohort's point, qc section);
 #: ``independent_fixed_qc`` is issue 12's setting (min_counts 500 with the neutrophil marker floor), where the QC
-#: audit should say what QC cost the neutrophils
-QC_POINTS = {"independent_fixed_qc": ("independent", {"thresholds": {"mode": "fixed"}})}
+#: audit should say what QC cost the neutrophils; ``independent_doublets_scrublet`` runs scanpy's scrublet on the
+#: doublet cohort (what it removes, by type)
+QC_POINTS = {
+    "independent_fixed_qc": ("independent", {"thresholds": {"mode": "fixed"}}),
+    "independent_doublets_scrublet": ("independent_doublets", {"doublets": True}),
+}
 DASH = "—"
 
 
@@ -595,8 +600,9 @@ def main() -> None:
     ap.add_argument("--grid", nargs="+", default=list(DEFAULT_GRID),
                     help=f"simulate.difficulty presets, or {' / '.join(INDEPENDENT_POINTS)} (scripts/independent_cohort.py; "
                          "the second also holds mast, plasma and dendritic cells, types outside the marker panel; "
-                         "the third has droplet platforms capture few neutrophils, the fourth 8 % doublets), or "
-                         f"{' / '.join(QC_POINTS)} (the independent cohort with fixed-threshold QC)")
+                         "the third has droplet platforms capture few neutrophils, the fourth 8 %% doublets), or "
+                         f"{' / '.join(QC_POINTS)} (the independent cohort with fixed-threshold QC, the doublet cohort "
+                         "with scrublet)")
     ap.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     ap.add_argument("--n-cells", type=int, default=8000)
     ap.add_argument("--n-datasets", type=int, default=8)

@@ -59,3 +59,10 @@ def test_a_qc_point_runs_on_its_cohort_with_its_own_ingest_qc(tmp_path):
     ingest = yaml.safe_load(Path(cfg["ingest"]).read_text())
     assert Path(cfg["ingest"]).parent == cohort and ingest["qc"] == {"thresholds": {"mode": "fixed"}}
     assert ingest["datasets"] == [{"id": "d", "path": "datasets/d.h5ad"}]  # relative to the cohort, as before
+
+
+def test_help_prints():  # argparse formats help with %: a bare "8 %" in a help text crashed --help
+    import subprocess
+
+    out = subprocess.run([sys.executable, str(SCRIPT), "--help"], capture_output=True, text=True, check=True).stdout
+    assert "independent_doublets_scrublet" in out and "8 % doublets" in out
