@@ -85,11 +85,12 @@ class Figure:
     above: str | None = None  # atlas >= this other atlas figure (strictly > when strict)
     strict: bool = False
     lower_is_better: bool = False
+    count: bool = False  # a number of cells: shown without decimals
 
     @property
     def digits(self) -> int:
-        """Decimals shown: none for counts."""
-        return 1 if self.key.startswith("n_") else 3
+        """Decimals shown: one for the n_ figures, none for counts of cells."""
+        return 0 if self.count else 1 if self.key.startswith("n_") else 3
 
 
 FIGURES: tuple[Figure, ...] = (
@@ -112,10 +113,14 @@ FIGURES: tuple[Figure, ...] = (
            peer_key="neutrophil_calls_doublet_share", lower_is_better=True),
     Figure("neutrophil_doublets_called_neutrophil", "↳ doublets with a neutrophil in them called neutrophil",
            peer_key="neutrophil_doublets_called_neutrophil", lower_is_better=True),
-    Figure("removed_cells", "cells QC removed at ingest (above the floor)"),
-    Figure("removed_audit_accuracy", "↳ typed right by the QC audit (nearest atlas cells)"),
-    Figure("removed_neutrophils", "↳ true neutrophils among them"),
-    Figure("removed_neutrophils_audited", "↳ removed cells the audit labelled neutrophil"),
+    Figure("removed_cells", "cells QC removed at ingest (above the floor)", count=True),
+    Figure("removed_audit_accuracy", "↳ typed right by the QC audit (unknown counts wrong)"),
+    Figure("removed_audit_accuracy_labelled", "↳ typed right among those it does not call unknown"),
+    Figure("removed_audit_unknown_share", "↳ called unknown by the audit", lower_is_better=True),
+    Figure("removed_neutrophils", "↳ true neutrophils among them", count=True),
+    Figure("removed_neutrophils_audited", "↳ removed cells the audit labelled neutrophil", count=True),
+    Figure("removed_neutrophil_audit_precision", "↳ precision of that label"),
+    Figure("removed_neutrophil_audit_recall", "↳ recall of that label"),
     Figure("batch_correction_scvi", "batch correction, scVI (peer: PCA)", "> Harmony", "batch_correction_pca",
            above="batch_correction_harmony", strict=True),
     Figure("batch_correction_harmony", "↳ batch correction, Harmony"),

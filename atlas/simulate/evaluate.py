@@ -323,8 +323,10 @@ def qc_audit_figures(removed: pd.DataFrame, truth_input: pd.DataFrame) -> dict[s
     """How well the analysis typed the cells QC removed at ingest (``tables/qc_removed_cells.csv``).
 
     ``removed_cells``; ``removed_audit_accuracy`` (label = true type, over removed cells of the nine types; unknown
-    counts wrong); ``removed_audit_unknown_share``; ``removed_neutrophils`` (true neutrophils among them) and
-    ``removed_neutrophils_audited`` (cells labelled neutrophil). No table (audit off): no figures.
+    counts wrong) and ``removed_audit_accuracy_labelled`` (over those not labelled unknown);
+    ``removed_audit_unknown_share``; ``removed_neutrophils`` (true neutrophils among them),
+    ``removed_neutrophils_audited`` (cells labelled neutrophil) and the precision and recall of that label
+    (``removed_neutrophil_audit_precision`` / ``_recall``). No table (audit off): no figures.
     """
     if removed is None or "cell" not in removed:
         return {}
@@ -333,8 +335,14 @@ def qc_audit_figures(removed: pd.DataFrame, truth_input: pd.DataFrame) -> dict[s
     typed = np.isin(truth, CELL_TYPES)
     out = {"removed_cells": float(len(removed)), "removed_neutrophils": float((truth == "neutrophil").sum()),
            "removed_neutrophils_audited": float((label == "neutrophil").sum())}  # fmt: skip
-    out["removed_audit_accuracy"] = float((label[typed] == truth[typed]).mean()) if typed.any() else float("nan")
-    out["removed_audit_unknown_share"] = float((label == "unknown").mean()) if len(label) else float("nan")
+    nan = float("nan")
+    out["removed_audit_accuracy"] = float((label[typed] == truth[typed]).mean()) if typed.any() else nan
+    shown = typed & (label != "unknown")
+    out["removed_audit_accuracy_labelled"] = float((label[shown] == truth[shown]).mean()) if shown.any() else nan
+    out["removed_audit_unknown_share"] = float((label == "unknown").mean()) if len(label) else nan
+    tp = float(((label == "neutrophil") & (truth == "neutrophil")).sum())
+    out["removed_neutrophil_audit_precision"] = tp / out["removed_neutrophils_audited"] if tp else nan
+    out["removed_neutrophil_audit_recall"] = tp / out["removed_neutrophils"] if out["removed_neutrophils"] else nan
     return out
 
 
