@@ -10,7 +10,7 @@ few hundred UMIs and lands among the low-RNA neutrophils, whose neighbours then 
 ``atlas query`` does, each cell's own markers are scored (the analysis's marker evidence, in the units measured on
 the atlas's clusters, :func:`atlas.analyse.celltypes.enrichment_units`), and a label whose type the cell's own
 evidence ranks below another type becomes ``unknown`` (uncertainty 1; there 53 labelled neutrophil, 44 of them
-neutrophils). The labels say what QC removed (a mito bound that costs neutrophils, a doublet rule that removes
+neutrophils; more cohorts in benchmarks/robustness.md, stop 42). The labels say what QC removed (a mito bound that costs neutrophils, a doublet rule that removes
 tumour cells); they never bring a cell back.
 
 Tables: ``qc_removed_cells`` (one row per removed cell: data set, sample, reason, QC metrics, label,
@@ -54,7 +54,12 @@ class MarkerEvidence:
         return cls({k: list(v) for k, v in markers.items()}, base, noise, scoring)
 
     def of(self, store: Path) -> pd.DataFrame:
-        """Cells x types: each cell's own enrichment (score minus the atlas's baseline, over its noise)."""
+        """Cells x types: each cell's own enrichment (score minus the atlas's baseline, over its noise).
+
+        The scores are scanpy's (marker mean minus the mean of control genes of similar expression); the controls
+        are binned on ``store``'s own cells, the only ones read (the typing this gives: benchmarks/robustness.md,
+        stop 42).
+        """
         from ..score import score_store
 
         scores = score_store(store, self.markers, **(self.scoring | {"method": "scanpy"}), gene_stats_cache=False)
