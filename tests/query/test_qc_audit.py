@@ -80,3 +80,21 @@ def test_own_markers_overrule_the_neighbours_label(ref_run, reference, tmp_path)
     assert (cells.loc[~off, "cell_type"] == vote.loc[~off, "cell_type"]).all()
     assert (cells["cell_type"] == atlas.obs.loc[cells.index, "cell_type"].astype(str)).mean() > 0.8
     assert (cells["marker_cell_type"] == own.idxmax(axis=1)).all()
+
+
+def test_an_encoder_that_reads_the_batch_leaves_out_cells_of_batches_it_never_saw(ref_run, reference, tmp_path,
+                                                                                 tiny_integrate):  # fmt: skip
+    from atlas.integrate import IntegrateSettings, integrate_store
+
+    store, _ = reference
+    integrate_store(ref_run / "store.h5ad", tmp_path / "bundle", IntegrateSettings(**tiny_integrate,
+                                                                                   scarches_architecture=True))  # fmt: skip
+    bundle = ad.read_h5ad(tmp_path / "bundle" / "atlas.h5ad")
+    cells = store[:120].copy()
+    cells.obs["sample_id"] = cells.obs["sample_id"].astype(str)
+    cells.obs.iloc[:40, cells.obs.columns.get_loc("sample_id")] = "a sample nobody trained on"
+    enc = encode_cells(tmp_path / "bundle" / "model", cells)
+    assert not enc.encoded[:40].any() and enc.encoded[40:].all() and len(enc.latent) == 80
+    assert "left out" in enc.notes[0]
+    latent = pd.DataFrame(np.asarray(bundle.obsm["X_scVI"]), index=bundle.obs_names).loc[cells.obs_names[40:]]
+    np.testing.assert_allclose(enc.latent, latent.to_numpy(), atol=1e-4)  # the others as the atlas placed them
