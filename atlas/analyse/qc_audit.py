@@ -97,25 +97,33 @@ def _resolved(refdir: Path) -> dict:
         return {}
 
 
+def _pooled_key(obs: pd.DataFrame, source: str) -> pd.Series:
+    """A cell's own batch within its data set (batch names may repeat across data sets; pools never span two)."""
+    return obs["dataset_id"].astype(str) + "\x1f" + obs[source].astype(str)
+
+
 def _known_batches(atlas, config: dict) -> dict[str, dict[str, str]]:
-    """A pooled training batch: each cell's own batch value -> the batch it was trained in (from the atlas's cells)."""
+    """A pooled training batch: each cell's own batch (in its data set) -> the batch it was trained in (from the
+    atlas's cells)."""
     from ..integrate._checks import INTEGRATION_BATCH
 
     source = config.get("settings", {}).get("batch_key")
-    if INTEGRATION_BATCH not in atlas.obs or not source or source not in atlas.obs:
+    if INTEGRATION_BATCH not in atlas.obs or not source or source not in atlas.obs or "dataset_id" not in atlas.obs:
         return {}
-    pairs = atlas.obs[[source, INTEGRATION_BATCH]].astype(str).drop_duplicates(source)
-    return {INTEGRATION_BATCH: dict(zip(pairs[source], pairs[INTEGRATION_BATCH], strict=True))}
+    pairs = pd.DataFrame({"own": _pooled_key(atlas.obs, source), "pool": atlas.obs[INTEGRATION_BATCH].astype(str)})
+    pairs = pairs.drop_duplicates("own")
+    return {INTEGRATION_BATCH: dict(zip(pairs["own"], pairs["pool"], strict=True))}
 
 
 def _with_source_column(obs: pd.DataFrame, known: dict[str, dict[str, str]], config: dict) -> pd.DataFrame:
-    """The removed cells' obs with the pooled batch column the model reads (from the batch it was pooled from)."""
+    """The removed cells' obs with the pooled batch column the model reads, keyed as :func:`_known_batches` keys it
+    (a batch the atlas has no cell of keeps a key the model lacks: not seen)."""
     from ..integrate._checks import INTEGRATION_BATCH
 
     source = config.get("settings", {}).get("batch_key")
-    if INTEGRATION_BATCH in known and source in obs:
+    if INTEGRATION_BATCH in known and source in obs and "dataset_id" in obs:
         obs = obs.copy()
-        obs[INTEGRATION_BATCH] = obs[source].astype(str)
+        obs[INTEGRATION_BATCH] = _pooled_key(obs, source)
     return obs
 
 

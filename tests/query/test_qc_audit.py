@@ -98,3 +98,21 @@ def test_an_encoder_that_reads_the_batch_leaves_out_cells_of_batches_it_never_sa
     assert "left out" in enc.notes[0]
     latent = pd.DataFrame(np.asarray(bundle.obsm["X_scVI"]), index=bundle.obs_names).loc[cells.obs_names[40:]]
     np.testing.assert_allclose(enc.latent, latent.to_numpy(), atol=1e-4)  # the others as the atlas placed them
+
+
+def test_a_removed_cell_joins_the_pool_of_its_own_data_sets_batch():
+    # sample names repeat across data sets; small samples were pooled per data set for training
+    from atlas.analyse.qc_audit import _known_batches, _with_source_column
+    from atlas.integrate.encode import _model_obs
+
+    atlas = ad.AnnData(obs=pd.DataFrame({"dataset_id": ["A", "A", "B", "B"], "sample_id": ["S1", "S2", "S1", "S3"],
+                                         "integration_batch": ["A: small", "A: small", "B: small", "B3"]},
+                                        index=[f"c{i}" for i in range(4)]))  # fmt: skip
+    config = {"settings": {"batch_key": "sample_id"}}
+    known = _known_batches(atlas, config)
+    removed = pd.DataFrame({"dataset_id": ["B", "A", "B"], "sample_id": ["S1", "S1", "S9"]}, index=["r0", "r1", "r2"])
+    registry = {"setup_args": {"batch_key": "integration_batch"},
+                "field_registries": {"batch": {"state_registry": {"categorical_mapping": ["A: small", "B3", "B: small"]}}}}
+    obs, seen = _model_obs(_with_source_column(removed, known, config), registry, known)
+    assert obs["integration_batch"].astype(str).tolist()[:2] == ["B: small", "A: small"]
+    assert seen.tolist() == [True, True, False]  # S9 of B: no atlas cell, so no training batch
