@@ -102,29 +102,29 @@ def _pooled_key(obs: pd.DataFrame, source: str) -> pd.Series:
     return obs["dataset_id"].astype(str) + "\x1f" + obs[source].astype(str)
 
 
-def _known_batches(atlas, config: dict) -> dict[str, dict[str, str]]:
-    """A pooled training batch: each cell's own batch (in its data set) -> the batch it was trained in (from the
-    atlas's cells)."""
+def _training_batches(atlas, config: dict) -> dict[str, str] | None:
+    """Where small batches were pooled for training: each cell's own batch (in its data set) -> the batch it was
+    trained in (from the atlas's cells); ``None`` when none was pooled."""
     from ..integrate._checks import INTEGRATION_BATCH
 
     source = config.get("settings", {}).get("batch_key")
     if INTEGRATION_BATCH not in atlas.obs or not source or source not in atlas.obs or "dataset_id" not in atlas.obs:
-        return {}
+        return None
     pairs = pd.DataFrame({"own": _pooled_key(atlas.obs, source), "pool": atlas.obs[INTEGRATION_BATCH].astype(str)})
     pairs = pairs.drop_duplicates("own")
-    return {INTEGRATION_BATCH: dict(zip(pairs["own"], pairs["pool"], strict=True))}
+    return dict(zip(pairs["own"], pairs["pool"], strict=True))
 
 
-def _with_source_column(obs: pd.DataFrame, known: dict[str, dict[str, str]], config: dict) -> pd.DataFrame:
-    """The removed cells' obs with the pooled batch column the model reads, keyed as :func:`_known_batches` keys it
-    (a batch the atlas has no cell of keeps a key the model lacks: not seen)."""
+def _with_training_batch(obs: pd.DataFrame, pools: dict[str, str] | None, config: dict) -> pd.DataFrame:
+    """The removed cells' obs with the pooled batch column the model reads: the pool of their own batch in their data
+    set (a batch the atlas has no cell of keeps a value the model lacks: not seen)."""
     from ..integrate._checks import INTEGRATION_BATCH
 
     source = config.get("settings", {}).get("batch_key")
-    if INTEGRATION_BATCH in known and source in obs and "dataset_id" in obs:
-        obs = obs.copy()
-        obs[INTEGRATION_BATCH] = _pooled_key(obs, source)
-    return obs
+    if pools is None or source not in obs or "dataset_id" not in obs:
+        return obs
+    own = _pooled_key(obs, source)
+    return obs.assign(**{INTEGRATION_BATCH: own.map(pools).fillna(own).to_numpy()})
 
 
 def audit_removed_cells(
@@ -156,7 +156,7 @@ def audit_removed_cells(
     """
     import anndata as ad
 
-    from ..integrate.encode import encode_cells
+    from ..integrate.encode import SavedEncoder
     from ..integrate.label_transfer import transfer_labels
 
     removed_path, refdir = Path(removed_path), Path(refdir)
@@ -171,13 +171,12 @@ def audit_removed_cells(
         return QCAudit(cells=cells.rename_axis("cell").reset_index())
     config = _resolved(refdir)
     latent_key = config.get("resolved", {}).get("latent_key", "X_scVI")
-    known = _known_batches(atlas, config)
-    obs = _with_source_column(removed.obs, known, config)
+    obs = _with_training_batch(removed.obs, _training_batches(atlas, config), config)
+    encoder = SavedEncoder(refdir / "model")
     latents, encoded, notes = [], [], []
     for start in range(0, removed.n_obs, chunk_cells):
         stop = min(start + chunk_cells, removed.n_obs)
-        chunk = ad.AnnData(X=removed.X[start:stop], obs=obs.iloc[start:stop], var=removed.var)
-        enc = encode_cells(refdir / "model", chunk, known=known)
+        enc = encoder.encode(ad.AnnData(X=removed.X[start:stop], obs=obs.iloc[start:stop], var=removed.var))
         latents.append(enc.latent)
         encoded.append(enc.encoded)
         notes += [n for n in enc.notes if n not in notes]

@@ -14,7 +14,15 @@ from pathlib import Path
 
 import yaml
 
-__all__ = ["STORE_FORMATS", "STORE_TABLES", "RunLayout"]
+__all__ = ["STORE_FORMATS", "STORE_TABLES", "RunLayout", "beside_store"]
+
+def beside_store(store: str | os.PathLike, name: str) -> Path:
+    """``<store without its suffix>.<name>`` in the store's folder, e.g. ``atlas.qc.csv`` beside ``atlas.h5ad``: where
+    ingest's tables, the removed cells and the gene-statistics cache of any store (in a run directory or not) go."""
+    store = Path(store)
+    stem = store.name[: -len(store.suffix)] if store.suffix else store.name
+    return store.with_name(f"{stem}.{name}")
+
 
 #: Formats of the ingested store (``store_format`` of a pipeline config).
 STORE_FORMATS = ("h5ad", "zarr")

@@ -30,6 +30,8 @@ from typing import Any
 
 import numpy as np
 
+from ..core.layout import beside_store
+
 logger = logging.getLogger(__name__)
 
 __all__ = [
@@ -77,10 +79,8 @@ class GeneStats:
 
 def sidecar_path(store: str | os.PathLike, matrix: str = "X") -> Path:
     """``<stem>.genestats.parquet`` beside the store (``<stem>.<layer>.genestats.parquet`` for a layer)."""
-    store = Path(store)
-    stem = store.name[: -len(store.suffix)] if store.suffix else store.name
-    layer = "" if matrix == "X" else "." + matrix.removeprefix("layers/").replace("/", "_")
-    return store.with_name(f"{stem}{layer}.genestats.parquet")
+    layer = "" if matrix == "X" else matrix.removeprefix("layers/").replace("/", "_") + "."
+    return beside_store(store, f"{layer}genestats.parquet")
 
 
 def store_fingerprint(store: str | os.PathLike, matrix: str = "X") -> dict[str, Any]:

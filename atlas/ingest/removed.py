@@ -20,6 +20,7 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
+from ..core.layout import beside_store
 from .qc import QC_REASONS
 from .settings import QCThresholds
 from .store import StoreWriter, finalize_obs
@@ -28,10 +29,8 @@ __all__ = ["RemovedCells", "above_audit_floor", "removed_store_path"]
 
 
 def removed_store_path(store: str | Path) -> Path:
-    """``<stem>.removed.h5ad`` beside the store (always h5ad: small, read whole)."""
-    store = Path(store)
-    stem = store.name[: -len(store.suffix)] if store.suffix else store.name
-    return store.with_name(f"{stem}.removed.h5ad")
+    """``<stem>.removed.h5ad`` beside the store (always h5ad: a few per cent of the cells)."""
+    return beside_store(store, "removed.h5ad")
 
 
 def above_audit_floor(metrics: pd.DataFrame, thresholds: QCThresholds) -> np.ndarray:

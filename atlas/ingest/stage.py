@@ -56,6 +56,7 @@ import pandas as pd
 from .. import __version__
 from ..core.atomic import TMP_PREFIX, atomic_path, write_table
 from ..core.errors import AtlasError, InputDataError, RunDirError
+from ..core.layout import beside_store
 from ..core.progress import track
 from .counts import check_counts
 from .genes import GeneMapping, common_gene_axis, gene_report_table, harmonize_genes
@@ -133,9 +134,7 @@ def side_table_path(store: str | Path, name: str) -> Path:
     name
         Table name (``qc``, ``genes``, ``neutrophils``).
     """
-    store = Path(store)
-    stem = store.name[: -len(store.suffix)] if store.suffix else store.name
-    return store.with_name(f"{stem}.{name}.csv")
+    return beside_store(store, f"{name}.csv")
 
 
 def _plan(ds: DatasetConfig, config: IngestConfig) -> _Plan:
@@ -242,8 +241,8 @@ def _stream_dataset(
             metrics_kept.append(m[keep])
             Xk = Xd if keep.all() else Xd[keep]
             sink.append(Xk if to_store is None else to_store.apply(Xk))
-            out = ~keep & above_audit_floor(m, tally.thresholds)
-            if removed is not None and out.any():
+            out = ~keep & above_audit_floor(m, tally.thresholds) if removed is not None else None
+            if out is not None and out.any():
                 Xo = Xd[out]
                 removed.add(Xo if to_store is None else to_store.apply(Xo), _dataset_obs(plan, [m[out]]), reason[out])
             n_read += Xd.shape[0]

@@ -20,7 +20,7 @@ import scipy.sparse as sp
 
 from ..core.errors import InputDataError
 
-__all__ = ["EncodedCells", "encode_cells", "onto_genes", "read_saved_model"]
+__all__ = ["EncodedCells", "SavedEncoder", "encode_cells", "onto_genes", "read_saved_model"]
 
 log = logging.getLogger(__name__)
 
@@ -85,12 +85,9 @@ def _categories(registry: dict) -> dict[str, list[str]]:
     return out
 
 
-def _model_obs(obs: pd.DataFrame, registry: dict, known: dict[str, dict[str, str]]) -> tuple[pd.DataFrame, np.ndarray]:
-    """obs with every categorical field the model needs; and per cell whether all its values are the model's own.
-
-    ``known[key]`` maps a cell's own value of ``key`` to the model's category (the training batch a value was
-    pooled into); a value the model never saw gets the first category and ``seen`` False.
-    """
+def _model_obs(obs: pd.DataFrame, registry: dict) -> tuple[pd.DataFrame, np.ndarray]:
+    """obs with every categorical field the model needs; and per cell whether all its values are the model's own
+    (a value the model never saw gets the first category and ``seen`` False)."""
     args = registry.get("setup_args", {})
     out = pd.DataFrame(index=obs.index)
     seen = np.ones(len(obs), dtype=bool)
@@ -98,8 +95,7 @@ def _model_obs(obs: pd.DataFrame, registry: dict, known: dict[str, dict[str, str
         if key == args.get("labels_key"):  # scANVI: every cell unlabelled (the encoder does not see labels)
             value = pd.Series(args.get("unlabeled_category", "unlabeled"), index=obs.index)
         else:
-            source = obs[key].astype(str) if key in obs else pd.Series("", index=obs.index)
-            value = source.map(known.get(key, {})).fillna(source)
+            value = obs[key].astype(str) if key in obs else pd.Series("", index=obs.index)
             ok = value.isin(cats).to_numpy()
             seen &= ok
             value = value.where(ok, cats[0] if cats else "")
@@ -111,51 +107,48 @@ def _model_obs(obs: pd.DataFrame, registry: dict, known: dict[str, dict[str, str
     return out, seen
 
 
-def encode_cells(
-    model_dir: str | Path,
-    adata,
-    *,
-    known: dict[str, dict[str, str]] | None = None,
-    accelerator: str = "cpu",
-) -> EncodedCells:
-    """Latent means of ``adata``'s cells (raw counts, gene symbols) in the model saved in ``model_dir``.
-
-    Parameters
-    ----------
-    model_dir
-        An ``atlas integrate`` bundle's ``model/``.
-    adata
-        Cells to encode: raw counts in ``X``, the store's obs (batch and covariate columns).
-    known
-        obs column -> {a cell's own value: the model's category}, for batches pooled in training
-        (:data:`atlas.integrate._checks.INTEGRATION_BATCH`); values not listed are used as they are.
-    accelerator
-        Where to run the encoder (``cpu``: the cells are few).
+class SavedEncoder:
+    """The encoder of the model saved in ``model_dir`` (an ``atlas integrate`` bundle's ``model/``), built once and
+    applied to any number of cell sets (:meth:`encode`); ``accelerator``: where it runs (``cpu``: the cells are few).
     """
-    import scvi
 
-    cls_name, genes, registry = read_saved_model(model_dir)
-    cls = getattr(scvi.model, cls_name, None)
-    if cls is None:
-        raise InputDataError(f"{model_dir} holds a {cls_name} model, which scvi-tools does not provide")
-    q = onto_genes(adata, genes)
-    obs, seen = _model_obs(adata.obs, registry, known or {})
-    q.obs = obs
-    layer = registry.get("setup_args", {}).get("layer")
-    if layer:
-        q.layers[layer] = q.X
-    with warnings.catch_warnings():  # scvi-tools warns of categories with < 3 cells: nothing is trained here
-        warnings.filterwarnings("ignore", message=".*fewer than 3 cells", category=UserWarning)
-        model = cls.load(str(model_dir), adata=q, accelerator=accelerator)
-    notes = []
-    encoded = np.ones(q.n_obs, dtype=bool)
-    if getattr(model.module, "encode_covariates", False) and not seen.all():
-        encoded = seen
-        notes.append(f"{int((~seen).sum())} cells are of batches the model never trained on and its encoder reads the "
-                     "batch (scarches_architecture): they are left out")  # fmt: skip
-    latent = np.zeros((0, model.module.n_latent), dtype=np.float32)
-    if encoded.any():
-        idx = np.flatnonzero(encoded)
-        latent = np.asarray(model.get_latent_representation(adata=q, indices=idx, give_mean=True,
-                                                            batch_size=INFERENCE_BATCH_SIZE), dtype=np.float32)  # fmt: skip
-    return EncodedCells(latent=latent, encoded=encoded, notes=notes)
+    def __init__(self, model_dir: str | Path, accelerator: str = "cpu"):
+        import scvi
+
+        self.model_dir, self.accelerator = Path(model_dir), accelerator
+        cls_name, self.genes, self.registry = read_saved_model(model_dir)
+        self.cls = getattr(scvi.model, cls_name, None)
+        if self.cls is None:
+            raise InputDataError(f"{model_dir} holds a {cls_name} model, which scvi-tools does not provide")
+        self.model = None
+
+    def encode(self, adata) -> EncodedCells:
+        """Latent means of ``adata``'s cells: raw counts in ``X`` (gene symbols), the store's obs (batch and
+        covariate columns under the names the model was set up with)."""
+        q = onto_genes(adata, self.genes)
+        q.obs, seen = _model_obs(adata.obs, self.registry)
+        layer = self.registry.get("setup_args", {}).get("layer")
+        if layer:
+            q.layers[layer] = q.X
+        with warnings.catch_warnings():  # scvi-tools warns of categories with < 3 cells: nothing is trained here
+            warnings.filterwarnings("ignore", message=".*fewer than 3 cells", category=UserWarning)
+            if self.model is None:
+                self.model = self.cls.load(str(self.model_dir), adata=q, accelerator=self.accelerator)
+            module = self.model.module
+            notes = []
+            encoded = np.ones(q.n_obs, dtype=bool)
+            if getattr(module, "encode_covariates", False) and not seen.all():
+                encoded = seen
+                notes.append(f"{int((~seen).sum())} cells are of batches the model never trained on and its encoder "
+                             "reads the batch (scarches_architecture): they are left out")  # fmt: skip
+            latent = np.zeros((0, module.n_latent), dtype=np.float32)
+            if encoded.any():  # a later cell set is registered with the loaded model here (scvi-tools' own check)
+                latent = np.asarray(self.model.get_latent_representation(
+                    adata=q, indices=np.flatnonzero(encoded), give_mean=True, batch_size=INFERENCE_BATCH_SIZE),
+                    dtype=np.float32)  # fmt: skip
+        return EncodedCells(latent=latent, encoded=encoded, notes=notes)
+
+
+def encode_cells(model_dir: str | Path, adata, *, accelerator: str = "cpu") -> EncodedCells:
+    """Latent means of ``adata``'s cells in the model saved in ``model_dir`` (:class:`SavedEncoder`, once)."""
+    return SavedEncoder(model_dir, accelerator).encode(adata)

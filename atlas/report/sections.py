@@ -537,7 +537,10 @@ def _qc_neutrophil_note(rep: HtmlReport, t: pd.DataFrame, fixed: list[str] | Non
     if "neutrophil" not in by_type.index or "cells_input" not in by_type:
         return
     n, rest = by_type.loc["neutrophil"], by_type.drop(index="neutrophil").sum()
-    gone = lambda r: r.get("removed_at_ingest", 0) + r.get("removed_second_pass", 0)  # noqa: E731
+
+    def gone(r: pd.Series) -> float:
+        return r.get("removed_at_ingest", 0) + r.get("removed_second_pass", 0)
+
     share_n = gone(n) / max(n["cells_input"], 1)
     share_rest = gone(rest) / max(rest["cells_input"], 1)
     reasons = ", ".join(f"{c.removeprefix('removed_')} {int(n[c])}" for c in t.columns

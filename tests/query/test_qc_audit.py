@@ -102,17 +102,17 @@ def test_an_encoder_that_reads_the_batch_leaves_out_cells_of_batches_it_never_sa
 
 def test_a_removed_cell_joins_the_pool_of_its_own_data_sets_batch():
     # sample names repeat across data sets; small samples were pooled per data set for training
-    from atlas.analyse.qc_audit import _known_batches, _with_source_column
+    from atlas.analyse.qc_audit import _training_batches, _with_training_batch
     from atlas.integrate.encode import _model_obs
 
     atlas = ad.AnnData(obs=pd.DataFrame({"dataset_id": ["A", "A", "B", "B"], "sample_id": ["S1", "S2", "S1", "S3"],
                                          "integration_batch": ["A: small", "A: small", "B: small", "B3"]},
                                         index=[f"c{i}" for i in range(4)]))  # fmt: skip
     config = {"settings": {"batch_key": "sample_id"}}
-    known = _known_batches(atlas, config)
+    pools = _training_batches(atlas, config)
     removed = pd.DataFrame({"dataset_id": ["B", "A", "B"], "sample_id": ["S1", "S1", "S9"]}, index=["r0", "r1", "r2"])
     registry = {"setup_args": {"batch_key": "integration_batch"},
                 "field_registries": {"batch": {"state_registry": {"categorical_mapping": ["A: small", "B3", "B: small"]}}}}
-    obs, seen = _model_obs(_with_source_column(removed, known, config), registry, known)
+    obs, seen = _model_obs(_with_training_batch(removed, pools, config), registry)
     assert obs["integration_batch"].astype(str).tolist()[:2] == ["B: small", "A: small"]
     assert seen.tolist() == [True, True, False]  # S9 of B: no atlas cell, so no training batch
