@@ -393,7 +393,11 @@ def validate(
 
 # ------------------------------------------------------------------------------------------- main
 def _paragraph(prefix: str, text: str) -> str:
+    """The message as one paragraph: wrapped at 100 columns on a terminal, one line per line in a log or
+    pipe (so a log can be searched for the message whatever the length of the paths it names)."""
     lines = str(text).strip().splitlines() or [""]
+    if not sys.stderr.isatty():
+        return "\n".join([f"{prefix}{lines[0]}", *lines[1:]])
     head = textwrap.fill(f"{prefix}{lines[0]}", width=100, subsequent_indent="  ",
                          break_on_hyphens=False, break_long_words=False)  # keep paths whole
     return "\n".join([head, *lines[1:]])

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 import pytest
 
 
@@ -18,3 +20,15 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "gpu" in item.keywords:
             item.add_marker(skip)
+
+
+@pytest.fixture(autouse=True)
+def _atlas_logger_restored():
+    """The CLI run in-process takes over the ``atlas`` logger (its own handler, no propagation): restore it
+    after every test, so ``caplog`` sees atlas's records whatever ran before in the same process."""
+    log = logging.getLogger("atlas")
+    saved = (log.handlers[:], log.propagate, log.level)
+    yield
+    log.handlers[:] = saved[0]
+    log.propagate = saved[1]
+    log.setLevel(saved[2])

@@ -60,3 +60,21 @@ def test_import_atlas_stays_light():
             "if m in sys.modules]; print(heavy); sys.exit(bool(heavy))")
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert res.returncode == 0, res.stdout + res.stderr
+
+
+def test_an_error_is_one_line_in_a_log_and_wrapped_on_a_terminal(tmp_path, monkeypatch):
+    import io
+
+    from atlas.cli import _paragraph
+
+    deep = tmp_path / ("a_directory_with_a_long_name_" * 4) / "run"
+    deep.mkdir(parents=True)
+    res = _atlas("report", str(deep))
+    line = next(ln for ln in res.stderr.splitlines() if ln.startswith("error:"))
+    assert res.returncode == 2 and f"{deep} is not an atlas run directory" in line  # one line, path whole
+    terminal = io.StringIO()
+    terminal.isatty = lambda: True
+    monkeypatch.setattr(sys, "stderr", terminal)
+    wrapped = _paragraph("error: ", f"{deep} is not an atlas run directory (no run.json)")
+    assert len(wrapped.splitlines()) > 1 and all(len(ln) <= 100 or str(deep) in ln for ln in wrapped.splitlines())
+    assert str(deep) in wrapped  # long paths are never broken

@@ -113,16 +113,7 @@ def test_inputs_are_not_modified_and_out_is_refused(mapped, ref_run, query_cfg, 
     assert before == {p: _sha(p) for p in before}
 
 
-@pytest.fixture
-def cli_logging():
-    """The CLI takes over the ``atlas`` logger (rich handler, no propagation); undo that afterwards."""
-    log = logging.getLogger("atlas")
-    saved = (log.handlers[:], log.propagate, log.level)
-    yield
-    log.handlers[:], log.propagate, log.level = saved[0], saved[1], saved[2]
-
-
-def test_batch_collision_renamed_and_logged(ref_run, sim, tmp_path, capsys, cli_logging):
+def test_batch_collision_renamed_and_logged(ref_run, sim, tmp_path, capsys):
     """A single-file query (CLI path) whose sample name is a reference batch keeps its own batch."""
     from atlas.cli import main
 
@@ -267,7 +258,7 @@ def test_normalised_query_is_refused(ref_run, tmp_path, tiny):
     assert not (tmp_path / "o").exists()
 
 
-def test_cli_error_exits_2(ref_run, tmp_path, capsys, cli_logging):
+def test_cli_error_exits_2(ref_run, tmp_path, capsys):
     from atlas.cli import main
 
     with pytest.raises(SystemExit) as exit_:
