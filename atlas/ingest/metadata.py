@@ -2,22 +2,39 @@
 
 For each schema field the value comes from, in order: ``dataset_id`` = the data set id; the
 column named in ``obs_columns``; a column of the same name; ``constants``. ``value_maps`` are
-applied, tissue synonyms are normalised to :data:`atlas.ingest.settings.TISSUES` and ``species`` is the
-configured one (a species column that disagrees is an error). Columns matching ``keep_obs`` glob
+applied, tissue synonyms are normalised to :data:`atlas.ingest.settings.TISSUES`, cancer types to atlas's labels
+(:mod:`atlas.catalogue.cancer_types`; values it does not know are kept as given) and ``species`` is the
+configured one (a species column that disagrees is an error). Across data sets, :func:`unify_spellings` gives
+values that differ only in case or punctuation one spelling. Columns matching ``keep_obs`` glob
 patterns (``truth_*``) are carried unchanged. Cells are renamed ``{dataset_id}:{barcode}``.
 """
 
 from __future__ import annotations
 
 import fnmatch
+import logging
 from collections.abc import Sequence
 
 import pandas as pd
 
+from ..catalogue.cancer_types import cancer_type_key, canonical_cancer_type
 from ..core.errors import InputDataError
 from .settings import SCHEMA_FIELDS, TISSUES, DatasetConfig
 
-__all__ = ["SPECIES_SYNONYMS", "TISSUE_SYNONYMS", "cell_names", "map_obs", "normalise_tissue"]
+__all__ = [
+    "SPECIES_SYNONYMS",
+    "TISSUE_SYNONYMS",
+    "cell_names",
+    "map_obs",
+    "normalise_cancer_types",
+    "normalise_tissue",
+    "unify_spellings",
+]
+
+logger = logging.getLogger(__name__)
+
+#: values that say "not known" rather than name a cancer (no note that the vocabulary lacks them)
+_NOT_GIVEN = frozenset({"", "unknown", "na", "n/a", "nan", "none", "not available", "not reported"})
 
 #: lower-cased synonyms -> atlas tissue
 TISSUE_SYNONYMS: dict[str, str] = {
@@ -140,6 +157,42 @@ def normalise_tissue(values: pd.Series, *, dataset_id: str, column: str) -> pd.S
     return values.astype(str).map(table)
 
 
+def normalise_cancer_types(values: pd.Series, *, dataset_id: str) -> pd.Series:
+    """Cancer types in any listed spelling as atlas's labels (:mod:`atlas.catalogue.cancer_types`); others as given.
+
+    What was renamed, and which values the vocabulary does not know, are logged per data set.
+    """
+    given = pd.unique(values.astype(str))
+    table = {v: canonical_cancer_type(v) or v.strip() for v in given}
+    renamed = {v: c for v, c in table.items() if c != v}
+    if renamed:
+        logger.info("data set %s: cancer_type read as atlas's labels: %s", dataset_id,
+                    ", ".join(f"{v!r} -> {c}" for v, c in renamed.items()))
+    unlisted = [v for v in given if canonical_cancer_type(v) is None and cancer_type_key(v) not in _NOT_GIVEN]
+    if unlisted:
+        logger.info(
+            "data set %s: cancer_type %s not in atlas's list of cancer types (atlas/catalogue/data/cancer_types.csv), "
+            "kept as given; if one names a listed cancer under another name, map it in the data set's value_maps",
+            dataset_id, ", ".join(repr(v) for v in unlisted))
+    return values.astype(str).map(table)
+
+
+def unify_spellings(frames: Sequence[pd.DataFrame], field: str) -> None:
+    """Give ``field``'s values that differ only in case, ``_``/``-`` or spaces one spelling across ``frames``
+    (the first seen), in place: "Glioma" in one data set and "glioma" in another are one group, not two."""
+    first: dict[str, str] = {}
+    for df in frames:
+        for v in df[field].cat.categories:
+            first.setdefault(cancer_type_key(v), v)
+    for df in frames:
+        cats = df[field].cat.categories
+        to = {v: first[cancer_type_key(v)] for v in cats if first[cancer_type_key(v)] != v}
+        if to:
+            logger.info("%s: %s spelled as in an earlier data set", field,
+                        ", ".join(f"{v!r} -> {w!r}" for v, w in to.items()))
+            df[field] = df[field].astype(str).replace(to).astype("category")
+
+
 def _source_column(field: str, ds: DatasetConfig, obs: pd.DataFrame) -> str | None:
     if field in ds.obs_columns:
         col = ds.obs_columns[field]
@@ -211,6 +264,8 @@ def map_obs(
             values = values.map(lambda v, vm=vm: vm.get(v, v))
         if field == "tissue":
             values = normalise_tissue(values, dataset_id=ds.id, column=label)
+        if field == "cancer_type":
+            values = normalise_cancer_types(values, dataset_id=ds.id)
         out[field] = values
     df = pd.DataFrame({k: pd.Categorical(v.astype(str).to_numpy()) for k, v in out.items()}, index=index)
     carried = [c for c in obs.columns if any(fnmatch.fnmatchcase(str(c), p) for p in keep_obs)]

@@ -61,7 +61,7 @@ from ..core.progress import track
 from .counts import check_counts
 from .genes import GeneMapping, common_gene_axis, gene_report_table, harmonize_genes
 from .genestats import GeneStatsCache
-from .metadata import map_obs
+from .metadata import map_obs, unify_spellings
 from .qc import (
     QC_REASONS,
     QCGeneSets,
@@ -404,6 +404,7 @@ def ingest(config: IngestConfig, out: str | Path, *, overwrite: bool = False) ->
             "run: pip install scikit-image, or set qc.doublets: false"
         )
     plans = [_plan(ds, config) for ds in track(config.datasets, "reading metadata")]
+    unify_spellings([p.obs for p in plans], "cancer_type")
     genes, measured = common_gene_axis([p.mapping for p in plans], config.join)
     store_genes = pd.Index(genes)
     logger.info("store gene axis (%s join): %d genes from %d data sets", config.join, len(genes), len(plans))

@@ -499,3 +499,19 @@ def test_cli_reports_qc_removing_every_cell_as_one_paragraph(tmp_path, files):
     )
     assert res.returncode == 2 and "QC removed every cell of data set bad1" in res.stderr
     assert "Traceback" not in res.stderr and not out.exists()
+
+
+def test_one_cancer_in_several_spellings_is_one_cancer_type_in_the_store(tmp_path, files):
+    genes = list(catalogue.human_genes()["symbol"].drop_duplicates().iloc[1000:1200])
+    spellings = {"a": "PDAC", "b": "Pancreatic ductal adenocarcinoma", "c": "Glioma", "d": "glioma"}
+    datasets = []
+    for i, (name, cancer) in enumerate(spellings.items()):
+        obs = pd.DataFrame({"disease": cancer}, index=[f"c{j}" for j in range(40)])
+        files.write_h5ad(tmp_path / f"{name}.h5ad", files.counts(40, len(genes), seed=i), obs=obs, genes=genes)
+        datasets.append({"id": name, "path": str(tmp_path / f"{name}.h5ad"), "obs_columns": {"cancer_type": "disease"},
+                         "constants": {"sample_id": name, "patient_id": name, "tissue": "tumour", "platform": "x"}})
+    ingest(IngestConfig(datasets=datasets, qc={"enabled": False}), tmp_path / "o.h5ad")
+    obs = ad.read_h5ad(tmp_path / "o.h5ad", backed="r").obs
+    assert obs.groupby("dataset_id", observed=True)["cancer_type"].first().astype(str).to_dict() == {
+        "a": "PDAC", "b": "PDAC", "c": "Glioma", "d": "Glioma"}
+    assert sorted(obs["cancer_type"].cat.categories) == ["Glioma", "PDAC"]

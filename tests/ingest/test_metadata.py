@@ -89,3 +89,53 @@ def test_missing_values_in_column():
     obs.loc["b", "Sample"] = None
     with pytest.raises(InputDataError, match=r"'lung1'.*1 cells have no value in column 'Sample'"):
         map_obs(obs, _ds())
+
+
+@pytest.mark.parametrize("given, label", [
+    ("pancreatic ductal adenocarcinoma", "PDAC"), ("Pancreatic Cancer", "PDAC"), ("paad", "PDAC"),
+    ("Non-small cell lung cancer", "NSCLC"), ("non_small_cell_lung_cancer", "NSCLC"), ("nsclc", "NSCLC"),
+    ("lung adenocarcinoma", "LUAD"), ("SKCM", "melanoma"), ("Cutaneous  melanoma ", "melanoma"),
+    ("Hepatocellular carcinoma", "HCC"), ("colorectal cancer", "CRC"), ("breast cancer", "BRCA"),
+])
+def test_cancer_type_spellings_read_as_atlas_labels(given, label, caplog):
+    obs = _obs().assign(disease=given)
+    with caplog.at_level("INFO", logger="atlas.ingest.metadata"):
+        df = map_obs(obs, _ds(constants={}, obs_columns={"sample_id": "Sample", "tissue": "Tissue",
+                                                         "platform": "tech", "cancer_type": "disease"}))
+    assert set(df["cancer_type"]) == {label}
+    assert (f"{given!r} -> {label}" in caplog.text) == (given != label)
+
+
+def test_unlisted_cancer_type_kept_as_given_and_said_unless_it_says_unknown(caplog):
+    with caplog.at_level("INFO", logger="atlas.ingest.metadata"):
+        df = map_obs(_obs(), _ds(constants={"cancer_type": "Glioma grade 4"}))
+        assert set(df["cancer_type"]) == {"Glioma grade 4"}
+        assert "'Glioma grade 4' not in atlas's list of cancer types" in caplog.text
+        caplog.clear()
+        assert set(map_obs(_obs(), _ds(constants={"cancer_type": "unknown"}))["cancer_type"]) == {"unknown"}
+    assert "not in atlas's list" not in caplog.text
+    # a data set's value_maps come first: a subtype can be pooled with its parent on purpose
+    ds = _ds(value_maps={"platform": {"10X": "10x_3prime"}, "cancer_type": {"LUAD": "non-small cell lung cancer"}})
+    assert set(map_obs(_obs(), ds)["cancer_type"]) == {"NSCLC"}
+
+
+def test_unify_spellings_across_data_sets():
+    from atlas.ingest.metadata import unify_spellings
+
+    frames = [pd.DataFrame({"cancer_type": pd.Categorical(v)}) for v in (["Glioma", "HCC"], ["glioma", "GLIOMA"],
+                                                                          ["low-grade_glioma"])]
+    unify_spellings(frames, "cancer_type")
+    assert [sorted(f["cancer_type"].cat.categories) for f in frames] == [["Glioma", "HCC"], ["Glioma"],
+                                                                        ["low-grade_glioma"]]
+
+
+def test_the_cancer_type_vocabulary_is_one_to_one_and_knows_the_simulators_spellings():
+    from atlas.catalogue.cancer_types import cancer_type_key, cancer_type_table, canonical_cancer_type
+    from atlas.simulate.biology import CANCER_TYPES
+
+    table = cancer_type_table()
+    assert table["code"].is_unique and table["name"].map(cancer_type_key).is_unique
+    for row in table.itertuples():  # every spelling reads as its own row's label (no spelling names two)
+        assert {canonical_cancer_type(s) for s in (row.code, row.name, *row.synonyms)} == {row.code}
+    for code, (_, long_name) in CANCER_TYPES.items():
+        assert canonical_cancer_type(code) == code and canonical_cancer_type(long_name) == code
