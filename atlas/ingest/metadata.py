@@ -2,10 +2,10 @@
 
 For each schema field the value comes from, in order: ``dataset_id`` = the data set id; the
 column named in ``obs_columns``; a column of the same name; ``constants``. ``value_maps`` are
-applied, tissue synonyms are normalised to :data:`atlas.ingest.settings.TISSUES`, cancer types to atlas's labels
-(:mod:`atlas.catalogue.cancer_types`; values it does not know are kept as given) and ``species`` is the
-configured one (a species column that disagrees is an error). Across data sets, :func:`unify_spellings` gives
-values that differ only in case or punctuation one spelling. Columns matching ``keep_obs`` glob
+applied, tissue synonyms are normalised to :data:`atlas.ingest.settings.TISSUES`, cancer types and platforms to
+atlas's labels (:mod:`atlas.catalogue.vocabularies`; values a vocabulary does not know are kept as given) and
+``species`` is the configured one (a species column that disagrees is an error). Across data sets,
+:func:`unify_spellings` gives values that differ only in case or punctuation one spelling. Columns matching ``keep_obs`` glob
 patterns (``truth_*``) are carried unchanged. Cells are renamed ``{dataset_id}:{barcode}``.
 """
 
@@ -17,7 +17,7 @@ from collections.abc import Sequence
 
 import pandas as pd
 
-from ..catalogue.cancer_types import cancer_type_key, canonical_cancer_type
+from ..catalogue.vocabularies import VOCABULARIES, Vocabulary, spelling_key
 from ..core.errors import InputDataError
 from .settings import SCHEMA_FIELDS, TISSUES, DatasetConfig
 
@@ -26,14 +26,15 @@ __all__ = [
     "TISSUE_SYNONYMS",
     "cell_names",
     "map_obs",
-    "normalise_cancer_types",
+    "normalise_to_vocabulary",
     "normalise_tissue",
+    "to_known_spellings",
     "unify_spellings",
 ]
 
 logger = logging.getLogger(__name__)
 
-#: values that say "not known" rather than name a cancer (no note that the vocabulary lacks them)
+#: values that say "not known" rather than name a cancer or platform (no note that the vocabulary lacks them)
 _NOT_GIVEN = frozenset({"", "unknown", "na", "n/a", "nan", "none", "not available", "not reported"})
 
 #: lower-cased synonyms -> atlas tissue
@@ -157,23 +158,22 @@ def normalise_tissue(values: pd.Series, *, dataset_id: str, column: str) -> pd.S
     return values.astype(str).map(table)
 
 
-def normalise_cancer_types(values: pd.Series, *, dataset_id: str) -> pd.Series:
-    """Cancer types in any listed spelling as atlas's labels (:mod:`atlas.catalogue.cancer_types`); others as given.
-
-    What was renamed, and which values the vocabulary does not know, are logged per data set.
-    """
+def normalise_to_vocabulary(values: pd.Series, vocabulary: Vocabulary, *, dataset_id: str) -> pd.Series:
+    """``values`` in any listed spelling as the vocabulary's labels (:mod:`atlas.catalogue.vocabularies`); others as
+    given. What was renamed, and which values the vocabulary does not know, are logged per data set."""
     given = pd.unique(values.astype(str))
-    table = {v: canonical_cancer_type(v) or v.strip() for v in given}
+    table = {v: vocabulary.label(v) or v.strip() for v in given}
+    field = vocabulary.field
     renamed = {v: c for v, c in table.items() if c != v}
     if renamed:
-        logger.info("data set %s: cancer_type read as atlas's labels: %s", dataset_id,
+        logger.info("data set %s: %s read as atlas's labels: %s", dataset_id, field,
                     ", ".join(f"{v!r} -> {c}" for v, c in renamed.items()))
-    unlisted = [v for v in given if canonical_cancer_type(v) is None and cancer_type_key(v) not in _NOT_GIVEN]
+    unlisted = [v for v in given if vocabulary.label(v) is None and spelling_key(v) not in _NOT_GIVEN]
     if unlisted:
         logger.info(
-            "data set %s: cancer_type %s not in atlas's list of cancer types (atlas/catalogue/data/cancer_types.csv), "
-            "kept as given; if one names a listed cancer under another name, map it in the data set's value_maps",
-            dataset_id, ", ".join(repr(v) for v in unlisted))
+            "data set %s: %s %s not in atlas's list (atlas/catalogue/data/%s), kept as given; if one names a listed "
+            "value under another name, map it in the data set's value_maps",
+            dataset_id, field, ", ".join(repr(v) for v in unlisted), vocabulary.file)
     return values.astype(str).map(table)
 
 
@@ -183,14 +183,34 @@ def unify_spellings(frames: Sequence[pd.DataFrame], field: str) -> None:
     first: dict[str, str] = {}
     for df in frames:
         for v in df[field].cat.categories:
-            first.setdefault(cancer_type_key(v), v)
+            first.setdefault(spelling_key(v), v)
     for df in frames:
         cats = df[field].cat.categories
-        to = {v: first[cancer_type_key(v)] for v in cats if first[cancer_type_key(v)] != v}
+        to = {v: first[spelling_key(v)] for v in cats if first[spelling_key(v)] != v}
         if to:
             logger.info("%s: %s spelled as in an earlier data set", field,
                         ", ".join(f"{v!r} -> {w!r}" for v, w in to.items()))
             df[field] = df[field].astype(str).replace(to).astype("category")
+
+
+def to_known_spellings(values: pd.Series, known: Sequence[str], field: str) -> tuple[pd.Series, dict[str, str]]:
+    """``values`` with each value that is not in ``known`` but names one of them (the same label of ``field``'s
+    vocabulary, or the same :func:`~atlas.catalogue.vocabularies.spelling_key`) spelled as there; and what changed.
+
+    A query's ``10x 3'`` meets a reference whose platform was ingested as ``10x_3p`` before atlas had vocabularies.
+    """
+    vocabulary = VOCABULARIES.get(field)
+
+    def ident(v: str) -> str:
+        return (vocabulary.label(v) if vocabulary is not None else None) or spelling_key(v)
+
+    known = [str(k) for k in known]
+    by_ident: dict[str, str] = {}
+    for k in known:
+        by_ident.setdefault(ident(k), k)
+    values = values.astype(str)
+    to = {v: by_ident[ident(v)] for v in pd.unique(values) if v not in known and ident(v) in by_ident}
+    return (values.replace(to) if to else values), to
 
 
 def _source_column(field: str, ds: DatasetConfig, obs: pd.DataFrame) -> str | None:
@@ -264,8 +284,8 @@ def map_obs(
             values = values.map(lambda v, vm=vm: vm.get(v, v))
         if field == "tissue":
             values = normalise_tissue(values, dataset_id=ds.id, column=label)
-        if field == "cancer_type":
-            values = normalise_cancer_types(values, dataset_id=ds.id)
+        if field in VOCABULARIES:
+            values = normalise_to_vocabulary(values, VOCABULARIES[field], dataset_id=ds.id)
         out[field] = values
     df = pd.DataFrame({k: pd.Categorical(v.astype(str).to_numpy()) for k, v in out.items()}, index=index)
     carried = [c for c in obs.columns if any(fnmatch.fnmatchcase(str(c), p) for p in keep_obs)]

@@ -404,7 +404,8 @@ def ingest(config: IngestConfig, out: str | Path, *, overwrite: bool = False) ->
             "run: pip install scikit-image, or set qc.doublets: false"
         )
     plans = [_plan(ds, config) for ds in track(config.datasets, "reading metadata")]
-    unify_spellings([p.obs for p in plans], "cancer_type")
+    for field in ("cancer_type", "platform"):
+        unify_spellings([p.obs for p in plans], field)
     genes, measured = common_gene_axis([p.mapping for p in plans], config.join)
     store_genes = pd.Index(genes)
     logger.info("store gene axis (%s join): %d genes from %d data sets", config.join, len(genes), len(plans))

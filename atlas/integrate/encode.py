@@ -20,7 +20,7 @@ import scipy.sparse as sp
 
 from ..core.errors import InputDataError
 
-__all__ = ["EncodedCells", "SavedEncoder", "encode_cells", "onto_genes", "read_saved_model"]
+__all__ = ["EncodedCells", "SavedEncoder", "encode_cells", "model_categories", "onto_genes", "read_saved_model"]
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +72,7 @@ class EncodedCells:
     notes: list[str] = field(default_factory=list)
 
 
-def _categories(registry: dict) -> dict[str, list[str]]:
+def model_categories(registry: dict) -> dict[str, list[str]]:
     """obs column -> the model's categories, for every categorical field it was set up with."""
     args, fields = registry.get("setup_args", {}), registry.get("field_registries", {})
     out: dict[str, list[str]] = {}
@@ -91,7 +91,7 @@ def _model_obs(obs: pd.DataFrame, registry: dict) -> tuple[pd.DataFrame, np.ndar
     args = registry.get("setup_args", {})
     out = pd.DataFrame(index=obs.index)
     seen = np.ones(len(obs), dtype=bool)
-    for key, cats in _categories(registry).items():
+    for key, cats in model_categories(registry).items():
         if key == args.get("labels_key"):  # scANVI: every cell unlabelled (the encoder does not see labels)
             value = pd.Series(args.get("unlabeled_category", "unlabeled"), index=obs.index)
         else:

@@ -7,8 +7,9 @@
 3. **Covariates**: the model's batch column (e.g. ``sample_id``; ``integration_batch``, filled from
    the reference's ``batch_key`` column, when small reference batches were pooled) must not reuse a reference batch
    name (the query would silently share that batch's weights): colliding values get a ``query:``
-   prefix. Missing covariate columns get ``unknown``; scANVI's label column is set to its
-   unlabelled category.
+   prefix. Missing covariate columns get ``unknown``; a covariate value that names one of the model's under another
+   spelling (a platform ingested before atlas had vocabularies) takes the model's; scANVI's label column is set to
+   its unlabelled category.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import logging
 import pandas as pd
 
 from ..core.errors import InputDataError
+from ..ingest.metadata import to_known_spellings
 from ..integrate._checks import INTEGRATION_BATCH
 from ..integrate.encode import onto_genes
 from .reference import Reference
@@ -138,6 +140,12 @@ def prepare_query(adata, ref: Reference, notes: list[str]) -> tuple[object, pd.D
             q.obs[cov] = "unknown"
             notes.append(f"the reference model conditions on {cov!r}, which the query lacks: set to 'unknown'")
             log.warning(notes[-1])
+            continue
+        q.obs[cov], respelled = to_known_spellings(q.obs[cov], ref.covariate_categories.get(cov, []), cov)
+        if respelled:
+            notes.append(f"query {cov} " + ", ".join(f"{v!r}" for v in respelled) + " read as the reference's "
+                         + ", ".join(f"{w!r}" for w in respelled.values()))
+            log.info(notes[-1])
     labels_key = args.get("labels_key")
     if ref.model_class == "SCANVI" and labels_key:
         q.obs[labels_key] = pd.Categorical([args.get("unlabeled_category", "unlabeled")] * q.n_obs)

@@ -33,7 +33,7 @@ from .. import __version__
 from ..core import storage
 from ..core.errors import InputDataError
 from ..core.layout import STORE_FORMATS, RunLayout
-from ..integrate.encode import read_saved_model
+from ..integrate.encode import model_categories, read_saved_model
 
 __all__ = ["BUNDLE_FILES", "Reference", "check_versions", "fetch_reference", "load_reference"]
 
@@ -70,6 +70,7 @@ class Reference:
     qc: dict[str, Any] | None = None
     notes: list[str] = field(default_factory=list)
     batch_source: str | None = None  # the integrate batch_key; the model's batch when no batch was pooled
+    covariate_categories: dict[str, list[str]] = field(default_factory=dict)  # the model's categorical covariates
 
     @property
     def model_dir(self) -> Path:
@@ -384,6 +385,8 @@ def _load(refdir: Path, label_key: str | None, state_key: str, run_qc) -> Refere
         versions={k: str(v) for k, v in versions.items()}, qc=run_qc(refdir) if kind == "run" else None, notes=notes,
         state_rule=state_rule, cell_type_rule=cell_type_rule,
         batch_source=config["settings"].get("batch_key"),
+        covariate_categories={k: v for k, v in model_categories(registry).items()
+                              if k in (registry.get("setup_args", {}).get("categorical_covariate_keys") or [])},
     )  # fmt: skip
     log.info("reference %s (%s): %s model, %d HVGs, %d cells, batch key %r (%d batches)", refdir, kind, model_class,
              len(hvgs), atlas.n_obs, ref.batch_key, len(ref.batch_categories))  # fmt: skip

@@ -41,7 +41,7 @@ def test_schema_mapping():
     assert list(df.columns) == [*SCHEMA_FIELDS, "truth_state"]
     assert list(df.index) == ["lung1:a", "lung1:b", "lung1:c", "lung1:d"]
     assert list(df["tissue"]) == ["tumour", "adjacent_normal", "blood", "tumour"]
-    assert set(df["platform"]) == {"10x_3prime"} and set(df["cancer_type"]) == {"LUAD"}
+    assert set(df["platform"]) == {"10x 3'"} and set(df["cancer_type"]) == {"LUAD"}  # atlas's labels
     assert set(df["species"]) == {"human"} and set(df["dataset_id"]) == {"lung1"}
     assert list(df["sample_id"]) == ["s1", "s1", "s2", "s2"]
     for f in SCHEMA_FIELDS:
@@ -110,7 +110,7 @@ def test_unlisted_cancer_type_kept_as_given_and_said_unless_it_says_unknown(capl
     with caplog.at_level("INFO", logger="atlas.ingest.metadata"):
         df = map_obs(_obs(), _ds(constants={"cancer_type": "Glioma grade 4"}))
         assert set(df["cancer_type"]) == {"Glioma grade 4"}
-        assert "'Glioma grade 4' not in atlas's list of cancer types" in caplog.text
+        assert "cancer_type 'Glioma grade 4' not in atlas's list (atlas/catalogue/data/cancer_types.csv)" in caplog.text
         caplog.clear()
         assert set(map_obs(_obs(), _ds(constants={"cancer_type": "unknown"}))["cancer_type"]) == {"unknown"}
     assert "not in atlas's list" not in caplog.text
@@ -130,12 +130,38 @@ def test_unify_spellings_across_data_sets():
 
 
 def test_the_cancer_type_vocabulary_is_one_to_one_and_knows_the_simulators_spellings():
-    from atlas.catalogue.cancer_types import cancer_type_key, cancer_type_table, canonical_cancer_type
-    from atlas.simulate.biology import CANCER_TYPES
+    from atlas.catalogue.vocabularies import CANCER_TYPES, PLATFORMS, spelling_key
+    from atlas.simulate.biology import CANCER_TYPES as SIMULATED_CANCERS
+    from atlas.simulate.biology import PLATFORMS as SIMULATED_PLATFORMS
 
-    table = cancer_type_table()
-    assert table["code"].is_unique and table["name"].map(cancer_type_key).is_unique
-    for row in table.itertuples():  # every spelling reads as its own row's label (no spelling names two)
-        assert {canonical_cancer_type(s) for s in (row.code, row.name, *row.synonyms)} == {row.code}
-    for code, (_, long_name) in CANCER_TYPES.items():
-        assert canonical_cancer_type(code) == code and canonical_cancer_type(long_name) == code
+    for vocabulary in (CANCER_TYPES, PLATFORMS):
+        table = vocabulary.table
+        assert table["code"].map(spelling_key).is_unique
+        for row in table.itertuples():  # every spelling reads as its own row's label (no spelling names two)
+            assert {vocabulary.label(s) for s in (row.code, row.name, *row.synonyms)} == {row.code}
+    for code, (_, long_name) in SIMULATED_CANCERS.items():
+        assert CANCER_TYPES.label(code) == code and CANCER_TYPES.label(long_name) == code
+    assert all(PLATFORMS.label(p) for p in SIMULATED_PLATFORMS)  # the simulator's platforms are listed
+
+
+@pytest.mark.parametrize("given, label", [
+    ("10x_3p", "10x 3'"), ("10X Genomics 3\u2019", "10x 3'"), ("10x_3prime_v3", "10x 3' v3"), ("10x 5' v2", "10x 5' v2"),
+    ("Chromium Single Cell 5'", "10x 5'"), ("SMART-Seq2", "Smart-seq2"), ("smartseq2", "Smart-seq2"),
+    ("SeqWell", "Seq-Well"), ("BD_Rhapsody", "BD Rhapsody"), ("Drop-Seq", "Drop-seq"),
+])
+def test_platform_spellings_read_as_atlas_labels(given, label):
+    df = map_obs(_obs().assign(tech=given), _ds(value_maps={}))
+    assert set(df["platform"]) == {label}
+
+
+def test_a_10x_without_chemistry_is_not_guessed():
+    assert set(map_obs(_obs().assign(tech="10X"), _ds(value_maps={}))["platform"]) == {"10X"}
+
+
+def test_values_take_the_spelling_of_known_ones_that_name_the_same_thing():
+    from atlas.ingest.metadata import to_known_spellings
+
+    got, to = to_known_spellings(pd.Series(["10x 3'", "Chromium 3'", "seqwell", "BD Rhapsody", "Glioma", "new"]),
+                                 ["10x_3p", "SeqWell", "BD Rhapsody", "glioma"], "platform")
+    assert list(got) == ["10x_3p", "10x_3p", "SeqWell", "BD Rhapsody", "glioma", "new"]
+    assert to == {"10x 3'": "10x_3p", "Chromium 3'": "10x_3p", "seqwell": "SeqWell", "Glioma": "glioma"}

@@ -301,3 +301,26 @@ def test_evidence_states_call_the_query_at_the_references_cuts(run_copy, query_c
     p_t3 = ndtr((0.8 * (q["T3_proxy"].to_numpy()[neut] - loc) / scale - 0.3) / np.sqrt(0.8 * 0.2))
     np.testing.assert_allclose(q["state_uncertainty"].to_numpy()[neut], 1 - np.where(expected[neut] == "T3", p_t3, 1 - p_t3))
     assert "own state evidence" in (out / "report.html").read_text()
+
+
+def test_a_covariate_named_otherwise_takes_the_reference_models_spelling(ref_run):
+    """A reference ingested before atlas had platform labels (``10x_3p``) meets a query ingested after (``10x 3'``)."""
+    import dataclasses
+
+    from atlas.query.prepare import prepare_query
+
+    ref = load_reference(ref_run)
+    cats = ref.covariate_categories["platform"]
+    assert "10x 3'" in cats and "Smart-seq2" in cats  # the reference was ingested with atlas's labels
+    old = dataclasses.replace(ref, covariate_categories={"platform": ["10x_3p" if c == "10x 3'" else c for c in cats]})
+    platforms = ["10x 3'", "10x 3'", "Smart-seq2", "MARS-seq"]
+    obs = pd.DataFrame({"sample_id": "s", "patient_id": "p", "cancer_type": "CRC", "tissue": "tumour",
+                        "platform": platforms}, index=[f"c{i}" for i in range(4)])  # fmt: skip
+    q = ad.AnnData(sp.csr_matrix(np.ones((4, len(ref.hvgs)), dtype=np.float32)), obs=obs,
+                   var=pd.DataFrame(index=ref.hvgs))
+    notes: list[str] = []
+    prepared, _ = prepare_query(q, old, notes)
+    assert list(prepared.obs["platform"].astype(str)) == ["10x_3p", "10x_3p", "Smart-seq2", "MARS-seq"]
+    assert "query platform \"10x 3'\" read as the reference's '10x_3p'" in notes
+    prepare_query(q, ref, notes := [])
+    assert not any("read as the reference" in n for n in notes)
