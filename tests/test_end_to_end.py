@@ -121,7 +121,9 @@ def test_atlas_run_resumes_and_skips(tmp_path):
     assert all(float(v) > 0 for v in rule["z_scale"].values())
     read = {c for cols in rule["signatures_read"].values() for c in cols}
     assert set(rule.get("programmes", {})) <= read and all(c.endswith("_refined") for c in rule.get("programmes", {}))
-    assert "chosen by each cell&#x27;s own unsmoothed evidence" in (tmp_path / "run" / "report.html").read_text()
+    report = (tmp_path / "run" / "report.html").read_text()
+    assert "chosen by each cell&#x27;s own unsmoothed evidence" in report
+    assert 'data-table="metadata"' in report  # the simulator's platforms are read as atlas's labels (10x_3p -> 10x 3')
     ref = ad.read_h5ad(tmp_path / "run" / "reference" / "atlas.h5ad")
     assert {"X_scVI", "X_umap"} <= set(ref.obsm) and "leiden" in ref.obs and "truth_state" in ref.obs
     scores = pd.read_parquet(tmp_path / "run" / "scores.parquet")

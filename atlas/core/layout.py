@@ -27,7 +27,7 @@ def beside_store(store: str | os.PathLike, name: str) -> Path:
 #: Formats of the ingested store (``store_format`` of a pipeline config).
 STORE_FORMATS = ("h5ad", "zarr")
 #: The tables ingest writes beside the store: ``store.<name>.csv``.
-STORE_TABLES = ("qc", "genes", "neutrophils")
+STORE_TABLES = ("qc", "genes", "neutrophils", "metadata")
 
 
 @dataclass(frozen=True)

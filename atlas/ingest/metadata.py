@@ -26,6 +26,8 @@ __all__ = [
     "TISSUE_SYNONYMS",
     "cell_names",
     "map_obs",
+    "HARMONISED_COLUMNS",
+    "HARMONISED_FIELDS",
     "normalise_to_vocabulary",
     "normalise_tissue",
     "to_known_spellings",
@@ -33,6 +35,10 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
+
+#: fields whose given values are recorded with what ingest made of them (``<store>.metadata.csv``)
+HARMONISED_FIELDS = ("tissue", "cancer_type", "platform")
+HARMONISED_COLUMNS = ["dataset_id", "field", "source", "given", "stored", "rule", "n_cells"]
 
 #: values that say "not known" rather than name a cancer or platform (no note that the vocabulary lacks them)
 _NOT_GIVEN = frozenset({"", "unknown", "na", "n/a", "nan", "none", "not available", "not reported"})
@@ -177,20 +183,27 @@ def normalise_to_vocabulary(values: pd.Series, vocabulary: Vocabulary, *, datase
     return values.astype(str).map(table)
 
 
-def unify_spellings(frames: Sequence[pd.DataFrame], field: str) -> None:
+def unify_spellings(frames: Sequence[pd.DataFrame], field: str, records: Sequence[pd.DataFrame] | None = None) -> None:
     """Give ``field``'s values that differ only in case, ``_``/``-`` or spaces one spelling across ``frames``
-    (the first seen), in place: "Glioma" in one data set and "glioma" in another are one group, not two."""
+    (the first seen), in place: "Glioma" in one data set and "glioma" in another are one group, not two.
+    ``records`` (one per frame, :func:`map_obs`'s ``harmonised`` tables) are updated to match."""
     first: dict[str, str] = {}
     for df in frames:
         for v in df[field].cat.categories:
             first.setdefault(spelling_key(v), v)
-    for df in frames:
+    for i, df in enumerate(frames):
         cats = df[field].cat.categories
         to = {v: first[spelling_key(v)] for v in cats if first[spelling_key(v)] != v}
-        if to:
-            logger.info("%s: %s spelled as in an earlier data set", field,
-                        ", ".join(f"{v!r} -> {w!r}" for v, w in to.items()))
-            df[field] = df[field].astype(str).replace(to).astype("category")
+        if not to:
+            continue
+        logger.info("%s: %s spelled as in an earlier data set", field, ", ".join(f"{v!r} -> {w!r}" for v, w in to.items()))
+        df[field] = df[field].astype(str).replace(to).astype("category")
+        if records is not None:
+            rec = records[i]
+            rows = (rec["field"] == field) & rec["stored"].isin(list(to))
+            rec.loc[rows, "rule"] = [f"{r}, one spelling across data sets" if r != "as given" else
+                                     "one spelling across data sets" for r in rec.loc[rows, "rule"]]
+            rec.loc[rows, "stored"] = rec.loc[rows, "stored"].map(to)
 
 
 def to_known_spellings(values: pd.Series, known: Sequence[str], field: str) -> tuple[pd.Series, dict[str, str]]:
@@ -233,6 +246,7 @@ def map_obs(
     *,
     keep_obs: Sequence[str] = ("truth_*",),
     source: str = "",
+    harmonised: list[pd.DataFrame] | None = None,
 ) -> pd.DataFrame:
     """Map one data set's cell metadata onto the schema.
 
@@ -246,6 +260,9 @@ def map_obs(
         Glob patterns of columns carried through unchanged.
     source
         File name, for messages.
+    harmonised
+        When given, gets one table (:data:`HARMONISED_COLUMNS`) with a row per value given for a field of
+        :data:`HARMONISED_FIELDS`: what it became, by which rule, in how many cells.
 
     Returns
     -------
@@ -254,6 +271,7 @@ def map_obs(
     """
     index = cell_names(ds.id, obs.index, source=source)
     out: dict[str, pd.Series] = {}
+    record: list[pd.DataFrame] = []
     for field in SCHEMA_FIELDS:
         if field == "dataset_id":
             out[field] = pd.Series(ds.id, index=obs.index)
@@ -279,15 +297,21 @@ def map_obs(
                 f"{field!r} (columns: {list(obs.columns)}); add obs_columns: {{{field}: <column>}} or "
                 f"constants: {{{field}: <value>}} to its entry"
             )
+        given = values.astype(str)
         if field in ds.value_maps:
             vm = ds.value_maps[field]
             values = values.map(lambda v, vm=vm: vm.get(v, v))
+        mapped = values.astype(str)
         if field == "tissue":
             values = normalise_tissue(values, dataset_id=ds.id, column=label)
         if field in VOCABULARIES:
             values = normalise_to_vocabulary(values, VOCABULARIES[field], dataset_id=ds.id)
         out[field] = values
+        if field in HARMONISED_FIELDS:
+            record.append(_harmonised_rows(ds.id, field, label, given, mapped, values.astype(str)))
     df = pd.DataFrame({k: pd.Categorical(v.astype(str).to_numpy()) for k, v in out.items()}, index=index)
+    if harmonised is not None:
+        harmonised.append(pd.concat(record, ignore_index=True))
     carried = [c for c in obs.columns if any(fnmatch.fnmatchcase(str(c), p) for p in keep_obs)]
     clash = [c for c in carried if c in df.columns]
     if clash:
@@ -297,6 +321,28 @@ def map_obs(
     for c in carried:
         df[c] = obs[c].array  # keeps the dtype (categorical, nullable, ...) without aligning on the index
     return df
+
+
+def _harmonised_rows(dataset_id: str, field: str, source: str, given: pd.Series, mapped: pd.Series,
+                     stored: pd.Series) -> pd.DataFrame:
+    """One row per distinct given value: what it became and the rule (value_maps, atlas's label, as given)."""
+    rows = pd.DataFrame({"given": given.to_numpy(), "mapped": mapped.to_numpy(), "stored": stored.to_numpy()})
+    rows = rows.groupby(["given", "mapped", "stored"], sort=True).size().rename("n_cells").reset_index()
+    vocabulary = VOCABULARIES.get(field)
+
+    def rule(r) -> str:
+        steps = ["value_maps"] if r.mapped != r.given else []
+        if r.stored != r.mapped:
+            steps.append("atlas label")
+        elif vocabulary is not None and vocabulary.label(r.mapped) is None and spelling_key(r.mapped) not in _NOT_GIVEN:
+            steps.append("not in atlas's list")
+        return ", ".join(steps) or "as given"
+
+    rows["rule"] = [rule(r) for r in rows.itertuples(index=False)]
+    rows.insert(0, "source", source)
+    rows.insert(0, "field", field)
+    rows.insert(0, "dataset_id", dataset_id)
+    return rows[HARMONISED_COLUMNS]
 
 
 def _species(ds: DatasetConfig, obs: pd.DataFrame, col: str | None) -> pd.Series:

@@ -122,6 +122,7 @@ class _Plan:
     n_obs: int
     mapping: GeneMapping
     obs: pd.DataFrame
+    harmonised: pd.DataFrame  # metadata values as given and as stored (metadata.HARMONISED_COLUMNS)
 
 
 def side_table_path(store: str | Path, name: str) -> Path:
@@ -154,7 +155,8 @@ def _plan(ds: DatasetConfig, config: IngestConfig) -> _Plan:
             raise InputDataError(
                 f"data set {ds.id} ({source}) has no cells; remove it from the config or fix the file"
             )
-        obs = map_obs(reader.obs, ds, keep_obs=config.keep_obs, source=source)
+        harmonised: list[pd.DataFrame] = []
+        obs = map_obs(reader.obs, ds, keep_obs=config.keep_obs, source=source, harmonised=harmonised)
     logger.info(
         "data set %s: %d cells, %d genes -> %d symbols (%s)",
         ds.id,
@@ -163,7 +165,7 @@ def _plan(ds: DatasetConfig, config: IngestConfig) -> _Plan:
         len(mapping.genes),
         source,
     )
-    return _Plan(ds=ds, source=source, n_obs=n_obs, mapping=mapping, obs=obs)
+    return _Plan(ds=ds, source=source, n_obs=n_obs, mapping=mapping, obs=obs, harmonised=harmonised[0])
 
 
 def _axes(mapping: GeneMapping, store_genes: list[str], join: str) -> tuple[GeneMapping, GeneMapping | None]:
@@ -384,7 +386,7 @@ def ingest(config: IngestConfig, out: str | Path, *, overwrite: bool = False) ->
     out
         Store to write: ``.zarr`` for zarr, anything else (normally ``.h5ad``) for h5ad. The QC table
         and gene report are written beside it as ``<stem>.qc.csv``, ``<stem>.genes.csv`` and
-        ``<stem>.neutrophils.csv``; the cells QC removed above the lenient floor as ``<stem>.removed.h5ad``.
+        ``<stem>.neutrophils.csv``, the metadata values as given and as stored as ``<stem>.metadata.csv``; the cells QC removed above the lenient floor as ``<stem>.removed.h5ad``.
     overwrite
         Replace an existing store; otherwise an existing ``out`` is an error.
 
@@ -405,7 +407,7 @@ def ingest(config: IngestConfig, out: str | Path, *, overwrite: bool = False) ->
         )
     plans = [_plan(ds, config) for ds in track(config.datasets, "reading metadata")]
     for field in ("cancer_type", "platform"):
-        unify_spellings([p.obs for p in plans], field)
+        unify_spellings([p.obs for p in plans], field, [p.harmonised for p in plans])
     genes, measured = common_gene_axis([p.mapping for p in plans], config.join)
     store_genes = pd.Index(genes)
     logger.info("store gene axis (%s join): %d genes from %d data sets", config.join, len(genes), len(plans))
@@ -456,6 +458,7 @@ def ingest(config: IngestConfig, out: str | Path, *, overwrite: bool = False) ->
     write_table(side_table_path(out, "qc"), qc_df)
     write_table(side_table_path(out, "genes"), genes_df)
     write_table(side_table_path(out, "neutrophils"), neut_df)
+    write_table(side_table_path(out, "metadata"), pd.concat([p.harmonised for p in plans]).set_index("dataset_id"))
     elapsed = time.perf_counter() - t0
     logger.info("ingest: %d cells x %d genes written to %s in %.1f s (%d removed cells above the floor kept aside "
                 "in %s)", len(obs), len(genes), out, elapsed, removed.n_obs, removed_store_path(out))  # fmt: skip

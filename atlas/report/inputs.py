@@ -77,6 +77,7 @@ class RunInputs:
     tables: dict[str, pd.DataFrame | None] = field(default_factory=dict)
     qc: pd.DataFrame | None = None
     qc_neutrophils: pd.DataFrame | None = None
+    metadata: pd.DataFrame | None = None  # <store>.metadata.csv: metadata values as given and as stored
     metrics: pd.DataFrame | None = None
     metrics_png: Path | None = None
     missing: list[str] = field(default_factory=list)
@@ -257,6 +258,8 @@ def _read_tables(layout: RunLayout, inputs: RunInputs) -> None:
     qc, nt = layout.store_table("qc"), layout.store_table("neutrophils")
     inputs.qc = _read_table(qc, inputs) if qc.exists() else None
     inputs.qc_neutrophils = _read_table(nt, inputs) if nt.exists() else None
+    md = layout.store_table("metadata")
+    inputs.metadata = _read_table(md, inputs) if md.exists() else None
     m = layout.reference_metrics
     inputs.metrics = _read_table(m, inputs) if m.exists() else None
     png = layout.reference_metrics_png

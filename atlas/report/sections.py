@@ -560,6 +560,22 @@ def _qc_neutrophil_note(rep: HtmlReport, t: pd.DataFrame, fixed: list[str] | Non
              "warn" if worse else "info")
 
 
+def _harmonised_metadata(rep: HtmlReport, md: pd.DataFrame | None) -> None:
+    """The tissue, cancer-type and platform values ingest changed or did not know (store.metadata.csv)."""
+    if md is None or "rule" not in md:
+        return
+    changed = md[md["rule"].astype(str) != "as given"]
+    if not len(changed):
+        rep.paragraph("Metadata: every tissue, cancer type and platform was stored as given (store.metadata.csv).")
+        return
+    rep.table(changed, "Metadata values ingest changed or did not know, per data set (all values: store.metadata.csv): "
+              "the data set's value_maps, atlas's label for a listed spelling (atlas/catalogue/data/: one label per "
+              "cancer type and platform, so one cancer is one group and one platform one covariate level), one "
+              "spelling across data sets for values the lists lack, or kept as given but not in atlas's list (check "
+              "that it is not a listed cancer or platform under a name the list lacks).",
+              csv_name="metadata_changed.csv", table_id="metadata", max_rows=60)
+
+
 def quality(rep: HtmlReport, inputs: RunInputs) -> None:
     """QC per data set and per annotated cell type, and neutrophil yield per data set and platform."""
     if inputs.qc is not None and len(inputs.qc):
@@ -571,6 +587,7 @@ def quality(rep: HtmlReport, inputs: RunInputs) -> None:
         _untrusted_doublet_samples_note(rep, qc)
     else:
         rep.note("No QC table (store.qc.csv is missing): the ingest stage has not run in this directory.", "warn")
+    _harmonised_metadata(rep, inputs.metadata)
     if inputs.qc_neutrophils is not None and len(inputs.qc_neutrophils):
         rep.table(inputs.qc_neutrophils, "Cells with neutrophil marker evidence per data set, before and after QC.",
                   csv_name="store.neutrophils.csv", table_id="qc_neutrophils")

@@ -515,3 +515,15 @@ def test_one_cancer_in_several_spellings_is_one_cancer_type_in_the_store(tmp_pat
     assert obs.groupby("dataset_id", observed=True)["cancer_type"].first().astype(str).to_dict() == {
         "a": "PDAC", "b": "PDAC", "c": "Glioma", "d": "Glioma"}
     assert sorted(obs["cancer_type"].cat.categories) == ["Glioma", "PDAC"]
+    md = pd.read_csv(tmp_path / "o.metadata.csv")  # what became of each given value, and why
+    ct = md[md["field"] == "cancer_type"].set_index("dataset_id")
+    assert ct[["source", "given", "stored", "rule", "n_cells"]].to_dict("index") == {
+        "a": {"source": "column 'disease'", "given": "PDAC", "stored": "PDAC", "rule": "as given", "n_cells": 40},
+        "b": {"source": "column 'disease'", "given": "Pancreatic ductal adenocarcinoma", "stored": "PDAC",
+              "rule": "atlas label", "n_cells": 40},
+        "c": {"source": "column 'disease'", "given": "Glioma", "stored": "Glioma", "rule": "not in atlas's list",
+              "n_cells": 40},
+        "d": {"source": "column 'disease'", "given": "glioma", "stored": "Glioma",
+              "rule": "not in atlas's list, one spelling across data sets", "n_cells": 40}}
+    assert set(md.loc[md["field"] == "platform", "rule"]) == {"not in atlas's list"}  # the constant "x"
+    assert set(md.loc[md["field"] == "tissue", "rule"]) == {"as given"}
