@@ -15,6 +15,7 @@ import fnmatch
 import logging
 from collections.abc import Sequence
 
+import numpy as np
 import pandas as pd
 
 from ..catalogue.vocabularies import VOCABULARIES, Vocabulary, spelling_key
@@ -30,6 +31,7 @@ __all__ = [
     "HARMONISED_FIELDS",
     "normalise_to_vocabulary",
     "normalise_tissue",
+    "suggest_column",
     "to_known_spellings",
     "unify_spellings",
 ]
@@ -226,6 +228,71 @@ def to_known_spellings(values: pd.Series, known: Sequence[str], field: str) -> t
     return (values.replace(to) if to else values), to
 
 
+#: obs column names that often hold a schema field (compared by :func:`spelling_key`, dots as spaces)
+COLUMN_HINTS: dict[str, tuple[str, ...]] = {
+    "sample_id": ("sample", "sample name", "samplename", "sample id", "library", "library id", "orig ident",
+                  "biosample", "specimen", "channel", "gem well"),
+    "patient_id": ("patient", "patient id", "donor", "donor id", "subject", "subject id", "individual", "case",
+                   "case id", "participant", "participant id"),
+    "tissue": ("tissue", "tissue type", "site", "sample type", "sample site", "source", "origin", "location",
+               "compartment"),
+    "cancer_type": ("cancer", "cancer type", "tumor type", "tumour type", "disease", "indication", "diagnosis",
+                    "histology"),
+    "platform": ("platform", "assay", "technology", "tech", "chemistry", "protocol", "method", "library prep"),
+}
+
+
+def _recognised_share(field: str, values: pd.Series) -> float:
+    """Share of a column's distinct values the field's vocabulary (or tissue synonyms) knows."""
+    distinct = pd.unique(values.dropna().astype(str))
+    if not len(distinct):
+        return 0.0
+    if field == "tissue":
+        known = [spelling_key(v) in TISSUE_SYNONYMS or v.strip().lower() in TISSUE_SYNONYMS for v in distinct]
+    elif field in VOCABULARIES:
+        known = [VOCABULARIES[field].label(v) is not None for v in distinct]
+    else:
+        return 0.0
+    return float(np.mean(known))
+
+
+def suggest_column(field: str, obs: pd.DataFrame, taken: Sequence[str] = ()) -> tuple[str, str] | None:
+    """A column of ``obs`` that likely holds ``field``, and why: its values are the field's known values (tissues,
+    cancer types, platforms), or its name is a usual one for the field. A suggestion for an error message, never
+    applied: a guessed column would map silently."""
+    free = [c for c in obs.columns if c not in taken and not str(c).startswith("truth_")]
+    for c in free:
+        if _recognised_share(field, obs[c]) >= 0.8:
+            return str(c), f"its values are {field.replace('_', ' ')}s atlas knows"
+    hints = {spelling_key(h) for h in COLUMN_HINTS.get(field, ())}
+    for c in free:  # (a column with a value per cell names cells, not samples or patients)
+        if spelling_key(str(c).replace(".", " ")) in hints and obs[c].nunique() < len(obs):
+            return str(c), "its name"
+    return None
+
+
+def _missing_fields_message(ds: DatasetConfig, obs: pd.DataFrame) -> str:
+    """Every schema field the data set gives no value for, each with a column that looks like it where one does."""
+    missing = [f for f in SCHEMA_FIELDS if f not in ("dataset_id", "species") and _source_column(f, ds, obs) is None
+               and f not in ds.constants]
+    taken = list(ds.obs_columns.values())
+    lines, mapping = [], {}
+    for f in missing:
+        hit = suggest_column(f, obs, taken)
+        if hit is not None:
+            mapping[f] = hit[0]
+            taken.append(hit[0])
+            lines.append(f"{f}: column {hit[0]!r} looks like it ({hit[1]})")
+    names = ", ".join(repr(f) for f in missing)
+    text = (f"data set '{ds.id}': no value for schema field{'s' if len(missing) > 1 else ''} {names}: its cell "
+            f"metadata has no column of that name (columns: {list(obs.columns)}); add obs_columns: "
+            f"{{{missing[0]}: <column>}} or constants: {{{missing[0]}: <value>}} to its entry for each")
+    if lines:
+        text += "".join(f"\n  {line}" for line in lines)
+        text += "\n  if so, its entry needs: obs_columns: {" + ", ".join(f"{f}: {c}" for f, c in mapping.items()) + "}"
+    return text
+
+
 def _source_column(field: str, ds: DatasetConfig, obs: pd.DataFrame) -> str | None:
     if field in ds.obs_columns:
         col = ds.obs_columns[field]
@@ -292,11 +359,7 @@ def map_obs(
         elif field in ds.constants:
             values, label = pd.Series(ds.constants[field], index=obs.index), f"constants.{field}"
         else:
-            raise InputDataError(
-                f"data set '{ds.id}': no value for schema field {field!r}: its cell metadata has no column "
-                f"{field!r} (columns: {list(obs.columns)}); add obs_columns: {{{field}: <column>}} or "
-                f"constants: {{{field}: <value>}} to its entry"
-            )
+            raise InputDataError(_missing_fields_message(ds, obs))
         given = values.astype(str)
         if field in ds.value_maps:
             vm = ds.value_maps[field]

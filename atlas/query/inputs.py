@@ -46,17 +46,25 @@ def _fill_schema(entry: dict[str, Any], notes: list[str]) -> dict[str, Any]:
     from ..ingest.settings import DatasetConfig
 
     ds = validate(DatasetConfig, entry, "query options")
+    from ..ingest.metadata import suggest_column
+
     with open_reader(ds) as reader:
-        columns = set(map(str, reader.obs.columns))
-    filled = {}
+        obs = reader.obs
+    columns = set(map(str, obs.columns))
+    filled, hints, taken = {}, [], list(ds.obs_columns.values())
     for f in SCHEMA_FIELDS:
         if f in ("dataset_id", "species") or f in ds.obs_columns or f in ds.constants or f in columns:
             continue
         filled[f] = ds.id if f in ("sample_id", "patient_id") else QUERY_DEFAULTS[f]
+        hit = suggest_column(f, obs, taken)
+        if hit is not None:
+            taken.append(hit[0])
+            hints.append(f"--obs-column {f}={hit[0]} ({hit[1]})")
     if filled:
         notes.append(
             f"query {ds.id}: no value given for {sorted(filled)}; assumed {filled} (set them with --obs-column "
-            "FIELD=COLUMN or --constant FIELD=VALUE)"
+            "FIELD=COLUMN or --constant FIELD=VALUE" + (f"; columns that look like them: {', '.join(hints)}" if hints
+                                                        else "") + ")"
         )
         log.warning(notes[-1])
     return {**entry, "constants": {**entry.get("constants", {}), **filled}}

@@ -165,3 +165,25 @@ def test_values_take_the_spelling_of_known_ones_that_name_the_same_thing():
                                  ["10x_3p", "SeqWell", "BD Rhapsody", "glioma"], "platform")
     assert list(got) == ["10x_3p", "10x_3p", "SeqWell", "BD Rhapsody", "glioma", "new"]
     assert to == {"10x 3'": "10x_3p", "Chromium 3'": "10x_3p", "seqwell": "SeqWell", "Glioma": "glioma"}
+
+
+def test_missing_fields_are_named_together_with_the_columns_that_look_like_them():
+    obs = pd.DataFrame({"subject": ["S1", "S1", "S2", "S2"], "library": ["L1", "L1", "L2", "L3"],
+                        "indication": ["pancreatic ductal adenocarcinoma"] * 4, "site": ["Tumor", "Blood"] * 2,
+                        "assay": ["10x_3p"] * 4, "barcode_sample": ["a", "b", "c", "d"],
+                        "truth_tissue": ["tumour"] * 4}, index=["a", "b", "c", "d"])  # fmt: skip
+    with pytest.raises(InputDataError) as err:
+        map_obs(obs, DatasetConfig(id="s1", path="x.h5ad"))  # suggestions are never applied
+    msg = str(err.value)
+    assert "no value for schema fields 'sample_id', 'patient_id', 'cancer_type', 'tissue', 'platform'" in msg
+    assert "cancer_type: column 'indication' looks like it (its values are cancer types atlas knows)" in msg
+    assert "tissue: column 'site' looks like it (its values are tissues atlas knows)" in msg
+    assert "patient_id: column 'subject' looks like it (its name)" in msg
+    assert ("obs_columns: {sample_id: library, patient_id: subject, cancer_type: indication, tissue: site, "
+            "platform: assay}") in msg
+    # a column already mapped, a truth_* column and one value per cell are never suggested
+    with pytest.raises(InputDataError) as err:
+        map_obs(obs.rename(columns={"library": "sample"}).assign(sample=list("abcd")),
+                DatasetConfig(id="s1", path="x.h5ad", obs_columns={"tissue": "site"}))
+    msg = str(err.value)
+    assert "'tissue'" not in msg.split(":")[1] and "sample_id: column" not in msg and "truth_tissue" not in msg.split("]")[1]

@@ -152,7 +152,13 @@ def test_single_file_query_fills_missing_schema_fields(tmp_path):
     assert ds.id == "q" and ds.obs_columns == {"patient_id": "donor"}
     assert ds.constants == {"sample_id": "q", "cancer_type": "unknown", "tissue": "tumour", "platform": "unknown"}
     assert cfg.qc.thresholds.min_counts == 1  # the reference's QC when the query gives none
-    assert "assumed" in notes[0]
+    assert "assumed" in notes[0] and "look like them" not in notes[0]
+    ad.AnnData(X, obs=pd.DataFrame({"donor": ["p1", "p1", "p2"], "disease": ["Hepatocellular carcinoma"] * 3},
+                                   index=list("abc")), var=pd.DataFrame(index=["CSF3R", "CD3E"])).write_h5ad(path)
+    cfg = query_ingest_config(path, notes=(notes := []))  # the columns are named, never used unasked
+    assert cfg.datasets[0].constants["cancer_type"] == "unknown"
+    assert ("columns that look like them: --obs-column patient_id=donor (its name), --obs-column "
+            "cancer_type=disease (its values are cancer types atlas knows)") in notes[0]
     with pytest.raises(ConfigError, match="species"):
         query_ingest_config(path, species="zebrafish")
 
