@@ -3,47 +3,27 @@
 For each schema field the value comes from, in order: ``dataset_id`` = the data set id; the
 column named in ``obs_columns``; a column of the same name; ``constants``. ``value_maps`` are
 applied, tissue synonyms are normalised to :data:`atlas.ingest.settings.TISSUES`, cancer types and platforms to
-atlas's labels (:mod:`atlas.catalogue.vocabularies`; values a vocabulary does not know are kept as given) and
-``species`` is the configured one (a species column that disagrees is an error). Across data sets,
-:func:`unify_spellings` gives values that differ only in case or punctuation one spelling. Columns matching ``keep_obs`` glob
-patterns (``truth_*``) are carried unchanged. Cells are renamed ``{dataset_id}:{barcode}``.
+atlas's labels (:mod:`atlas.ingest.values`) and ``species`` is the configured one (a species column that disagrees
+is an error). Columns matching ``keep_obs`` glob patterns (``truth_*``) are carried unchanged. Cells are renamed
+``{dataset_id}:{barcode}``. A data set that gives no value for a field is refused with every missing field named
+and the columns that look like them (:func:`suggest_column`).
 """
 
 from __future__ import annotations
 
 import fnmatch
-import logging
 from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
 
-from ..catalogue.vocabularies import VOCABULARIES, Vocabulary, spelling_key
+from ..catalogue.vocabularies import VOCABULARIES, spelling_key
 from ..core.errors import InputDataError
 from .settings import SCHEMA_FIELDS, TISSUES, DatasetConfig
+from .values import HARMONISED_FIELDS, harmonised_rows, normalise_to_vocabulary
 
-__all__ = [
-    "SPECIES_SYNONYMS",
-    "TISSUE_SYNONYMS",
-    "cell_names",
-    "map_obs",
-    "HARMONISED_COLUMNS",
-    "HARMONISED_FIELDS",
-    "normalise_to_vocabulary",
-    "normalise_tissue",
-    "suggest_column",
-    "to_known_spellings",
-    "unify_spellings",
-]
-
-logger = logging.getLogger(__name__)
-
-#: fields whose given values are recorded with what ingest made of them (``<store>.metadata.csv``)
-HARMONISED_FIELDS = ("tissue", "cancer_type", "platform")
-HARMONISED_COLUMNS = ["dataset_id", "field", "source", "given", "stored", "rule", "n_cells"]
-
-#: values that say "not known" rather than name a cancer or platform (no note that the vocabulary lacks them)
-_NOT_GIVEN = frozenset({"", "unknown", "na", "n/a", "nan", "none", "not available", "not reported"})
+__all__ = ["COLUMN_HINTS", "SPECIES_SYNONYMS", "TISSUE_SYNONYMS", "cell_names", "map_obs", "normalise_tissue",
+           "suggest_column"]
 
 #: lower-cased synonyms -> atlas tissue
 TISSUE_SYNONYMS: dict[str, str] = {
@@ -166,68 +146,6 @@ def normalise_tissue(values: pd.Series, *, dataset_id: str, column: str) -> pd.S
     return values.astype(str).map(table)
 
 
-def normalise_to_vocabulary(values: pd.Series, vocabulary: Vocabulary, *, dataset_id: str) -> pd.Series:
-    """``values`` in any listed spelling as the vocabulary's labels (:mod:`atlas.catalogue.vocabularies`); others as
-    given. What was renamed, and which values the vocabulary does not know, are logged per data set."""
-    given = pd.unique(values.astype(str))
-    table = {v: vocabulary.label(v) or v.strip() for v in given}
-    field = vocabulary.field
-    renamed = {v: c for v, c in table.items() if c != v}
-    if renamed:
-        logger.info("data set %s: %s read as atlas's labels: %s", dataset_id, field,
-                    ", ".join(f"{v!r} -> {c}" for v, c in renamed.items()))
-    unlisted = [v for v in given if vocabulary.label(v) is None and spelling_key(v) not in _NOT_GIVEN]
-    if unlisted:
-        logger.info(
-            "data set %s: %s %s not in atlas's list (atlas/catalogue/data/%s), kept as given; if one names a listed "
-            "value under another name, map it in the data set's value_maps",
-            dataset_id, field, ", ".join(repr(v) for v in unlisted), vocabulary.file)
-    return values.astype(str).map(table)
-
-
-def unify_spellings(frames: Sequence[pd.DataFrame], field: str, records: Sequence[pd.DataFrame] | None = None) -> None:
-    """Give ``field``'s values that differ only in case, ``_``/``-`` or spaces one spelling across ``frames``
-    (the first seen), in place: "Glioma" in one data set and "glioma" in another are one group, not two.
-    ``records`` (one per frame, :func:`map_obs`'s ``harmonised`` tables) are updated to match."""
-    first: dict[str, str] = {}
-    for df in frames:
-        for v in df[field].cat.categories:
-            first.setdefault(spelling_key(v), v)
-    for i, df in enumerate(frames):
-        cats = df[field].cat.categories
-        to = {v: first[spelling_key(v)] for v in cats if first[spelling_key(v)] != v}
-        if not to:
-            continue
-        logger.info("%s: %s spelled as in an earlier data set", field, ", ".join(f"{v!r} -> {w!r}" for v, w in to.items()))
-        df[field] = df[field].astype(str).replace(to).astype("category")
-        if records is not None:
-            rec = records[i]
-            rows = (rec["field"] == field) & rec["stored"].isin(list(to))
-            rec.loc[rows, "rule"] = [f"{r}, one spelling across data sets" if r != "as given" else
-                                     "one spelling across data sets" for r in rec.loc[rows, "rule"]]
-            rec.loc[rows, "stored"] = rec.loc[rows, "stored"].map(to)
-
-
-def to_known_spellings(values: pd.Series, known: Sequence[str], field: str) -> tuple[pd.Series, dict[str, str]]:
-    """``values`` with each value that is not in ``known`` but names one of them (the same label of ``field``'s
-    vocabulary, or the same :func:`~atlas.catalogue.vocabularies.spelling_key`) spelled as there; and what changed.
-
-    A query's ``10x 3'`` meets a reference whose platform was ingested as ``10x_3p`` before atlas had vocabularies.
-    """
-    vocabulary = VOCABULARIES.get(field)
-
-    def ident(v: str) -> str:
-        return (vocabulary.label(v) if vocabulary is not None else None) or spelling_key(v)
-
-    known = [str(k) for k in known]
-    by_ident: dict[str, str] = {}
-    for k in known:
-        by_ident.setdefault(ident(k), k)
-    values = values.astype(str)
-    to = {v: by_ident[ident(v)] for v in pd.unique(values) if v not in known and ident(v) in by_ident}
-    return (values.replace(to) if to else values), to
-
-
 #: obs column names that often hold a schema field (compared by :func:`spelling_key`, dots as spaces)
 COLUMN_HINTS: dict[str, tuple[str, ...]] = {
     "sample_id": ("sample", "sample name", "samplename", "sample id", "library", "library id", "orig ident",
@@ -328,8 +246,8 @@ def map_obs(
     source
         File name, for messages.
     harmonised
-        When given, gets one table (:data:`HARMONISED_COLUMNS`) with a row per value given for a field of
-        :data:`HARMONISED_FIELDS`: what it became, by which rule, in how many cells.
+        When given, gets one table (:data:`atlas.ingest.values.HARMONISED_COLUMNS`) with a row per value given for
+        a field of :data:`~atlas.ingest.values.HARMONISED_FIELDS`: what it became, by which rule, in how many cells.
 
     Returns
     -------
@@ -371,7 +289,7 @@ def map_obs(
             values = normalise_to_vocabulary(values, VOCABULARIES[field], dataset_id=ds.id)
         out[field] = values
         if field in HARMONISED_FIELDS:
-            record.append(_harmonised_rows(ds.id, field, label, given, mapped, values.astype(str)))
+            record.append(harmonised_rows(ds.id, field, label, given, mapped, values.astype(str)))
     df = pd.DataFrame({k: pd.Categorical(v.astype(str).to_numpy()) for k, v in out.items()}, index=index)
     if harmonised is not None:
         harmonised.append(pd.concat(record, ignore_index=True))
@@ -384,28 +302,6 @@ def map_obs(
     for c in carried:
         df[c] = obs[c].array  # keeps the dtype (categorical, nullable, ...) without aligning on the index
     return df
-
-
-def _harmonised_rows(dataset_id: str, field: str, source: str, given: pd.Series, mapped: pd.Series,
-                     stored: pd.Series) -> pd.DataFrame:
-    """One row per distinct given value: what it became and the rule (value_maps, atlas's label, as given)."""
-    rows = pd.DataFrame({"given": given.to_numpy(), "mapped": mapped.to_numpy(), "stored": stored.to_numpy()})
-    rows = rows.groupby(["given", "mapped", "stored"], sort=True).size().rename("n_cells").reset_index()
-    vocabulary = VOCABULARIES.get(field)
-
-    def rule(r) -> str:
-        steps = ["value_maps"] if r.mapped != r.given else []
-        if r.stored != r.mapped:
-            steps.append("atlas label")
-        elif vocabulary is not None and vocabulary.label(r.mapped) is None and spelling_key(r.mapped) not in _NOT_GIVEN:
-            steps.append("not in atlas's list")
-        return ", ".join(steps) or "as given"
-
-    rows["rule"] = [rule(r) for r in rows.itertuples(index=False)]
-    rows.insert(0, "source", source)
-    rows.insert(0, "field", field)
-    rows.insert(0, "dataset_id", dataset_id)
-    return rows[HARMONISED_COLUMNS]
 
 
 def _species(ds: DatasetConfig, obs: pd.DataFrame, col: str | None) -> pd.Series:

@@ -61,7 +61,7 @@ from ..core.progress import track
 from .counts import check_counts
 from .genes import GeneMapping, common_gene_axis, gene_report_table, harmonize_genes
 from .genestats import GeneStatsCache
-from .metadata import map_obs, unify_spellings
+from .metadata import map_obs
 from .qc import (
     QC_REASONS,
     QCGeneSets,
@@ -78,6 +78,7 @@ from .readers import open_reader
 from .removed import RemovedCells, above_audit_floor, removed_store_path
 from .settings import SCHEMA_FIELDS, DatasetConfig, IngestConfig
 from .store import PartFile, StoreWriter, finalize_obs, store_format
+from .values import unify_spellings
 
 logger = logging.getLogger(__name__)
 

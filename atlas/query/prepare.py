@@ -19,7 +19,7 @@ import logging
 import pandas as pd
 
 from ..core.errors import InputDataError
-from ..ingest.metadata import to_known_spellings
+from ..ingest.values import to_known_spellings
 from ..integrate._checks import INTEGRATION_BATCH
 from ..integrate.encode import onto_genes
 from .reference import Reference

@@ -99,7 +99,7 @@ def test_missing_values_in_column():
 ])
 def test_cancer_type_spellings_read_as_atlas_labels(given, label, caplog):
     obs = _obs().assign(disease=given)
-    with caplog.at_level("INFO", logger="atlas.ingest.metadata"):
+    with caplog.at_level("INFO", logger="atlas.ingest.values"):
         df = map_obs(obs, _ds(constants={}, obs_columns={"sample_id": "Sample", "tissue": "Tissue",
                                                          "platform": "tech", "cancer_type": "disease"}))
     assert set(df["cancer_type"]) == {label}
@@ -107,7 +107,7 @@ def test_cancer_type_spellings_read_as_atlas_labels(given, label, caplog):
 
 
 def test_unlisted_cancer_type_kept_as_given_and_said_unless_it_says_unknown(caplog):
-    with caplog.at_level("INFO", logger="atlas.ingest.metadata"):
+    with caplog.at_level("INFO", logger="atlas.ingest.values"):
         df = map_obs(_obs(), _ds(constants={"cancer_type": "Glioma grade 4"}))
         assert set(df["cancer_type"]) == {"Glioma grade 4"}
         assert "cancer_type 'Glioma grade 4' not in atlas's list (atlas/catalogue/data/cancer_types.csv)" in caplog.text
@@ -120,7 +120,7 @@ def test_unlisted_cancer_type_kept_as_given_and_said_unless_it_says_unknown(capl
 
 
 def test_unify_spellings_across_data_sets():
-    from atlas.ingest.metadata import unify_spellings
+    from atlas.ingest.values import unify_spellings
 
     frames = [pd.DataFrame({"cancer_type": pd.Categorical(v)}) for v in (["Glioma", "HCC"], ["glioma", "GLIOMA"],
                                                                           ["low-grade_glioma"])]
@@ -159,7 +159,7 @@ def test_a_10x_without_chemistry_is_not_guessed():
 
 
 def test_values_take_the_spelling_of_known_ones_that_name_the_same_thing():
-    from atlas.ingest.metadata import to_known_spellings
+    from atlas.ingest.values import to_known_spellings
 
     got, to = to_known_spellings(pd.Series(["10x 3'", "Chromium 3'", "seqwell", "BD Rhapsody", "Glioma", "new"]),
                                  ["10x_3p", "SeqWell", "BD Rhapsody", "glioma"], "platform")

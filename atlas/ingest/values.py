@@ -1,0 +1,112 @@
+"""Metadata values onto atlas's labels, in one spelling across data sets, with a record of what changed.
+
+Cancer types and platforms read as the labels of :mod:`atlas.catalogue.vocabularies` (values a vocabulary does
+not know are kept as given); :func:`unify_spellings` gives values that differ only in case or punctuation one
+spelling across data sets; :func:`harmonised_rows` records, per value given, what it became and by which rule
+(``<store>.metadata.csv``); :func:`to_known_spellings` lets a query's value take a reference's spelling of it.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+
+import pandas as pd
+
+from ..catalogue.vocabularies import VOCABULARIES, Vocabulary, spelling_key
+
+__all__ = ["HARMONISED_COLUMNS", "HARMONISED_FIELDS", "harmonised_rows", "normalise_to_vocabulary",
+           "to_known_spellings", "unify_spellings"]
+
+logger = logging.getLogger(__name__)
+
+#: fields whose given values are recorded with what ingest made of them (``<store>.metadata.csv``)
+HARMONISED_FIELDS = ("tissue", "cancer_type", "platform")
+HARMONISED_COLUMNS = ["dataset_id", "field", "source", "given", "stored", "rule", "n_cells"]
+
+#: values that say "not known" rather than name a cancer or platform (no note that the vocabulary lacks them)
+_NOT_GIVEN = frozenset({"", "unknown", "na", "n/a", "nan", "none", "not available", "not reported"})
+
+
+def normalise_to_vocabulary(values: pd.Series, vocabulary: Vocabulary, *, dataset_id: str) -> pd.Series:
+    """``values`` in any listed spelling as the vocabulary's labels (:mod:`atlas.catalogue.vocabularies`); others as
+    given. What was renamed, and which values the vocabulary does not know, are logged per data set."""
+    given = pd.unique(values.astype(str))
+    table = {v: vocabulary.label(v) or v.strip() for v in given}
+    field = vocabulary.field
+    renamed = {v: c for v, c in table.items() if c != v}
+    if renamed:
+        logger.info("data set %s: %s read as atlas's labels: %s", dataset_id, field,
+                    ", ".join(f"{v!r} -> {c}" for v, c in renamed.items()))
+    unlisted = [v for v in given if vocabulary.label(v) is None and spelling_key(v) not in _NOT_GIVEN]
+    if unlisted:
+        logger.info(
+            "data set %s: %s %s not in atlas's list (atlas/catalogue/data/%s), kept as given; if one names a listed "
+            "value under another name, map it in the data set's value_maps",
+            dataset_id, field, ", ".join(repr(v) for v in unlisted), vocabulary.file)
+    return values.astype(str).map(table)
+
+
+def unify_spellings(frames: Sequence[pd.DataFrame], field: str, records: Sequence[pd.DataFrame] | None = None) -> None:
+    """Give ``field``'s values that differ only in case, ``_``/``-`` or spaces one spelling across ``frames``
+    (the first seen), in place: "Glioma" in one data set and "glioma" in another are one group, not two.
+    ``records`` (one per frame, :func:`atlas.ingest.metadata.map_obs`'s ``harmonised`` tables) are updated to match."""
+    first: dict[str, str] = {}
+    for df in frames:
+        for v in df[field].cat.categories:
+            first.setdefault(spelling_key(v), v)
+    for i, df in enumerate(frames):
+        cats = df[field].cat.categories
+        to = {v: first[spelling_key(v)] for v in cats if first[spelling_key(v)] != v}
+        if not to:
+            continue
+        logger.info("%s: %s spelled as in an earlier data set", field, ", ".join(f"{v!r} -> {w!r}" for v, w in to.items()))
+        df[field] = df[field].astype(str).replace(to).astype("category")
+        if records is not None:
+            rec = records[i]
+            rows = (rec["field"] == field) & rec["stored"].isin(list(to))
+            rec.loc[rows, "rule"] = [f"{r}, one spelling across data sets" if r != "as given" else
+                                     "one spelling across data sets" for r in rec.loc[rows, "rule"]]
+            rec.loc[rows, "stored"] = rec.loc[rows, "stored"].map(to)
+
+
+def to_known_spellings(values: pd.Series, known: Sequence[str], field: str) -> tuple[pd.Series, dict[str, str]]:
+    """``values`` with each value that is not in ``known`` but names one of them (the same label of ``field``'s
+    vocabulary, or the same :func:`~atlas.catalogue.vocabularies.spelling_key`) spelled as there; and what changed.
+
+    A query's ``10x 3'`` meets a reference whose platform was ingested as ``10x_3p`` before atlas had vocabularies.
+    """
+    vocabulary = VOCABULARIES.get(field)
+
+    def ident(v: str) -> str:
+        return (vocabulary.label(v) if vocabulary is not None else None) or spelling_key(v)
+
+    known = [str(k) for k in known]
+    by_ident: dict[str, str] = {}
+    for k in known:
+        by_ident.setdefault(ident(k), k)
+    values = values.astype(str)
+    to = {v: by_ident[ident(v)] for v in pd.unique(values) if v not in known and ident(v) in by_ident}
+    return (values.replace(to) if to else values), to
+
+
+def harmonised_rows(dataset_id: str, field: str, source: str, given: pd.Series, mapped: pd.Series,
+                     stored: pd.Series) -> pd.DataFrame:
+    """One row per distinct given value: what it became and the rule (value_maps, atlas's label, as given)."""
+    rows = pd.DataFrame({"given": given.to_numpy(), "mapped": mapped.to_numpy(), "stored": stored.to_numpy()})
+    rows = rows.groupby(["given", "mapped", "stored"], sort=True).size().rename("n_cells").reset_index()
+    vocabulary = VOCABULARIES.get(field)
+
+    def rule(r) -> str:
+        steps = ["value_maps"] if r.mapped != r.given else []
+        if r.stored != r.mapped:
+            steps.append("atlas label")
+        elif vocabulary is not None and vocabulary.label(r.mapped) is None and spelling_key(r.mapped) not in _NOT_GIVEN:
+            steps.append("not in atlas's list")
+        return ", ".join(steps) or "as given"
+
+    rows["rule"] = [rule(r) for r in rows.itertuples(index=False)]
+    rows.insert(0, "source", source)
+    rows.insert(0, "field", field)
+    rows.insert(0, "dataset_id", dataset_id)
+    return rows[HARMONISED_COLUMNS]
