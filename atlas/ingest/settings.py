@@ -248,6 +248,12 @@ class IngestConfig(StrictModel):
         description="obs columns carried through unchanged (glob patterns); the pipeline never reads truth_*",
     )
     chunk_size: int = Field(20_000, ge=100, description="cells read per chunk (bounds memory)")
+    shared_ids: list[Literal["sample_id", "patient_id"]] = Field(
+        default_factory=list,
+        description="id fields whose values name one sample or patient whichever data set uses them (a patient "
+        "profiled in two data sets); otherwise a value several data sets use is stored as '<data set>:<value>' in "
+        "each, so that two studies' 'P01' are two patients and their 'P01_T' two scVI batches",
+    )
 
     @model_validator(mode="after")
     def _unique_ids(self) -> IngestConfig:

@@ -78,7 +78,7 @@ from .readers import open_reader
 from .removed import RemovedCells, above_audit_floor, removed_store_path
 from .settings import SCHEMA_FIELDS, DatasetConfig, IngestConfig
 from .store import PartFile, StoreWriter, finalize_obs, store_format
-from .values import unify_spellings
+from .values import ID_FIELDS, unify_spellings, unique_ids
 
 logger = logging.getLogger(__name__)
 
@@ -409,6 +409,9 @@ def ingest(config: IngestConfig, out: str | Path, *, overwrite: bool = False) ->
     plans = [_plan(ds, config) for ds in track(config.datasets, "reading metadata")]
     for field in ("cancer_type", "platform"):
         unify_spellings([p.obs for p in plans], field, [p.harmonised for p in plans])
+    for field in ID_FIELDS:
+        if field not in config.shared_ids:
+            unique_ids([p.obs for p in plans], field, [p.ds.id for p in plans], [p.harmonised for p in plans])
     genes, measured = common_gene_axis([p.mapping for p in plans], config.join)
     store_genes = pd.Index(genes)
     logger.info("store gene axis (%s join): %d genes from %d data sets", config.join, len(genes), len(plans))

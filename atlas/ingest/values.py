@@ -15,13 +15,15 @@ import pandas as pd
 
 from ..catalogue.vocabularies import VOCABULARIES, Vocabulary, spelling_key
 
-__all__ = ["HARMONISED_COLUMNS", "HARMONISED_FIELDS", "harmonised_rows", "normalise_to_vocabulary",
-           "to_known_spellings", "unify_spellings"]
+__all__ = ["HARMONISED_COLUMNS", "HARMONISED_FIELDS", "ID_FIELDS", "harmonised_rows", "normalise_to_vocabulary",
+           "to_known_spellings", "unify_spellings", "unique_ids"]
 
 logger = logging.getLogger(__name__)
 
 #: fields whose given values are recorded with what ingest made of them (``<store>.metadata.csv``)
-HARMONISED_FIELDS = ("tissue", "cancer_type", "platform")
+HARMONISED_FIELDS = ("sample_id", "patient_id", "tissue", "cancer_type", "platform")
+#: id fields whose values name different samples / patients in different data sets unless declared shared
+ID_FIELDS = ("sample_id", "patient_id")
 HARMONISED_COLUMNS = ["dataset_id", "field", "source", "given", "stored", "rule", "n_cells"]
 
 #: values that say "not known" rather than name a cancer or platform (no note that the vocabulary lacks them)
@@ -68,6 +70,41 @@ def unify_spellings(frames: Sequence[pd.DataFrame], field: str, records: Sequenc
             rec.loc[rows, "rule"] = [f"{r}, one spelling across data sets" if r != "as given" else
                                      "one spelling across data sets" for r in rec.loc[rows, "rule"]]
             rec.loc[rows, "stored"] = rec.loc[rows, "stored"].map(to)
+
+
+def unique_ids(frames: Sequence[pd.DataFrame], field: str, dataset_ids: Sequence[str],
+               records: Sequence[pd.DataFrame] | None = None) -> dict[str, list[str]]:
+    """Store ``field``'s values that several data sets use as ``<data set>:<value>`` in each of them, in place.
+
+    Public data sets reuse ids ("P01", "donor_1", "P01_T"): left as given, two studies' patients would be pooled as
+    one in the per-patient statistics, and their samples trained as one scVI batch. ``records`` (one per frame,
+    :func:`atlas.ingest.metadata.map_obs`'s ``harmonised`` tables) are updated to match. Returns
+    ``{value: [data sets]}`` of the values made unique.
+    """
+    users: dict[str, list[str]] = {}
+    for df, ds in zip(frames, dataset_ids, strict=True):
+        for v in df[field].cat.categories:
+            users.setdefault(v, []).append(ds)
+    shared = {v: ds for v, ds in users.items() if len(ds) > 1}
+    if not shared:
+        return {}
+    logger.warning(
+        "%d %s value(s) are used by several data sets (%s): stored as '<data set>:<value>' so that each data set's "
+        "are its own; if they name the same %s (one patient profiled in two data sets), list %s in the ingest "
+        "config's shared_ids", len(shared), field,
+        ", ".join(f"{v!r} in {', '.join(ds)}" for v, ds in list(shared.items())[:5]) + (" ..." if len(shared) > 5 else ""),
+        field.removesuffix("_id"), field)
+    for i, (df, ds) in enumerate(zip(frames, dataset_ids, strict=True)):
+        to = {v: f"{ds}:{v}" for v in df[field].cat.categories if v in shared}
+        if not to:
+            continue
+        df[field] = df[field].cat.rename_categories(to)
+        if records is not None:
+            rec = records[i]
+            rows = (rec["field"] == field) & rec["stored"].isin(list(to))
+            rec.loc[rows, "rule"] = "used by several data sets: prefixed with the data set"
+            rec.loc[rows, "stored"] = rec.loc[rows, "stored"].map(to)
+    return shared
 
 
 def to_known_spellings(values: pd.Series, known: Sequence[str], field: str) -> tuple[pd.Series, dict[str, str]]:

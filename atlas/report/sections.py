@@ -561,18 +561,21 @@ def _qc_neutrophil_note(rep: HtmlReport, t: pd.DataFrame, fixed: list[str] | Non
 
 
 def _harmonised_metadata(rep: HtmlReport, md: pd.DataFrame | None) -> None:
-    """The tissue, cancer-type and platform values ingest changed or did not know (store.metadata.csv)."""
+    """The metadata values ingest changed or did not know (store.metadata.csv)."""
     if md is None or "rule" not in md:
         return
     changed = md[md["rule"].astype(str) != "as given"]
     if not len(changed):
-        rep.paragraph("Metadata: every tissue, cancer type and platform was stored as given (store.metadata.csv).")
+        rep.paragraph("Metadata: every sample, patient, tissue, cancer type and platform was stored as given "
+                      "(store.metadata.csv).")
         return
     rep.table(changed, "Metadata values ingest changed or did not know, per data set (all values: store.metadata.csv): "
               "the data set's value_maps, atlas's label for a listed spelling (atlas/catalogue/data/: one label per "
               "cancer type and platform, so one cancer is one group and one platform one covariate level), one "
-              "spelling across data sets for values the lists lack, or kept as given but not in atlas's list (check "
-              "that it is not a listed cancer or platform under a name the list lacks).",
+              "spelling across data sets for values the lists lack, kept as given but not in atlas's list (check "
+              "that it is not a listed cancer or platform under a name the list lacks), or sample and patient ids "
+              "several data sets use, prefixed with the data set (two studies' P01 are two patients; ingest's "
+              "shared_ids says when they are one).",
               csv_name="metadata_changed.csv", table_id="metadata", max_rows=60)
 
 

@@ -527,3 +527,29 @@ def test_one_cancer_in_several_spellings_is_one_cancer_type_in_the_store(tmp_pat
               "rule": "not in atlas's list, one spelling across data sets", "n_cells": 40}}
     assert set(md.loc[md["field"] == "platform", "rule"]) == {"not in atlas's list"}  # the constant "x"
     assert set(md.loc[md["field"] == "tissue", "rule"]) == {"as given"}
+
+
+def test_ids_several_data_sets_use_are_each_data_sets_own_unless_declared_shared(tmp_path, files):
+    genes = list(catalogue.human_genes()["symbol"].drop_duplicates().iloc[1000:1200])
+    datasets = []
+    for i, (name, cancer) in enumerate({"a": "HCC", "b": "HCC", "c": "CRC"}.items()):
+        obs = pd.DataFrame({"donor": ["donor_1"] * 20 + [f"{name}_only"] * 20,
+                            "library": ["donor_1_T"] * 20 + [f"{name}_T"] * 20}, index=[f"c{j}" for j in range(40)])
+        files.write_h5ad(tmp_path / f"{name}.h5ad", files.counts(40, len(genes), seed=i), obs=obs, genes=genes)
+        datasets.append({"id": name, "path": str(tmp_path / f"{name}.h5ad"),
+                         "obs_columns": {"patient_id": "donor", "sample_id": "library"},
+                         "constants": {"cancer_type": cancer, "tissue": "tumour", "platform": "10x 3'"}})
+    ingest(IngestConfig(datasets=datasets, qc={"enabled": False}), tmp_path / "o.h5ad")
+    obs = ad.read_h5ad(tmp_path / "o.h5ad", backed="r").obs
+    assert sorted(obs["patient_id"].cat.categories) == ["a:donor_1", "a_only", "b:donor_1", "b_only", "c:donor_1",
+                                                        "c_only"]
+    assert obs["sample_id"].nunique() == 6 and (obs["sample_id"] == "a:donor_1_T").sum() == 20
+    md = pd.read_csv(tmp_path / "o.metadata.csv")
+    row = md[(md["field"] == "patient_id") & (md["given"] == "donor_1")].set_index("dataset_id")
+    assert row["stored"].to_dict() == {"a": "a:donor_1", "b": "b:donor_1", "c": "c:donor_1"}
+    assert set(row["rule"]) == {"used by several data sets: prefixed with the data set"}
+    # one patient profiled in several data sets: said so, the patients stay one, their samples still do not
+    ingest(IngestConfig(datasets=datasets, qc={"enabled": False}, shared_ids=["patient_id"]), tmp_path / "o.h5ad",
+           overwrite=True)
+    obs = ad.read_h5ad(tmp_path / "o.h5ad", backed="r").obs
+    assert "donor_1" in obs["patient_id"].cat.categories and obs["sample_id"].nunique() == 6
