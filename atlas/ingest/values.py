@@ -90,8 +90,8 @@ def unique_ids(frames: Sequence[pd.DataFrame], field: str, dataset_ids: Sequence
         return {}
     logger.warning(
         "%d %s value(s) are used by several data sets (%s): stored as '<data set>:<value>' so that each data set's "
-        "are its own; if they name the same %s (one patient profiled in two data sets), list %s in the ingest "
-        "config's shared_ids", len(shared), field,
+        "are its own; if each names one %s whichever data set uses it, list %s in the ingest config's shared_ids",
+        len(shared), field,
         ", ".join(f"{v!r} in {', '.join(ds)}" for v, ds in list(shared.items())[:5]) + (" ..." if len(shared) > 5 else ""),
         field.removesuffix("_id"), field)
     for i, (df, ds) in enumerate(zip(frames, dataset_ids, strict=True)):
