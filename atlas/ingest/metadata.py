@@ -23,7 +23,7 @@ from .settings import SCHEMA_FIELDS, TISSUES, DatasetConfig
 from .values import HARMONISED_FIELDS, harmonised_rows, normalise_to_vocabulary
 
 __all__ = ["COLUMN_HINTS", "SPECIES_SYNONYMS", "TISSUE_SYNONYMS", "cell_names", "map_obs", "normalise_tissue",
-           "suggest_column"]
+           "suggest_column", "tissue_label"]
 
 #: lower-cased synonyms -> atlas tissue
 TISSUE_SYNONYMS: dict[str, str] = {
@@ -118,6 +118,12 @@ def cell_names(dataset_id: str, barcodes: pd.Index, *, source: str = "") -> pd.I
     return pd.Index([f"{dataset_id}:{b}" for b in barcodes])
 
 
+def tissue_label(value: str) -> str | None:
+    """The atlas tissue a label names (any case or spacing, ``_`` as a space, common synonyms), or None."""
+    key = " ".join(str(value).strip().lower().split())
+    return TISSUE_SYNONYMS.get(key) or TISSUE_SYNONYMS.get(key.replace("_", " "))
+
+
 def normalise_tissue(values: pd.Series, *, dataset_id: str, column: str) -> pd.Series:
     """Map tissue labels (any case, common synonyms) onto :data:`atlas.ingest.settings.TISSUES`.
 
@@ -128,15 +134,8 @@ def normalise_tissue(values: pd.Series, *, dataset_id: str, column: str) -> pd.S
     dataset_id, column
         Where they come from, for messages.
     """
-    uniq = pd.unique(values.astype(str))
-    table = {}
-    unknown = []
-    for v in uniq:
-        key = " ".join(v.strip().lower().split())
-        t = TISSUE_SYNONYMS.get(key) or TISSUE_SYNONYMS.get(key.replace("_", " "))
-        if t is None:
-            unknown.append(v)
-        table[v] = t
+    table = {v: tissue_label(v) for v in pd.unique(values.astype(str))}
+    unknown = [v for v, t in table.items() if t is None]
     if unknown:
         ex = unknown[0]
         raise InputDataError(
@@ -166,7 +165,7 @@ def _recognised_share(field: str, values: pd.Series) -> float:
     if not len(distinct):
         return 0.0
     if field == "tissue":
-        known = [spelling_key(v) in TISSUE_SYNONYMS or v.strip().lower() in TISSUE_SYNONYMS for v in distinct]
+        known = [tissue_label(v) is not None for v in distinct]
     elif field in VOCABULARIES:
         known = [VOCABULARIES[field].label(v) is not None for v in distinct]
     else:

@@ -54,6 +54,7 @@ import numpy as np
 import pandas as pd
 
 from .. import __version__
+from ..catalogue.vocabularies import VOCABULARIES
 from ..core.atomic import TMP_PREFIX, atomic_path, write_table
 from ..core.errors import AtlasError, InputDataError, RunDirError
 from ..core.layout import beside_store
@@ -123,7 +124,7 @@ class _Plan:
     n_obs: int
     mapping: GeneMapping
     obs: pd.DataFrame
-    harmonised: pd.DataFrame  # metadata values as given and as stored (metadata.HARMONISED_COLUMNS)
+    harmonised: pd.DataFrame  # metadata values as given and as stored (values.HARMONISED_COLUMNS)
 
 
 def side_table_path(store: str | Path, name: str) -> Path:
@@ -387,7 +388,8 @@ def ingest(config: IngestConfig, out: str | Path, *, overwrite: bool = False) ->
     out
         Store to write: ``.zarr`` for zarr, anything else (normally ``.h5ad``) for h5ad. The QC table
         and gene report are written beside it as ``<stem>.qc.csv``, ``<stem>.genes.csv`` and
-        ``<stem>.neutrophils.csv``, the metadata values as given and as stored as ``<stem>.metadata.csv``; the cells QC removed above the lenient floor as ``<stem>.removed.h5ad``.
+        ``<stem>.neutrophils.csv``, the metadata values as given and as stored as ``<stem>.metadata.csv``; the cells
+        QC removed above the lenient floor as ``<stem>.removed.h5ad``.
     overwrite
         Replace an existing store; otherwise an existing ``out`` is an error.
 
@@ -407,7 +409,7 @@ def ingest(config: IngestConfig, out: str | Path, *, overwrite: bool = False) ->
             "run: pip install scikit-image, or set qc.doublets: false"
         )
     plans = [_plan(ds, config) for ds in track(config.datasets, "reading metadata")]
-    for field in ("cancer_type", "platform"):
+    for field in VOCABULARIES:
         unify_spellings([p.obs for p in plans], field, [p.harmonised for p in plans])
     for field in ID_FIELDS:
         if field not in config.shared_ids:

@@ -33,14 +33,14 @@ _NOT_GIVEN = frozenset({"", "unknown", "na", "n/a", "nan", "none", "not availabl
 def normalise_to_vocabulary(values: pd.Series, vocabulary: Vocabulary, *, dataset_id: str) -> pd.Series:
     """``values`` in any listed spelling as the vocabulary's labels (:mod:`atlas.catalogue.vocabularies`); others as
     given. What was renamed, and which values the vocabulary does not know, are logged per data set."""
-    given = pd.unique(values.astype(str))
-    table = {v: vocabulary.label(v) or v.strip() for v in given}
+    labels = {v: vocabulary.label(v) for v in pd.unique(values.astype(str))}
+    table = {v: label or v.strip() for v, label in labels.items()}
     field = vocabulary.field
     renamed = {v: c for v, c in table.items() if c != v}
     if renamed:
         logger.info("data set %s: %s read as atlas's labels: %s", dataset_id, field,
                     ", ".join(f"{v!r} -> {c}" for v, c in renamed.items()))
-    unlisted = [v for v in given if vocabulary.label(v) is None and spelling_key(v) not in _NOT_GIVEN]
+    unlisted = [v for v, label in labels.items() if label is None and spelling_key(v) not in _NOT_GIVEN]
     if unlisted:
         logger.info(
             "data set %s: %s %s not in atlas's list (atlas/catalogue/data/%s), kept as given; if one names a listed "
@@ -63,13 +63,9 @@ def unify_spellings(frames: Sequence[pd.DataFrame], field: str, records: Sequenc
         if not to:
             continue
         logger.info("%s: %s spelled as in an earlier data set", field, ", ".join(f"{v!r} -> {w!r}" for v, w in to.items()))
-        df[field] = df[field].astype(str).replace(to).astype("category")
+        df[field] = df[field].astype(str).replace(to).astype("category")  # two spellings of one data set may merge
         if records is not None:
-            rec = records[i]
-            rows = (rec["field"] == field) & rec["stored"].isin(list(to))
-            rec.loc[rows, "rule"] = [f"{r}, one spelling across data sets" if r != "as given" else
-                                     "one spelling across data sets" for r in rec.loc[rows, "rule"]]
-            rec.loc[rows, "stored"] = rec.loc[rows, "stored"].map(to)
+            _restate(records[i], field, to, "one spelling across data sets")
 
 
 def unique_ids(frames: Sequence[pd.DataFrame], field: str, dataset_ids: Sequence[str],
@@ -100,11 +96,15 @@ def unique_ids(frames: Sequence[pd.DataFrame], field: str, dataset_ids: Sequence
             continue
         df[field] = df[field].cat.rename_categories(to)
         if records is not None:
-            rec = records[i]
-            rows = (rec["field"] == field) & rec["stored"].isin(list(to))
-            rec.loc[rows, "rule"] = "used by several data sets: prefixed with the data set"
-            rec.loc[rows, "stored"] = rec.loc[rows, "stored"].map(to)
+            _restate(records[i], field, to, "used by several data sets: prefixed with the data set")
     return shared
+
+
+def _restate(record: pd.DataFrame, field: str, to: dict[str, str], rule: str) -> None:
+    """A data set's :func:`harmonised_rows` after ``field``'s stored values were renamed by ``to`` under ``rule``."""
+    rows = (record["field"] == field) & record["stored"].isin(list(to))
+    record.loc[rows, "rule"] = [rule if r == "as given" else f"{r}, {rule}" for r in record.loc[rows, "rule"]]
+    record.loc[rows, "stored"] = record.loc[rows, "stored"].map(to)
 
 
 def to_known_spellings(values: pd.Series, known: Sequence[str], field: str) -> tuple[pd.Series, dict[str, str]]:

@@ -42,12 +42,11 @@ def dataset_id_from_path(path: str | Path) -> str:
 
 def _fill_schema(entry: dict[str, Any], notes: list[str]) -> dict[str, Any]:
     """Constants for schema fields the file neither has nor is given (one sample per data set)."""
+    from ..ingest.metadata import suggest_column
     from ..ingest.readers import open_reader
     from ..ingest.settings import DatasetConfig
 
     ds = validate(DatasetConfig, entry, "query options")
-    from ..ingest.metadata import suggest_column
-
     with open_reader(ds) as reader:
         obs = reader.obs
     columns = set(map(str, obs.columns))
