@@ -25,6 +25,10 @@ vocabularies are shared, as they are the evaluation's):
   states; an immature state from granule and promyelocyte genes;
 * with ``--extra-types``: tissues also hold mast, plasma and dendritic cells, types outside atlas's marker panel
   (``bench_robustness.py --grid independent_extra_types``);
+* with ``--sorted-share S``: that share of the studies sorted their neutrophils before sequencing (CD66b+ or Ly6G+
+  FACS/MACS, as most neutrophil papers do, Ng et al. 2024 among them): each of their samples is 85-97 %
+  neutrophils, the rest the tissue's other cells (``--grid independent_sorted``: 3 of 8 studies;
+  ``independent_all_sorted``: every study, an atlas of sorted neutrophils only);
 * confounders: monocytes express the neutrophil S100A8/S100A9/FCN1/MNDA/LYZ genes, tumour cells a hypoxia
   programme (HALLMARK_HYPOXIA genes, VEGFA among them), a share of macrophages are SPP1/VEGFA-high;
 * cohort: cancer-type means are a random permutation of six values per seed (no fixed order), patients'
@@ -114,13 +118,18 @@ EXTRA_COMPOSITION = {"tumour": (0.03, 0.03, 0.02), "adjacent_normal": (0.03, 0.0
 #: Named variants of the cohort (benchmark grid points, ``bench_robustness.py --grid`` / ``bench_query.py --cohort``)
 #: -> :func:`generate` options: the plain cohort; tissues that also hold types outside atlas's marker panel; droplet
 #: platforms that capture a tenth of the tissue's neutrophils; the plain cohort with heterotypic doublets (8 % of a
-#: droplet sample's cells, as 10x reports for ~10,000 cells loaded; half that on the other platforms).
+#: droplet sample's cells, as 10x reports for ~10,000 cells loaded; half that on the other platforms); studies that
+#: sorted their neutrophils (3 of 8, or all of them).
 VARIANTS = {
     "independent": {},
     "independent_extra_types": {"extra_types": True},
     "independent_rare_droplet_neutrophils": {"droplet_neutrophil_capture": 0.1},
     "independent_doublets": {"doublet_rate": 0.08},
+    "independent_sorted": {"sorted_share": 0.375},
+    "independent_all_sorted": {"sorted_share": 1.0},
 }
+#: Neutrophils' share of a sorted sample (each sample draws its own): FACS or MACS purity.
+SORT_PURITY = (0.85, 0.97)
 
 
 def _named_genes(markers: dict) -> tuple[str, ...]:
@@ -308,14 +317,19 @@ def _add_doublets(drng, x: sp.csr_matrix, types: np.ndarray, rate: float) -> tup
 
 
 def _sample(rng, w: World, row, f: float, droplet_capture: float = 1.0, doublet_rate: float = 0.0,
-            drng: np.random.Generator | None = None) -> tuple[sp.csr_matrix, pd.DataFrame]:
+            drng: np.random.Generator | None = None, purity: float | None = None) -> tuple[sp.csr_matrix, pd.DataFrame]:
     """One sample's counts and obs; ``droplet_capture`` scales the neutrophils' share on droplet platforms;
     ``doublet_rate`` (half of it off droplet platforms) makes heterotypic doublets, drawn from ``drng`` so that
-    the rest of the cohort is the one without them."""
+    the rest of the cohort is the one without them; ``purity``: the neutrophils' share of a sorted sample."""
     droplet, neut_umi, other_umi = PLATFORMS[row.platform]
     share = np.array(w.composition[row.tissue], dtype=float)
-    if droplet:
-        share[w.cell_types.index("neutrophil")] *= droplet_capture
+    ni = w.cell_types.index("neutrophil")
+    if purity is not None:
+        others = np.arange(len(share)) != ni
+        share[others] *= (1 - purity) / share[others].sum()
+        share[ni] = purity
+    elif droplet:
+        share[ni] *= droplet_capture
     comp = rng.dirichlet(share * 40 + 1e-3)
     types = np.asarray(w.cell_types)[rng.choice(len(w.cell_types), row.n, p=comp)]
     state, t = np.full(row.n, "", object), np.full(row.n, np.nan)
@@ -403,7 +417,7 @@ def logit_normal_mean(median: float, sd: float) -> float:
 
 
 def generate(out: str | Path, n_cells: int = 8000, n_datasets: int = 8, seed: int = 0, extra_types: bool = False,
-             droplet_neutrophil_capture: float = 1.0, doublet_rate: float = 0.0) -> Path:
+             droplet_neutrophil_capture: float = 1.0, doublet_rate: float = 0.0, sorted_share: float = 0.0) -> Path:
     """Write one independent cohort to ``out``; returns the path of its ingest.yaml. ``extra_types``: tissues also
     hold mast, plasma and dendritic cells (:data:`EXTRA_MARKERS`), types outside atlas's marker panel (a different
     cohort: the generator's random draws change). ``droplet_neutrophil_capture``: the neutrophils' share of a
@@ -411,12 +425,16 @@ def generate(out: str | Path, n_cells: int = 8000, n_datasets: int = 8, seed: in
     neutrophils: 0.1 gives ~1-2 % neutrophils there, as in many public 10x tumour data sets); 1 leaves the
     cohort unchanged. ``doublet_rate``: the share of each droplet sample's cells that are heterotypic doublets
     (half of it on the other platforms; ``truth_cell_type`` ``doublet``, the pair in ``truth_doublet``); drawn
-    from their own random stream, so every other cell is the cohort of rate 0."""
+    from their own random stream, so every other cell is the cohort of rate 0. ``sorted_share``: that share of the
+    studies (rounded; chosen at random) sorted their neutrophils: each of their samples is 85-97 % neutrophils
+    (:data:`SORT_PURITY`), drawn from its own random stream, so the other studies are those of share 0."""
     out = Path(out)
     rng = np.random.default_rng(10_000 + seed)
     drng = np.random.default_rng([10_000 + seed, 1])  # doublets only: the rest of the cohort does not move
+    srng = np.random.default_rng([10_000 + seed, 2])  # sorted studies only, likewise
     w = World(rng, n_datasets, extra_types)
     des = _design(rng, n_cells, n_datasets)
+    sorted_ds = set(srng.choice(n_datasets, int(round(sorted_share * n_datasets)), replace=False).tolist())
     sd = PATIENT_LOGIT_SD
     f_pat = {}
     for p, grp in des.groupby("patient", sort=False):
@@ -424,8 +442,13 @@ def generate(out: str | Path, n_cells: int = 8000, n_datasets: int = 8, seed: in
         f_pat[p] = float(1 / (1 + np.exp(-(np.log(m / (1 - m)) + rng.normal(0, sd)))))
     entries, patients = [], []
     for (d, name), grp in des.groupby(["d", "dataset"], sort=True):
-        parts = [_sample(rng, w, row, f_pat[row.patient], droplet_neutrophil_capture, doublet_rate, drng)
-                 for row in grp.itertuples()]
+        parts = []
+        for row in grp.itertuples():
+            part = _sample(rng, w, row, f_pat[row.patient], droplet_neutrophil_capture, doublet_rate, drng)
+            if d in sorted_ds:  # drawn after the unsorted sample, which keeps the main stream where it was
+                part = _sample(srng, w, row, f_pat[row.patient], droplet_neutrophil_capture, doublet_rate,
+                               np.random.default_rng([10_000 + seed, 3, row.Index]), purity=srng.uniform(*SORT_PURITY))
+            parts.append(part)
         x = sp.vstack([p[0] for p in parts]).tocsr()
         obs = pd.concat([p[1] for p in parts], ignore_index=True)
         species = grp["species"].iloc[0]
@@ -453,7 +476,10 @@ def generate(out: str | Path, n_cells: int = 8000, n_datasets: int = 8, seed: in
                                                       "n_cells": int(des["n"].sum()), "n_datasets": n_datasets,
                                                       "dropped_markers": w.dropped, "extra_types": extra_types,
                                                       "droplet_neutrophil_capture": droplet_neutrophil_capture,
-                                                      "doublet_rate": doublet_rate}, indent=1))  # fmt: skip
+                                                      "doublet_rate": doublet_rate,
+                                                      "sorted_datasets": sorted(des.loc[des["d"].isin(sorted_ds),
+                                                                                        "dataset"].unique()),
+                                                      }, indent=1))  # fmt: skip
     cfg = {"datasets": entries, "keep_obs": ["truth_*"]}
     path = out / "ingest.yaml"
     path.write_text("# independent cohort (scripts/independent_cohort.py); truth_* columns kept for evaluation only\n"
@@ -528,15 +554,19 @@ def main() -> None:
                     help="neutrophils' share on droplet platforms times F (0.1: ~1-2 %% of a 10x sample's cells)")
     ap.add_argument("--doublet-rate", type=float, default=0.0, metavar="R",
                     help="share of a droplet sample's cells that are heterotypic doublets (half that elsewhere)")
+    ap.add_argument("--sorted-share", type=float, default=0.0, metavar="S",
+                    help="share of the studies that sorted their neutrophils (85-97 %% of their cells; 1: all)")
     ap.add_argument("--oracle", action="store_true", help="print oracle_figures of the store OUT instead")
     a = ap.parse_args()
     if a.droplet_neutrophil_capture <= 0:
         ap.error(f"--droplet-neutrophil-capture {a.droplet_neutrophil_capture}: a share multiplier, > 0 (0.1: few)")
     if not 0 <= a.doublet_rate < 0.5:
         ap.error(f"--doublet-rate {a.doublet_rate}: a share of cells in [0, 0.5)")
+    if not 0 <= a.sorted_share <= 1:
+        ap.error(f"--sorted-share {a.sorted_share}: a share of the studies in [0, 1]")
     print(oracle_figures(a.out, a.seed, a.n_datasets, a.extra_types) if a.oracle
           else generate(a.out, a.n_cells, a.n_datasets, a.seed, a.extra_types, a.droplet_neutrophil_capture,
-                        a.doublet_rate))
+                        a.doublet_rate, a.sorted_share))
 
 
 if __name__ == "__main__":

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
@@ -120,6 +121,19 @@ def test_a_doublet_cohort_is_the_plain_cohort_plus_its_doublets(tmp_path):
     keep = ~is_dbl.to_numpy()
     pd.testing.assert_frame_equal(plain.loc[keep, ["truth_cell_type", "truth_state"]],
                                   dbl.loc[keep, ["truth_cell_type", "truth_state"]])  # fmt: skip
+
+
+def test_sorted_studies_are_mostly_neutrophils_and_the_others_unchanged(tmp_path):
+    plain = input_truth(independent_cohort.generate(tmp_path / "a", n_cells=1200, n_datasets=8, seed=1).parent)
+    out = independent_cohort.generate(tmp_path / "b", n_cells=1200, n_datasets=8, seed=1, sorted_share=0.375).parent
+    mixed = input_truth(out)
+    sorted_ds = json.loads((out / "truth" / "generator.json").read_text())["sorted_datasets"]
+    assert len(sorted_ds) == 3
+    neut_share = (mixed["truth_cell_type"] == "neutrophil").groupby(mixed["dataset_id"]).mean()
+    assert (neut_share[sorted_ds] > 0.8).all() and (neut_share.drop(sorted_ds) < 0.4).all()
+    rest = ~mixed["dataset_id"].isin(sorted_ds)
+    pd.testing.assert_frame_equal(plain.loc[~plain["dataset_id"].isin(sorted_ds), ["truth_cell_type", "truth_state"]],
+                                  mixed.loc[rest, ["truth_cell_type", "truth_state"]])  # fmt: skip
 
 
 def test_same_seed_same_cohort(tmp_path):
