@@ -10,6 +10,8 @@ For every grid point (a simulator difficulty preset, ``simulate.difficulty``, or
 ``scripts/independent_cohort.py``, a generator designed apart from atlas's simulator; ``independent_extra_types``
 , ``independent_rare_droplet_neutrophils`` and ``independent_doublets``: the same generator with mast, plasma and
 dendritic cells, with droplet platforms that capture few neutrophils, or with 8 % heterotypic doublets;
+``independent_sorted`` / ``independent_all_sorted``: 3 of the 8 studies, or all of them, sorted their neutrophils
+(85-97 % of their cells);
 ``independent_fixed_qc``: the plain independent cohort ingested with ``qc.thresholds.mode: fixed``, issue 12's
 QC, and ``independent_doublets_scrublet``: the doublet cohort with ``qc.doublets``, to see what the QC audit says of
 them) and seed:

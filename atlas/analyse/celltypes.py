@@ -1,8 +1,9 @@
 """Cell types and neutrophils: cluster-level marker evidence on an over-clustering, calibrated confidences.
 
 1. **Evidence.** Each type's markers are scored per cell (scanpy's mean-minus-control score). A
-   cell's *enrichment* for a type is its score above the type's baseline (the lower quartile of
-   the cluster means: what clusters without that type show) in units of the type's per-cell noise
+   cell's *enrichment* for a type is its score above the type's baseline (the lower quartile of the means of
+   clusters whose highest score is another type's: what clusters without that type show, even in an atlas
+   that is nearly all one type, such as sorted neutrophils) in units of the type's per-cell noise
    (the median within-cluster standard deviation). Both are measured on the cells at hand, so the
    units follow the depth and marker contrast of the cohort.
 2. **Cluster call.** Clusters of an over-clustering of the integrated graph (Leiden at a high
@@ -149,8 +150,11 @@ def _group_stats(
 def enrichment_units(scores: pd.DataFrame, codes: np.ndarray, min_cluster_cells: int = 10) -> tuple[np.ndarray, np.ndarray]:
     """Per type: the baseline and the per-cell noise :func:`marker_enrichment` measures on these cells.
 
-    The baseline is the :data:`BASELINE_QUANTILE` of the cluster means (clusters without the type), the noise the
-    median within-cluster standard deviation, over clusters of at least ``min_cluster_cells`` cells (all clusters if
+    The baseline is the :data:`BASELINE_QUANTILE` of the means of the clusters without the type: those whose
+    highest mean score is another type's (the naive cluster call). Over all clusters instead, a type in most
+    clusters (an atlas of sorted neutrophils) would take its baseline from its own clusters and never stand out.
+    With fewer than two such clusters the type's baseline is taken over all clusters. The noise is the median
+    within-cluster standard deviation. Only clusters of at least ``min_cluster_cells`` cells count (all clusters if
     fewer than two are).
     """
     x = np.nan_to_num(scores.to_numpy(dtype=np.float64), nan=0.0)
@@ -158,7 +162,12 @@ def enrichment_units(scores: pd.DataFrame, codes: np.ndarray, min_cluster_cells:
     big = sizes >= min_cluster_cells
     if big.sum() < 2:
         big = sizes > 0
+    top = mean[big].argmax(axis=1)
     base = np.quantile(mean[big], BASELINE_QUANTILE, axis=0)
+    for j in range(x.shape[1]):
+        without = mean[big][top != j, j]
+        if without.size >= 2:
+            base[j] = np.quantile(without, BASELINE_QUANTILE)
     noise = np.median(sd[big], axis=0)
     fallback = x.std(axis=0)
     return base, np.where(noise > 0, noise, np.where(fallback > 0, fallback, 1.0))

@@ -45,6 +45,20 @@ def test_pure_cluster_of_weak_cells_is_called():
     assert (cells["cell_type"].astype(str) == truth).mean() > 0.97
 
 
+def test_a_type_in_most_clusters_is_still_called():
+    # an atlas of sorted neutrophils: 8 of 10 clusters are neutrophils, so the lower quartile of all cluster
+    # means is a neutrophil cluster's; the baseline comes from the clusters of the other types
+    rng = np.random.default_rng(5)
+    spec = [(str(k), "neutrophil", 200, 2.0) for k in range(8)] + [("8", "monocyte", 40, 4.0), ("9", "T", 40, 4.0)]
+    scores, truth, clusters = _cohort(rng, spec)
+    cells, table = annotate_cell_types(scores, clusters)
+    calls = table.set_index("cluster")["call"]
+    assert (calls[[str(k) for k in range(8)]] == "neutrophil").all()
+    assert calls["8"] == "monocyte" and calls["9"] == "T"
+    assert cells.loc[truth == "neutrophil", "is_neutrophil"].mean() > 0.97
+    assert (cells["cell_type"].astype(str) == truth).mean() > 0.95
+
+
 def test_mixed_cluster_is_unknown_not_forced():
     rng = np.random.default_rng(1)
     spec = [("0", "neutrophil", 200, 3.0), ("0", "monocyte", 200, 3.0), ("1", "neutrophil", 300, 3.0),
