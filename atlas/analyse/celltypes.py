@@ -162,12 +162,11 @@ def enrichment_units(scores: pd.DataFrame, codes: np.ndarray, min_cluster_cells:
     big = sizes >= min_cluster_cells
     if big.sum() < 2:
         big = sizes > 0
-    top = mean[big].argmax(axis=1)
-    base = np.quantile(mean[big], BASELINE_QUANTILE, axis=0)
-    for j in range(x.shape[1]):
-        without = mean[big][top != j, j]
-        if without.size >= 2:
-            base[j] = np.quantile(without, BASELINE_QUANTILE)
+    means = mean[big]
+    top = means.argmax(axis=1)
+    base = np.array([
+        np.quantile(col[top != j] if (top != j).sum() >= 2 else col, BASELINE_QUANTILE) for j, col in enumerate(means.T)
+    ])
     noise = np.median(sd[big], axis=0)
     fallback = x.std(axis=0)
     return base, np.where(noise > 0, noise, np.where(fallback > 0, fallback, 1.0))
