@@ -11,7 +11,8 @@ For every grid point (a simulator difficulty preset, ``simulate.difficulty``, or
 , ``independent_rare_droplet_neutrophils`` and ``independent_doublets``: the same generator with mast, plasma and
 dendritic cells, with droplet platforms that capture few neutrophils, or with 8 % heterotypic doublets;
 ``independent_sorted`` / ``independent_all_sorted``: 3 of the 8 studies, or all of them, sorted their neutrophils
-(85-97 % of their cells);
+(85-97 % of their cells); ``independent_hvg_only``: 3 of the 8 studies' files hold only their 2,000 most variable
+genes, as deposited processed objects often do;
 ``independent_fixed_qc``: the plain independent cohort ingested with ``qc.thresholds.mode: fixed``, issue 12's
 QC, and ``independent_doublets_scrublet``: the doublet cohort with ``qc.doublets``, to see what the QC audit says of
 them) and seed:

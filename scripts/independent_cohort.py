@@ -29,6 +29,11 @@ vocabularies are shared, as they are the evaluation's):
   FACS/MACS, as most neutrophil papers do, Ng et al. 2024 among them): each of their samples is 85-97 %
   neutrophils, the rest the tissue's other cells (``--grid independent_sorted``: 3 of 8 studies;
   ``independent_all_sorted``: every study, an atlas of sorted neutrophils only);
+* with ``--hvg-only-share S``: that share of the studies deposited only their 2,000 most variable genes (the
+  scanpy tutorial's ``highly_variable_genes(flavor="seurat", n_top_genes=2000)`` on their own log-normalised
+  counts, the counts then subset to them), as public processed objects often are: the other genes, the
+  mitochondrial ones among them unless picked, are absent from their files (``--grid independent_hvg_only``:
+  3 of 8 studies); the cells and their counts are the plain cohort's;
 * confounders: monocytes express the neutrophil S100A8/S100A9/FCN1/MNDA/LYZ genes, tumour cells a hypoxia
   programme (HALLMARK_HYPOXIA genes, VEGFA among them), a share of macrophages are SPP1/VEGFA-high;
 * cohort: cancer-type means are a random permutation of six values per seed (no fixed order), patients'
@@ -41,6 +46,7 @@ vocabularies are shared, as they are the evaluation's):
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import gzip
 import json
 from pathlib import Path
@@ -127,9 +133,12 @@ VARIANTS = {
     "independent_doublets": {"doublet_rate": 0.08},
     "independent_sorted": {"sorted_share": 0.375},
     "independent_all_sorted": {"sorted_share": 1.0},
+    "independent_hvg_only": {"hvg_only_share": 0.375},
 }
 #: Neutrophils' share of a sorted sample (each sample draws its own): FACS or MACS purity.
 SORT_PURITY = (0.85, 0.97)
+#: Genes an HVG-only study deposits (scanpy's tutorial value).
+HVG_DEPOSIT = 2000
 
 
 def _named_genes(markers: dict) -> tuple[str, ...]:
@@ -365,11 +374,28 @@ def _sample(rng, w: World, row, f: float, droplet_capture: float = 1.0, doublet_
     return x, obs
 
 
-def _write(out: Path, d: int, name: str, species: str, x: sp.csr_matrix, obs: pd.DataFrame, table) -> dict:
-    """Write one data set in the format its index picks; returns its ingest.yaml entry."""
+def _deposited_genes(x: sp.csr_matrix, n_top: int = HVG_DEPOSIT) -> np.ndarray:
+    """Boolean gene mask of an HVG-only deposit: the scanpy tutorial's seurat-flavour HVGs of the study's counts."""
+    import scanpy as sc
+
+    a = ad.AnnData(x.astype(np.float32))
+    sc.pp.normalize_total(a, target_sum=1e4)
+    sc.pp.log1p(a)
+    sc.pp.highly_variable_genes(a, flavor="seurat", n_top_genes=n_top)
+    return a.var["highly_variable"].to_numpy()
+
+
+def _write(out: Path, d: int, name: str, species: str, x: sp.csr_matrix, obs: pd.DataFrame, table,
+           genes: np.ndarray | None = None) -> dict:
+    """Write one data set in the format its index picks; returns its ingest.yaml entry. ``genes``: a boolean mask
+    of the genes its files hold (None: all)."""
     dsdir = out / "datasets"
     dsdir.mkdir(parents=True, exist_ok=True)
     obs.index = [f"{name}_c{i}" for i in range(len(obs))]
+    if genes is not None:
+        x = x[:, genes].tocsr()
+        table = dataclasses.replace(table, **{k: tuple(np.asarray(getattr(table, k))[genes])
+                                              for k in ("symbols", "ensembl", "mouse")})
     symbols = list(table.symbols)
     entry = {"id": name, "species": species,
              "obs_columns": {"patient_id": "subject", "sample_id": "library", "tissue": "site",
@@ -417,7 +443,8 @@ def logit_normal_mean(median: float, sd: float) -> float:
 
 
 def generate(out: str | Path, n_cells: int = 8000, n_datasets: int = 8, seed: int = 0, extra_types: bool = False,
-             droplet_neutrophil_capture: float = 1.0, doublet_rate: float = 0.0, sorted_share: float = 0.0) -> Path:
+             droplet_neutrophil_capture: float = 1.0, doublet_rate: float = 0.0, sorted_share: float = 0.0,
+             hvg_only_share: float = 0.0) -> Path:
     """Write one independent cohort to ``out``; returns the path of its ingest.yaml. ``extra_types``: tissues also
     hold mast, plasma and dendritic cells (:data:`EXTRA_MARKERS`), types outside atlas's marker panel (a different
     cohort: the generator's random draws change). ``droplet_neutrophil_capture``: the neutrophils' share of a
@@ -427,7 +454,9 @@ def generate(out: str | Path, n_cells: int = 8000, n_datasets: int = 8, seed: in
     (half of it on the other platforms; ``truth_cell_type`` ``doublet``, the pair in ``truth_doublet``); drawn
     from their own random stream, so every other cell is the cohort of rate 0. ``sorted_share``: that share of the
     studies (rounded; chosen at random) sorted their neutrophils: each of their samples is 85-97 % neutrophils
-    (:data:`SORT_PURITY`), drawn from its own random stream, so the other studies are those of share 0."""
+    (:data:`SORT_PURITY`), drawn from its own random stream, so the other studies are those of share 0.
+    ``hvg_only_share``: that share of the studies (rounded; chosen from their own random stream) hold only their
+    :data:`HVG_DEPOSIT` most variable genes (:func:`_deposited_genes`); their cells and counts do not change."""
     out = Path(out)
     rng = np.random.default_rng(10_000 + seed)
     drng = np.random.default_rng([10_000 + seed, 1])  # doublets only: the rest of the cohort does not move
@@ -435,6 +464,8 @@ def generate(out: str | Path, n_cells: int = 8000, n_datasets: int = 8, seed: in
     w = World(rng, n_datasets, extra_types)
     des = _design(rng, n_cells, n_datasets)
     sorted_ds = set(srng.choice(n_datasets, int(round(sorted_share * n_datasets)), replace=False).tolist())
+    hrng = np.random.default_rng([10_000 + seed, 4])  # which studies deposited HVGs only
+    hvg_ds = set(hrng.choice(n_datasets, int(round(hvg_only_share * n_datasets)), replace=False).tolist())
     sd = PATIENT_LOGIT_SD
     f_pat = {}
     for p, grp in des.groupby("patient", sort=False):
@@ -452,7 +483,8 @@ def generate(out: str | Path, n_cells: int = 8000, n_datasets: int = 8, seed: in
         x = sp.vstack([p[0] for p in parts]).tocsr()
         obs = pd.concat([p[1] for p in parts], ignore_index=True)
         species = grp["species"].iloc[0]
-        entries.append(_write(out, int(d), name, species, x, obs, w.table))
+        genes = _deposited_genes(x) if d in hvg_ds else None
+        entries.append(_write(out, int(d), name, species, x, obs, w.table, genes))
         for pid, o in obs.groupby("subject", sort=True):
             tum = o[(o["site"] == "Tumor") & (o["truth_cell_type"] == "neutrophil")]
             patients.append({"dataset": name, "patient": pid, "cancer_type": grp["cancer_type"].iloc[0],
@@ -479,6 +511,8 @@ def generate(out: str | Path, n_cells: int = 8000, n_datasets: int = 8, seed: in
                                                       "doublet_rate": doublet_rate,
                                                       "sorted_datasets": sorted(des.loc[des["d"].isin(sorted_ds),
                                                                                         "dataset"].unique()),
+                                                      "hvg_only_datasets": sorted(des.loc[des["d"].isin(hvg_ds),
+                                                                                          "dataset"].unique()),
                                                       }, indent=1))  # fmt: skip
     cfg = {"datasets": entries, "keep_obs": ["truth_*"]}
     path = out / "ingest.yaml"
@@ -556,6 +590,8 @@ def main() -> None:
                     help="share of a droplet sample's cells that are heterotypic doublets (half that elsewhere)")
     ap.add_argument("--sorted-share", type=float, default=0.0, metavar="S",
                     help="share of the studies that sorted their neutrophils (85-97 %% of their cells; 1: all)")
+    ap.add_argument("--hvg-only-share", type=float, default=0.0, metavar="S",
+                    help=f"share of the studies whose files hold only their {HVG_DEPOSIT} most variable genes")
     ap.add_argument("--oracle", action="store_true", help="print oracle_figures of the store OUT instead")
     a = ap.parse_args()
     if a.droplet_neutrophil_capture <= 0:
@@ -564,9 +600,11 @@ def main() -> None:
         ap.error(f"--doublet-rate {a.doublet_rate}: a share of cells in [0, 0.5)")
     if not 0 <= a.sorted_share <= 1:
         ap.error(f"--sorted-share {a.sorted_share}: a share of the studies in [0, 1]")
+    if not 0 <= a.hvg_only_share <= 1:
+        ap.error(f"--hvg-only-share {a.hvg_only_share}: a share of the studies in [0, 1]")
     print(oracle_figures(a.out, a.seed, a.n_datasets, a.extra_types) if a.oracle
           else generate(a.out, a.n_cells, a.n_datasets, a.seed, a.extra_types, a.droplet_neutrophil_capture,
-                        a.doublet_rate, a.sorted_share))
+                        a.doublet_rate, a.sorted_share, a.hvg_only_share))
 
 
 if __name__ == "__main__":
