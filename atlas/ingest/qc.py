@@ -239,6 +239,31 @@ class QCBounds:
         return out
 
 
+#: Thresholds in UMIs or genes, scaled for a data set that measured a gene panel (:func:`for_gene_panel`).
+_PANEL_SCALED = ("floor_min_counts", "floor_min_genes", "min_counts", "min_genes", "neutrophil_min_counts",
+                 "neutrophil_min_genes")  # fmt: skip
+
+
+def for_gene_panel(t: QCThresholds, n_genes: int, most_genes: int) -> tuple[QCThresholds, float]:
+    """The thresholds of a data set whose files hold ``n_genes`` genes, ``most_genes`` being the most any data set
+    of the ingest holds, and the scale applied (1: none).
+
+    The absolute limits are set for a whole transcriptome. A data set that deposited only its 2,000 most variable
+    genes, or measured a targeted panel, counts a fraction of each cell's UMIs and genes: a 300-UMI droplet
+    neutrophil keeps ~90 UMIs on 26 genes of such a panel, and the 50-UMI / 20-gene floor removed 127 of one
+    independent cohort's 1,170 neutrophils, all in its three 2,000-gene studies (stop 45). Below
+    ``panel_share`` of ``most_genes`` the UMI and gene floors are scaled by ``n_genes / most_genes`` (by the gene share:
+    a panel keeps a larger share of UMIs than of genes, so this errs lenient, and the cluster-level pass judges
+    what it lets through), and the absolute % mito ceiling is off: the % is of the panel's UMIs (one such study's
+    median was 11.9 % against 4.6-5.1 % in the whole-transcriptome ones); the data set's own MAD bound still applies.
+    """
+    share = n_genes / max(most_genes, 1)
+    if t.panel_share is None or share >= t.panel_share:
+        return t, 1.0
+    scaled = {k: (None if getattr(t, k) is None else int(round(getattr(t, k) * share))) for k in _PANEL_SCALED}
+    return t.model_copy(update={**scaled, "max_pct_mito": None}), share
+
+
 def fixed_bounds(t: QCThresholds) -> QCBounds:
     """Bounds known without looking at the data: ``mad`` mode's floor, or ``fixed`` mode's default floor.
 

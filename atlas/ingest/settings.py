@@ -95,6 +95,12 @@ class QCThresholds(StrictModel):
         100, ge=0, description="fixed mode: gene floor for cells with neutrophil marker evidence (Xue et al. 2022 "
         "used 100); None = no special floor, min_genes applies"
     )
+    panel_share: float | None = Field(
+        0.5, gt=0, le=1, description="the absolute limits assume a whole transcriptome: a data set whose files hold "
+        "fewer than this share of the genes of the data set with the most (a targeted panel, a deposit of its most "
+        "variable genes) has its UMI and gene floors (floor_min_*, min_*, neutrophil_min_*) scaled by its share and "
+        "no absolute % mito ceiling (its % mito is of the panel's UMIs; the MAD bound still applies); None = never",
+    )
 
 
 class QCThresholdsOverride(StrictModel):
@@ -117,6 +123,7 @@ class QCThresholdsOverride(StrictModel):
     max_pct_mito: float | None = Field(None, ge=0, le=100)
     neutrophil_min_counts: int | None = Field(None, ge=0)
     neutrophil_min_genes: int | None = Field(None, ge=0)
+    panel_share: float | None = Field(None, gt=0, le=1)
 
 
 # Neutrophil identity genes (LuCA / Xue subsetting markers and the JITC 2022 signature), leaving out

@@ -69,6 +69,7 @@ from .qc import (
     QCTally,
     detect_doublets,
     floor_reasons,
+    for_gene_panel,
     mad_bounds,
     mad_reasons,
     qc_metrics,
@@ -200,13 +201,21 @@ def _stream_dataset(
     mapping: GeneMapping,
     to_store: GeneMapping | None,
     removed: RemovedCells | None = None,
+    most_genes: int = 0,
 ) -> tuple[list, QCTally]:
     """Read, check, map and QC one data set into ``sink``; return its kept QC metrics and tally.
 
-    Cells removed above the lenient floor (fixed mode's thresholds) go to ``removed``.
+    Cells removed above the lenient floor (fixed mode's thresholds) go to ``removed``. ``most_genes``: the most genes
+    any data set of the ingest holds (a data set with far fewer is a gene panel: :func:`for_gene_panel`).
     """
     ds, qc = plan.ds, config.qc
-    tally = QCTally(ds.id, qc.thresholds_for(ds.id), enabled=qc.enabled, source=plan.source)
+    thresholds, panel = for_gene_panel(qc.thresholds_for(ds.id), len(mapping.genes), most_genes)
+    if panel < 1 and qc.enabled:
+        logger.warning("data set %s holds %d genes, %.0f%% of the %d of the data set with the most (a gene panel, or "
+                       "a deposit of its most variable genes?): its QC floors are scaled by that share and it has no "
+                       "absolute %% mito ceiling; the genes it lacks read as zero in its cells' scores: its raw "
+                       "counts with every gene are better", ds.id, len(mapping.genes), 100 * panel, most_genes)  # fmt: skip
+    tally = QCTally(ds.id, thresholds, enabled=qc.enabled, source=plan.source)
     mad = _mad_mode(config, ds.id)
     sets = QCGeneSets.from_genes(mapping.genes, qc)
     n_markers = len(np.intersect1d(mapping.colmap[mapping.colmap >= 0], sets.markers))
@@ -415,6 +424,7 @@ def ingest(config: IngestConfig, out: str | Path, *, overwrite: bool = False) ->
         if field not in config.shared_ids:
             unique_ids([p.obs for p in plans], field, [p.ds.id for p in plans], [p.harmonised for p in plans])
     genes, measured = common_gene_axis([p.mapping for p in plans], config.join)
+    most_genes = max(len(p.mapping.genes) for p in plans)
     store_genes = pd.Index(genes)
     logger.info("store gene axis (%s join): %d genes from %d data sets", config.join, len(genes), len(plans))
     tallies, obs_frames = [], []
@@ -430,7 +440,8 @@ def ingest(config: IngestConfig, out: str | Path, *, overwrite: bool = False) ->
                     parts_dir.mkdir(parents=True, exist_ok=True)
                     part = PartFile(parts_dir / f"{plan.ds.id}.h5", len(genes))
                 try:
-                    metrics, tally = _stream_dataset(plan, config, part or writer, mapping, to_store, removed)
+                    metrics, tally = _stream_dataset(plan, config, part or writer, mapping, to_store, removed,
+                                                     most_genes)
                     obs = _dataset_obs(plan, metrics)
                     if part is not None:
                         obs = _second_pass(plan, config, part, obs, tally, writer, removed)

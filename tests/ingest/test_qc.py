@@ -13,6 +13,7 @@ from atlas.ingest.qc import (
     QCTally,
     detect_doublets,
     floor_reasons,
+    for_gene_panel,
     mad_bounds,
     mad_reasons,
     qc_by_cell_type,
@@ -160,6 +161,25 @@ def test_low_umi_neutrophil_is_flagged_not_removed():
     assert reason[300] == 0 and low[300]  # the 320-UMI neutrophil: kept, flagged
     assert reason[301] == QC_REASONS.index("low_counts") + 1 and not low[301]  # under the floor: removed
     assert not low[:300].any() and (reason[:300] == 0).all()
+
+
+def test_a_gene_panel_data_set_gets_floors_for_its_share_of_the_genes():
+    """A data set whose files hold 2,000 genes: its ~90-UMI, ~25-gene neutrophils pass the scaled floor (they fail
+    the whole-transcriptome one), and it has no absolute % mito ceiling (its MAD bound still applies)."""
+    t, share = for_gene_panel(MAD, 2_000, 10_000)
+    assert share == pytest.approx(0.2) and (t.floor_min_counts, t.floor_min_genes) == (10, 4)
+    assert t.max_pct_mito is None and t.min_counts == 100 and t.neutrophil_min_genes == 20
+    assert for_gene_panel(MAD, 6_000, 10_000) == (MAD, 1.0)  # a mouse data set without some orthologues
+    assert for_gene_panel(MAD, 2_000, 2_000) == (MAD, 1.0)  # every data set a panel: nothing to compare with
+    assert for_gene_panel(MAD.model_copy(update={"panel_share": None}), 2_000, 10_000)[1] == 1.0
+    cells = _lognormal(300, 600)
+    mito = np.random.default_rng(1).normal(25, 1, 303)  # % of the panel's UMIs
+    m = _metrics(np.r_[cells, 45, 60, 40], genes=np.r_[cells * 0.3, 15, 18, 12], mito=mito)
+    whole, reason, _ = _mad_run(m)
+    assert (reason[300:] > 0).all() and whole.max_pct_mito == 20  # below the floor; most cells above 20 %
+    panel, reason, low = _mad_run(m, t)
+    assert (reason[300:] == 0).all() and low[300:].all()  # kept, flagged for the cluster-level pass
+    assert panel.max_pct_mito > 27 and (reason[:300] == 0).mean() > 0.95
 
 
 def test_mad_bound_adapts_to_depth():

@@ -158,3 +158,28 @@ def test_oracle_state_f1_calls_from_the_best_thresholds():
     assert independent_cohort._oracle_state_f1(state, side) == pytest.approx(1.0)
     side["T3"] = np.array([0, 0, 0, 0, 0, 0, 0, 0, 0, 0.0])  # no T3 signal: T3 is never called, its F1 is 0
     assert independent_cohort._oracle_state_f1(state, side) < 0.8
+
+
+def test_hvg_only_studies_hold_their_variable_genes_and_the_plain_counts(tmp_path):
+    import anndata as ad
+
+    stores = {}
+    for name, share in (("plain", 0.0), ("hvg", 0.375)):
+        cfg = independent_cohort.generate(tmp_path / name, n_cells=1200, n_datasets=8, seed=1, hvg_only_share=share)
+        ingest(load_ingest_config(cfg), tmp_path / f"{name}.h5ad", overwrite=True)
+        stores[name] = ad.read_h5ad(tmp_path / f"{name}.h5ad")
+    hvg_ds = json.loads((tmp_path / "hvg" / "truth" / "generator.json").read_text())["hvg_only_datasets"]
+    assert len(hvg_ds) == 3
+    measured = stores["hvg"].varm["measured"]
+    for ds in stores["hvg"].obs["dataset_id"].unique():
+        n = int(measured[ds].sum())
+        assert n <= independent_cohort.HVG_DEPOSIT if ds in hvg_ds else n > 10_000, (ds, n)
+    # the same cells with the same counts: the deposit only leaves genes out
+    plain, hvg = stores["plain"], stores["hvg"]
+    cells = plain.obs_names.intersection(hvg.obs_names)
+    assert len(cells) > 0.9 * min(plain.n_obs, hvg.n_obs)
+    for ds in hvg_ds:
+        mine = cells[hvg.obs.loc[cells, "dataset_id"].to_numpy() == ds]
+        genes = hvg.var_names[measured[ds].to_numpy()].intersection(plain.var_names)
+        a, b = plain[mine, genes].X, hvg[mine, genes].X
+        assert (abs(a - b)).sum() == 0
