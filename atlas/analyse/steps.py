@@ -32,6 +32,7 @@ from .celltypes import (
     CellTypeRule,
     annotate_cell_types,
     auto_resolution,
+    fill_unmeasured,
     knn_graph,
     neutrophil_yield,
     overcluster,
@@ -102,12 +103,17 @@ def identify_neutrophils(
     neutrophil-like clusters, and only when likely neutrophils themselves); writes the cell-type columns and
     ``passed_qc`` into ``atlas.obs``."""
     clusters, graph = _cell_type_clusters(atlas, s, atlas_path)
-    cells, cluster_table = annotate_cell_types(markers, clusters, cell_type_rule(s.cell_types, s.seed), graph)
+    gaps = unmeasured_markers(store, s.cell_type_markers, atlas.obs)
+    notes: list[str] = []
+    if gaps.to_numpy().any():
+        markers = fill_unmeasured(markers, clusters, gaps)
+        _note(notes, _unmeasured_note(gaps, atlas.obs["dataset_id"]))
+    cells, cluster_table = annotate_cell_types(markers, clusters, cell_type_rule(s.cell_types, s.seed), graph,
+                                               gaps.any(axis=1).to_numpy())  # fmt: skip
     passed, qc_cell_types = _second_qc_pass(atlas, store, cells, cluster_table, s.cell_types.min_confidence)
     for col in _CELL_TYPE_COLUMNS:
         atlas.obs[col] = cells[col]
     atlas.obs["passed_qc"] = passed
-    notes: list[str] = []
     _note_clusters_outside_panel(cluster_table, notes)
     if (~passed).any():
         in_neut = int(cluster_table.loc[cluster_table["neutrophil_like"], "left_out_second_pass"].sum())
@@ -115,6 +121,37 @@ def identify_neutrophils(
               f"neutrophil-like clusters (neutrophil confidence below {s.cell_types.min_confidence:g})",
               logging.INFO)  # fmt: skip
     return CellTypeCalls(passed, cluster_table, qc_cell_types, notes)
+
+
+def unmeasured_markers(store: Path, markers: dict[str, list[str]], obs: pd.DataFrame) -> pd.DataFrame:
+    """Cells x types: True where the cell's data set measured fewer than half of the type's markers that the store
+    holds (ingest's record ``varm["measured"]``; all False without one)."""
+    from ..integrate.storeio import read_store_frame
+
+    out = pd.DataFrame(False, index=obs.index, columns=list(markers))
+    frame = read_store_frame(store)
+    if "measured" not in frame.varm:
+        return out
+    record = pd.DataFrame(frame.varm["measured"], index=frame.var_names)
+    ds = obs["dataset_id"].astype(str)
+    for t, genes in markers.items():
+        held = [g for g in genes if g in record.index]
+        if not held:
+            continue
+        share = record.loc[held].mean(axis=0)  # per data set, the share of the type's markers it measured
+        short = set(share.index[share < 0.5].astype(str))
+        out[t] = ds.isin(short).to_numpy()
+    return out
+
+
+def _unmeasured_note(gaps: pd.DataFrame, dataset_id: pd.Series) -> str:
+    """Which data sets lacked which types' markers (their cells took their cluster's level on those types)."""
+    ds = dataset_id.astype(str)
+    pairs = {d: [t for t in gaps.columns if gaps.loc[(ds == d).to_numpy(), t].any()] for d in ds.unique()}
+    text = "; ".join(f"{d}: {', '.join(ts)}" for d, ts in sorted(pairs.items()) if ts)
+    return (f"data sets whose files lack most of a cell type's markers ({text}): their cells' scores for those types "
+            "are their cluster's mean, not evidence (a gene panel or an HVG-only deposit; raw counts with every "
+            "gene are better)")
 
 
 def _note_clusters_outside_panel(cluster_table: pd.DataFrame, notes: list[str]) -> None:

@@ -209,12 +209,13 @@ def _stream_dataset(
     any data set of the ingest holds (a data set with far fewer is a gene panel: :func:`for_gene_panel`).
     """
     ds, qc = plan.ds, config.qc
-    thresholds, panel = for_gene_panel(qc.thresholds_for(ds.id), len(mapping.genes), most_genes)
+    n_genes = len(plan.mapping.genes)  # the data set's own genes (``mapping`` may be onto the store's axis)
+    thresholds, panel = for_gene_panel(qc.thresholds_for(ds.id), n_genes, most_genes)
     if panel < 1 and qc.enabled:
         logger.warning("data set %s holds %d genes, %.0f%% of the %d of the data set with the most (a gene panel, or "
                        "a deposit of its most variable genes?): its QC floors are scaled by that share and it has no "
                        "absolute %% mito ceiling; the genes it lacks read as zero in its cells' scores: its raw "
-                       "counts with every gene are better", ds.id, len(mapping.genes), 100 * panel, most_genes)  # fmt: skip
+                       "counts with every gene are better", ds.id, n_genes, 100 * panel, most_genes)  # fmt: skip
     tally = QCTally(ds.id, thresholds, enabled=qc.enabled, source=plan.source)
     mad = _mad_mode(config, ds.id)
     sets = QCGeneSets.from_genes(mapping.genes, qc)

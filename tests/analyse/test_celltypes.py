@@ -5,7 +5,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from atlas.analyse.celltypes import UNKNOWN, CellTypeRule, annotate_cell_types, auto_resolution
+from atlas.analyse.celltypes import (
+    UNKNOWN,
+    CellTypeRule,
+    annotate_cell_types,
+    auto_resolution,
+    fill_unmeasured,
+)
 from atlas.analyse.settings import AnalysisSettings
 from atlas.analyse.steps import _second_qc_pass
 
@@ -57,6 +63,43 @@ def test_a_type_in_most_clusters_is_still_called():
     assert calls["8"] == "monocyte" and calls["9"] == "T"
     assert cells.loc[truth == "neutrophil", "is_neutrophil"].mean() > 0.97
     assert (cells["cell_type"].astype(str) == truth).mean() > 0.95
+
+
+def test_cells_of_a_data_set_without_a_types_markers_are_neutral_on_it_not_against_it():
+    # monocyte clusters pooling two data sets, one of whose files lack the monocyte markers: read as evidence its
+    # monocytes look like nothing (the control genes' mean only) and their clusters like mixtures
+    rng = np.random.default_rng(7)
+    spec = [(str(k), "monocyte", 120, 2.0) for k in range(3)] + [("3", "neutrophil", 200, 3.0), ("4", "T", 200, 3.0)]
+    scores, truth, clusters = _cohort(rng, spec)
+    lacking = (truth == "monocyte") & (np.arange(len(truth)) % 2 == 0)  # half of each monocyte cluster
+    scores.loc[lacking, "monocyte"] = rng.normal(-1.5, 0.3, int(lacking.sum()))
+    gaps = pd.DataFrame(False, index=scores.index, columns=TYPES)
+    gaps.loc[lacking, "monocyte"] = True
+    filled = fill_unmeasured(scores, clusters, gaps)
+    measured_mean = scores.loc[~lacking & (clusters == "0"), "monocyte"].mean()
+    assert np.allclose(filled.loc[lacking & (clusters == "0"), "monocyte"], measured_mean)
+    assert filled.loc[~lacking].equals(scores.loc[~lacking]) and filled["T"].equals(scores["T"])
+    monocytes = (truth == "monocyte").to_numpy()
+    as_read, _ = annotate_cell_types(scores, clusters)
+    cells, table = annotate_cell_types(filled, clusters)
+    assert (as_read.loc[monocytes, "cell_type"] == "monocyte").mean() < 0.6
+    assert (cells.loc[monocytes, "cell_type"] == "monocyte").mean() > 0.97
+    assert (table.set_index("cluster").loc[["0", "1", "2"], "call"] == "monocyte").all()
+
+
+def test_cells_with_incomplete_evidence_keep_their_clusters_call():
+    # a mixed cluster's cells are propagated on their own posteriors; a cell whose data set lacked a type's markers
+    # (evidence filled with its cluster's level) is not: its posterior cannot weigh that type
+    rng = np.random.default_rng(1)
+    spec = [("0", "neutrophil", 200, 3.0), ("0", "monocyte", 200, 3.0), ("1", "neutrophil", 300, 3.0),
+            ("2", "monocyte", 300, 3.0), ("3", "T", 300, 3.0)]  # fmt: skip
+    scores, _, clusters = _cohort(rng, spec)
+    incomplete = (clusters == "0").to_numpy() & (np.arange(len(clusters)) % 2 == 0)
+    free, _ = annotate_cell_types(scores, clusters)
+    held, _ = annotate_cell_types(scores, clusters, incomplete=incomplete)
+    assert (free.loc[incomplete, "cell_type_rule"] == "propagated").mean() > 0.8
+    assert (held.loc[incomplete, "cell_type"] == UNKNOWN).all()
+    assert held.loc[~incomplete, "cell_type"].equals(free.loc[~incomplete, "cell_type"])
 
 
 def test_mixed_cluster_is_unknown_not_forced():

@@ -171,9 +171,12 @@ def test_hvg_only_studies_hold_their_variable_genes_and_the_plain_counts(tmp_pat
     hvg_ds = json.loads((tmp_path / "hvg" / "truth" / "generator.json").read_text())["hvg_only_datasets"]
     assert len(hvg_ds) == 3
     measured = stores["hvg"].varm["measured"]
+    qc = stores["hvg"].uns["atlas"]["qc"]
     for ds in stores["hvg"].obs["dataset_id"].unique():
         n = int(measured[ds].sum())
         assert n <= independent_cohort.HVG_DEPOSIT if ds in hvg_ds else n > 10_000, (ds, n)
+        # ingest scaled the panels' QC floors (50 UMIs / 20 genes for a whole transcriptome)
+        assert qc.loc[ds, "used_min_genes"] == (round(20 * n / 15_000) if ds in hvg_ds else 20), ds
     # the same cells with the same counts: the deposit only leaves genes out
     plain, hvg = stores["plain"], stores["hvg"]
     cells = plain.obs_names.intersection(hvg.obs_names)
