@@ -324,6 +324,7 @@ def neutrophil_subatlas(atlas, store: Path, s: AnalysisSettings, subatlas_base=N
     refined = refine_signatures(counts, atlas.obs.loc[counts.obs_names, "dataset_id"].astype(str).to_numpy(),
                                 names, s, notes)  # fmt: skip
     reliability |= refined.reliability
+    _note_gene_panels(counts, notes)
     if n_neut >= s.min_neutrophils_for_subatlas:
         adata, summary = build_subatlas(counts, subatlas_settings(subatlas_base, s.subatlas))
     else:
@@ -339,6 +340,22 @@ def neutrophil_subatlas(atlas, store: Path, s: AnalysisSettings, subatlas_base=N
         adata.obs["neutrophil_leiden"] = "0"
         summary = {"n_cells": n_neut, "fallback": "whole-atlas latent"}
     return SubAtlas(adata, summary, reliability, notes, refined)
+
+
+def _note_gene_panels(counts, notes: list[str]) -> None:
+    """Name the data sets of these neutrophils that hold under half the genes of the one with the most (ingest's
+    ``qc.thresholds.panel_share``): the genes they lack read as zero in their state and index scores."""
+    if "measured" not in counts.varm or "dataset_id" not in counts.obs:
+        return
+    record = pd.DataFrame(counts.varm["measured"])
+    n = record[[c for c in record.columns if c in set(counts.obs["dataset_id"].astype(str))]].sum(axis=0)
+    panels = n[n < 0.5 * n.max()]
+    if len(panels):
+        sets = ", ".join(f"{d} ({int(k):,} genes)" for d, k in panels.items())
+        _note(notes, f"data sets holding under half the genes of the one with the most ({n.max():,}): {sets}; the genes "
+              "they lack read as zero in their neutrophils' state and index scores (up to 1.5 SD off on an independent "
+              "cohort), so their states and T3 fractions compare less well with the others'; their raw counts with "
+              "every gene are better")  # fmt: skip
 
 
 def refine_signatures(

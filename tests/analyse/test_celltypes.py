@@ -13,7 +13,7 @@ from atlas.analyse.celltypes import (
     fill_unmeasured,
 )
 from atlas.analyse.settings import AnalysisSettings
-from atlas.analyse.steps import _second_qc_pass
+from atlas.analyse.steps import _note_gene_panels, _second_qc_pass
 
 TYPES = ["neutrophil", "monocyte", "T"]
 
@@ -85,6 +85,22 @@ def test_cells_of_a_data_set_without_a_types_markers_are_neutral_on_it_not_again
     assert (as_read.loc[monocytes, "cell_type"] == "monocyte").mean() < 0.6
     assert (cells.loc[monocytes, "cell_type"] == "monocyte").mean() > 0.97
     assert (table.set_index("cluster").loc[["0", "1", "2"], "call"] == "monocyte").all()
+
+
+def test_the_analysis_names_data_sets_that_hold_a_gene_panel():
+    genes = [f"G{i}" for i in range(100)]
+    record = pd.DataFrame({"whole": True, "mouse": [i < 80 for i in range(100)], "hvg": [i < 20 for i in range(100)]},
+                          index=genes)  # fmt: skip
+    counts = ad.AnnData(np.ones((3, 100), np.float32), obs=pd.DataFrame({"dataset_id": ["whole", "mouse", "hvg"]}, index=["a", "b", "c"]),
+                        var=pd.DataFrame(index=genes))  # fmt: skip
+    counts.varm["measured"] = record
+    notes = []
+    _note_gene_panels(counts, notes)
+    assert len(notes) == 1 and "hvg (20 genes)" in notes[0] and "mouse" not in notes[0]
+    counts.varm["measured"] = record.assign(hvg=True)
+    notes = []
+    _note_gene_panels(counts, notes)
+    assert notes == []
 
 
 def test_cells_with_incomplete_evidence_keep_their_clusters_call():
