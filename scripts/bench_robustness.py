@@ -12,7 +12,7 @@ For every grid point (a simulator difficulty preset, ``simulate.difficulty``, or
 dendritic cells, with droplet platforms that capture few neutrophils, or with 8 % heterotypic doublets;
 ``independent_sorted`` / ``independent_all_sorted``: 3 of the 8 studies, or all of them, sorted their neutrophils
 (85-97 % of their cells); ``independent_hvg_only``: 3 of the 8 studies' files hold only their 2,000 most variable
-genes, as deposited processed objects often do;
+genes, as deposited processed objects often do (``independent_panel500``: 500 genes, as small as a targeted panel);
 ``independent_fixed_qc``: the plain independent cohort ingested with ``qc.thresholds.mode: fixed``, issue 12's
 QC, and ``independent_doublets_scrublet``: the doublet cohort with ``qc.doublets``, to see what the QC audit says of
 them) and seed:

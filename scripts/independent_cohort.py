@@ -134,6 +134,7 @@ VARIANTS = {
     "independent_sorted": {"sorted_share": 0.375},
     "independent_all_sorted": {"sorted_share": 1.0},
     "independent_hvg_only": {"hvg_only_share": 0.375},
+    "independent_panel500": {"hvg_only_share": 0.375, "deposit_genes": 500},
 }
 #: Neutrophils' share of a sorted sample (each sample draws its own): FACS or MACS purity.
 SORT_PURITY = (0.85, 0.97)
@@ -444,7 +445,7 @@ def logit_normal_mean(median: float, sd: float) -> float:
 
 def generate(out: str | Path, n_cells: int = 8000, n_datasets: int = 8, seed: int = 0, extra_types: bool = False,
              droplet_neutrophil_capture: float = 1.0, doublet_rate: float = 0.0, sorted_share: float = 0.0,
-             hvg_only_share: float = 0.0) -> Path:
+             hvg_only_share: float = 0.0, deposit_genes: int = HVG_DEPOSIT) -> Path:
     """Write one independent cohort to ``out``; returns the path of its ingest.yaml. ``extra_types``: tissues also
     hold mast, plasma and dendritic cells (:data:`EXTRA_MARKERS`), types outside atlas's marker panel (a different
     cohort: the generator's random draws change). ``droplet_neutrophil_capture``: the neutrophils' share of a
@@ -456,7 +457,8 @@ def generate(out: str | Path, n_cells: int = 8000, n_datasets: int = 8, seed: in
     studies (rounded; chosen at random) sorted their neutrophils: each of their samples is 85-97 % neutrophils
     (:data:`SORT_PURITY`), drawn from its own random stream, so the other studies are those of share 0.
     ``hvg_only_share``: that share of the studies (rounded; chosen from their own random stream) hold only their
-    :data:`HVG_DEPOSIT` most variable genes (:func:`_deposited_genes`); their cells and counts do not change."""
+    ``deposit_genes`` most variable genes (:func:`_deposited_genes`; 500: as small as a targeted panel); their cells
+    and counts do not change."""
     out = Path(out)
     rng = np.random.default_rng(10_000 + seed)
     drng = np.random.default_rng([10_000 + seed, 1])  # doublets only: the rest of the cohort does not move
@@ -483,7 +485,7 @@ def generate(out: str | Path, n_cells: int = 8000, n_datasets: int = 8, seed: in
         x = sp.vstack([p[0] for p in parts]).tocsr()
         obs = pd.concat([p[1] for p in parts], ignore_index=True)
         species = grp["species"].iloc[0]
-        genes = _deposited_genes(x) if d in hvg_ds else None
+        genes = _deposited_genes(x, deposit_genes) if d in hvg_ds else None
         entries.append(_write(out, int(d), name, species, x, obs, w.table, genes))
         for pid, o in obs.groupby("subject", sort=True):
             tum = o[(o["site"] == "Tumor") & (o["truth_cell_type"] == "neutrophil")]
@@ -511,6 +513,7 @@ def generate(out: str | Path, n_cells: int = 8000, n_datasets: int = 8, seed: in
                                                       "doublet_rate": doublet_rate,
                                                       "sorted_datasets": sorted(des.loc[des["d"].isin(sorted_ds),
                                                                                         "dataset"].unique()),
+                                                      "deposit_genes": deposit_genes,
                                                       "hvg_only_datasets": sorted(des.loc[des["d"].isin(hvg_ds),
                                                                                           "dataset"].unique()),
                                                       }, indent=1))  # fmt: skip
@@ -591,7 +594,9 @@ def main() -> None:
     ap.add_argument("--sorted-share", type=float, default=0.0, metavar="S",
                     help="share of the studies that sorted their neutrophils (85-97 %% of their cells; 1: all)")
     ap.add_argument("--hvg-only-share", type=float, default=0.0, metavar="S",
-                    help=f"share of the studies whose files hold only their {HVG_DEPOSIT} most variable genes")
+                    help="share of the studies whose files hold only their most variable genes (--deposit-genes)")
+    ap.add_argument("--deposit-genes", type=int, default=HVG_DEPOSIT, metavar="N",
+                    help=f"genes an HVG-only study keeps (default {HVG_DEPOSIT}, the scanpy tutorial's)")
     ap.add_argument("--oracle", action="store_true", help="print oracle_figures of the store OUT instead")
     a = ap.parse_args()
     if a.droplet_neutrophil_capture <= 0:
@@ -602,9 +607,11 @@ def main() -> None:
         ap.error(f"--sorted-share {a.sorted_share}: a share of the studies in [0, 1]")
     if not 0 <= a.hvg_only_share <= 1:
         ap.error(f"--hvg-only-share {a.hvg_only_share}: a share of the studies in [0, 1]")
+    if a.deposit_genes < 50:
+        ap.error(f"--deposit-genes {a.deposit_genes}: at least 50 genes")
     print(oracle_figures(a.out, a.seed, a.n_datasets, a.extra_types) if a.oracle
           else generate(a.out, a.n_cells, a.n_datasets, a.seed, a.extra_types, a.droplet_neutrophil_capture,
-                        a.doublet_rate, a.sorted_share, a.hvg_only_share))
+                        a.doublet_rate, a.sorted_share, a.hvg_only_share, a.deposit_genes))
 
 
 if __name__ == "__main__":
