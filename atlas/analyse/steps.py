@@ -126,13 +126,13 @@ def identify_neutrophils(
 def unmeasured_markers(store: Path, markers: dict[str, list[str]], obs: pd.DataFrame) -> pd.DataFrame:
     """Cells x types: True where the cell's data set measured fewer than half of the type's markers that the store
     holds (ingest's record ``varm["measured"]``; all False without one)."""
-    from ..integrate.storeio import read_store_frame
+    from ..integrate.storeio import Store
 
     out = pd.DataFrame(False, index=obs.index, columns=list(markers))
-    frame = read_store_frame(store)
-    if "measured" not in frame.varm:
+    with Store(store) as st:
+        record = st.measured()
+    if record is None:
         return out
-    record = pd.DataFrame(frame.varm["measured"], index=frame.var_names)
     ds = obs["dataset_id"].astype(str)
     for t, genes in markers.items():
         held = [g for g in genes if g in record.index]
@@ -343,13 +343,14 @@ def neutrophil_subatlas(atlas, store: Path, s: AnalysisSettings, subatlas_base=N
 
 
 def _note_gene_panels(counts, notes: list[str]) -> None:
-    """Name the data sets of these neutrophils that hold under half the genes of the one with the most (ingest's
+    """Name the data sets of these neutrophils that ingest treated as gene panels (its QC table's ``panel_scale``,
     ``qc.thresholds.panel_share``): the genes they lack read as zero in their state and index scores."""
-    if "measured" not in counts.varm or "dataset_id" not in counts.obs:
+    qc = counts.uns.get("atlas", {}).get("qc")
+    if qc is None or "panel_scale" not in qc or "measured" not in counts.varm or "dataset_id" not in counts.obs:
         return
     record = pd.DataFrame(counts.varm["measured"])
     n = record[[c for c in record.columns if c in set(counts.obs["dataset_id"].astype(str))]].sum(axis=0)
-    panels = n[n < 0.5 * n.max()]
+    panels = n[n.index.isin(qc.index[qc["panel_scale"] < 1])]
     if len(panels):
         sets = ", ".join(f"{d} ({int(k):,} genes)" for d, k in panels.items())
         _note(notes, f"data sets holding under half the genes of the one with the most ({n.max():,}): {sets}; the genes "

@@ -478,6 +478,7 @@ class QCTally:
         self.evidence_removed = 0
         self.evidence_low_rna = 0
         self.doublet_samples_not_trusted = 0
+        self.panel_scale = 1.0  # floors scaled for a gene panel (for_gene_panel); 1: a whole transcriptome
 
     def add(
         self, metrics: pd.DataFrame, reason: np.ndarray, floor_kept: np.ndarray | None = None, *, new_cells: bool = True
@@ -561,6 +562,7 @@ class QCTally:
                 "cells_out": self.cells_out,
                 "kept_by_neutrophil_floor": self.floor_kept,
                 "doublet_samples_not_trusted": self.doublet_samples_not_trusted,
+                "panel_scale": self.panel_scale,
                 "qc_enabled": self.enabled,
                 "qc_mode": self.thresholds.mode,
             }

@@ -217,6 +217,7 @@ def _stream_dataset(
                        "absolute %% mito ceiling; the genes it lacks read as zero in its cells' scores: its raw "
                        "counts with every gene are better", ds.id, n_genes, 100 * panel, most_genes)  # fmt: skip
     tally = QCTally(ds.id, thresholds, enabled=qc.enabled, source=plan.source)
+    tally.panel_scale = panel
     mad = _mad_mode(config, ds.id)
     sets = QCGeneSets.from_genes(mapping.genes, qc)
     n_markers = len(np.intersect1d(mapping.colmap[mapping.colmap >= 0], sets.markers))

@@ -82,6 +82,17 @@ class Store:
         if f is not None:
             f.close()
 
+    def measured(self):
+        """Ingest's record of which data set measured which gene (``varm["measured"]``, genes x data sets, indexed
+        by the store's genes), read alone; None for a store without one."""
+        from anndata.io import read_elem
+
+        if "varm" not in self.root or "measured" not in self.root["varm"]:
+            return None
+        record = read_elem(self.root["varm"]["measured"])
+        record.index = read_elem(self.root["var"]).index
+        return record
+
     def frame(self):
         """The store without ``X``: an AnnData with obs, var, uns, obsm and varm (``X`` is ``None``)."""
         import anndata as ad

@@ -91,13 +91,16 @@ def test_the_analysis_names_data_sets_that_hold_a_gene_panel():
     genes = [f"G{i}" for i in range(100)]
     record = pd.DataFrame({"whole": True, "mouse": [i < 80 for i in range(100)], "hvg": [i < 20 for i in range(100)]},
                           index=genes)  # fmt: skip
-    counts = ad.AnnData(np.ones((3, 100), np.float32), obs=pd.DataFrame({"dataset_id": ["whole", "mouse", "hvg"]}, index=["a", "b", "c"]),
-                        var=pd.DataFrame(index=genes))  # fmt: skip
+    obs = pd.DataFrame({"dataset_id": ["whole", "mouse", "hvg"]}, index=["a", "b", "c"])
+    counts = ad.AnnData(np.ones((3, 100), np.float32), obs=obs, var=pd.DataFrame(index=genes))
     counts.varm["measured"] = record
+    # ingest's QC table says which data sets it treated as panels (their floors scaled by their share of the genes)
+    counts.uns["atlas"] = {"qc": pd.DataFrame({"panel_scale": [1.0, 1.0, 0.2]}, index=["whole", "mouse", "hvg"])}
     notes = []
     _note_gene_panels(counts, notes)
     assert len(notes) == 1 and "hvg (20 genes)" in notes[0] and "mouse" not in notes[0]
     counts.varm["measured"] = record.assign(hvg=True)
+    counts.uns["atlas"]["qc"]["panel_scale"] = 1.0
     notes = []
     _note_gene_panels(counts, notes)
     assert notes == []

@@ -177,6 +177,7 @@ def test_hvg_only_studies_hold_their_variable_genes_and_the_plain_counts(tmp_pat
         assert n <= independent_cohort.HVG_DEPOSIT if ds in hvg_ds else n > 10_000, (ds, n)
         # ingest scaled the panels' QC floors (50 UMIs / 20 genes for a whole transcriptome)
         assert qc.loc[ds, "used_min_genes"] == (round(20 * n / 15_000) if ds in hvg_ds else 20), ds
+        assert (qc.loc[ds, "panel_scale"] < 1) == (ds in hvg_ds), ds
     # the same cells with the same counts: the deposit only leaves genes out
     plain, hvg = stores["plain"], stores["hvg"]
     cells = plain.obs_names.intersection(hvg.obs_names)
